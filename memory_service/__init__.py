@@ -1,0 +1,1 @@
+"""gRPC MemoryService: embeds memories and stores and finds them in Qdrant."""

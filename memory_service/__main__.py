@@ -1,0 +1,20 @@
+"""`python -m memory_service` runs the memory service."""
+
+import asyncio
+import sys
+
+from memory_service.server import serve
+from memory_service.store import StoreError
+
+
+def main() -> int:
+    try:
+        asyncio.run(serve())
+    except (StoreError, RuntimeError) as exc:
+        print(f"memory_service: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

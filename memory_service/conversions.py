@@ -1,0 +1,122 @@
+"""Protobuf messages to domain types and back; nothing past this module sees _pb2 types."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from memory_service.errors import InvalidArgumentError
+from memory_service.memories import NewMemory, StoreStats
+from memory_service.models import Memory, MemoryKind, ScoredMemory, SearchFilters, SearchMode
+from protos.memory.v1 import memory_pb2 as pb
+
+_KIND_TO_PB = {
+    MemoryKind.PROMPT: pb.MEMORY_KIND_PROMPT,
+    MemoryKind.RESPONSE: pb.MEMORY_KIND_RESPONSE,
+}
+_KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
+_MODE_FROM_PB = {
+    pb.SEARCH_MODE_UNSPECIFIED: SearchMode.HYBRID,
+    pb.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
+    pb.SEARCH_MODE_SEMANTIC: SearchMode.SEMANTIC,
+    pb.SEARCH_MODE_KEYWORD: SearchMode.KEYWORD,
+}
+
+
+def kind_from_pb(value: int, default: MemoryKind | None) -> MemoryKind | None:
+    if value == pb.MEMORY_KIND_UNSPECIFIED:
+        return default
+    try:
+        return _KIND_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgumentError(f"unknown memory kind {value}") from None
+
+
+def mode_from_pb(value: int) -> SearchMode:
+    try:
+        return _MODE_FROM_PB[value]  # type: ignore[index]
+    except KeyError:
+        raise InvalidArgumentError(
+            f"unknown search mode {value}; use hybrid, semantic or keyword"
+        ) from None
+
+
+def _time(ts: Timestamp, present: bool) -> datetime | None:
+    if not present:
+        return None
+    return ts.ToDatetime(tzinfo=UTC)
+
+
+def filters_from_pb(msg: pb.Filters) -> SearchFilters:
+    after = _time(msg.created_after, msg.HasField("created_after"))
+    before = _time(msg.created_before, msg.HasField("created_before"))
+    if after and before and after > before:
+        raise InvalidArgumentError("created_after is later than created_before")
+    return SearchFilters(
+        providers=tuple(p.strip().lower() for p in msg.providers if p.strip()),
+        conversation_id=msg.conversation_id,
+        created_after=after,
+        created_before=before,
+        kind=kind_from_pb(msg.kind, None),
+    )
+
+
+def new_memory_from_pb(msg: pb.SaveMemoryRequest) -> NewMemory:
+    return NewMemory(
+        text=msg.text,
+        kind=kind_from_pb(msg.kind, MemoryKind.PROMPT) or MemoryKind.PROMPT,
+        provider=msg.provider,
+        conversation_id=msg.conversation_id,
+        message_id=msg.message_id,
+        url=msg.url,
+        metadata=dict(msg.metadata),
+    )
+
+
+def response_from_pb(msg: pb.AttachResponseRequest) -> NewMemory:
+    return NewMemory(
+        text=msg.text,
+        kind=MemoryKind.RESPONSE,
+        provider=msg.provider,
+        conversation_id=msg.conversation_id,
+        message_id=msg.message_id,
+        url=msg.url,
+        metadata=dict(msg.metadata),
+    )
+
+
+def memory_to_pb(memory: Memory) -> pb.Memory:
+    created = Timestamp()
+    created.FromDatetime(memory.created_at)
+    return pb.Memory(
+        id=memory.id,
+        user_id=memory.user_id,
+        kind=_KIND_TO_PB[memory.kind],
+        text=memory.text,
+        provider=memory.provider,
+        conversation_id=memory.conversation_id,
+        message_id=memory.message_id,
+        url=memory.url,
+        metadata=memory.metadata,
+        created_at=created,
+        prompt_id=memory.prompt_id,
+        response_id=memory.response_id,
+    )
+
+
+def scored_to_pb(results: list[ScoredMemory]) -> pb.SearchResponse:
+    return pb.SearchResponse(
+        results=[pb.ScoredMemory(memory=memory_to_pb(r.memory), score=r.score) for r in results]
+    )
+
+
+def stats_to_pb(stats: StoreStats) -> pb.Stats:
+    return pb.Stats(
+        total_memories=stats.total_memories,
+        users=stats.users,
+        collection=stats.collection,
+        model=stats.model,
+        dimension=stats.dimension,
+        backend=stats.backend,
+    )

@@ -1,0 +1,17 @@
+"""Domain errors of the memory service; the servicer maps each to one gRPC status code."""
+
+
+class MemoryError_(Exception):  # noqa: N801 - the builtin MemoryError means something else
+    """Base of the errors a caller is told about."""
+
+
+class InvalidArgumentError(MemoryError_):
+    pass
+
+
+class NotFoundError(MemoryError_):
+    pass
+
+
+class PermissionDeniedError(MemoryError_):
+    pass

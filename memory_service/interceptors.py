@@ -1,0 +1,123 @@
+"""Server interceptor: checks the service token, sets the caller's identity and request id,
+maps domain errors to status codes and records RPC latency."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+
+from memory_service import metrics
+from memory_service.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from memory_service.identity import (
+    REQUEST_ID_KEY,
+    IdentityError,
+    current_identity,
+    current_request_id,
+    identity_from_metadata,
+)
+from memory_service.store import StoreError, StoreUnavailableError
+
+log = logging.getLogger(__name__)
+
+# Health checks and reflection are open: probes and tools carry no identity.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+ERROR_CODES: Sequence[tuple[type[BaseException], grpc.StatusCode]] = (
+    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+    (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
+    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (StoreError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for error_type, code in ERROR_CODES:
+        if isinstance(exc, error_type):
+            return code
+    return None
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service_token: str, metric: Any = metrics.RPC_SECONDS) -> None:
+        self.service_token = service_token
+        self.metric = metric
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method  # type: ignore[attr-defined]
+        if handler is None or method.startswith(OPEN_PREFIXES):
+            return handler
+        metadata = {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}  # type: ignore[attr-defined]
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method, metadata),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _enter(self, metadata: dict[str, str]) -> None:
+        current_request_id.set(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex)
+        current_identity.set(identity_from_metadata(metadata, self.service_token))
+
+    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        code = status_for(exc)
+        if code is None:
+            log.exception("unexpected error", exc_info=exc)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        else:
+            await context.abort(code, str(exc))
+
+    def _unary(self, behavior: Any, method: str, metadata: dict[str, str]) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                self._enter(metadata)
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except Exception as exc:
+                code = (status_for(exc) or grpc.StatusCode.INTERNAL).name
+                await self._fail(context, exc)
+            finally:
+                self.metric.labels(method, code).observe(time.perf_counter() - started)
+
+        return wrapped
+
+    def _stream(self, behavior: Any, method: str, metadata: dict[str, str]) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
+            try:
+                self._enter(metadata)
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                code = "ABORTED_BY_HANDLER"
+                raise
+            except Exception as exc:
+                code = (status_for(exc) or grpc.StatusCode.INTERNAL).name
+                await self._fail(context, exc)
+            finally:
+                self.metric.labels(method, code).observe(time.perf_counter() - started)
+
+        return wrapped

@@ -1,0 +1,239 @@
+"""What the memory service does: validate, embed, store and find one user's memories."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Iterator
+
+import qdrant_edge
+
+from memory_service import metrics
+from memory_service.config import (
+    MAX_METADATA_ENTRIES,
+    MAX_PAGE_SIZE,
+    MAX_TEXT_CHARS,
+    MAX_TOP_K,
+)
+from memory_service.embedder import Embedder
+from memory_service.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from memory_service.models import (
+    Identity,
+    Memory,
+    MemoryKind,
+    MemoryPoint,
+    ScoredMemory,
+    SearchFilters,
+    SearchMode,
+    SparseVector,
+    memory_point_id,
+)
+from memory_service.store import MemoryStore
+
+MAX_FIELD_CHARS = 512
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class NewMemory:
+    text: str
+    kind: MemoryKind = MemoryKind.PROMPT
+    provider: str = ""
+    conversation_id: str = ""
+    message_id: str = ""
+    url: str = ""
+    metadata: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    total_memories: int
+    users: int
+    collection: str
+    model: str
+    dimension: int
+    backend: str
+
+
+@contextmanager
+def _timed(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        metrics.STORE_SECONDS.labels(operation).observe(time.perf_counter() - started)
+
+
+def _check_text(text: str, what: str = "text") -> str:
+    if not text or not text.strip():
+        raise InvalidArgumentError(f"{what} must not be empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidArgumentError(
+            f"{what} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}"
+        )
+    return text
+
+
+def _check_field(value: str, name: str) -> str:
+    if len(value) > MAX_FIELD_CHARS:
+        raise InvalidArgumentError(f"{name} is longer than {MAX_FIELD_CHARS} characters")
+    return value
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
+    metadata = dict(metadata or {})
+    if len(metadata) > MAX_METADATA_ENTRIES:
+        raise InvalidArgumentError(f"metadata has more than {MAX_METADATA_ENTRIES} entries")
+    for key, value in metadata.items():
+        _check_field(key, "a metadata key")
+        _check_field(value, f"metadata[{key!r}]")
+    return metadata
+
+
+class Memories:
+    """One user's memories, as seen through a verified identity."""
+
+    def __init__(self, embedder: Embedder, store: MemoryStore) -> None:
+        self.embedder = embedder
+        self.store = store
+        self.bm25 = qdrant_edge.Bm25()
+
+    def _sparse_document(self, text: str) -> SparseVector:
+        vec = self.bm25.embed_document(text)
+        return SparseVector(list(vec.indices), list(vec.values))
+
+    def _sparse_query(self, text: str) -> SparseVector:
+        vec = self.bm25.embed_query(text)
+        return SparseVector(list(vec.indices), list(vec.values))
+
+    async def save(self, who: Identity, new: NewMemory) -> Memory:
+        text = _check_text(new.text)
+        for name in ("provider", "conversation_id", "message_id", "url"):
+            _check_field(getattr(new, name), name)
+        memory_id = memory_point_id(who.user_id, new.message_id)
+        if new.message_id:
+            # A retried save returns what the first one stored instead of writing again.
+            existing = await self.store.get(who.user_id, memory_id)
+            if existing is not None:
+                return existing
+        memory = Memory(
+            id=memory_id,
+            user_id=who.user_id,
+            kind=new.kind,
+            text=text,
+            created_at=datetime.now(UTC),
+            provider=new.provider.strip().lower(),
+            conversation_id=new.conversation_id,
+            message_id=new.message_id,
+            url=new.url,
+            metadata=_check_metadata(new.metadata),
+        )
+        dense = await self.embedder.embed(text)
+        point = MemoryPoint(memory, dense, self._sparse_document(text))
+        with _timed("upsert"):
+            await self.store.upsert([point])
+        metrics.MEMORIES_SAVED.labels(memory.kind.value).inc()
+        return memory
+
+    async def attach_response(
+        self, who: Identity, new: NewMemory, *, prompt_id: str = "", prompt_message_id: str = ""
+    ) -> Memory:
+        if not prompt_id and not prompt_message_id:
+            raise InvalidArgumentError("name the prompt: prompt_id or prompt_message_id")
+        if not prompt_id:
+            prompt_id = memory_point_id(who.user_id, prompt_message_id)
+        prompt = await self.get(who, prompt_id)
+        response = await self.save(
+            who,
+            replace(
+                new,
+                kind=MemoryKind.RESPONSE,
+                conversation_id=new.conversation_id or prompt.conversation_id,
+                provider=new.provider or prompt.provider,
+            ),
+        )
+        if response.prompt_id != prompt.id:
+            with _timed("set_payload"):
+                await self.store.set_fields(who.user_id, response.id, {"prompt_id": prompt.id})
+                await self.store.set_fields(who.user_id, prompt.id, {"response_id": response.id})
+            response.prompt_id = prompt.id
+        return response
+
+    async def search(
+        self, who: Identity, query: str, top_k: int, mode: SearchMode, filters: SearchFilters
+    ) -> list[ScoredMemory]:
+        _check_text(query, "query")
+        if not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
+        dense = await self.embedder.embed(query) if mode is not SearchMode.KEYWORD else None
+        sparse = self._sparse_query(query) if mode is not SearchMode.SEMANTIC else None
+        if mode is SearchMode.KEYWORD and sparse is not None and not sparse.indices:
+            return []
+        if mode is SearchMode.HYBRID and sparse is not None and not sparse.indices:
+            # Nothing but stop words: the keyword side has nothing to add.
+            mode, sparse = SearchMode.SEMANTIC, None
+        with _timed("search"):
+            return await self.store.search(
+                who.user_id, dense=dense, sparse=sparse, mode=mode, filters=filters, limit=top_k
+            )
+
+    async def get(self, who: Identity, memory_id: str) -> Memory:
+        with _timed("get"):
+            memory = await self.store.get(who.user_id, _check_id(memory_id))
+        if memory is None:
+            raise NotFoundError(f"memory {memory_id} not found")
+        return memory
+
+    async def list(
+        self, who: Identity, page_size: int, cursor: str, filters: SearchFilters
+    ) -> tuple[list[Memory], str | None]:
+        page_size = page_size or DEFAULT_PAGE_SIZE
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise InvalidArgumentError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        try:
+            with _timed("scroll"):
+                return await self.store.scroll(who.user_id, filters, page_size, cursor or None)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from exc
+
+    async def delete(self, who: Identity, memory_id: str) -> None:
+        with _timed("delete"):
+            deleted = await self.store.delete(who.user_id, _check_id(memory_id))
+        if not deleted:
+            raise NotFoundError(f"memory {memory_id} not found")
+
+    async def delete_user(self, who: Identity, user_id: str = "") -> int:
+        target = user_id or who.user_id
+        if target != who.user_id and not who.is_admin:
+            raise PermissionDeniedError("only an admin may delete another user's memories")
+        with _timed("delete_user"):
+            return await self.store.delete_user(target)
+
+    async def export(self, who: Identity, filters: SearchFilters) -> AsyncIterator[Memory]:
+        async for memory in self.store.iterate(who.user_id, filters):
+            yield memory
+
+    async def stats(self, who: Identity) -> StoreStats:
+        if not who.is_admin:
+            raise PermissionDeniedError("store statistics are for admins")
+        return StoreStats(
+            total_memories=await self.store.count(None),
+            users=await self.store.count_users(),
+            collection=self.store.spec.name,
+            model=self.store.spec.model,
+            dimension=self.store.spec.dimension,
+            backend=self.store.backend,
+        )
+
+
+def _check_id(memory_id: str) -> str:
+    import uuid
+
+    try:
+        return str(uuid.UUID(memory_id))
+    except (ValueError, AttributeError, TypeError):
+        # Ids are UUIDs; anything else cannot name a stored memory.
+        raise NotFoundError(f"memory {memory_id!r} not found") from None

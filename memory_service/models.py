@@ -1,0 +1,84 @@
+"""Domain types of the memory service; protobuf messages are converted to these at the edge."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+# Point ids of memories saved with a client message id are derived from (user, message id),
+# so a retried save lands on the same point.
+MESSAGE_ID_NAMESPACE = uuid.UUID("5b8f2c1e-7d43-5a1f-9e0b-6c2d4a8f1e37")
+
+
+class MemoryKind(enum.StrEnum):
+    PROMPT = "prompt"
+    RESPONSE = "response"
+
+
+class SearchMode(enum.StrEnum):
+    HYBRID = "hybrid"
+    SEMANTIC = "semantic"
+    KEYWORD = "keyword"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request acts for, as verified upstream and passed in gRPC metadata."""
+
+    user_id: str
+    is_admin: bool = False
+
+
+@dataclass(slots=True)
+class Memory:
+    id: str
+    user_id: str
+    kind: MemoryKind
+    text: str
+    created_at: datetime
+    provider: str = ""
+    conversation_id: str = ""
+    message_id: str = ""
+    url: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    prompt_id: str = ""
+    response_id: str = ""
+
+
+@dataclass(slots=True)
+class ScoredMemory:
+    memory: Memory
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilters:
+    providers: tuple[str, ...] = ()
+    conversation_id: str = ""
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    kind: MemoryKind | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    indices: list[int]
+    values: list[float]
+
+
+@dataclass(slots=True)
+class MemoryPoint:
+    """A memory with the vectors it is stored under."""
+
+    memory: Memory
+    dense: list[float]
+    sparse: SparseVector
+
+
+def memory_point_id(user_id: str, message_id: str) -> str:
+    """The point id for a save: stable for a client message id, fresh otherwise."""
+    if message_id:
+        return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{user_id}\x1f{message_id}"))
+    return str(uuid.uuid4())

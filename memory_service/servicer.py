@@ -1,0 +1,99 @@
+"""The MemoryService RPCs: convert, call the domain, convert back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from memory_service import conversions as conv
+from memory_service.identity import require_identity
+from memory_service.memories import Memories
+from memory_service.store import StoreUnavailableError
+from protos.memory.v1 import memory_pb2 as pb
+from protos.memory.v1 import memory_pb2_grpc
+
+
+class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
+    def __init__(self) -> None:
+        self._memories: Memories | None = None
+
+    def ready(self, memories: Memories) -> None:
+        self._memories = memories
+
+    @property
+    def memories(self) -> Memories:
+        if self._memories is None:
+            raise StoreUnavailableError("memory service is starting")
+        return self._memories
+
+    async def SaveMemory(
+        self, request: pb.SaveMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        memory = await self.memories.save(require_identity(), conv.new_memory_from_pb(request))
+        return conv.memory_to_pb(memory)
+
+    async def AttachResponse(
+        self, request: pb.AttachResponseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        memory = await self.memories.attach_response(
+            require_identity(),
+            conv.response_from_pb(request),
+            prompt_id=request.prompt_id,
+            prompt_message_id=request.prompt_message_id,
+        )
+        return conv.memory_to_pb(memory)
+
+    async def Search(
+        self, request: pb.SearchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SearchResponse:
+        results = await self.memories.search(
+            require_identity(),
+            request.query,
+            request.top_k,
+            conv.mode_from_pb(request.mode),
+            conv.filters_from_pb(request.filters),
+        )
+        return conv.scored_to_pb(results)
+
+    async def GetMemory(
+        self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        return conv.memory_to_pb(await self.memories.get(require_identity(), request.id))
+
+    async def ListMemories(
+        self, request: pb.ListMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListMemoriesResponse:
+        page, cursor = await self.memories.list(
+            require_identity(),
+            request.page_size,
+            request.cursor,
+            conv.filters_from_pb(request.filters),
+        )
+        return pb.ListMemoriesResponse(
+            memories=[conv.memory_to_pb(m) for m in page], next_cursor=cursor or ""
+        )
+
+    async def DeleteMemory(
+        self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteMemoryResponse:
+        await self.memories.delete(require_identity(), request.id)
+        return pb.DeleteMemoryResponse()
+
+    async def DeleteUserMemories(
+        self, request: pb.DeleteUserMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteUserMemoriesResponse:
+        deleted = await self.memories.delete_user(require_identity(), request.user_id)
+        return pb.DeleteUserMemoriesResponse(deleted=deleted)
+
+    async def ExportMemories(  # type: ignore[override]
+        self, request: pb.ExportMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Memory]:
+        filters = conv.filters_from_pb(request.filters)
+        async for memory in self.memories.export(require_identity(), filters):
+            yield conv.memory_to_pb(memory)
+
+    async def GetStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Stats:
+        return conv.stats_to_pb(await self.memories.stats(require_identity()))

@@ -1,0 +1,197 @@
+"""The store interface, and the payload and filter shapes both adapters share."""
+
+from __future__ import annotations
+
+import abc
+import base64
+import binascii
+import re
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from memory_service.models import (
+    Memory,
+    MemoryKind,
+    MemoryPoint,
+    ScoredMemory,
+    SearchFilters,
+    SearchMode,
+    SparseVector,
+)
+
+DENSE_VECTOR = "dense"
+SPARSE_VECTOR = "bm25"
+RRF_K = 60
+
+
+class StoreError(Exception):
+    """A store operation failed."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached right now; the caller may retry."""
+
+
+class DimensionMismatchError(StoreError):
+    """The stored collection was built for another embedding dimension."""
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionSpec:
+    model: str
+    dimension: int
+    prefix: str = "memories"
+
+    @property
+    def name(self) -> str:
+        slug = re.sub(r"[^a-z0-9]+", "-", self.model.lower()).strip("-")
+        return f"{self.prefix}_{slug}_{self.dimension}"
+
+
+# A condition both adapters translate into their own filter types:
+# ("match", key, value) | ("any", key, [values]) | ("range", key, gte, lte) | ("id", point_id)
+Condition = tuple[Any, ...]
+
+
+def tenant_conditions(user_id: str, filters: SearchFilters | None = None) -> list[Condition]:
+    """Every read and delete starts from the verified user; request filters only narrow it."""
+    if not user_id:
+        raise ValueError("a user id is required for every store read")
+    conditions: list[Condition] = [("match", "user_id", user_id)]
+    if filters is None:
+        return conditions
+    if filters.providers:
+        conditions.append(("any", "provider", list(filters.providers)))
+    if filters.conversation_id:
+        conditions.append(("match", "conversation_id", filters.conversation_id))
+    if filters.kind is not None:
+        conditions.append(("match", "kind", filters.kind.value))
+    if filters.created_after is not None or filters.created_before is not None:
+        conditions.append(
+            (
+                "range",
+                "created_at",
+                filters.created_after.timestamp() if filters.created_after else None,
+                filters.created_before.timestamp() if filters.created_before else None,
+            )
+        )
+    return conditions
+
+
+def to_payload(memory: Memory) -> dict[str, Any]:
+    return {
+        "user_id": memory.user_id,
+        "kind": memory.kind.value,
+        "text": memory.text,
+        "provider": memory.provider,
+        "conversation_id": memory.conversation_id,
+        "message_id": memory.message_id,
+        "url": memory.url,
+        "metadata": dict(memory.metadata),
+        "created_at": memory.created_at.timestamp(),
+        "prompt_id": memory.prompt_id,
+        "response_id": memory.response_id,
+    }
+
+
+def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
+    return Memory(
+        id=str(point_id),
+        user_id=payload["user_id"],
+        kind=MemoryKind(payload.get("kind", MemoryKind.PROMPT.value)),
+        text=payload.get("text", ""),
+        created_at=datetime.fromtimestamp(float(payload.get("created_at", 0.0)), tz=UTC),
+        provider=payload.get("provider", ""),
+        conversation_id=payload.get("conversation_id", ""),
+        message_id=payload.get("message_id", ""),
+        url=payload.get("url", ""),
+        metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
+        prompt_id=payload.get("prompt_id", ""),
+        response_id=payload.get("response_id", ""),
+    )
+
+
+def encode_cursor(point_id: Any) -> str:
+    return base64.urlsafe_b64encode(str(point_id).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    """The point id a cursor stands for; ValueError for anything this store did not issue."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        return str(uuid.UUID(raw))
+    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("malformed cursor") from exc
+
+
+def prefetch_limit(limit: int) -> int:
+    return min(max(limit * 4, 40), 400)
+
+
+class MemoryStore(abc.ABC):
+    """Memories of every user in one collection, every access scoped by user id."""
+
+    backend: str
+    spec: CollectionSpec
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create the collection and indexes if missing; check the embedding dimension."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def upsert(self, points: Sequence[MemoryPoint]) -> None:
+        """Store points durably before returning."""
+
+    @abc.abstractmethod
+    async def get(self, user_id: str, memory_id: str) -> Memory | None: ...
+
+    @abc.abstractmethod
+    async def search(
+        self,
+        user_id: str,
+        *,
+        dense: list[float] | None,
+        sparse: SparseVector | None,
+        mode: SearchMode,
+        filters: SearchFilters,
+        limit: int,
+    ) -> list[ScoredMemory]: ...
+
+    @abc.abstractmethod
+    async def scroll(
+        self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
+    ) -> tuple[list[Memory], str | None]:
+        """One page in id order, and the cursor of the next page (None at the end)."""
+
+    @abc.abstractmethod
+    async def count(self, user_id: str | None = None) -> int:
+        """Memories of one user, or of everyone when user_id is None (admin figures)."""
+
+    @abc.abstractmethod
+    async def count_users(self) -> int: ...
+
+    @abc.abstractmethod
+    async def delete(self, user_id: str, memory_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def delete_user(self, user_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None: ...
+
+    async def iterate(
+        self, user_id: str, filters: SearchFilters, page_size: int = 256
+    ) -> AsyncIterator[Memory]:
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.scroll(user_id, filters, page_size, cursor)
+            for memory in page:
+                yield memory
+            if cursor is None:
+                return

@@ -1,0 +1,237 @@
+"""Server store: a Qdrant server or cluster through qdrant-client's async client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters, SearchMode
+from memory_service.models import SparseVector as Sparse
+from memory_service.store.base import (
+    DENSE_VECTOR,
+    RRF_K,
+    SPARSE_VECTOR,
+    CollectionSpec,
+    Condition,
+    DimensionMismatchError,
+    MemoryStore,
+    StoreError,
+    StoreUnavailableError,
+    decode_cursor,
+    encode_cursor,
+    from_payload,
+    prefetch_limit,
+    tenant_conditions,
+    to_payload,
+)
+
+
+def _condition(cond: Condition) -> Any:
+    match cond:
+        case ("match", key, value):
+            return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+        case ("any", key, values):
+            return models.FieldCondition(key=key, match=models.MatchAny(any=values))
+        case ("range", key, gte, lte):
+            return models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
+        case ("id", point_id):
+            return models.HasIdCondition(has_id=[point_id])
+    raise ValueError(f"unknown condition {cond!r}")
+
+
+def _filter(conditions: list[Condition]) -> models.Filter:
+    return models.Filter(must=[_condition(c) for c in conditions])
+
+
+class ServerMemoryStore(MemoryStore):
+    backend = "server"
+
+    def __init__(self, client: AsyncQdrantClient, spec: CollectionSpec) -> None:
+        self.client = client
+        self.spec = spec
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, spec: CollectionSpec) -> ServerMemoryStore:
+        return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=10), spec)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    async def open(self) -> None:
+        try:
+            await self._open()
+        except (ResponseHandlingException, UnexpectedResponse, OSError) as exc:
+            raise StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
+
+    async def _open(self) -> None:
+        if await self.client.collection_exists(self.name):
+            info = await self.client.get_collection(self.name)
+            vectors = info.config.params.vectors
+            size = vectors[DENSE_VECTOR].size if isinstance(vectors, dict) else None
+            if size != self.spec.dimension:
+                raise DimensionMismatchError(
+                    f"collection {self.name!r} holds {size}-dimensional embeddings, but the "
+                    f"configured model {self.spec.model!r} produces {self.spec.dimension}"
+                )
+        else:
+            await self.client.create_collection(
+                self.name,
+                vectors_config={
+                    DENSE_VECTOR: models.VectorParams(
+                        size=self.spec.dimension, distance=models.Distance.COSINE
+                    )
+                },
+                sparse_vectors_config={
+                    SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+            )
+        await self.client.create_payload_index(
+            self.name,
+            "user_id",
+            models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            wait=True,
+        )
+        for key in ("provider", "conversation_id", "kind"):
+            await self.client.create_payload_index(
+                self.name, key, models.PayloadSchemaType.KEYWORD, wait=True
+            )
+        await self.client.create_payload_index(
+            self.name, "created_at", models.PayloadSchemaType.FLOAT, wait=True
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def upsert(self, points: Sequence[MemoryPoint]) -> None:
+        await self.client.upsert(
+            self.name,
+            points=[
+                models.PointStruct(
+                    id=p.memory.id,
+                    vector={
+                        DENSE_VECTOR: p.dense,
+                        SPARSE_VECTOR: models.SparseVector(
+                            indices=p.sparse.indices, values=p.sparse.values
+                        ),
+                    },
+                    payload=to_payload(p.memory),
+                )
+                for p in points
+            ],
+            wait=True,
+        )
+
+    async def get(self, user_id: str, memory_id: str) -> Memory | None:
+        records, _ = await self.client.scroll(
+            self.name,
+            scroll_filter=_filter([*tenant_conditions(user_id), ("id", memory_id)]),
+            limit=1,
+            with_payload=True,
+        )
+        if not records:
+            return None
+        return from_payload(records[0].id, records[0].payload or {})
+
+    async def search(
+        self,
+        user_id: str,
+        *,
+        dense: list[float] | None,
+        sparse: Sparse | None,
+        mode: SearchMode,
+        filters: SearchFilters,
+        limit: int,
+    ) -> list[ScoredMemory]:
+        flt = _filter(tenant_conditions(user_id, filters))
+        sparse_vec = (
+            models.SparseVector(indices=sparse.indices, values=sparse.values) if sparse else None
+        )
+        if mode is SearchMode.HYBRID:
+            if dense is None or sparse_vec is None:
+                raise ValueError("hybrid search needs both vectors")
+            depth = prefetch_limit(limit)
+            response = await self.client.query_points(
+                self.name,
+                prefetch=[
+                    models.Prefetch(query=dense, using=DENSE_VECTOR, limit=depth, filter=flt),
+                    models.Prefetch(query=sparse_vec, using=SPARSE_VECTOR, limit=depth, filter=flt),
+                ],
+                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+                query_filter=flt,
+                limit=limit,
+                with_payload=True,
+            )
+        elif mode is SearchMode.SEMANTIC:
+            response = await self.client.query_points(
+                self.name, query=dense, using=DENSE_VECTOR, query_filter=flt, limit=limit,
+                with_payload=True,
+            )
+        else:
+            response = await self.client.query_points(
+                self.name, query=sparse_vec, using=SPARSE_VECTOR, query_filter=flt, limit=limit,
+                with_payload=True,
+            )
+        return [
+            ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
+            for p in response.points
+        ]
+
+    async def scroll(
+        self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
+    ) -> tuple[list[Memory], str | None]:
+        offset = decode_cursor(cursor) if cursor else None
+        records, next_offset = await self.client.scroll(
+            self.name,
+            scroll_filter=_filter(tenant_conditions(user_id, filters)),
+            limit=limit,
+            offset=offset,
+            with_payload=True,
+        )
+        memories = [from_payload(r.id, r.payload or {}) for r in records]
+        return memories, (encode_cursor(next_offset) if next_offset is not None else None)
+
+    async def count(self, user_id: str | None = None) -> int:
+        flt = _filter(tenant_conditions(user_id)) if user_id is not None else None
+        result = await self.client.count(self.name, count_filter=flt, exact=True)
+        return int(result.count)
+
+    async def count_users(self) -> int:
+        response = await self.client.facet(self.name, key="user_id", limit=1_000_000, exact=False)
+        return len(response.hits)
+
+    async def delete(self, user_id: str, memory_id: str) -> bool:
+        if await self.get(user_id, memory_id) is None:
+            return False
+        await self.client.delete(
+            self.name,
+            points_selector=models.FilterSelector(
+                filter=_filter([*tenant_conditions(user_id), ("id", memory_id)])
+            ),
+            wait=True,
+        )
+        return True
+
+    async def delete_user(self, user_id: str) -> int:
+        flt = _filter(tenant_conditions(user_id))
+        count = (await self.client.count(self.name, count_filter=flt, exact=True)).count
+        await self.client.delete(
+            self.name, points_selector=models.FilterSelector(filter=flt), wait=True
+        )
+        return int(count)
+
+    async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
+        await self.client.set_payload(
+            self.name,
+            payload=fields,
+            points=models.FilterSelector(
+                filter=_filter([*tenant_conditions(user_id), ("id", memory_id)])
+            ),
+            wait=True,
+        )
+
+
+__all__ = ["ServerMemoryStore", "StoreError"]
