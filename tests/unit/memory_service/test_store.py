@@ -1,0 +1,232 @@
+"""One suite, both store adapters: the embedded engine and the server client (in-memory)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import qdrant_edge
+from qdrant_client import AsyncQdrantClient
+
+from memory_service.models import (
+    Memory,
+    MemoryKind,
+    MemoryPoint,
+    SearchFilters,
+    SearchMode,
+    SparseVector,
+)
+from memory_service.store import CollectionSpec, DimensionMismatchError, MemoryStore, StoreError
+from memory_service.store.edge import EdgeMemoryStore
+from memory_service.store.server import ServerMemoryStore
+
+DIM = 8
+SPEC = CollectionSpec(model="test-model", dimension=DIM)
+BM25 = qdrant_edge.Bm25()
+
+
+def vector(seed: int) -> list[float]:
+    # Distinct one-hot-ish directions so nearest-neighbour order is known exactly.
+    v = [0.01] * DIM
+    v[seed % DIM] = 1.0
+    return v
+
+
+def point(
+    user: str,
+    text: str,
+    seed: int,
+    *,
+    provider: str = "chatgpt",
+    conversation: str = "",
+    created: datetime | None = None,
+    kind: MemoryKind = MemoryKind.PROMPT,
+) -> MemoryPoint:
+    sparse = BM25.embed_document(text)
+    memory = Memory(
+        id=str(uuid.uuid4()),
+        user_id=user,
+        kind=kind,
+        text=text,
+        created_at=created or datetime.now(UTC),
+        provider=provider,
+        conversation_id=conversation,
+    )
+    return MemoryPoint(memory, vector(seed), SparseVector(list(sparse.indices), list(sparse.values)))
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MemoryStore]:
+    s: MemoryStore
+    if request.param == "embedded":
+        s = EdgeMemoryStore(tmp_path / "data", SPEC)
+    else:
+        s = ServerMemoryStore(AsyncQdrantClient(location=":memory:"), SPEC)
+    await s.open()
+    yield s
+    await s.close()
+
+
+async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
+    a = [point("alice", f"alice note {i}", i) for i in range(3)]
+    b = point("bob", "bob note", 0)
+    await store.upsert([*a, b])
+
+    assert await store.count("alice") == 3
+    assert await store.count("bob") == 1
+    assert await store.count(None) == 4
+    assert await store.count_users() == 2
+    assert await store.get("bob", a[0].memory.id) is None
+    got = await store.get("alice", a[0].memory.id)
+    assert got is not None and got.text == "alice note 0" and got.user_id == "alice"
+
+    hits = await store.search(
+        "bob", dense=vector(0), sparse=None, mode=SearchMode.SEMANTIC,
+        filters=SearchFilters(), limit=10,
+    )
+    assert [h.memory.id for h in hits] == [b.memory.id]
+    assert not await store.delete("bob", a[1].memory.id)
+    assert await store.count("alice") == 3
+
+
+async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
+    near = point("u", "a note about gardening", 1)
+    exact = point("u", "the deploy failed with ERR_7731 again", 2)
+    other = point("u", "recipe for lemon cake", 3)
+    await store.upsert([near, exact, other])
+    query_sparse = BM25.embed_query("ERR_7731")
+    sparse = SparseVector(list(query_sparse.indices), list(query_sparse.values))
+
+    semantic = await store.search(
+        "u", dense=vector(1), sparse=None, mode=SearchMode.SEMANTIC,
+        filters=SearchFilters(), limit=3,
+    )
+    assert semantic[0].memory.id == near.memory.id
+    keyword = await store.search(
+        "u", dense=None, sparse=sparse, mode=SearchMode.KEYWORD, filters=SearchFilters(), limit=3
+    )
+    assert [h.memory.id for h in keyword] == [exact.memory.id]
+    hybrid = await store.search(
+        "u", dense=vector(2), sparse=sparse, mode=SearchMode.HYBRID,
+        filters=SearchFilters(), limit=3,
+    )
+    assert hybrid[0].memory.id == exact.memory.id
+    assert {h.memory.id for h in hybrid} == {near.memory.id, exact.memory.id, other.memory.id}
+
+
+async def test_filters_narrow_results(store: MemoryStore) -> None:
+    now = datetime.now(UTC)
+    old = point("u", "old", 0, provider="claude", created=now - timedelta(days=10))
+    new = point("u", "new", 0, provider="chatgpt", conversation="c1", created=now)
+    answer = point("u", "answer", 0, provider="chatgpt", kind=MemoryKind.RESPONSE)
+    await store.upsert([old, new, answer])
+
+    async def ids(filters: SearchFilters) -> set[str]:
+        hits = await store.search(
+            "u", dense=vector(0), sparse=None, mode=SearchMode.SEMANTIC, filters=filters, limit=10
+        )
+        return {h.memory.id for h in hits}
+
+    assert await ids(SearchFilters(providers=("claude",))) == {old.memory.id}
+    assert await ids(SearchFilters(conversation_id="c1")) == {new.memory.id}
+    assert await ids(SearchFilters(created_after=now - timedelta(days=1))) == {
+        new.memory.id,
+        answer.memory.id,
+    }
+    assert await ids(SearchFilters(created_before=now - timedelta(days=1))) == {old.memory.id}
+    assert await ids(SearchFilters(kind=MemoryKind.RESPONSE)) == {answer.memory.id}
+
+
+async def test_scroll_pages_cover_everything_once(store: MemoryStore) -> None:
+    points = [point("u", f"note {i}", i) for i in range(7)]
+    await store.upsert([*points, point("other", "not mine", 0)])
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page, cursor = await store.scroll("u", SearchFilters(), 3, cursor)
+        seen += [m.id for m in page]
+        pages += 1
+        if cursor is None:
+            break
+    assert pages == 3
+    assert sorted(seen) == sorted(p.memory.id for p in points)
+    with pytest.raises(ValueError, match="malformed cursor"):
+        await store.scroll("u", SearchFilters(), 3, "not-a-cursor!")
+
+
+async def test_upsert_same_id_keeps_one_point(store: MemoryStore) -> None:
+    p = point("u", "first", 0)
+    await store.upsert([p])
+    p.memory.text = "second"
+    await store.upsert([p])
+    assert await store.count("u") == 1
+    got = await store.get("u", p.memory.id)
+    assert got is not None and got.text == "second"
+
+
+async def test_delete_one_and_delete_user(store: MemoryStore) -> None:
+    mine = [point("u", f"n{i}", i) for i in range(4)]
+    theirs = point("v", "keep me", 0)
+    await store.upsert([*mine, theirs])
+    assert await store.delete("u", mine[0].memory.id)
+    assert not await store.delete("u", mine[0].memory.id)
+    assert await store.delete_user("u") == 3
+    assert await store.count("u") == 0
+    assert await store.get("v", theirs.memory.id) is not None
+
+
+async def test_set_fields_only_touches_the_owner(store: MemoryStore) -> None:
+    p = point("u", "prompt", 0)
+    await store.upsert([p])
+    await store.set_fields("intruder", p.memory.id, {"response_id": "x"})
+    got = await store.get("u", p.memory.id)
+    assert got is not None and got.response_id == ""
+    await store.set_fields("u", p.memory.id, {"response_id": "r1"})
+    got = await store.get("u", p.memory.id)
+    assert got is not None and got.response_id == "r1"
+
+
+async def test_embedded_store_persists_and_checks_dimension(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = EdgeMemoryStore(data, SPEC)
+    await first.open()
+    p = point("u", "durable", 0)
+    await first.upsert([p])
+    await first.close()
+
+    again = EdgeMemoryStore(data, SPEC)
+    await again.open()
+    assert (await again.get("u", p.memory.id)) is not None
+    await again.close()
+
+    wider = EdgeMemoryStore(data, CollectionSpec(model="test-model", dimension=16))
+    with pytest.raises(DimensionMismatchError, match=r"holds 8-dimensional .* produces 16"):
+        await wider.open()
+    await wider.close()
+
+
+async def test_embedded_store_refuses_a_second_process(tmp_path: Path) -> None:
+    first = EdgeMemoryStore(tmp_path / "data", SPEC)
+    await first.open()
+    second = EdgeMemoryStore(tmp_path / "data", SPEC)
+    with pytest.raises(StoreError, match="in use"):
+        await second.open()
+    await second.close()
+    await first.close()
+
+
+async def test_server_store_checks_dimension() -> None:
+    from qdrant_client import models
+
+    client = AsyncQdrantClient(location=":memory:")
+    # A collection of this name made elsewhere with another vector size.
+    await client.create_collection(
+        SPEC.name,
+        vectors_config={"dense": models.VectorParams(size=16, distance=models.Distance.COSINE)},
+    )
+    with pytest.raises(DimensionMismatchError, match=r"holds 16-dimensional .* produces 8"):
+        await ServerMemoryStore(client, SPEC).open()
