@@ -4,6 +4,7 @@ long text split into model-sized chunks rather than cut off."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -75,7 +76,7 @@ class Embedder:
             raise ValueError(f"model {model_name!r} does not report its embedding dimension")
         self.dimension = int(dim)
         # Tokens per chunk: the model window less the [CLS]/[SEP] it adds.
-        self.window = int(model.max_seq_length) - 2
+        self.window = int(model.max_seq_length or 256) - 2
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
@@ -87,10 +88,8 @@ class Embedder:
     async def stop(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            except asyncio.CancelledError:
-                pass
             self._worker = None
         self._pool.shutdown(wait=False, cancel_futures=True)
 

@@ -1,7 +1,7 @@
 """Domain errors of the memory service; the servicer maps each to one gRPC status code."""
 
 
-class MemoryError_(Exception):  # noqa: N801 - the builtin MemoryError means something else
+class MemoryError_(Exception):
     """Base of the errors a caller is told about."""
 
 

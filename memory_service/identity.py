@@ -11,7 +11,7 @@ import hmac
 
 from memory_service.models import Identity
 
-SERVICE_TOKEN_KEY = "x-service-token"
+SERVICE_TOKEN_KEY = "x-service-token"  # noqa: S105 - a header name, not a secret
 USER_ID_KEY = "x-user-id"
 USER_ROLE_KEY = "x-user-role"
 REQUEST_ID_KEY = "x-request-id"

@@ -8,6 +8,7 @@ import signal
 from dataclasses import dataclass, field
 
 import grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -52,7 +53,7 @@ class MemoryServer:
     settings: MemorySettings
     server: grpc.aio.Server
     port: int
-    health: health.aio.HealthServicer
+    health: health_aio.HealthServicer
     servicer: MemoryServicer
     embedder: Embedder | None = None
     store: MemoryStore | None = None
@@ -114,7 +115,7 @@ async def create_server(settings: MemorySettings) -> MemoryServer:
     )
     servicer = MemoryServicer()
     memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server

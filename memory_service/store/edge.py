@@ -85,7 +85,9 @@ class EdgeMemoryStore(MemoryStore):
         self._check_manifest()
         config = qe.EdgeConfig(
             vectors={
-                DENSE_VECTOR: qe.EdgeVectorParams(size=self.spec.dimension, distance=qe.Distance.Cosine)
+                DENSE_VECTOR: qe.EdgeVectorParams(
+                    size=self.spec.dimension, distance=qe.Distance.Cosine
+                )
             },
             sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             wal_enabled=True,
@@ -101,7 +103,9 @@ class EdgeMemoryStore(MemoryStore):
         schema = self._shard.info().payload_schema
         if "user_id" not in schema:
             self._shard.update(
-                qe.UpdateOperation.create_field_index("user_id", qe.KeywordIndexParams(is_tenant=True))
+                qe.UpdateOperation.create_field_index(
+                    "user_id", qe.KeywordIndexParams(is_tenant=True)
+                )
             )
         for key in ("provider", "conversation_id", "kind"):
             if key not in schema:
@@ -209,7 +213,7 @@ class EdgeMemoryStore(MemoryStore):
                     qe.Prefetch(limit=depth, query=dense_q, filter=flt),
                     qe.Prefetch(limit=depth, query=sparse_q, filter=flt),
                 ],
-                query=qe.Fusion.Rrf(k=RRF_K),
+                query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
                 filter=flt,
                 with_payload=True,
             )

@@ -167,12 +167,20 @@ class ServerMemoryStore(MemoryStore):
             )
         elif mode is SearchMode.SEMANTIC:
             response = await self.client.query_points(
-                self.name, query=dense, using=DENSE_VECTOR, query_filter=flt, limit=limit,
+                self.name,
+                query=dense,
+                using=DENSE_VECTOR,
+                query_filter=flt,
+                limit=limit,
                 with_payload=True,
             )
         else:
             response = await self.client.query_points(
-                self.name, query=sparse_vec, using=SPARSE_VECTOR, query_filter=flt, limit=limit,
+                self.name,
+                query=sparse_vec,
+                using=SPARSE_VECTOR,
+                query_filter=flt,
+                limit=limit,
                 with_payload=True,
             )
         return [

@@ -77,7 +77,9 @@ async def test_users_see_only_their_own_and_data_survives_restart(start, tmp_pat
         await save(stub, ALICE, "My sister's birthday is on the fourth of May", provider="claude"),
         await save(stub, ALICE, "Use pnpm instead of npm in the monorepo", provider="chatgpt"),
     ]
-    theirs = await save(stub, BOB, "Bob's secret flight booking reference is QX42", provider="gemini")
+    theirs = await save(
+        stub, BOB, "Bob's secret flight booking reference is QX42", provider="gemini"
+    )
 
     found = await stub.Search(pb.SearchRequest(query="flight seats", top_k=10), metadata=ALICE)
     assert {r.memory.id for r in found.results} == {m.id for m in mine}
@@ -91,19 +93,24 @@ async def test_users_see_only_their_own_and_data_survives_restart(start, tmp_pat
     assert (await stub.GetMemory(pb.GetMemoryRequest(id=mine[0].id), metadata=ALICE)).text == (
         mine[0].text
     )
-    assert await codes_of(
-        stub.GetMemory(pb.GetMemoryRequest(id=theirs.id), metadata=ALICE)
-    ) == grpc.StatusCode.NOT_FOUND
+    assert (
+        await codes_of(stub.GetMemory(pb.GetMemoryRequest(id=theirs.id), metadata=ALICE))
+        == grpc.StatusCode.NOT_FOUND
+    )
     listed = await stub.ListMemories(pb.ListMemoriesRequest(page_size=50), metadata=ALICE)
     assert {m.id for m in listed.memories} == {m.id for m in mine}
     exported = [m async for m in stub.ExportMemories(pb.ExportMemoriesRequest(), metadata=ALICE)]
     assert {m.id for m in exported} == {m.id for m in mine}
-    assert await codes_of(
-        stub.DeleteMemory(pb.DeleteMemoryRequest(id=theirs.id), metadata=ALICE)
-    ) == grpc.StatusCode.NOT_FOUND
-    assert await codes_of(
-        stub.DeleteUserMemories(pb.DeleteUserMemoriesRequest(user_id="bob"), metadata=ALICE)
-    ) == grpc.StatusCode.PERMISSION_DENIED
+    assert (
+        await codes_of(stub.DeleteMemory(pb.DeleteMemoryRequest(id=theirs.id), metadata=ALICE))
+        == grpc.StatusCode.NOT_FOUND
+    )
+    assert (
+        await codes_of(
+            stub.DeleteUserMemories(pb.DeleteUserMemoriesRequest(user_id="bob"), metadata=ALICE)
+        )
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
     assert await codes_of(stub.GetStats(pb.GetStatsRequest(), metadata=ALICE)) == (
         grpc.StatusCode.PERMISSION_DENIED
     )
@@ -149,11 +156,14 @@ async def test_response_attaches_to_its_prompt(start, tmp_path: Path) -> None:
     assert retried.id == response.id
     linked = await svc.stub.GetMemory(pb.GetMemoryRequest(id=prompt.id), metadata=ALICE)
     assert linked.response_id == response.id
-    assert await codes_of(
-        svc.stub.AttachResponse(
-            pb.AttachResponseRequest(text="answer", prompt_id=prompt.id), metadata=BOB
+    assert (
+        await codes_of(
+            svc.stub.AttachResponse(
+                pb.AttachResponseRequest(text="answer", prompt_id=prompt.id), metadata=BOB
+            )
         )
-    ) == grpc.StatusCode.NOT_FOUND
+        == grpc.StatusCode.NOT_FOUND
+    )
 
 
 RARE = "Checkout service logs show ERR_7731 after the nightly release"
@@ -202,21 +212,29 @@ async def test_bad_input_is_rejected_and_writes_nothing(start, tmp_path: Path) -
     assert await codes_of(save(stub, ALICE, "")) == invalid
     assert await codes_of(save(stub, ALICE, "   \n")) == invalid
     assert await codes_of(save(stub, ALICE, "x" * (MAX_TEXT_CHARS + 1))) == invalid
-    assert await codes_of(
-        stub.Search(pb.SearchRequest(query="q", top_k=51), metadata=ALICE)
-    ) == invalid
-    assert await codes_of(
-        stub.Search(pb.SearchRequest(query="q", top_k=0), metadata=ALICE)
-    ) == invalid
-    assert await codes_of(
-        stub.Search(pb.SearchRequest(query="q", top_k=5, mode=99), metadata=ALICE)  # type: ignore[arg-type]
-    ) == invalid
-    assert await codes_of(
-        stub.ListMemories(pb.ListMemoriesRequest(cursor="%%%"), metadata=ALICE)
-    ) == invalid
-    assert await codes_of(
-        stub.ListMemories(pb.ListMemoriesRequest(cursor="bm90LWEtdXVpZA"), metadata=ALICE)
-    ) == invalid
+    assert (
+        await codes_of(stub.Search(pb.SearchRequest(query="q", top_k=51), metadata=ALICE))
+        == invalid
+    )
+    assert (
+        await codes_of(stub.Search(pb.SearchRequest(query="q", top_k=0), metadata=ALICE)) == invalid
+    )
+    assert (
+        await codes_of(
+            stub.Search(pb.SearchRequest(query="q", top_k=5, mode=99), metadata=ALICE)  # type: ignore[arg-type]
+        )
+        == invalid
+    )
+    assert (
+        await codes_of(stub.ListMemories(pb.ListMemoriesRequest(cursor="%%%"), metadata=ALICE))
+        == invalid
+    )
+    assert (
+        await codes_of(
+            stub.ListMemories(pb.ListMemoriesRequest(cursor="bm90LWEtdXVpZA"), metadata=ALICE)
+        )
+        == invalid
+    )
 
     unauthenticated = grpc.StatusCode.UNAUTHENTICATED
     no_token = (("x-user-id", "alice"),)
@@ -226,12 +244,18 @@ async def test_bad_input_is_rejected_and_writes_nothing(start, tmp_path: Path) -
         assert await codes_of(save(stub, md, "should not be stored")) == unauthenticated
 
     not_found = grpc.StatusCode.NOT_FOUND
-    assert await codes_of(
-        stub.GetMemory(pb.GetMemoryRequest(id="00000000-0000-0000-0000-000000000000"), metadata=ALICE)
-    ) == not_found
-    assert await codes_of(
-        stub.GetMemory(pb.GetMemoryRequest(id="not-an-id"), metadata=ALICE)
-    ) == not_found
+    assert (
+        await codes_of(
+            stub.GetMemory(
+                pb.GetMemoryRequest(id="00000000-0000-0000-0000-000000000000"), metadata=ALICE
+            )
+        )
+        == not_found
+    )
+    assert (
+        await codes_of(stub.GetMemory(pb.GetMemoryRequest(id="not-an-id"), metadata=ALICE))
+        == not_found
+    )
 
     stats = await stub.GetStats(pb.GetStatsRequest(), metadata=ADMIN)
     assert stats.total_memories == 0

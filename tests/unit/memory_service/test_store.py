@@ -55,7 +55,9 @@ def point(
         provider=provider,
         conversation_id=conversation,
     )
-    return MemoryPoint(memory, vector(seed), SparseVector(list(sparse.indices), list(sparse.values)))
+    return MemoryPoint(
+        memory, vector(seed), SparseVector(list(sparse.indices), list(sparse.values))
+    )
 
 
 @pytest.fixture(params=["embedded", "server"])
@@ -84,8 +86,12 @@ async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
     assert got is not None and got.text == "alice note 0" and got.user_id == "alice"
 
     hits = await store.search(
-        "bob", dense=vector(0), sparse=None, mode=SearchMode.SEMANTIC,
-        filters=SearchFilters(), limit=10,
+        "bob",
+        dense=vector(0),
+        sparse=None,
+        mode=SearchMode.SEMANTIC,
+        filters=SearchFilters(),
+        limit=10,
     )
     assert [h.memory.id for h in hits] == [b.memory.id]
     assert not await store.delete("bob", a[1].memory.id)
@@ -101,8 +107,12 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     sparse = SparseVector(list(query_sparse.indices), list(query_sparse.values))
 
     semantic = await store.search(
-        "u", dense=vector(1), sparse=None, mode=SearchMode.SEMANTIC,
-        filters=SearchFilters(), limit=3,
+        "u",
+        dense=vector(1),
+        sparse=None,
+        mode=SearchMode.SEMANTIC,
+        filters=SearchFilters(),
+        limit=3,
     )
     assert semantic[0].memory.id == near.memory.id
     keyword = await store.search(
@@ -110,8 +120,12 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     )
     assert [h.memory.id for h in keyword] == [exact.memory.id]
     hybrid = await store.search(
-        "u", dense=vector(2), sparse=sparse, mode=SearchMode.HYBRID,
-        filters=SearchFilters(), limit=3,
+        "u",
+        dense=vector(2),
+        sparse=sparse,
+        mode=SearchMode.HYBRID,
+        filters=SearchFilters(),
+        limit=3,
     )
     assert hybrid[0].memory.id == exact.memory.id
     assert {h.memory.id for h in hybrid} == {near.memory.id, exact.memory.id, other.memory.id}
