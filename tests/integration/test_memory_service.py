@@ -322,3 +322,63 @@ async def test_data_dir_refuses_another_dimension(start, tmp_path: Path) -> None
     )
     assert proc.returncode == 1
     assert re.search(r"holds 384-dimensional .* produces 128-dimensional", proc.stderr)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_process_serves_health_metrics_and_drains_on_sigterm(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import signal
+    import sys
+    import urllib.request
+
+    port, metrics_port = free_port(), free_port()
+    env = {
+        **os.environ,
+        "MEMORY_DATA_DIR": str(tmp_path / "data"),
+        "MEMORY_PORT": str(port),
+        "MEMORY_HOST": "127.0.0.1",
+        "MEMORY_METRICS_PORT": str(metrics_port),
+        "MEMORY_LAYER_SERVICE_TOKEN": TOKEN,
+        "MEMORY_DRAIN_SECONDS": "2",
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "memory_service", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    health = health_pb2_grpc.HealthStub(channel)
+    check = health_pb2.HealthCheckRequest(service="memory.v1.MemoryService")
+    status = None
+    for _ in range(600):
+        try:
+            status = (await health.Check(check, timeout=1)).status
+        except grpc.aio.AioRpcError:
+            status = None
+        if status == health_pb2.HealthCheckResponse.SERVING:
+            break
+        await asyncio.sleep(0.1)
+    assert status == health_pb2.HealthCheckResponse.SERVING
+    stub = memory_pb2_grpc.MemoryServiceStub(channel)
+    await save(stub, ALICE, "counted in the metrics")
+
+    def scrape() -> str:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return str(response.read().decode())
+
+    body = await asyncio.to_thread(scrape)
+    assert 'memory_rpc_seconds_count{code="OK",method="/memory.v1.MemoryService/SaveMemory"}' in (
+        body
+    )
+    assert "memory_embed_batch_size_count" in body
+
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+    await channel.close()
