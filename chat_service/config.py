@@ -1,0 +1,111 @@
+"""Settings of the chat service, read from CHAT_* environment variables."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderName = Literal["openai", "anthropic", "offline"]
+
+# Limits a caller can rely on; the gateway enforces the same numbers.
+MAX_MESSAGE_CHARS = 50_000
+MAX_TOP_K = 50
+MAX_HISTORY_TURNS = 100
+MAX_TURN_CHARS = 50_000
+
+DEFAULT_BASE_URLS: dict[str, str] = {
+    # OpenAI-compatible servers put the version in the base URL (Ollama: .../v1), so it is
+    # part of it here too; Anthropic's documented base URL has no version.
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com",
+}
+
+
+class ChatSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore", populate_by_name=True)
+
+    host: str = "0.0.0.0"
+    port: int = 50052
+    # Prometheus metrics on their own port; 0 picks a free one, -1 turns them off.
+    metrics_port: int = 9102
+
+    memory_addr: str = "127.0.0.1:50051"
+    # Memory lookups get at most this long (or the caller's remaining deadline if shorter),
+    # so a slow memory service leaves time for the answer itself.
+    memory_timeout_seconds: float = Field(default=3.0, gt=0)
+    default_top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+
+    # Unset: offline mode, answers quote the most relevant memories.
+    llm_provider: ProviderName | None = None
+    # Unset: the provider's public API.
+    llm_base_url: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_model: str | None = None
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)
+
+    llm_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Longest silence tolerated from the provider, between any two bytes of an answer.
+    llm_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    # Cap on a whole answer, streamed or not, when the caller's deadline is longer or absent.
+    llm_total_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_connections: int = Field(default=64, ge=1)
+
+    # The model's context window; the prompt plus max_output_tokens always fits in it.
+    context_window_tokens: int = Field(default=8192, ge=256)
+    max_output_tokens: int = Field(default=1024, ge=16)
+    # Share of the prompt's room (after instructions and question) memories may take;
+    # history gets the rest.
+    context_share: float = Field(default=0.5, gt=0, le=1)
+
+    service_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN", "CHAT_SERVICE_TOKEN"),
+    )
+
+    # Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.
+    drain_seconds: float = Field(default=10.0, ge=0)
+    # Servers close connections after this age so clients rebalance onto new pods.
+    max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    log_level: str = "INFO"
+
+    @field_validator("llm_provider", "llm_base_url", "llm_model", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `CHAT_LLM_PROVIDER=` in a manifest or .env means "not configured".
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("llm_provider", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _provider_is_complete(self) -> ChatSettings:
+        provider = self.provider
+        if provider != "offline" and not self.llm_model:
+            raise ValueError(f"CHAT_LLM_MODEL must be set when CHAT_LLM_PROVIDER={provider}")
+        if provider == "anthropic" and not self._api_key():
+            raise ValueError("CHAT_LLM_API_KEY must be set when CHAT_LLM_PROVIDER=anthropic")
+        if self.max_output_tokens * 2 > self.context_window_tokens:
+            raise ValueError("CHAT_MAX_OUTPUT_TOKENS must be at most half of the context window")
+        return self
+
+    def _api_key(self) -> str:
+        return self.llm_api_key.get_secret_value() if self.llm_api_key else ""
+
+    @property
+    def provider(self) -> ProviderName:
+        return self.llm_provider or "offline"
+
+    @property
+    def base_url(self) -> str:
+        return (self.llm_base_url or DEFAULT_BASE_URLS.get(self.provider, "")).rstrip("/")
+
+    @property
+    def prompt_budget_tokens(self) -> int:
+        """What the prompt may use: the window minus the room kept for the answer."""
+        return self.context_window_tokens - self.max_output_tokens

@@ -1,0 +1,109 @@
+"""The interface every LLM provider implements, and the HTTP failure mapping they share."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import httpx
+
+from chat_service.errors import (
+    ProviderAuthError,
+    ProviderRateLimitedError,
+    ProviderRejectedError,
+    ProviderTimeoutError,
+    ProviderUnavailableError,
+)
+from chat_service.models import Completion, Prompt, StreamEnd, TextDelta
+
+StreamEvent = TextDelta | StreamEnd
+
+# Provider error bodies are kept short in messages: enough to name the problem.
+MAX_ERROR_DETAIL_CHARS = 200
+MAX_RETRY_AFTER_CHARS = 64
+
+
+class LlmProvider(Protocol):
+    name: str
+
+    async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion: ...
+
+    def stream(
+        self, prompt: Prompt, model: str, max_tokens: int
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Text deltas as the provider sends them, then one StreamEnd."""
+        ...
+
+
+@contextmanager
+def transport_errors(provider: str) -> Iterator[None]:
+    """Turn httpx's failures into provider errors with a gRPC meaning."""
+    try:
+        yield
+    except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+        # Never reached the provider, or no connection was free: as good as down.
+        raise ProviderUnavailableError(f"{provider} could not be reached in time") from exc
+    except httpx.TimeoutException as exc:
+        raise ProviderTimeoutError(f"{provider} did not answer in time") from exc
+    except httpx.TransportError as exc:
+        raise ProviderUnavailableError(
+            f"{provider} connection failed: {type(exc).__name__}"
+        ) from exc
+    except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise ProviderUnavailableError(f"{provider} sent an answer that cannot be read") from exc
+
+
+async def raise_for_status(provider: str, response: httpx.Response) -> None:
+    """Raise the provider error that a non-2xx answer stands for."""
+    status = response.status_code
+    if status < 300:
+        return
+    await response.aread()
+    detail = error_detail(response)
+    if status == 429:
+        retry_after = response.headers.get("retry-after")
+        if retry_after is not None and (
+            len(retry_after) > MAX_RETRY_AFTER_CHARS or not retry_after.isprintable()
+        ):
+            retry_after = None
+        raise ProviderRateLimitedError(f"{provider} is rate limiting: {detail}", retry_after)
+    if status in (401, 403):
+        raise ProviderAuthError(f"{provider} refused the configured credentials ({status})")
+    if status in (400, 404, 413, 422):
+        raise ProviderRejectedError(f"{provider} rejected the request ({status}): {detail}")
+    if status == 408:
+        raise ProviderTimeoutError(f"{provider} did not answer in time (408)")
+    raise ProviderUnavailableError(f"{provider} failed ({status}): {detail}")
+
+
+def error_detail(response: httpx.Response) -> str:
+    """The provider's own error message, shortened: both APIs nest it under error.message."""
+    try:
+        body = response.json()
+        message = body["error"]["message"] if isinstance(body["error"], dict) else body["error"]
+        text = str(message)
+    except (ValueError, KeyError, TypeError):
+        text = response.text
+    text = " ".join(text.split())
+    return text[:MAX_ERROR_DETAIL_CHARS] or response.reason_phrase
+
+
+async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
+    """The data of each Server-Sent Event in `lines`; event names and comments are dropped
+    because both APIs repeat the event type inside the JSON data."""
+    data: list[str] = []
+    async for line in lines:
+        if not line:
+            if data:
+                yield "\n".join(data)
+                data = []
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        if name == "data":
+            data.append(value.removeprefix(" "))
+    if data:
+        yield "\n".join(data)

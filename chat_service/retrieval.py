@@ -1,0 +1,82 @@
+"""The memories a chat is grounded in: top-k through MemoryService.Search over gRPC, on
+behalf of the caller, within the caller's remaining time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import grpc
+
+from chat_service import conversions, metrics
+from chat_service.errors import MemoryUnavailableError
+from chat_service.models import ContextMemory
+from memory_service.identity import outgoing_metadata
+from memory_service.models import Identity
+from protos.memory.v1 import memory_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+# Search is a read, so the channel may retry it when the memory service is briefly away.
+SERVICE_CONFIG = {
+    "loadBalancingConfig": [{"round_robin": {}}],
+    "methodConfig": [
+        {
+            "name": [{"service": "memory.v1.MemoryService", "method": "Search"}],
+            "retryPolicy": {
+                "maxAttempts": 3,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "1s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ],
+}
+
+MISCONFIGURED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def memory_channel(address: str) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(
+        address,
+        options=[
+            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
+            ("grpc.enable_retries", 1),
+            ("grpc.keepalive_time_ms", 60_000),
+        ],
+    )
+
+
+class MemoryRetriever:
+    def __init__(self, channel: grpc.aio.Channel, service_token: str) -> None:
+        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        self.service_token = service_token
+
+    async def search(
+        self, identity: Identity, request_id: str, query: str, top_k: int, time_limit: float
+    ) -> list[ContextMemory]:
+        """The caller's `top_k` memories nearest `query`; MemoryUnavailableError if the
+        memory service cannot answer within `time_limit` seconds."""
+        started = time.perf_counter()
+        try:
+            response = await self.stub.Search(
+                conversions.search_request(query, top_k),
+                metadata=outgoing_metadata(identity, self.service_token, request_id),
+                timeout=time_limit,
+            )
+        except grpc.aio.AioRpcError as exc:
+            metrics.RETRIEVAL_FAILURES.inc()
+            # A refused service token is a deployment mistake, not a passing outage.
+            misconfigured = exc.code() in MISCONFIGURED
+            log.log(
+                logging.ERROR if misconfigured else logging.WARNING,
+                "memory search failed: %s %s",
+                exc.code().name,
+                exc.details(),
+            )
+            raise MemoryUnavailableError(exc.code().name) from exc
+        finally:
+            metrics.RETRIEVAL_SECONDS.observe(time.perf_counter() - started)
+        return conversions.context_memories(response)
