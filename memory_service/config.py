@@ -27,6 +27,8 @@ class MemorySettings(BaseSettings):
     qdrant_api_key: SecretStr | None = None
     data_dir: Path = Path("./data/memory")
     collection_prefix: str = "memories"
+    # Copies of each shard when the service creates the collection on a Qdrant cluster.
+    qdrant_replication_factor: int = Field(default=1, ge=1)
 
     # A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2.
     model: str | None = None
@@ -34,6 +36,9 @@ class MemorySettings(BaseSettings):
     embedding_dim: int | None = Field(default=None, ge=8)
     embed_batch_size: int = Field(default=32, ge=1, le=512)
     embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # Threads for the model; 0: torch's default, which counts the node's cores, not the
+    # container's CPU limit.
+    torch_threads: int = Field(default=0, ge=0)
 
     service_token: SecretStr | None = Field(
         default=None,

@@ -33,9 +33,13 @@ def bundled_model_path() -> Path:
 
 
 def load_sentence_transformer(
-    model: str | None, truncate_dim: int | None = None
+    model: str | None, truncate_dim: int | None = None, threads: int = 0
 ) -> tuple[SentenceTransformer, str]:
     """Load the model offline; returns it with the name the collection is keyed by."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
     # The model comes from disk, never from a hub at run time.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

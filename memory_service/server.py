@@ -42,7 +42,12 @@ def server_options(settings: MemorySettings) -> list[tuple[str, int]]:
 def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
     if settings.qdrant_url:
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
-        return ServerMemoryStore.connect(settings.qdrant_url, api_key, spec)
+        return ServerMemoryStore.connect(
+            settings.qdrant_url,
+            api_key,
+            spec,
+            replication_factor=settings.qdrant_replication_factor,
+        )
     return EdgeMemoryStore(settings.data_dir, spec)
 
 
@@ -67,7 +72,10 @@ class MemoryServer:
         """Load the model and open the store, then report SERVING."""
         if embedder is None:
             model, name = await asyncio.to_thread(
-                load_sentence_transformer, self.settings.model, self.settings.embedding_dim
+                load_sentence_transformer,
+                self.settings.model,
+                self.settings.embedding_dim,
+                self.settings.torch_threads,
             )
             embedder = Embedder(
                 model,

@@ -49,13 +49,19 @@ def _filter(conditions: list[Condition]) -> models.Filter:
 class ServerMemoryStore(MemoryStore):
     backend = "server"
 
-    def __init__(self, client: AsyncQdrantClient, spec: CollectionSpec) -> None:
+    def __init__(
+        self, client: AsyncQdrantClient, spec: CollectionSpec, *, replication_factor: int = 1
+    ) -> None:
         self.client = client
         self.spec = spec
+        self.replication_factor = replication_factor
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, spec: CollectionSpec) -> ServerMemoryStore:
-        return cls(AsyncQdrantClient(url=url, api_key=api_key, timeout=10), spec)
+    def connect(
+        cls, url: str, api_key: str | None, spec: CollectionSpec, *, replication_factor: int = 1
+    ) -> ServerMemoryStore:
+        client = AsyncQdrantClient(url=url, api_key=api_key, timeout=10)
+        return cls(client, spec, replication_factor=replication_factor)
 
     @property
     def name(self) -> str:
@@ -88,6 +94,9 @@ class ServerMemoryStore(MemoryStore):
                 sparse_vectors_config={
                     SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
+                replication_factor=self.replication_factor,
+                # A write is acknowledged once a majority of the copies have it.
+                write_consistency_factor=self.replication_factor // 2 + 1,
             )
         await self.client.create_payload_index(
             self.name,
