@@ -120,8 +120,14 @@ class Embedder:
     async def embed(self, text: str) -> list[float]:
         """One unit-length vector for text; long text is the mean of its chunks."""
         await self.start()
-        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(self.chunk(text), future))
+        loop = asyncio.get_running_loop()
+        if len(text) <= self.window:
+            chunks = [text]
+        else:
+            # The fast tokenizer is not thread-safe: it runs on the thread that encodes.
+            chunks = await loop.run_in_executor(self._pool, self.chunk, text)
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        await self._queue.put(_Pending(chunks, future))
         vector = await future
         return vector.tolist()
 
