@@ -1,0 +1,36 @@
+"""`python -m gateway` runs the gateway with settings from GATEWAY_* variables."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+
+from gateway.app import create_app
+from gateway.config import GatewaySettings
+from memory_service.logs import configure_logging
+
+
+def main() -> int:
+    try:
+        settings = GatewaySettings()
+    except ValidationError as exc:
+        print(f"gateway: invalid settings:\n{exc}", file=sys.stderr)
+        return 1
+    configure_logging("gateway", settings.log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The gateway's FastAPI application: middleware, routes, and the clients its lifespan opens."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TypedDict
+
+import httpx
+from fastapi import FastAPI
+
+from gateway.auth import AuthMiddleware, JwksCache, TokenVerifier
+from gateway.clients import MemoryClient
+from gateway.config import GatewaySettings
+from gateway.cors import OriginListCors
+from gateway.errors import install_error_handlers
+from gateway.ratelimit import IpRateLimitMiddleware, RateLimits, UserRateLimitMiddleware
+from gateway.request_context import RequestContextMiddleware
+from gateway.routes import admin, health, memories, saves, search
+
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = PROBES | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+EXPOSED_HEADERS = [
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-Request-ID",
+]
+
+
+class State(TypedDict):
+    memory: MemoryClient
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    assert settings.service_token is not None
+    service_token = settings.service_token.get_secret_value()
+    jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
+    jwks = None
+    if settings.jwks_url:
+        jwks = JwksCache(
+            settings.jwks_url,
+            jwks_http,
+            max_age=settings.jwks_cache_seconds,
+            cooldown=settings.jwks_refetch_cooldown_seconds,
+        )
+    verifier = TokenVerifier(settings, jwks)
+    limits = RateLimits(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        memory = MemoryClient.connect(
+            settings.memory_addr, service_token, settings.grpc_timeout_seconds
+        )
+        try:
+            yield {"memory": memory}
+        finally:
+            await memory.close()
+            await jwks_http.aclose()
+
+    app = FastAPI(
+        title="Memory Layer",
+        summary="Memories of your AI chats: save, search, build context.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.verifier = verifier
+    app.state.limits = limits
+    install_error_handlers(app, settings.retry_after_seconds)
+    for module in (saves, search, memories, admin, health):
+        app.include_router(module.router)
+
+    # add_middleware wraps what is already there, so the last added runs first:
+    # CORS, per-IP limit, authentication, per-user limit, request id and body cap.
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
+    app.add_middleware(AuthMiddleware, verifier=verifier, public=PUBLIC_PATHS)
+    app.add_middleware(IpRateLimitMiddleware, limits=limits, exempt=PROBES)
+    app.add_middleware(
+        OriginListCors,
+        allow_origins=settings.cors_origins,
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    return app

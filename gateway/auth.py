@@ -1,0 +1,249 @@
+"""Verify Supabase access tokens and turn them into the caller's identity.
+
+python-jose 3.5.0 is used only through this module, which closes its known gaps: it
+accepts a token without `aud`, ignores `kid` when handed a key set, and treats a string
+`algorithms` as a substring match. Here the key is picked by `kid` before decoding, the
+algorithm list is explicit per key type, and every claim the design requires is checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from jose import jwk, jwt
+from jose.backends.base import Key
+from jose.exceptions import JOSEError
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway import metrics
+from gateway.config import GatewaySettings
+from memory_service.identity import MAX_USER_ID_CHARS
+from memory_service.models import Identity
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_BYTES = 8 * 1024
+# The one body every authentication failure gets, so a caller learns nothing from it.
+UNAUTHORIZED_DETAIL = "Invalid or missing credentials"
+_SEGMENT = r"[A-Za-z0-9_-]+"
+_TOKEN_SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
+# Which JWK key type and curve may sign with which algorithm; nothing else is accepted.
+_ASYMMETRIC = {"ES256": ("EC", "P-256"), "RS256": ("RSA", None)}
+_ADMIN_ROLE = "admin"
+
+
+class AuthError(Exception):
+    """The request does not carry a token this gateway accepts."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationKey:
+    algorithm: str
+    key: Key
+
+
+def _parse_jwks(document: Any) -> dict[str, VerificationKey]:
+    if not isinstance(document, Mapping) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK set")
+    keys: dict[str, VerificationKey] = {}
+    for entry in document["keys"]:
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use", "sig") != "sig":
+            continue
+        for algorithm, (kty, crv) in _ASYMMETRIC.items():
+            if entry.get("kty") != kty or (crv and entry.get("crv") != crv):
+                continue
+            if entry.get("alg", algorithm) != algorithm:
+                continue
+            try:
+                keys[entry["kid"]] = VerificationKey(
+                    algorithm, jwk.construct(dict(entry), algorithm)
+                )
+            except JOSEError:
+                log.warning("skipping an unusable key in the JWK set (kid %s)", entry["kid"])
+    return keys
+
+
+class JwksCache:
+    """The project's signing keys: fetched lazily, cached, refetched once for an unknown kid.
+
+    A fetch that fails keeps the last good set; fetches, failed or not, are spaced by the
+    cooldown so a flood of tokens with made-up kids cannot flood the key server.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        http: httpx.AsyncClient,
+        *,
+        max_age: float,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.http = http
+        self.max_age = max_age
+        self.cooldown = cooldown
+        self.clock = clock
+        self._keys: dict[str, VerificationKey] = {}
+        self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    def _stale(self) -> bool:
+        return self._fetched_at is None or self.clock() - self._fetched_at >= self.max_age
+
+    def _may_fetch(self) -> bool:
+        return self._attempted_at is None or self.clock() - self._attempted_at >= self.cooldown
+
+    async def get(self, kid: str) -> VerificationKey | None:
+        if self._stale() or kid not in self._keys:
+            # Waiting on the lock also waits for a fetch already in flight, which may bring
+            # the key this caller needs.
+            async with self._lock:
+                if (self._stale() or kid not in self._keys) and self._may_fetch():
+                    await self._fetch()
+        return self._keys.get(kid)
+
+    async def _fetch(self) -> None:
+        self._attempted_at = self.clock()
+        try:
+            response = await self.http.get(self.url)
+            response.raise_for_status()
+            keys = _parse_jwks(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            metrics.JWKS_FETCHES.labels("error").inc()
+            log.warning("JWKS fetch from %s failed (%s); keeping the last good set", self.url, exc)
+            return
+        metrics.JWKS_FETCHES.labels("ok").inc()
+        self._keys, self._fetched_at = keys, self.clock()
+
+
+def _b64_json(segment: str) -> Any:
+    padded = segment + "=" * (-len(segment) % 4)
+    return json.loads(base64.urlsafe_b64decode(padded))
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization or len(authorization) > MAX_TOKEN_BYTES + 16:
+        raise AuthError("no usable Authorization header")
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthError("not a bearer token")
+    return token
+
+
+class TokenVerifier:
+    def __init__(self, settings: GatewaySettings, jwks: JwksCache | None) -> None:
+        self.jwks = jwks
+        secret = settings.supabase_jwt_secret
+        self.hs256_secret = secret.get_secret_value() if secret else None
+        self.issuer = settings.issuer
+        self.audience = settings.jwt_audience
+        self.leeway = settings.jwt_leeway_seconds
+        self.admin_user_ids = frozenset(settings.admin_user_ids)
+
+    async def _key_for(self, header: Mapping[str, Any]) -> tuple[str, Key | str]:
+        algorithm = header.get("alg")
+        if algorithm == "HS256" and self.hs256_secret:
+            return algorithm, self.hs256_secret
+        if algorithm in _ASYMMETRIC and self.jwks is not None:
+            kid = header.get("kid")
+            if not isinstance(kid, str) or not kid:
+                raise AuthError("asymmetric token without kid")
+            found = await self.jwks.get(kid)
+            if found is None or found.algorithm != algorithm:
+                raise AuthError("no key for this kid and algorithm")
+            return algorithm, found.key
+        raise AuthError("algorithm not accepted")
+
+    async def verify(self, token: str) -> Identity:
+        if len(token.encode()) > MAX_TOKEN_BYTES or not _TOKEN_SHAPE.fullmatch(token):
+            raise AuthError("malformed token")
+        try:
+            header = _b64_json(token.split(".", 1)[0])
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise AuthError("malformed header") from exc
+        if not isinstance(header, Mapping):
+            raise AuthError("malformed header")
+        algorithm, key = await self._key_for(header)
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={
+                    "require_exp": True,
+                    "require_iat": True,
+                    "require_sub": True,
+                    "require_aud": True,
+                    "require_iss": True,
+                    "leeway": self.leeway,
+                },
+            )
+        except (JOSEError, ValueError, TypeError, KeyError) as exc:
+            raise AuthError("token rejected") from exc
+        return self._identity(claims)
+
+    def _identity(self, claims: Mapping[str, Any]) -> Identity:
+        # Re-checked here so the rules hold whatever the library's defaults become.
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if self.audience not in audiences or claims.get("iss") != self.issuer:
+            raise AuthError("wrong audience or issuer")
+        for claim in ("exp", "iat"):
+            if not isinstance(claims.get(claim), int | float):
+                raise AuthError(f"{claim} is not a number")
+        subject = claims.get("sub")
+        if not isinstance(subject, str) or not subject or len(subject) > MAX_USER_ID_CHARS:
+            raise AuthError("no usable subject")
+        app_metadata = claims.get("app_metadata")
+        role = app_metadata.get("role") if isinstance(app_metadata, Mapping) else None
+        return Identity(
+            user_id=subject, is_admin=role == _ADMIN_ROLE or subject in self.admin_user_ids
+        )
+
+
+def unauthorized() -> JSONResponse:
+    return JSONResponse(
+        {"detail": UNAUTHORIZED_DETAIL},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+class AuthMiddleware:
+    """Every path outside `public` needs a valid token; the identity goes into scope state."""
+
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier, public: frozenset[str]) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.public = public
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.public:
+            return await self.app(scope, receive, send)
+        try:
+            token = bearer_token(Headers(scope=scope).get("authorization"))
+            identity = await self.verifier.verify(token)
+        except AuthError as exc:
+            metrics.AUTH_FAILURES.inc()
+            log.debug("authentication failed: %s", exc)
+            return await unauthorized()(scope, receive, send)
+        scope.setdefault("state", {})["identity"] = identity
+        await self.app(scope, receive, send)

@@ -1,0 +1,182 @@
+"""gRPC clients of the downstream services: one channel each, a deadline on every call,
+reads retried on UNAVAILABLE by the channel's retry policy, keepalive on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway import conversions as conv
+from gateway import schemas
+from memory_service.identity import outgoing_metadata
+from memory_service.models import Identity
+from protos.memory.v1 import memory_pb2 as pb
+from protos.memory.v1 import memory_pb2_grpc
+
+MEMORY_SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
+# Safe to repeat; writes are not retried blindly (a save may have landed before the error).
+MEMORY_READS = ("Search", "GetMemory", "ListMemories", "ExportMemories", "GetStats")
+
+
+def channel_options(service: str, reads: tuple[str, ...]) -> list[tuple[str, str | int]]:
+    service_config = {
+        "methodConfig": [
+            {
+                "name": [{"service": service, "method": method} for method in reads],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.1s",
+                    "maxBackoff": "1s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    return [
+        ("grpc.service_config", json.dumps(service_config)),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # Pings without calls count as abuse at the server's defaults.
+        ("grpc.keepalive_permit_without_calls", 0),
+        # A restarted service is found again within seconds, not minutes.
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.min_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 3_000),
+        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who a request acts for, and the id that ties its log lines together."""
+
+    identity: Identity
+    request_id: str
+
+
+class MemoryClient:
+    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
+        self.channel = channel
+        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.service_token = service_token
+        self.timeout = timeout
+
+    @classmethod
+    def connect(cls, address: str, service_token: str, timeout: float) -> MemoryClient:
+        channel = grpc.aio.insecure_channel(
+            address, options=channel_options(MEMORY_SERVICE, MEMORY_READS)
+        )
+        return cls(channel, service_token, timeout)
+
+    def _metadata(self, caller: Caller) -> tuple[tuple[str, str], ...]:
+        return outgoing_metadata(caller.identity, self.service_token, caller.request_id)
+
+    async def save_prompt(
+        self, caller: Caller, body: schemas.SavePrompt, message_id: str
+    ) -> schemas.Memory:
+        reply = await self.stub.SaveMemory(
+            conv.save_prompt_to_pb(body, message_id),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return conv.memory_from_pb(reply)
+
+    async def save_response(
+        self, caller: Caller, body: schemas.SaveResponse, message_id: str
+    ) -> schemas.Memory:
+        reply = await self.stub.AttachResponse(
+            conv.save_response_to_pb(body, message_id),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return conv.memory_from_pb(reply)
+
+    async def search(
+        self,
+        caller: Caller,
+        query: str,
+        top_k: int,
+        mode: str,
+        filters: schemas.Filters | None,
+    ) -> list[schemas.ScoredMemory]:
+        reply = await self.stub.Search(
+            conv.search_to_pb(query, top_k, mode, filters),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return conv.scored_from_pb(reply)
+
+    async def get(self, caller: Caller, memory_id: str) -> schemas.Memory:
+        reply = await self.stub.GetMemory(
+            pb.GetMemoryRequest(id=memory_id), timeout=self.timeout, metadata=self._metadata(caller)
+        )
+        return conv.memory_from_pb(reply)
+
+    async def list(
+        self, caller: Caller, page_size: int, cursor: str, filters: schemas.Filters
+    ) -> schemas.MemoryPage:
+        reply = await self.stub.ListMemories(
+            pb.ListMemoriesRequest(
+                page_size=page_size, cursor=cursor, filters=conv.filters_to_pb(filters)
+            ),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return schemas.MemoryPage(
+            memories=[conv.memory_from_pb(m) for m in reply.memories],
+            next_cursor=reply.next_cursor or None,
+        )
+
+    async def delete(self, caller: Caller, memory_id: str) -> None:
+        await self.stub.DeleteMemory(
+            pb.DeleteMemoryRequest(id=memory_id),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+
+    async def delete_user(self, caller: Caller, user_id: str = "") -> int:
+        reply = await self.stub.DeleteUserMemories(
+            pb.DeleteUserMemoriesRequest(user_id=user_id),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return int(reply.deleted)
+
+    async def export(
+        self, caller: Caller, filters: schemas.Filters | None, stream_seconds: float
+    ) -> AsyncIterator[schemas.Memory]:
+        call = self.stub.ExportMemories(
+            pb.ExportMemoriesRequest(filters=conv.filters_to_pb(filters)),
+            timeout=stream_seconds,
+            metadata=self._metadata(caller),
+        )
+        try:
+            async for msg in call:
+                yield conv.memory_from_pb(msg)
+        finally:
+            call.cancel()
+
+    async def stats(self, caller: Caller) -> schemas.Stats:
+        reply = await self.stub.GetStats(
+            pb.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata(caller)
+        )
+        return conv.stats_from_pb(reply)
+
+    async def serving(self, probe_seconds: float = 2.0) -> bool:
+        try:
+            reply = await self.health.Check(
+                health_pb2.HealthCheckRequest(service=MEMORY_SERVICE), timeout=probe_seconds
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)

@@ -1,0 +1,125 @@
+"""Settings of the gateway, read from GATEWAY_* environment variables."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# The extension and the memory service agree on these; the gateway rejects larger input early.
+MAX_TEXT_CHARS = 50_000
+MAX_TOP_K = 50
+MAX_PAGE_SIZE = 200
+MAX_METADATA_ENTRIES = 32
+MAX_FIELD_CHARS = 512
+MAX_CONTEXT_TOKENS = 8_000
+# Supabase keys rotate; a cached key set older than this is fetched again.
+MAX_JWKS_CACHE_SECONDS = 600.0
+MIN_HS256_SECRET_CHARS = 32
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+
+    memory_addr: str = "127.0.0.1:50051"
+    # Unset: the gateway serves no chat routes and /readyz says chat is not configured.
+    chat_addr: str | None = None
+    service_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN", "GATEWAY_SERVICE_TOKEN"),
+    )
+
+    # Supabase project URL: ES256/RS256 tokens verified against its JWKS.
+    supabase_url: str | None = None
+    # Legacy HS256 secret (Supabase's JWT secret, or the one `memory-layer up` generates).
+    supabase_jwt_secret: SecretStr | None = None
+    # Expected `iss`; unset: `<supabase_url>/auth/v1`.
+    jwt_issuer: str | None = None
+    jwt_audience: str = "authenticated"
+    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: float = Field(default=MAX_JWKS_CACHE_SECONDS, gt=0)
+    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    admin_user_ids: CommaList = []
+
+    cors_origins: CommaList = []
+
+    # Unset: counts live in this process only.
+    redis_url: str | None = None
+    rate_limit_ip: str = "300/minute"
+    rate_limit_user: str = "120/minute"
+    rate_limit_chat: str = "20/minute"
+    # Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
+    trusted_proxies: CommaList = []
+
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    grpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    retry_after_seconds: int = Field(default=2, ge=1)
+    log_level: str = "INFO"
+
+    _split_lists = field_validator(
+        "admin_user_ids", "cors_origins", "trusted_proxies", mode="before"
+    )(_split)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, origins: list[str]) -> list[str]:
+        if "*" in origins:
+            raise ValueError("list the allowed origins explicitly; '*' is not accepted")
+        return [origin.rstrip("/") for origin in origins]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            ipaddress.ip_network(proxy, strict=False)
+        return proxies
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _strip_slash(cls, url: str | None) -> str | None:
+        return url.rstrip("/") if url else None
+
+    @field_validator("jwks_cache_seconds")
+    @classmethod
+    def _cap_cache(cls, seconds: float) -> float:
+        return min(seconds, MAX_JWKS_CACHE_SECONDS)
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> GatewaySettings:
+        if self.service_token is None or not self.service_token.get_secret_value():
+            raise ValueError("MEMORY_LAYER_SERVICE_TOKEN must be set")
+        secret = self.supabase_jwt_secret.get_secret_value() if self.supabase_jwt_secret else ""
+        if not self.supabase_url and not secret:
+            raise ValueError("set GATEWAY_SUPABASE_URL or GATEWAY_SUPABASE_JWT_SECRET")
+        if secret and len(secret) < MIN_HS256_SECRET_CHARS:
+            raise ValueError(
+                f"GATEWAY_SUPABASE_JWT_SECRET must be at least {MIN_HS256_SECRET_CHARS} characters"
+            )
+        if not self.issuer:
+            raise ValueError("set GATEWAY_JWT_ISSUER when GATEWAY_SUPABASE_URL is unset")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        if self.jwt_issuer:
+            return self.jwt_issuer
+        return f"{self.supabase_url}/auth/v1" if self.supabase_url else ""
+
+    @property
+    def jwks_url(self) -> str | None:
+        if not self.supabase_url:
+            return None
+        return f"{self.supabase_url}/auth/v1/.well-known/jwks.json"

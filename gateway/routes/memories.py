@@ -1,0 +1,112 @@
+"""Listing, reading, deleting and exporting the caller's own memories."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated
+
+import grpc
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from gateway.config import MAX_PAGE_SIZE
+from gateway.deps import CurrentCaller, Memories
+from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["memories"])
+
+# An export streams for as long as it takes; each message must still arrive in time.
+EXPORT_TIMEOUT_SECONDS = 600.0
+
+
+def _filters(
+    provider: Annotated[list[str] | None, Query(max_length=16)] = None,
+    conversation_id: Annotated[str | None, Query(max_length=512)] = None,
+    kind: Kind | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> Filters:
+    return Filters(
+        providers=provider or [],
+        conversation_id=conversation_id,
+        kind=kind,
+        created_after=created_after,
+        created_before=created_before,
+    )
+
+
+@router.get("/memories", response_model=MemoryPage)
+async def list_memories(
+    caller: CurrentCaller,
+    memory: Memories,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
+    cursor: Annotated[str, Query(max_length=1024)] = "",
+    provider: Annotated[list[str] | None, Query(max_length=16)] = None,
+    conversation_id: Annotated[str | None, Query(max_length=512)] = None,
+    kind: Kind | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> MemoryPage:
+    """One page of the caller's memories; pass `next_cursor` back as `cursor` for the next."""
+    filters = _filters(provider, conversation_id, kind, created_after, created_before)
+    return await memory.list(caller, limit, cursor, filters)
+
+
+@router.get("/memories/{memory_id}", response_model=Memory)
+async def get_memory(memory_id: str, caller: CurrentCaller, memory: Memories) -> Memory:
+    return await memory.get(caller, memory_id)
+
+
+@router.delete("/memories/{memory_id}", status_code=204)
+async def delete_memory(memory_id: str, caller: CurrentCaller, memory: Memories) -> None:
+    await memory.delete(caller, memory_id)
+
+
+@router.delete("/memories", response_model=Deleted)
+async def delete_all_memories(caller: CurrentCaller, memory: Memories) -> Deleted:
+    """Delete every memory the caller owns."""
+    return Deleted(deleted=await memory.delete_user(caller))
+
+
+@router.get(
+    "/export",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/x-ndjson": {}}}},
+)
+async def export(
+    caller: CurrentCaller,
+    memory: Memories,
+    provider: Annotated[list[str] | None, Query(max_length=16)] = None,
+    conversation_id: Annotated[str | None, Query(max_length=512)] = None,
+    kind: Kind | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+) -> StreamingResponse:
+    """Everything the caller owns as NDJSON, one memory per line."""
+    filters = _filters(provider, conversation_id, kind, created_after, created_before)
+    memories = memory.export(caller, filters, EXPORT_TIMEOUT_SECONDS)
+    # Wait for the first memory so a failing service still gets a proper status code.
+    first: Memory | None = await anext(memories, None)
+
+    async def lines() -> AsyncIterator[bytes]:
+        if first is None:
+            return
+        yield _ndjson(first)
+        try:
+            async for item in memories:
+                yield _ndjson(item)
+        except grpc.aio.AioRpcError as exc:
+            # Headers are gone; the truncated stream is what the client can notice.
+            log.warning("export stopped early: %s", exc.code().name)
+            raise
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+def _ndjson(item: Memory) -> bytes:
+    return json.dumps(item.model_dump(mode="json"), ensure_ascii=False).encode() + b"\n"

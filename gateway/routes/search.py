@@ -1,0 +1,28 @@
+"""Finding memories, and building a context block from them."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from gateway.context import build_context
+from gateway.deps import CurrentCaller, Memories, check_user_id
+from gateway.schemas import Context, ContextQuery, SearchQuery, SearchResults
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/search", response_model=SearchResults)
+async def search(body: SearchQuery, caller: CurrentCaller, memory: Memories) -> SearchResults:
+    """The caller's memories ranked by relevance to `query` (hybrid, semantic or keyword)."""
+    check_user_id(caller, body.user_id)
+    results = await memory.search(caller, body.query, body.top_k, body.mode, body.filters)
+    return SearchResults(results=results)
+
+
+@router.post("/context", response_model=Context)
+async def context(body: ContextQuery, caller: CurrentCaller, memory: Memories) -> Context:
+    """A ready-to-inject block of the most relevant memories within `max_tokens`
+    (estimated as characters / 4), plus the memories it uses."""
+    check_user_id(caller, body.user_id)
+    results = await memory.search(caller, body.prompt, body.top_k, body.mode, body.filters)
+    return build_context(results, body.max_tokens)

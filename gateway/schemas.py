@@ -1,0 +1,149 @@
+"""Request and response bodies of the HTTP API. Requests reject unknown fields."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from gateway.config import (
+    MAX_CONTEXT_TOKENS,
+    MAX_FIELD_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_TEXT_CHARS,
+    MAX_TOP_K,
+)
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or only whitespace")
+    return text
+
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
+ShortText = Annotated[str, Field(max_length=MAX_FIELD_CHARS)]
+Provider = Annotated[str, Field(min_length=1, max_length=64)]
+Metadata = Annotated[dict[ShortText, ShortText], Field(max_length=MAX_METADATA_ENTRIES)]
+TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]
+Kind = Literal["prompt", "response"]
+SearchModeName = Literal["hybrid", "semantic", "keyword"]
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filters(RequestBody):
+    providers: Annotated[list[Provider], Field(max_length=16)] = []
+    conversation_id: ShortText | None = None
+    kind: Kind | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class SavePrompt(RequestBody):
+    prompt: Text
+    provider: Provider = "chatgpt"
+    # Sent by older extension builds; must be the token's own subject.
+    user_id: ShortText | None = None
+    conversation_id: ShortText | None = None
+    message_id: ShortText | None = None
+    url: ShortText | None = None
+    metadata: Metadata | None = None
+
+
+class SaveResponse(RequestBody):
+    response: Text
+    # The prompt answered: its memory id, or the client message id it was saved with.
+    prompt_id: ShortText | None = None
+    message_id: ShortText | None = None
+    # This answer's own client id; makes a retried save idempotent.
+    response_message_id: ShortText | None = None
+    provider: Provider | None = None
+    user_id: ShortText | None = None
+    conversation_id: ShortText | None = None
+    url: ShortText | None = None
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def _names_prompt(self) -> SaveResponse:
+        if not self.prompt_id and not self.message_id:
+            raise ValueError("name the prompt answered: prompt_id or message_id")
+        return self
+
+
+class SearchQuery(RequestBody):
+    query: Text
+    top_k: TopK = 10
+    mode: SearchModeName = "hybrid"
+    filters: Filters | None = None
+    user_id: ShortText | None = None
+
+
+class ContextQuery(RequestBody):
+    prompt: Text
+    top_k: TopK = 5
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT_TOKENS)] = 1000
+    mode: SearchModeName = "hybrid"
+    filters: Filters | None = None
+    user_id: ShortText | None = None
+
+
+class Memory(BaseModel):
+    id: str
+    user_id: str
+    kind: Kind
+    text: str
+    provider: str
+    conversation_id: str
+    message_id: str
+    url: str
+    metadata: dict[str, str]
+    created_at: datetime
+    prompt_id: str
+    response_id: str
+
+
+class ScoredMemory(Memory):
+    score: float
+
+
+class SearchResults(BaseModel):
+    results: list[ScoredMemory]
+
+
+class Context(BaseModel):
+    context: str
+    memories: list[ScoredMemory]
+    # Estimated as characters / 4; a budget, not a tokenizer count.
+    approx_tokens: int
+
+
+class MemoryPage(BaseModel):
+    memories: list[Memory]
+    next_cursor: str | None
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class Stats(BaseModel):
+    total_memories: int
+    users: int
+    collection: str
+    model: str
+    dimension: int
+    backend: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    memory: str
+    chat: str

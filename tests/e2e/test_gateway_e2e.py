@@ -1,0 +1,201 @@
+"""The extension against the real stack: `memory-layer up` starts memory_service and the
+gateway as real processes on loopback; everything goes over HTTP with real tokens."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+CLI = [sys.executable, "-m", "gateway.cli"]
+PROVIDERS = ("chatgpt", "claude")
+TOPICS = [
+    "How do I configure pnpm workspaces in a monorepo?",
+    "Suggest a vegetarian lasagna recipe for six people",
+    "What is the difference between TCP and UDP?",
+    "Plan a three day trip to Lisbon in spring",
+    "Explain Python's asyncio event loop simply",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Stack:
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.data_dir = data_dir
+        self.url = f"http://127.0.0.1:{port}"
+        self.printed = ""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_"))}
+        self.process = subprocess.Popen(
+            [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def wait_ready(self, timeout: float = 240.0) -> str:
+        assert self.process.stdout is not None
+        lines = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Press Ctrl-C to stop" in line:
+                self.printed = "".join(lines)
+                return self.printed
+        raise AssertionError("stack did not come up:\n" + "".join(lines))
+
+    def token(self, user: str) -> str:
+        out = subprocess.run(
+            [*CLI, "token", "--user", user, "--data-dir", str(self.data_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return out.stdout.strip()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(tmp_path_factory.mktemp("stack"), free_port())
+    try:
+        running.wait_ready()
+        yield running
+    finally:
+        running.stop()
+
+
+def client(stack: Stack, user: str) -> httpx.Client:
+    return httpx.Client(
+        base_url=stack.url,
+        headers={"Authorization": f"Bearer {stack.token(user)}"},
+        timeout=60.0,
+    )
+
+
+def test_the_extension_round_trip_and_isolation_between_users(stack: Stack) -> None:
+    assert stack.url in stack.printed
+    assert "memory-layer token --user" in stack.printed
+    ready = httpx.get(f"{stack.url}/readyz").json()
+    assert ready == {"status": "ready", "memory": "serving", "chat": "not configured"}
+
+    with client(stack, "alice") as alice, client(stack, "bob") as bob:
+        prompts = []
+        for i in range(20):
+            body = {
+                "user_id": "alice",
+                "prompt": f"{TOPICS[i % len(TOPICS)]} (variant {i})",
+                "provider": PROVIDERS[i % 2],
+                "conversation_id": f"conv-{i % 4}",
+                "message_id": f"msg-{i}",
+                "url": f"https://example.test/c/{i}",
+            }
+            saved = alice.post("/save-prompt", json=body)
+            assert saved.status_code == 200, saved.text
+            prompts.append(saved.json())
+        assert len({p["id"] for p in prompts}) == 20
+        assert alice.post("/save-prompt", json=body).json()["id"] == prompts[19]["id"]
+
+        answer = alice.post(
+            "/save-response",
+            json={
+                "response": "Create pnpm-workspace.yaml and list packages/* in it.",
+                "message_id": "msg-0",
+                "provider": "chatgpt",
+                "user_id": "alice",
+            },
+        )
+        assert answer.status_code == 200 and answer.json()["prompt_id"] == prompts[0]["id"]
+
+        found = alice.post("/search", json={"query": "pnpm monorepo workspaces", "top_k": 5})
+        assert found.status_code == 200
+        hits = found.json()["results"]
+        assert hits and "pnpm" in hits[0]["text"]
+        claude_only = alice.post(
+            "/search",
+            json={"query": "lasagna recipe", "top_k": 10, "filters": {"providers": ["claude"]}},
+        ).json()["results"]
+        assert claude_only and {r["provider"] for r in claude_only} == {"claude"}
+
+        context = alice.post(
+            "/context", json={"prompt": "trip to Lisbon", "top_k": 5, "max_tokens": 200}
+        ).json()
+        assert "Lisbon" in context["context"] and len(context["context"]) <= 800
+
+        seen: list[str] = []
+        cursor = ""
+        pages = 0
+        while True:
+            page = alice.get("/memories", params={"limit": 7, "cursor": cursor}).json()
+            seen += [m["id"] for m in page["memories"]]
+            pages += 1
+            if not page["next_cursor"]:
+                break
+            cursor = page["next_cursor"]
+        assert len(seen) == len(set(seen)) == 21 and pages >= 3
+
+        victim = prompts[5]["id"]
+        assert alice.delete(f"/memories/{victim}").status_code == 204
+        assert alice.get(f"/memories/{victim}").status_code == 404
+
+        exported = alice.get("/export")
+        assert exported.headers["content-type"].startswith("application/x-ndjson")
+        rows = [json.loads(line) for line in exported.text.splitlines()]
+        assert len(rows) == 20 and victim not in {r["id"] for r in rows}
+
+        # Bob sees none of it, by any route, even with Alice's ids in hand.
+        target = prompts[0]["id"]
+        assert bob.get("/memories").json() == {"memories": [], "next_cursor": None}
+        assert bob.post("/search", json={"query": "pnpm monorepo", "top_k": 50}).json() == {
+            "results": []
+        }
+        for mode in ("semantic", "keyword"):
+            searched = bob.post("/search", json={"query": "Lisbon trip", "mode": mode})
+            assert searched.json() == {"results": []}
+        assert bob.post("/context", json={"prompt": "Lisbon"}).json()["memories"] == []
+        assert bob.get("/export").text == ""
+        assert bob.get(f"/memories/{target}").status_code == 404
+        assert bob.delete(f"/memories/{target}").status_code == 404
+        stolen = bob.post("/save-response", json={"response": "x", "prompt_id": target})
+        assert stolen.status_code == 404
+        assert bob.post("/save-prompt", json={"prompt": "hi", "user_id": "alice"}).json() == {
+            "detail": "User ID mismatch"
+        }
+        assert bob.get("/admin/stats").status_code == 403
+        assert bob.delete("/admin/users/alice").status_code == 403
+        assert bob.delete("/memories").json() == {"deleted": 0}
+        assert alice.get(f"/memories/{target}").json()["response_id"] == answer.json()["id"]
+
+        assert alice.delete("/memories").json() == {"deleted": 20}
+        assert alice.get("/memories").json() == {"memories": [], "next_cursor": None}
+
+
+def test_ctrl_c_stops_every_service(stack: Stack) -> None:
+    port = int(stack.url.rsplit(":", 1)[1])
+    assert stack.stop() == 0
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0
+    log_dir = stack.data_dir / "logs"
+    assert {p.name for p in log_dir.iterdir()} == {"memory_service.log", "gateway.log"}
+    assert "memory service shutting down" in (log_dir / "memory_service.log").read_text()

@@ -1,0 +1,840 @@
+"""The gateway over real sockets: uvicorn on loopback in front of a real MemoryService
+(real model, embedded store), a real HTTP server serving the JWKS, real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jose import jwk, jwt
+
+from gateway.app import create_app
+from gateway.auth import UNAUTHORIZED_DETAIL
+from gateway.config import GatewaySettings
+from memory_service import metrics as memory_metrics
+from memory_service.config import MemorySettings
+from memory_service.embedder import Embedder
+from memory_service.server import MemoryServer, create_server
+
+SERVICE_TOKEN = "gateway-integration-service-token"
+HS_SECRET = "integration-hs256-secret-0123456789abcdef"
+EXTENSION_ORIGIN = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+# --- keys and a JWKS server on loopback -------------------------------------------------
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    algorithm: str
+    private_pem: bytes
+    public_pem: bytes
+    public_der: bytes
+    public_jwk: dict[str, Any]
+
+
+def ec_key(kid: str) -> SigningKey:
+    private = ec.generate_private_key(ec.SECP256R1())
+    return _signing_key(kid, "ES256", private)
+
+
+def rsa_key(kid: str) -> SigningKey:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _signing_key(kid, "RS256", private)
+
+
+def _signing_key(kid: str, algorithm: str, private: Any) -> SigningKey:
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = private.public_key()
+    public_pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    as_jwk = jwk.construct(public_pem.decode(), algorithm).to_dict()
+    as_jwk.update(kid=kid, alg=algorithm, use="sig")
+    return SigningKey(kid, algorithm, private_pem, public_pem, public_der, as_jwk)
+
+
+@dataclass
+class JwksServer:
+    keys: list[dict[str, Any]]
+    fetches: int = 0
+    failing: bool = False
+    url: str = ""
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/auth/v1/.well-known/jwks.json":
+                    self.send_error(404)
+                    return
+                owner.fetches += 1
+                if owner.failing:
+                    self.send_error(500)
+                    return
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@dataclass
+class Keys:
+    es: SigningKey
+    rs: SigningKey
+    jwks: JwksServer
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.jwks.url}/auth/v1"
+
+    def claims(self, sub: str | None = "alice", **extra: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": "authenticated",
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + 600,
+            "role": "authenticated",
+        }
+        if sub is not None:
+            claims["sub"] = sub
+        claims.update(extra)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def es256(self, sub: str | None = "alice", *, kid: str | None = None, **extra: Any) -> str:
+        return jwt.encode(
+            self.claims(sub, **extra),
+            self.es.private_pem.decode(),
+            algorithm="ES256",
+            headers={"kid": kid or self.es.kid},
+        )
+
+    def rs256(self, sub: str | None = "alice", **extra: Any) -> str:
+        return jwt.encode(
+            self.claims(sub, **extra),
+            self.rs.private_pem.decode(),
+            algorithm="RS256",
+            headers={"kid": self.rs.kid},
+        )
+
+    def hs256(self, sub: str = "alice", secret: str = HS_SECRET, **extra: Any) -> str:
+        return jwt.encode(self.claims(sub, **extra), secret, algorithm="HS256")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | None) -> str:
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    if hmac_key is None:
+        return signing_input + "."
+    signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+@pytest.fixture(scope="session")
+def keys() -> Iterator[Keys]:
+    es, rs = ec_key("es-key-1"), rsa_key("rs-key-1")
+    server = JwksServer([es.public_jwk, rs.public_jwk])
+    server.start()
+    yield Keys(es, rs, server)
+    server.stop()
+
+
+# --- running services -------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_memory(embedder: Embedder, data_dir: Path, port: int = 0) -> MemoryServer:
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=port,
+            data_dir=data_dir,
+            service_token=SERVICE_TOKEN,
+            metrics_port=-1,
+        )
+    )
+    await server.start_serving(embedder)
+    return server
+
+
+@pytest.fixture(scope="session")
+async def memory_server(embedder: Embedder, tmp_path_factory) -> AsyncIterator[MemoryServer]:  # type: ignore[no-untyped-def]
+    server = await start_memory(embedder, tmp_path_factory.mktemp("gateway-memory"))
+    yield server
+    await server.stop(0)
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            # As in `python -m gateway`: the app alone decides whom to believe about the client.
+            proxy_headers=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> Gateway:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+def gateway_settings(keys: Keys, memory_port: int, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "memory_addr": f"127.0.0.1:{memory_port}",
+        "service_token": SERVICE_TOKEN,
+        "supabase_url": keys.jwks.url,
+        "supabase_jwt_secret": HS_SECRET,
+        "cors_origins": [EXTENSION_ORIGIN],
+        "rate_limit_ip": "100000/minute",
+        "rate_limit_user": "100000/minute",
+        "admin_user_ids": ["listed-admin"],
+        "grpc_timeout_seconds": 20.0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+@pytest.fixture(scope="session")
+async def gateway(keys: Keys, memory_server: MemoryServer) -> AsyncIterator[Gateway]:
+    running = await Gateway(gateway_settings(keys, memory_server.port)).start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def start_gateway(keys: Keys, memory_server: MemoryServer) -> AsyncIterator[StartGateway]:
+    started: list[Gateway] = []
+
+    async def _start(memory_port: int | None = None, **overrides: Any) -> Gateway:
+        port = memory_server.port if memory_port is None else memory_port
+        running = await Gateway(gateway_settings(keys, port, **overrides)).start()
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        await running.stop()
+
+
+@pytest.fixture
+async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.client() as client:
+        yield client
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+def memory_rpcs() -> float:
+    """RPCs the memory service has answered, health checks excluded."""
+    return sum(
+        sample.value
+        for family in memory_metrics.RPC_SECONDS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    )
+
+
+# --- authentication ---------------------------------------------------------------------
+
+
+async def test_valid_es256_rs256_and_hs256_tokens_are_accepted(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    for token in (keys.es256("alice"), keys.rs256("alice"), keys.hs256("alice")):
+        response = await api.get("/memories", headers=bearer(token))
+        assert response.status_code == 200, response.text
+        assert "memories" in response.json()
+
+
+def _rejected_tokens(keys: Keys) -> dict[str, dict[str, str]]:
+    now = int(time.time())
+    good = keys.claims("alice")
+    other_ec = ec_key(keys.es.kid)
+    oversize = keys.es256("alice", padding="x" * 9000)
+    header, payload, _ = keys.es256("alice").split(".")
+    return {
+        "no token": {},
+        "not a bearer scheme": {"Authorization": f"Basic {keys.es256('alice')}"},
+        "alg none": bearer(forged({"alg": "none", "typ": "JWT"}, good, None)),
+        "alg none with a signature": bearer(
+            forged({"alg": "none", "typ": "JWT"}, good, None) + "c2lnbmF0dXJl"
+        ),
+        "HS256 signed with the EC public key (PEM)": bearer(
+            forged({"alg": "HS256", "kid": keys.es.kid}, good, keys.es.public_pem)
+        ),
+        "HS256 signed with the EC public key (DER)": bearer(
+            forged({"alg": "HS256", "kid": keys.es.kid}, good, keys.es.public_der)
+        ),
+        "HS256 signed with the RSA public key (PEM)": bearer(
+            forged({"alg": "HS256", "kid": keys.rs.kid}, good, keys.rs.public_pem)
+        ),
+        "HS256 signed with the RSA public key (DER)": bearer(
+            forged({"alg": "HS256", "kid": keys.rs.kid}, good, keys.rs.public_der)
+        ),
+        "HS256 with a wrong secret": bearer(keys.hs256("alice", secret="x" * 40)),
+        "expired beyond leeway": bearer(keys.es256("alice", iat=now - 7200, exp=now - 120)),
+        "nbf in the future": bearer(keys.es256("alice", nbf=now + 3600)),
+        "wrong aud": bearer(keys.es256("alice", aud="anon")),
+        "missing aud": bearer(keys.es256("alice", aud=None)),
+        "wrong iss": bearer(keys.es256("alice", iss="https://evil.example/auth/v1")),
+        "iss with a trailing slash": bearer(keys.es256("alice", iss=keys.issuer + "/")),
+        "missing sub": bearer(keys.es256(None)),
+        "missing exp": bearer(keys.es256("alice", exp=None)),
+        "missing iat": bearer(keys.es256("alice", iat=None)),
+        "unknown kid": bearer(keys.es256("alice", kid="no-such-kid")),
+        "ES256 header on the RSA kid": bearer(keys.es256("alice", kid=keys.rs.kid)),
+        "bad signature": bearer(
+            jwt.encode(
+                good,
+                other_ec.private_pem.decode(),
+                algorithm="ES256",
+                headers={"kid": keys.es.kid},
+            )
+        ),
+        "tampered payload": bearer(
+            f"{header}.{b64(json.dumps({**good, 'sub': 'bob'}).encode())}.{_}"
+        ),
+        "more than 8 KiB": bearer(oversize),
+        "two segments": bearer(f"{header}.{payload}"),
+        "four segments": bearer(f"{header}.{payload}.{_}.{_}"),
+        "not base64url": bearer("!!!.@@@.###"),
+        "header not JSON": bearer(f"{b64(b'not json')}.{payload}.{_}"),
+        "header a JSON list": bearer(f"{b64(b'[1, 2]')}.{payload}.{_}"),
+    }
+
+
+REJECTED_CASES = [
+    "no token",
+    "not a bearer scheme",
+    "alg none",
+    "alg none with a signature",
+    "HS256 signed with the EC public key (PEM)",
+    "HS256 signed with the EC public key (DER)",
+    "HS256 signed with the RSA public key (PEM)",
+    "HS256 signed with the RSA public key (DER)",
+    "HS256 with a wrong secret",
+    "expired beyond leeway",
+    "nbf in the future",
+    "wrong aud",
+    "missing aud",
+    "wrong iss",
+    "iss with a trailing slash",
+    "missing sub",
+    "missing exp",
+    "missing iat",
+    "unknown kid",
+    "ES256 header on the RSA kid",
+    "bad signature",
+    "tampered payload",
+    "more than 8 KiB",
+    "two segments",
+    "four segments",
+    "not base64url",
+    "header not JSON",
+    "header a JSON list",
+]
+
+
+async def test_every_rejected_token_gets_the_same_401_and_reaches_no_service(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    cases = _rejected_tokens(keys)
+    assert sorted(cases) == sorted(REJECTED_CASES)
+    user_token = keys.es256("alice")
+    # The tokens are judged on their own: a real one works through the same client.
+    assert (await api.get("/memories", headers=bearer(user_token))).status_code == 200
+    before = memory_rpcs()
+    for name, headers in cases.items():
+        for method, path, body in (
+            ("GET", "/memories", None),
+            ("POST", "/save-prompt", {"prompt": "should never be stored"}),
+            ("POST", "/search", {"query": "anything"}),
+        ):
+            response = await api.request(method, path, headers=headers, json=body)
+            assert response.status_code == 401, (name, path, response.text)
+            assert response.json() == {"detail": UNAUTHORIZED_DETAIL}, name
+            assert response.headers["www-authenticate"] == "Bearer", name
+    assert memory_rpcs() == before
+    listed = await api.get("/memories", headers=bearer(user_token))
+    assert all(m["text"] != "should never be stored" for m in listed.json()["memories"])
+
+
+async def test_token_within_leeway_is_accepted(api: httpx.AsyncClient, keys: Keys) -> None:
+    now = int(time.time())
+    token = keys.es256("alice", iat=now - 600, exp=now - 5)
+    assert (await api.get("/memories", headers=bearer(token))).status_code == 200
+
+
+async def test_unknown_kid_burst_fetches_jwks_once_per_cooldown_and_rotation_is_picked_up(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(jwks_refetch_cooldown_seconds=1.0)
+    async with gw.client() as client:
+        assert (await client.get("/memories", headers=bearer(keys.es256()))).status_code == 200
+        fetches = keys.jwks.fetches
+        burst = await asyncio.gather(
+            *(
+                client.get("/memories", headers=bearer(keys.es256(kid=f"made-up-{i}")))
+                for i in range(40)
+            )
+        )
+        assert {r.status_code for r in burst} == {401}
+        assert keys.jwks.fetches - fetches <= 1
+
+        rotated = ec_key("es-key-2")
+        keys.jwks.keys.append(rotated.public_jwk)
+        try:
+            await asyncio.sleep(1.1)
+            token = jwt.encode(
+                keys.claims("alice"),
+                rotated.private_pem.decode(),
+                algorithm="ES256",
+                headers={"kid": rotated.kid},
+            )
+            before = keys.jwks.fetches
+            assert (await client.get("/memories", headers=bearer(token))).status_code == 200
+            assert keys.jwks.fetches == before + 1
+        finally:
+            keys.jwks.keys.remove(rotated.public_jwk)
+
+
+async def test_last_good_key_set_is_kept_when_the_jwks_fetch_fails(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(jwks_cache_seconds=0.2, jwks_refetch_cooldown_seconds=0.0)
+    async with gw.client() as client:
+        assert (await client.get("/memories", headers=bearer(keys.es256()))).status_code == 200
+        keys.jwks.failing = True
+        try:
+            await asyncio.sleep(0.3)
+            before = keys.jwks.fetches
+            response = await client.get("/memories", headers=bearer(keys.rs256()))
+            assert response.status_code == 200
+            assert keys.jwks.fetches == before + 1
+        finally:
+            keys.jwks.failing = False
+
+
+async def test_admin_routes_need_the_admin_role(api: httpx.AsyncClient, keys: Keys) -> None:
+    victim = new_user()
+    saved = await api.post(
+        "/save-prompt", json={"prompt": "a memory to wipe"}, headers=bearer(keys.es256(victim))
+    )
+    assert saved.status_code == 200
+    plain = bearer(keys.es256("plain-user"))
+    assert (await api.get("/admin/stats", headers=plain)).status_code == 403
+    assert (await api.delete(f"/admin/users/{victim}", headers=plain)).status_code == 403
+
+    by_claim = bearer(keys.es256("root", app_metadata={"role": "admin"}))
+    stats = await api.get("/admin/stats", headers=by_claim)
+    assert stats.status_code == 200
+    assert stats.json()["dimension"] == 384 and stats.json()["total_memories"] >= 1
+    by_setting = bearer(keys.hs256("listed-admin"))
+    wiped = await api.delete(f"/admin/users/{victim}", headers=by_setting)
+    assert wiped.json() == {"deleted": 1}
+    left = await api.get("/memories", headers=bearer(keys.es256(victim)))
+    assert left.json()["memories"] == []
+
+
+# --- rate limits ------------------------------------------------------------------------
+
+
+async def test_two_gateways_sharing_redis_admit_exactly_the_user_limit(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    first = await start_gateway(redis_url=REDIS_URL, rate_limit_user="7/minute")
+    second = await start_gateway(redis_url=REDIS_URL, rate_limit_user="7/minute")
+    headers = bearer(keys.es256(new_user()))
+    async with first.client() as a, second.client() as b:
+        responses = await asyncio.gather(
+            *((a if i % 2 else b).get("/memories?limit=1", headers=headers) for i in range(20))
+        )
+    statuses = [r.status_code for r in responses]
+    assert statuses.count(200) == 7
+    assert statuses.count(429) == 13
+    for response in responses:
+        assert response.headers["ratelimit-limit"] == "7"
+        if response.status_code == 429:
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.headers["ratelimit-remaining"] == "0"
+            assert response.json() == {"detail": "Too many requests, retry later"}
+
+
+async def test_users_behind_one_ip_have_separate_budgets(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(rate_limit_user="3/minute", rate_limit_ip="50/minute")
+    alice, bob = bearer(keys.es256(new_user())), bearer(keys.es256(new_user()))
+    async with gw.client() as client:
+        first = [(await client.get("/memories", headers=alice)).status_code for _ in range(4)]
+        second = [(await client.get("/memories", headers=bob)).status_code for _ in range(3)]
+    assert first == [200, 200, 200, 429]
+    assert second == [200, 200, 200]
+
+
+async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
+    start_gateway: StartGateway,
+) -> None:
+    untrusted = await start_gateway(rate_limit_ip="3/minute")
+    async with untrusted.client() as client:
+        statuses = [
+            (await client.get("/memories", headers={"X-Forwarded-For": f"203.0.113.{i}"}))
+            for i in range(5)
+        ]
+    assert [r.status_code for r in statuses] == [401, 401, 401, 429, 429]
+    assert all(int(r.headers["retry-after"]) >= 1 for r in statuses[3:])
+
+    behind_proxy = await start_gateway(rate_limit_ip="3/minute", trusted_proxies=["127.0.0.1"])
+    async with behind_proxy.client() as client:
+        spread = [
+            (await client.get("/memories", headers={"X-Forwarded-For": f"198.51.100.{i}"}))
+            for i in range(5)
+        ]
+        same = [
+            (await client.get("/memories", headers={"X-Forwarded-For": "198.51.100.200"}))
+            for _ in range(4)
+        ]
+    assert [r.status_code for r in spread] == [401] * 5
+    assert [r.status_code for r in same] == [401, 401, 401, 429]
+
+
+# --- CORS -------------------------------------------------------------------------------
+
+
+async def test_cors_admits_the_configured_extension_origin_only(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    preflight = {
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization, content-type",
+    }
+    ok = await api.options("/save-prompt", headers={"Origin": EXTENSION_ORIGIN, **preflight})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == EXTENSION_ORIGIN
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+
+    for origin in ("chrome-extension://someoneelse", "https://evil.example", "null"):
+        refused = await api.options("/save-prompt", headers={"Origin": origin, **preflight})
+        assert not any(h.startswith("access-control-") for h in refused.headers), origin
+        plain = await api.get(
+            "/memories", headers={"Origin": origin, **bearer(keys.es256("alice"))}
+        )
+        assert plain.status_code == 200
+        assert not any(h.startswith("access-control-") for h in plain.headers), origin
+
+    actual = await api.get(
+        "/memories", headers={"Origin": EXTENSION_ORIGIN, **bearer(keys.es256("alice"))}
+    )
+    assert actual.headers["access-control-allow-origin"] == EXTENSION_ORIGIN
+    exposed = actual.headers["access-control-expose-headers"].lower()
+    for name in ("retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"):
+        assert name in exposed
+    assert "ratelimit-remaining" in actual.headers
+
+
+# --- input validation -------------------------------------------------------------------
+
+
+async def test_bad_input_gets_a_clear_4xx_and_stores_nothing(
+    api: httpx.AsyncClient, keys: Keys, gateway: Gateway
+) -> None:
+    user = new_user()
+    headers = bearer(keys.es256(user))
+    limit = gateway.settings.max_body_bytes
+    cases: list[tuple[str, str, Any, int]] = [
+        ("/save-prompt", "json", {}, 422),
+        ("/save-prompt", "json", {"provider": "claude"}, 422),
+        ("/save-prompt", "json", {"prompt": "hi", "temperature": 1}, 422),
+        ("/save-prompt", "json", {"prompt": ""}, 422),
+        ("/save-prompt", "json", {"prompt": "   \n "}, 422),
+        ("/save-prompt", "json", {"prompt": "x" * 50_001}, 422),
+        ("/save-prompt", "json", {"prompt": "hi", "metadata": dict.fromkeys("abc" * 11)}, 422),
+        ("/save-prompt", "content", b"prompt=hello", 422),
+        ("/save-prompt", "content", b'{"prompt": "unterminated', 422),
+        ("/save-prompt", "json", {"prompt": "x" * (limit + 10)}, 413),
+        ("/save-response", "json", {"response": "an answer"}, 422),
+        ("/save-response", "json", {"response": "", "message_id": "m1"}, 422),
+        ("/search", "json", {"query": "x", "top_k": 0}, 422),
+        ("/search", "json", {"query": "x", "top_k": 51}, 422),
+        ("/search", "json", {"query": "x", "mode": "fuzzy"}, 422),
+        ("/search", "json", {"top_k": 5}, 422),
+        ("/context", "json", {"prompt": "x", "max_tokens": 100_000}, 422),
+    ]
+    for path, kind, body, status in cases:
+        if kind == "json":
+            response = await api.post(path, json=body, headers=headers)
+        else:
+            response = await api.post(
+                path, content=body, headers={**headers, "Content-Type": "application/json"}
+            )
+        assert response.status_code == status, (path, str(body)[:80], response.text[:300])
+        detail = response.json()["detail"]
+        assert detail, (path, body)
+        if status == 413:
+            assert detail == f"Request body is larger than {limit} bytes"
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"prompt": "'
+        for _ in range(limit // 1024 + 2):
+            yield b"y" * 1024
+        yield b'"}'
+
+    streamed = await api.post(
+        "/save-prompt", content=chunks(), headers={**headers, "Content-Type": "application/json"}
+    )
+    assert streamed.status_code == 413
+
+    unknown = await api.post("/search", json={"query": "x", "limit": 3}, headers=headers)
+    assert unknown.json()["detail"][0]["type"] == "extra_forbidden"
+    assert unknown.json()["detail"][0]["loc"] == ["body", "limit"]
+
+    mismatch = await api.post(
+        "/save-prompt", json={"prompt": "hello", "user_id": "someone-else"}, headers=headers
+    )
+    assert (mismatch.status_code, mismatch.json()) == (403, {"detail": "User ID mismatch"})
+
+    missing = await api.post(
+        "/save-response", json={"response": "an answer", "message_id": "nope"}, headers=headers
+    )
+    assert missing.status_code == 404
+    assert "not found" in missing.json()["detail"]
+
+    listed = await api.get("/memories", headers=headers)
+    assert listed.json() == {"memories": [], "next_cursor": None}
+
+
+# --- the extension's flows --------------------------------------------------------------
+
+
+async def test_extension_flow_with_idempotent_saves_context_and_export(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    user = new_user()
+    headers = bearer(keys.es256(user))
+    body = {
+        "user_id": user,
+        "prompt": "How do I configure pnpm workspaces for a monorepo?",
+        "provider": "ChatGPT",
+        "conversation_id": "conv-1",
+        "message_id": "msg-1",
+        "url": "https://chatgpt.com/c/conv-1",
+    }
+    first = await api.post("/save-prompt", json=body, headers=headers)
+    retried = await api.post("/save-prompt", json=body, headers=headers)
+    assert first.status_code == retried.status_code == 200
+    assert retried.json() == first.json()
+    prompt = first.json()
+    assert (prompt["user_id"], prompt["provider"], prompt["kind"]) == (user, "chatgpt", "prompt")
+
+    keyed = {"prompt": "What is the capital of Australia?", "provider": "claude"}
+    k1 = await api.post("/save-prompt", json=keyed, headers={**headers, "Idempotency-Key": "k-1"})
+    k2 = await api.post("/save-prompt", json=keyed, headers={**headers, "Idempotency-Key": "k-1"})
+    assert k1.json()["id"] == k2.json()["id"]
+
+    answer = await api.post(
+        "/save-response",
+        json={
+            "response": "Add a pnpm-workspace.yaml listing the packages directories.",
+            "message_id": "msg-1",
+            "provider": "chatgpt",
+            "user_id": user,
+        },
+        headers=headers,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prompt_id"] == prompt["id"]
+    linked = await api.get(f"/memories/{prompt['id']}", headers=headers)
+    assert linked.json()["response_id"] == answer.json()["id"]
+
+    found = await api.post(
+        "/search", json={"query": "pnpm workspace monorepo", "top_k": 2}, headers=headers
+    )
+    assert found.status_code == 200
+    ids = [r["id"] for r in found.json()["results"]]
+    assert prompt["id"] in ids and k1.json()["id"] not in ids
+    assert all(isinstance(r["score"], float) for r in found.json()["results"])
+    keyword = await api.post(
+        "/search",
+        json={"query": "Australia", "mode": "keyword", "filters": {"providers": ["claude"]}},
+        headers=headers,
+    )
+    assert [r["id"] for r in keyword.json()["results"]] == [k1.json()["id"]]
+
+    context = await api.post(
+        "/context",
+        json={"prompt": "pnpm monorepo setup", "top_k": 3, "max_tokens": 60},
+        headers=headers,
+    )
+    assert context.status_code == 200
+    block = context.json()
+    assert len(block["context"]) <= 60 * 4
+    assert block["approx_tokens"] <= 60
+    assert block["memories"] and block["memories"][0]["id"] in (prompt["id"], answer.json()["id"])
+
+    export = await api.get("/export", headers=headers)
+    assert export.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in export.text.splitlines()]
+    assert {m["id"] for m in lines} == {prompt["id"], k1.json()["id"], answer.json()["id"]}
+
+    outsider = bearer(keys.es256(new_user()))
+    assert (await api.get(f"/memories/{prompt['id']}", headers=outsider)).status_code == 404
+    assert (await api.delete(f"/memories/{prompt['id']}", headers=outsider)).status_code == 404
+    assert (await api.get("/export", headers=outsider)).text == ""
+
+    assert (await api.delete(f"/memories/{k1.json()['id']}", headers=headers)).status_code == 204
+    assert (await api.get(f"/memories/{k1.json()['id']}", headers=headers)).status_code == 404
+    assert (await api.get("/memories/not-a-uuid", headers=headers)).status_code == 404
+    assert (await api.delete("/memories", headers=headers)).json() == {"deleted": 2}
+
+
+# --- downstream failure -----------------------------------------------------------------
+
+
+async def test_memory_service_down_gives_503_and_the_gateway_recovers_by_itself(
+    start_gateway: StartGateway, keys: Keys, embedder: Embedder, tmp_path: Path
+) -> None:
+    port = free_port()
+    memory = await start_memory(embedder, tmp_path / "data", port)
+    gw = await start_gateway(memory_port=port)
+    headers = bearer(keys.es256(new_user()))
+    async with gw.client() as client:
+        saved = await client.post("/save-prompt", json={"prompt": "before"}, headers=headers)
+        assert saved.status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.json() == {"status": "ready", "memory": "serving", "chat": "not configured"}
+
+        await memory.stop(0)
+        for method, path, body in (
+            ("POST", "/save-prompt", {"prompt": "during"}),
+            ("POST", "/search", {"query": "before"}),
+            ("GET", "/memories", None),
+        ):
+            response = await client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 503, (path, response.text)
+            assert int(response.headers["retry-after"]) >= 1
+            assert response.json() == {"detail": "Service unavailable, retry later"}
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+        memory = await start_memory(embedder, tmp_path / "data", port)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                response = await client.post("/search", json={"query": "before"}, headers=headers)
+                if response.status_code == 200 or time.monotonic() > deadline:
+                    break
+                assert response.status_code == 503
+                await asyncio.sleep(0.25)
+            assert response.status_code == 200
+            assert [r["text"] for r in response.json()["results"]] == ["before"]
+        finally:
+            await memory.stop(0)
+
+
+async def test_probes_metrics_and_docs_need_no_token(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.get("/readyz")
+    assert ready.json() == {"status": "ready", "memory": "serving", "chat": "not configured"}
+    metrics = await api.get("/metrics")
+    assert metrics.status_code == 200
+    assert "gateway_request_seconds_count" in metrics.text
+    assert "gateway_auth_failures_total" in metrics.text
+    spec = (await api.get("/openapi.json")).json()
+    assert set(spec["paths"]) == {
+        "/save-prompt",
+        "/save-response",
+        "/search",
+        "/context",
+        "/memories",
+        "/memories/{memory_id}",
+        "/export",
+        "/admin/stats",
+        "/admin/users/{user_id}",
+        "/healthz",
+        "/readyz",
+    }
+    assert (await api.get("/docs")).status_code == 200
+    assert not any(path.startswith("/chat") for path in spec["paths"])
