@@ -1,0 +1,268 @@
+"""What the gateway costs on top of memory_service, measured against direct gRPC in one run.
+
+memory_service and the gateway run as child processes on loopback (`python -m ...`), the
+gateway with rate limits out of the way. The same work is sent two ways, interleaved so
+noise on a shared machine hits both:
+
+- `/search` latency, one request at a time: HTTP through the gateway vs the same Search RPC
+  straight to memory_service, sent back to back for each query.
+  Target: p50(gateway) / p50(gRPC) <= 1.3.
+- Saves per second with 32 concurrent clients: POST /save-prompt vs SaveMemory over gRPC,
+  back to back in each round, first side alternating; the ratio is the median of the
+  per-round ratios. Target: saves/s(gateway) / saves/s(gRPC) >= 0.8.
+
+    python bench/bench_gateway_overhead.py
+    python bench/bench_gateway_overhead.py --memories 300 --queries 40 --saves 80 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.tokens import mint_token
+from memory_service.identity import outgoing_metadata
+from memory_service.models import Identity
+from protos.memory.v1 import memory_pb2 as pb
+from protos.memory.v1 import memory_pb2_grpc
+
+SERVICE_TOKEN = "bench-gateway-service-token"  # noqa: S105 - a throwaway local stack
+JWT_SECRET = "bench-gateway-jwt-secret-0123456789abcdef"  # noqa: S105
+ISSUER = "memory-layer-bench"
+TARGET_SEARCH_RATIO = 1.3
+TARGET_SAVE_RATIO = 0.8
+
+WORDS = (  # noqa: SIM905
+    "python script csv parse react component render sql query join orders kubernetes deploy "
+    "bash loop files sourdough starter vegetarian dinner resume data engineer cover letter "
+    "tcp udp photosynthesis revolution workout marathon landlord deposit birthday mystery "
+    "lisbon rust borrow checker mortgage interest budget bakery terraform bucket email chess "
+    "castling server shutdown fractions candles kanji regex tomato dockerfile podcast haiku "
+    "gdpr kyoto asyncio statistics gradient salary wedding pandas burnout typescript config"
+).split()
+
+
+# Texts stay under the model window (in characters) so every save is one chunk: the
+# figures compare the hop, not chunking.
+MAX_TEXT_CHARS = 250
+
+
+def texts(count: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    made = []
+    for _ in range(count):
+        words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 30)))
+        made.append(words[: MAX_TEXT_CHARS - 1].capitalize() + "?")
+    return made
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+async def wait_ready(memory_addr: str, gateway_url: str, within: float = 300.0) -> None:
+    deadline = time.monotonic() + within
+    async with grpc.aio.insecure_channel(memory_addr) as channel, httpx.AsyncClient() as http:
+        health = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            try:
+                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
+                if serving and (await http.get(f"{gateway_url}/readyz")).status_code == 200:
+                    return
+            except (grpc.aio.AioRpcError, httpx.HTTPError):
+                pass
+            await asyncio.sleep(0.25)
+    raise TimeoutError("services not ready")
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def bench(args: argparse.Namespace, data_dir: Path) -> None:
+    memory_port, gateway_port = free_port(), free_port()
+    memory_addr = f"127.0.0.1:{memory_port}"
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    env = dict(
+        os.environ,
+        MEMORY_HOST="127.0.0.1",
+        MEMORY_PORT=str(memory_port),
+        MEMORY_DATA_DIR=str(data_dir / "memory"),
+        MEMORY_METRICS_PORT="-1",
+        MEMORY_LOG_LEVEL="WARNING",
+        MEMORY_LAYER_SERVICE_TOKEN=SERVICE_TOKEN,
+        GATEWAY_HOST="127.0.0.1",
+        GATEWAY_PORT=str(gateway_port),
+        GATEWAY_MEMORY_ADDR=memory_addr,
+        GATEWAY_SUPABASE_JWT_SECRET=JWT_SECRET,
+        GATEWAY_JWT_ISSUER=ISSUER,
+        GATEWAY_RATE_LIMIT_IP="1000000/minute",
+        GATEWAY_RATE_LIMIT_USER="1000000/minute",
+        GATEWAY_LOG_LEVEL="WARNING",
+    )
+    processes = [
+        start("memory_service", env, data_dir / "memory.log"),
+        start("gateway", env, data_dir / "gateway.log"),
+    ]
+    try:
+        await wait_ready(memory_addr, gateway_url)
+        await measure(args, memory_addr, gateway_url)
+    except BaseException:
+        for log in ("memory.log", "gateway.log"):
+            tail = (data_dir / log).read_text(errors="replace").splitlines()[-15:]
+            print(f"--- {log}", *tail, sep="\n", file=sys.stderr)
+        raise
+    finally:
+        for process in reversed(processes):
+            stop(process)
+
+
+async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) -> None:
+    users = [f"bench-user-{i}" for i in range(args.users)]
+    tokens = {user: mint_token(JWT_SECRET, user, issuer=ISSUER) for user in users}
+    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=64)
+    async with (
+        grpc.aio.insecure_channel(memory_addr) as channel,
+        httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=60) as http,
+    ):
+        stub = memory_pb2_grpc.MemoryServiceStub(channel)
+
+        def md(user: str) -> tuple[tuple[str, str], ...]:
+            return outgoing_metadata(Identity(user), SERVICE_TOKEN)
+
+        def auth(user: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {tokens[user]}"}
+
+        async def grpc_save(user: str, text: str) -> None:
+            await stub.SaveMemory(pb.SaveMemoryRequest(text=text), metadata=md(user), timeout=60)
+
+        async def http_save(user: str, text: str) -> None:
+            response = await http.post("/save-prompt", json={"prompt": text}, headers=auth(user))
+            response.raise_for_status()
+
+        async def grpc_search(user: str, query: str) -> None:
+            request = pb.SearchRequest(query=query, top_k=10, mode=pb.SEARCH_MODE_HYBRID)
+            await stub.Search(request, metadata=md(user), timeout=30)
+
+        async def http_search(user: str, query: str) -> None:
+            body = {"query": query, "top_k": 10, "mode": "hybrid"}
+            response = await http.post("/search", json=body, headers=auth(user))
+            response.raise_for_status()
+
+        print(f"seeding {args.memories} memories across {args.users} users over gRPC…")
+        seed = texts(args.memories, seed=1)
+        await run_concurrently(
+            [(users[i % len(users)], text) for i, text in enumerate(seed)], grpc_save, 32
+        )
+
+        rng = random.Random(5)
+        queries = [(rng.choice(users), q) for q in texts(args.queries, seed=2)]
+        for user, query in queries[:20]:
+            await grpc_search(user, query)
+            await http_search(user, query)
+        direct: list[float] = []
+        through: list[float] = []
+        sides = [(direct, grpc_search), (through, http_search)]
+        for i, (user, query) in enumerate(queries * args.rounds):
+            # Back to back, first side alternating: a noisy neighbour hits both alike.
+            for samples, call in sides if i % 2 else sides[::-1]:
+                started = time.perf_counter()
+                await call(user, query)
+                samples.append(time.perf_counter() - started)
+
+        save_rates: dict[str, list[float]] = {"grpc": [], "gateway": []}
+        round_ratios = []
+        save_sides = [("grpc", grpc_save), ("gateway", http_save)]
+        for round_no in range(args.rounds):
+            for name, call in save_sides if round_no % 2 else save_sides[::-1]:
+                batch = texts(args.saves, seed=100 + 2 * round_no + (name == "gateway"))
+                work = [(users[i % len(users)], t) for i, t in enumerate(batch)]
+                started = time.perf_counter()
+                await run_concurrently(work, call, args.concurrency)
+                save_rates[name].append(len(work) / (time.perf_counter() - started))
+            # A ratio per round, of two runs back to back, cancels slow drifts in load.
+            round_ratios.append(save_rates["gateway"][-1] / save_rates["grpc"][-1])
+
+    search_ratio = p50_ms(through) / p50_ms(direct)
+    grpc_rate = statistics.median(save_rates["grpc"])
+    gateway_rate = statistics.median(save_rates["gateway"])
+    save_ratio = statistics.median(round_ratios)
+    print(f"\n/search p50 over {len(direct)} queries per side ({args.memories} memories):")
+    print(f"  direct gRPC      {p50_ms(direct):7.2f} ms")
+    print(f"  through gateway  {p50_ms(through):7.2f} ms")
+    verdict = "meets" if search_ratio <= TARGET_SEARCH_RATIO else "MISSES"
+    print(f"  ratio            {search_ratio:7.2f}x  ({verdict} target <= {TARGET_SEARCH_RATIO}x)")
+    print(f"\nsaves/s, {args.concurrency} concurrent clients, {args.saves} per side per round:")
+    rounds = ", ".join(f"{r:.1f}" for r in save_rates["grpc"])
+    print(f"  direct gRPC      {grpc_rate:7.1f}   (rounds: {rounds})")
+    rounds = ", ".join(f"{r:.1f}" for r in save_rates["gateway"])
+    print(f"  through gateway  {gateway_rate:7.1f}   (rounds: {rounds})")
+    verdict = "meets" if save_ratio >= TARGET_SAVE_RATIO else "MISSES"
+    print(
+        f"  ratio            {save_ratio:7.2f}x  (median of per-round ratios; "
+        f"{verdict} target >= {TARGET_SAVE_RATIO}x)"
+    )
+
+
+async def run_concurrently(work: list[tuple[str, str]], call, concurrency: int) -> None:  # type: ignore[no-untyped-def]
+    queue: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            user, text = queue.get_nowait()
+            await call(user, text)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, default=1000)
+    parser.add_argument("--users", type=int, default=10)
+    parser.add_argument("--queries", type=int, default=80)
+    parser.add_argument("--saves", type=int, default=160, help="saves per side per round")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=9)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp:
+        asyncio.run(bench(args, Path(tmp)))
+
+
+if __name__ == "__main__":
+    main()

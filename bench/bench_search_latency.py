@@ -1,0 +1,183 @@
+"""Hybrid Search latency of memory_service over gRPC with 100,000 memories across 1,000 users.
+
+The data dir is seeded straight through EdgeMemoryStore (see seed.py), then memory_service
+runs on it as a child process and one client sends Search requests one after another, each
+for a random user. The baseline is the same work in this process with nothing in between:
+model.encode(query) + BM25 query vector + EdgeMemoryStore.search on the same data dir, for
+the same (user, query) pairs. Service and baseline alternate for --rounds rounds so that
+noise on a shared machine hits both. Target: p50(service) / p50(baseline) <= 1.5.
+
+    python bench/bench_search_latency.py                      # 100k memories, 1k users
+    python bench/bench_search_latency.py --memories 20000 --users 200 --queries 100
+    python bench/bench_search_latency.py --data-dir /tmp/seeded   # keep the seeded dir
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import qdrant_edge
+from corpus import query_texts
+from seed import SeedPlan, collection_spec, seed_data_dir, user_ids
+from service_process import MemoryServiceProcess, call_metadata
+
+from memory_service.embedder import load_sentence_transformer
+from memory_service.models import SearchFilters, SearchMode, SparseVector
+from memory_service.store.edge import EdgeMemoryStore
+from protos.memory.v1 import memory_pb2 as pb
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+TARGET_P50_RATIO = 1.5
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(samples), q))
+
+
+async def service_latencies(
+    data_dir: Path, pairs: list[tuple[str, str]], top_k: int, warmup: int
+) -> list[float]:
+    async with MemoryServiceProcess(data_dir) as service, service.channel() as channel:
+        stub = service.stub(channel)
+
+        async def search(user: str, query: str) -> int:
+            request = pb.SearchRequest(query=query, top_k=top_k, mode=pb.SEARCH_MODE_HYBRID)
+            reply = await stub.Search(request, metadata=call_metadata(user), timeout=30)
+            return len(reply.results)
+
+        for user, query in pairs[:warmup]:
+            await search(user, query)
+        latencies = []
+        empty = 0
+        for user, query in pairs:
+            started = time.perf_counter()
+            found = await search(user, query)
+            latencies.append(time.perf_counter() - started)
+            empty += found == 0
+        if empty:
+            print(f"  warning: {empty} of {len(pairs)} service searches found nothing")
+        return latencies
+
+
+async def baseline_latencies(
+    data_dir: Path,
+    model: SentenceTransformer,
+    pairs: list[tuple[str, str]],
+    top_k: int,
+    warmup: int,
+) -> list[float]:
+    store = EdgeMemoryStore(data_dir, collection_spec(model))
+    bm25 = qdrant_edge.Bm25()
+    await store.open()
+    try:
+
+        async def search(user: str, query: str) -> int:
+            dense = model.encode(
+                query, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            )
+            vec = bm25.embed_query(query)
+            results = await store.search(
+                user,
+                dense=dense.tolist(),
+                sparse=SparseVector(list(vec.indices), list(vec.values)),
+                mode=SearchMode.HYBRID,
+                filters=SearchFilters(),
+                limit=top_k,
+            )
+            return len(results)
+
+        for user, query in pairs[:warmup]:
+            await search(user, query)
+        latencies = []
+        for user, query in pairs:
+            started = time.perf_counter()
+            await search(user, query)
+            latencies.append(time.perf_counter() - started)
+        return latencies
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=1_000)
+    parser.add_argument("--distinct-texts", type=int, default=3_000)
+    parser.add_argument("--queries", type=int, default=300, help="measured queries per round")
+    parser.add_argument("--warmup", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--data-dir", type=Path, help="seed here and keep it (default: temp)")
+    args = parser.parse_args()
+
+    model, _ = load_sentence_transformer(None)
+    plan = SeedPlan(memories=args.memories, users=args.users, distinct_texts=args.distinct_texts)
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        data_dir = args.data_dir or Path(tmp) / "data"
+        print(f"seeding {plan.memories} memories for {plan.users} users into {data_dir} ...")
+        seconds = seed_data_dir(data_dir, model, plan)
+        print(f"  {'reused existing seed' if seconds == 0 else f'took {seconds:.0f}s'}")
+
+        rng = random.Random(5)
+        users = user_ids(plan.users)
+        queries = query_texts(args.queries)
+        service: list[float] = []
+        baseline: list[float] = []
+        round_ratios = []
+        for r in range(args.rounds):
+            pairs = [(rng.choice(users), q) for q in queries]
+            s = asyncio.run(service_latencies(data_dir, pairs, args.top_k, args.warmup))
+            b = asyncio.run(baseline_latencies(data_dir, model, pairs, args.top_k, args.warmup))
+            service += s
+            baseline += b
+            round_ratios.append(statistics.median(s) / statistics.median(b))
+            print(
+                f"  round {r + 1}: service p50 {statistics.median(s) * 1e3:.1f} ms, "
+                f"baseline p50 {statistics.median(b) * 1e3:.1f} ms"
+            )
+
+    report(args, plan, service, baseline, round_ratios)
+
+
+def report(
+    args: argparse.Namespace,
+    plan: SeedPlan,
+    service: list[float],
+    baseline: list[float],
+    round_ratios: list[float],
+) -> None:
+    p50_ratio = percentile(service, 50) / percentile(baseline, 50)
+    p99_ratio = percentile(service, 99) / percentile(baseline, 99)
+    print()
+    print(
+        f"Hybrid search, top_k={args.top_k}, {plan.memories:,} memories / {plan.users:,} users, "
+        f"{len(service)} queries each side ({args.rounds} rounds), sequential single client"
+    )
+    print(f"{'':44} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
+    rows = [
+        ("memory_service Search over gRPC", service),
+        ("baseline: in-process encode + store.search", baseline),
+    ]
+    for name, samples in rows:
+        print(
+            f"{name:44} {percentile(samples, 50) * 1e3:9.2f} {percentile(samples, 99) * 1e3:9.2f}"
+            f" {statistics.fmean(samples) * 1e3:9.2f}"
+        )
+    print(f"{'ratio service / baseline':44} {p50_ratio:9.2f} {p99_ratio:9.2f}")
+    print(f"per-round p50 ratios: {', '.join(f'{r:.2f}' for r in round_ratios)}")
+    verdict = "MET" if p50_ratio <= TARGET_P50_RATIO else "NOT MET"
+    print(f"target p50 ratio <= {TARGET_P50_RATIO}: {p50_ratio:.2f} -> {verdict}")
+
+
+if __name__ == "__main__":
+    main()
