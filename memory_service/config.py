@@ -36,6 +36,8 @@ class MemorySettings(BaseSettings):
     embedding_dim: int | None = Field(default=None, ge=8)
     embed_batch_size: int = Field(default=32, ge=1, le=512)
     embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # Texts per forward pass within a coalesced batch.
+    embed_encode_batch_size: int = Field(default=8, ge=1, le=512)
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 CHUNK_OVERLAP_TOKENS = 32
+# Up to this length, tokenizing for chunking takes well under a millisecond.
+INLINE_CHUNK_CHARS = 4_000
 
 
 def bundled_model_path() -> Path:
@@ -67,11 +71,14 @@ class Embedder:
         *,
         batch_size: int = 32,
         max_wait_ms: float = 2.0,
+        encode_batch_size: int = 8,
     ) -> None:
         self.model = model
         self.model_name = model_name
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000.0
+        self.encode_batch_size = encode_batch_size
+        self._last_batch = 0
         get_dim = getattr(model, "get_embedding_dimension", None) or (
             model.get_sentence_embedding_dimension
         )
@@ -84,6 +91,12 @@ class Embedder:
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        # The fast tokenizer keeps padding state and is not thread-safe, and encode() uses
+        # the model's own on the encoding thread; chunking gets a copy of its own, used from
+        # one thread at a time (the event loop, or the chunking thread).
+        self._chunk_tokenizer = copy.deepcopy(model.tokenizer)
+        self._chunk_lock = threading.Lock()
+        self._chunk_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunker")
 
     async def start(self) -> None:
         if self._worker is None:
@@ -96,15 +109,17 @@ class Embedder:
                 await self._worker
             self._worker = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._chunk_pool.shutdown(wait=False, cancel_futures=True)
 
     def chunk(self, text: str) -> list[str]:
         """Split text into pieces the model sees whole, overlapping a little at the seams."""
         # A token covers at least one character, so short text never needs the tokenizer.
         if len(text) <= self.window:
             return [text]
-        encoding = self.model.tokenizer(
-            text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
-        )
+        with self._chunk_lock:
+            encoding = self._chunk_tokenizer(
+                text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            )
         offsets = encoding["offset_mapping"]
         if len(offsets) <= self.window:
             return [text]
@@ -121,11 +136,11 @@ class Embedder:
         """One unit-length vector for text; long text is the mean of its chunks."""
         await self.start()
         loop = asyncio.get_running_loop()
-        if len(text) <= self.window:
-            chunks = [text]
+        if len(text) <= INLINE_CHUNK_CHARS:
+            chunks = self.chunk(text)
         else:
-            # The fast tokenizer is not thread-safe: it runs on the thread that encodes.
-            chunks = await loop.run_in_executor(self._pool, self.chunk, text)
+            # Very long text takes milliseconds to tokenize: off the event loop.
+            chunks = await loop.run_in_executor(self._chunk_pool, self.chunk, text)
         future: asyncio.Future[np.ndarray] = loop.create_future()
         await self._queue.put(_Pending(chunks, future))
         vector = await future
@@ -140,7 +155,9 @@ class Embedder:
             first = await self._queue.get()
             batch = [first]
             size = len(first.chunks)
-            deadline = loop.time() + self.max_wait
+            # Waiting for company only pays under load; a lone request is encoded at once.
+            linger = self.max_wait if self._last_batch > 1 else 0.0
+            deadline = loop.time() + linger
             while size < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
@@ -154,6 +171,7 @@ class Embedder:
                         break
                 batch.append(item)
                 size += len(item.chunks)
+            self._last_batch = len(batch)
             batch = [p for p in batch if not p.future.cancelled()]
             if not batch:
                 continue
@@ -175,9 +193,11 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         started = time.perf_counter()
+        # encode() sorts by length before splitting into model batches, so small model batches
+        # keep texts of similar length together and little compute goes to padding.
         vectors: Any = self.model.encode(
             texts,
-            batch_size=max(len(texts), 1),
+            batch_size=self.encode_batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,

@@ -82,6 +82,7 @@ class MemoryServer:
                 name,
                 batch_size=self.settings.embed_batch_size,
                 max_wait_ms=self.settings.embed_batch_wait_ms,
+                encode_batch_size=self.settings.embed_encode_batch_size,
             )
         else:
             self._owns_embedder = False
