@@ -10,13 +10,13 @@ import httpx
 from fastapi import FastAPI
 
 from gateway.auth import AuthMiddleware, JwksCache, TokenVerifier
-from gateway.clients import MemoryClient
+from gateway.clients import ChatClient, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.cors import OriginListCors
 from gateway.errors import install_error_handlers
 from gateway.ratelimit import IpRateLimitMiddleware, RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
-from gateway.routes import admin, health, memories, saves, search
+from gateway.routes import admin, chat, health, memories, saves, search
 
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PATHS = PROBES | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
@@ -31,6 +31,8 @@ EXPOSED_HEADERS = [
 
 class State(TypedDict):
     memory: MemoryClient
+    # None when GATEWAY_CHAT_ADDR is unset: the chat routes answer 503.
+    chat: ChatClient | None
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -53,15 +55,22 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         memory = MemoryClient.connect(
             settings.memory_addr, service_token, settings.grpc_timeout_seconds
         )
+        chat_client = None
+        if settings.chat_addr:
+            chat_client = ChatClient.connect(
+                settings.chat_addr, service_token, settings.chat_timeout_seconds
+            )
         try:
-            yield {"memory": memory}
+            yield {"memory": memory, "chat": chat_client}
         finally:
+            if chat_client is not None:
+                await chat_client.close()
             await memory.close()
             await jwks_http.aclose()
 
     app = FastAPI(
         title="Memory Layer",
-        summary="Memories of your AI chats: save, search, build context.",
+        summary="Memories of your AI chats: save, search, build context, chat with them.",
         version="0.1.0",
         lifespan=lifespan,
     )
@@ -69,7 +78,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.verifier = verifier
     app.state.limits = limits
     install_error_handlers(app, settings.retry_after_seconds)
-    for module in (saves, search, memories, admin, health):
+    for module in (saves, search, chat, memories, admin, health):
         app.include_router(module.router)
 
     # add_middleware wraps what is already there, so the last added runs first:

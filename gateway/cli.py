@@ -120,6 +120,15 @@ def stop_services(services: list[Service]) -> None:
                 service.process.wait()
 
 
+def stack_ready(client: httpx.Client, url: str) -> bool:
+    """The gateway is ready and sees chat_service serving (readiness alone leaves chat out)."""
+    try:
+        response = client.get(f"{url}/readyz")
+        return response.status_code == 200 and response.json().get("chat") == "serving"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
 def wait_until_ready(url: str, services: list[Service]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     with httpx.Client(timeout=2.0) as client:
@@ -130,11 +139,8 @@ def wait_until_ready(url: str, services: list[Service]) -> None:
                         f"{service.name} exited with code {service.process.returncode}:\n"
                         f"{service.log_tail()}"
                     )
-            try:
-                if client.get(f"{url}/readyz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+            if stack_ready(client, url):
+                return
             time.sleep(0.25)
     raise RuntimeError(f"the services were not ready within {STARTUP_TIMEOUT_SECONDS:.0f} s")
 
@@ -152,7 +158,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def stack_environment(
-    port: int, memory_port: int, data_dir: Path, auth: LocalAuth | None
+    port: int, memory_port: int, chat_port: int, data_dir: Path, auth: LocalAuth | None
 ) -> dict[str, str]:
     env = dict(os.environ)
     # Everything the user exported reaches the services; only what wires them together
@@ -164,12 +170,17 @@ def stack_environment(
             "MEMORY_DATA_DIR": str(data_dir / "memory"),
             "GATEWAY_HOST": LOOPBACK,
             "GATEWAY_PORT": str(port),
+            "CHAT_HOST": LOOPBACK,
+            "CHAT_PORT": str(chat_port),
+            "CHAT_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
             "GATEWAY_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
+            "GATEWAY_CHAT_ADDR": f"{LOOPBACK}:{chat_port}",
             "MEMORY_LAYER_SERVICE_TOKEN": secrets.token_urlsafe(32),
             "PYTHONUNBUFFERED": "1",
         }
     )
     env.setdefault("MEMORY_METRICS_PORT", "-1")
+    env.setdefault("CHAT_METRICS_PORT", "-1")
     if auth is not None:
         env["GATEWAY_SUPABASE_JWT_SECRET"] = auth.jwt_secret
         env["GATEWAY_JWT_ISSUER"] = auth.issuer
@@ -181,7 +192,8 @@ def up(
     port: Annotated[int, typer.Option(help="Port of the gateway on 127.0.0.1.")] = 8080,
     data_dir: DataDir = Path("data"),
 ) -> None:
-    """Start memory_service and the gateway on loopback with the embedded store."""
+    """Start memory_service, chat_service and the gateway on loopback with the embedded store.
+    Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one."""
     data_dir = data_dir.resolve()
     log_dir = data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -190,17 +202,20 @@ def up(
         raise typer.Exit(1)
     supabase = bool(os.environ.get("GATEWAY_SUPABASE_URL"))
     auth = None if supabase else load_or_create_local_auth(data_dir)
-    env = stack_environment(port, free_port(), data_dir, auth)
+    env = stack_environment(port, free_port(), free_port(), data_dir, auth)
     url = f"http://{LOOPBACK}:{port}"
 
     services: list[Service] = []
     with sigterm_as_interrupt():
         try:
             services.append(start_service("memory_service", "memory_service", env, log_dir))
+            services.append(start_service("chat_service", "chat_service", env, log_dir))
             services.append(start_service("gateway", "gateway", env, log_dir))
-            with console.status("Starting memory_service (loading the model) and the gateway…"):
+            with console.status(
+                "Starting memory_service (loading the model), chat_service and the gateway…"
+            ):
                 wait_until_ready(url, services)
-            print_ready(url, data_dir, log_dir, supabase)
+            print_ready(url, data_dir, log_dir, supabase, env.get("CHAT_LLM_PROVIDER", ""))
             while all(service.process.poll() is None for service in services):
                 time.sleep(0.5)
             failed = next(s for s in services if s.process.poll() is not None)
@@ -215,10 +230,16 @@ def up(
             stop_services(services)
 
 
-def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool) -> None:
+def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_provider: str) -> None:
     console.print(f"[green]Memory Layer is up[/green] at [bold]{url}[/bold]")
     console.print(f"API docs:     {url}/docs")
-    console.print("Chat: not configured (chat_service is not part of this version).")
+    if llm_provider.strip():
+        console.print(f"Chat:         POST {url}/chat answers with {llm_provider.strip()}.")
+    else:
+        console.print(
+            f"Chat:         POST {url}/chat runs offline (quotes your memories); set "
+            "CHAT_LLM_PROVIDER, CHAT_LLM_MODEL and CHAT_LLM_API_KEY for a language model."
+        )
     if supabase:
         console.print("Tokens: Supabase access tokens of your project (GATEWAY_SUPABASE_URL).")
     else:

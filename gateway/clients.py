@@ -1,10 +1,11 @@
 """gRPC clients of the downstream services: one channel each, a deadline on every call,
-reads retried on UNAVAILABLE by the channel's retry policy, keepalive on."""
+reads retried on UNAVAILABLE by the channel's retry policy, keepalive on, and calls spread
+over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 import grpc
@@ -14,17 +15,23 @@ from gateway import conversions as conv
 from gateway import schemas
 from memory_service.identity import outgoing_metadata
 from memory_service.models import Identity
+from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 
 MEMORY_SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
 # Safe to repeat; writes are not retried blindly (a save may have landed before the error).
 MEMORY_READS = ("Search", "GetMemory", "ListMemories", "ExportMemories", "GetStats")
+# None of chat's calls are: a retried answer is a second paid generation, possibly after
+# part of the first already reached the user.
+CHAT_READS: tuple[str, ...] = ()
 
 
 def channel_options(service: str, reads: tuple[str, ...]) -> list[tuple[str, str | int]]:
-    service_config = {
-        "methodConfig": [
+    service_config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if reads:
+        service_config["methodConfig"] = [
             {
                 "name": [{"service": service, "method": method} for method in reads],
                 "retryPolicy": {
@@ -36,7 +43,6 @@ def channel_options(service: str, reads: tuple[str, ...]) -> list[tuple[str, str
                 },
             }
         ]
-    }
     return [
         ("grpc.service_config", json.dumps(service_config)),
         ("grpc.enable_retries", 1),
@@ -60,13 +66,39 @@ class Caller:
     request_id: str
 
 
-class MemoryClient:
+class ServiceClient:
+    """What every downstream client shares: its channel, credentials, deadline and health."""
+
+    service: str
+
     def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
         self.channel = channel
-        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.service_token = service_token
         self.timeout = timeout
+
+    def _metadata(self, caller: Caller) -> tuple[tuple[str, str], ...]:
+        return outgoing_metadata(caller.identity, self.service_token, caller.request_id)
+
+    async def serving(self, probe_seconds: float = 2.0) -> bool:
+        try:
+            reply = await self.health.Check(
+                health_pb2.HealthCheckRequest(service=self.service), timeout=probe_seconds
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def close(self) -> None:
+        await self.channel.close(grace=None)
+
+
+class MemoryClient(ServiceClient):
+    service = MEMORY_SERVICE
+
+    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
+        super().__init__(channel, service_token, timeout)
+        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
 
     @classmethod
     def connect(cls, address: str, service_token: str, timeout: float) -> MemoryClient:
@@ -74,9 +106,6 @@ class MemoryClient:
             address, options=channel_options(MEMORY_SERVICE, MEMORY_READS)
         )
         return cls(channel, service_token, timeout)
-
-    def _metadata(self, caller: Caller) -> tuple[tuple[str, str], ...]:
-        return outgoing_metadata(caller.identity, self.service_token, caller.request_id)
 
     async def save_prompt(
         self, caller: Caller, body: schemas.SavePrompt, message_id: str
@@ -169,14 +198,40 @@ class MemoryClient:
         )
         return conv.stats_from_pb(reply)
 
-    async def serving(self, probe_seconds: float = 2.0) -> bool:
-        try:
-            reply = await self.health.Check(
-                health_pb2.HealthCheckRequest(service=MEMORY_SERVICE), timeout=probe_seconds
-            )
-        except grpc.aio.AioRpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
-    async def close(self) -> None:
-        await self.channel.close(grace=None)
+class ChatClient(ServiceClient):
+    service = CHAT_SERVICE
+
+    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
+        super().__init__(channel, service_token, timeout)
+        self.stub = chat_pb2_grpc.ChatServiceStub(channel)
+
+    @classmethod
+    def connect(cls, address: str, service_token: str, timeout: float) -> ChatClient:
+        channel = grpc.aio.insecure_channel(
+            address, options=channel_options(CHAT_SERVICE, CHAT_READS)
+        )
+        return cls(channel, service_token, timeout)
+
+    async def chat(self, caller: Caller, body: schemas.ChatQuery) -> schemas.ChatAnswer:
+        reply = await self.stub.Chat(
+            conv.chat_to_pb(body), timeout=self.timeout, metadata=self._metadata(caller)
+        )
+        return conv.chat_answer_from_pb(reply)
+
+    async def stream(
+        self, caller: Caller, body: schemas.ChatQuery
+    ) -> AsyncGenerator[str | schemas.ChatDone, None]:
+        """The answer's text pieces, then its details; closing the iterator early cancels the
+        call, which makes chat_service close its request to the provider."""
+        call = self.stub.ChatStream(
+            conv.chat_to_pb(body), timeout=self.timeout, metadata=self._metadata(caller)
+        )
+        try:
+            async for event in call:
+                if event.WhichOneof("event") == "delta":
+                    yield event.delta
+                else:
+                    yield conv.chat_done_from_pb(event.done)
+        finally:
+            call.cancel()

@@ -15,6 +15,8 @@ MAX_PAGE_SIZE = 200
 MAX_METADATA_ENTRIES = 32
 MAX_FIELD_CHARS = 512
 MAX_CONTEXT_TOKENS = 8_000
+MAX_HISTORY_TURNS = 100
+MAX_MODEL_CHARS = 200
 # Supabase keys rotate; a cached key set older than this is fetched again.
 MAX_JWKS_CACHE_SECONDS = 600.0
 MIN_HS256_SECRET_CHARS = 32
@@ -66,6 +68,10 @@ class GatewaySettings(BaseSettings):
 
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Deadline of a whole chat answer, streamed or not: longer than chat_service's own cap
+    # on the provider (CHAT_LLM_TOTAL_TIMEOUT_SECONDS, 120 s by default), so that cap, with
+    # its clearer error, normally fires first.
+    chat_timeout_seconds: float = Field(default=125.0, gt=0)
     retry_after_seconds: int = Field(default=2, ge=1)
     log_level: str = "INFO"
 

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import schemas
+from protos.chat.v1 import chat_pb2
 from protos.memory.v1 import memory_pb2 as pb
 
 _KIND_TO_PB = {"prompt": pb.MEMORY_KIND_PROMPT, "response": pb.MEMORY_KIND_RESPONSE}
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
+_ROLE_TO_PB = {"user": chat_pb2.ROLE_USER, "assistant": chat_pb2.ROLE_ASSISTANT}
+# The names chat_service knows. The extension sends the chat site the user is on as
+# `provider`; "chatgpt" and "claude" name an API chat_service can call, so they choose it
+# (and are refused if the server runs another one), while sites with no API here (gemini,
+# perplexity, ...) leave the choice to the server's configured provider.
+LLM_PROVIDERS = frozenset({"openai", "chatgpt", "anthropic", "claude", "offline", "none"})
 _MODE_TO_PB = {
     "hybrid": pb.SEARCH_MODE_HYBRID,
     "semantic": pb.SEARCH_MODE_SEMANTIC,
@@ -104,3 +111,65 @@ def stats_from_pb(msg: pb.Stats) -> schemas.Stats:
         dimension=msg.dimension,
         backend=msg.backend,
     )
+
+
+def llm_provider(requested: str | None) -> str | None:
+    name = requested.strip().lower() if requested else ""
+    return name if name in LLM_PROVIDERS else None
+
+
+def chat_to_pb(body: schemas.ChatQuery) -> chat_pb2.ChatRequest:
+    request = chat_pb2.ChatRequest(
+        message=body.message,
+        top_k=body.top_k,
+        history=[
+            chat_pb2.Turn(role=_ROLE_TO_PB[turn.role], content=turn.content)
+            for turn in body.history
+        ],
+    )
+    provider = llm_provider(body.provider)
+    if provider is not None:
+        request.provider = provider
+    if body.model is not None:
+        request.model = body.model
+    return request
+
+
+def _details(msg: chat_pb2.AnswerDetails) -> dict[str, object]:
+    return {
+        "context_used": [
+            schemas.ChatMemory(
+                id=memory.id,
+                text=memory.text,
+                score=memory.score,
+                provider=memory.provider,
+                created_at=(
+                    memory.created_at.ToDatetime(tzinfo=UTC)
+                    if memory.HasField("created_at")
+                    else None
+                ),
+                truncated=memory.truncated,
+            )
+            for memory in msg.context_used
+        ],
+        "usage": schemas.ChatUsage(
+            prompt_tokens=msg.usage.prompt_tokens,
+            completion_tokens=msg.usage.completion_tokens,
+            estimated=msg.usage.estimated,
+        ),
+        "offline": msg.offline,
+        "context_unavailable": msg.context_unavailable,
+        "notice": msg.notice,
+        "provider": msg.provider,
+        "model": msg.model,
+        "finish_reason": msg.finish_reason,
+        "timestamp": datetime.now(UTC),
+    }
+
+
+def chat_answer_from_pb(msg: chat_pb2.ChatResponse) -> schemas.ChatAnswer:
+    return schemas.ChatAnswer.model_validate({"response": msg.response, **_details(msg.details)})
+
+
+def chat_done_from_pb(msg: chat_pb2.AnswerDetails) -> schemas.ChatDone:
+    return schemas.ChatDone.model_validate(_details(msg))

@@ -9,11 +9,12 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from gateway.clients import Caller, MemoryClient
+from gateway.clients import Caller, ChatClient, MemoryClient
 from gateway.config import GatewaySettings
 from memory_service.models import Identity
 
 USER_ID_MISMATCH = "User ID mismatch"
+CHAT_NOT_CONFIGURED = "Chat is not configured on this server (GATEWAY_CHAT_ADDR is unset)"
 
 
 async def current_user(request: Request) -> Identity:
@@ -41,6 +42,13 @@ async def memory_client(request: Request) -> MemoryClient:
     return client
 
 
+async def chat_client(request: Request) -> ChatClient:
+    client: ChatClient | None = request.state.chat
+    if client is None:
+        raise HTTPException(503, CHAT_NOT_CONFIGURED)
+    return client
+
+
 async def settings(request: Request) -> GatewaySettings:
     value: GatewaySettings = request.app.state.settings
     return value
@@ -56,4 +64,5 @@ CurrentUser = Annotated[Identity, Depends(current_user)]
 CurrentCaller = Annotated[Caller, Depends(current_caller)]
 AdminCaller = Annotated[Caller, Depends(admin_caller)]
 Memories = Annotated[MemoryClient, Depends(memory_client)]
+Chat = Annotated[ChatClient, Depends(chat_client)]
 Settings = Annotated[GatewaySettings, Depends(settings)]

@@ -10,7 +10,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from gateway.config import (
     MAX_CONTEXT_TOKENS,
     MAX_FIELD_CHARS,
+    MAX_HISTORY_TURNS,
     MAX_METADATA_ENTRIES,
+    MAX_MODEL_CHARS,
     MAX_TEXT_CHARS,
     MAX_TOP_K,
 )
@@ -91,6 +93,22 @@ class ContextQuery(RequestBody):
     user_id: ShortText | None = None
 
 
+class ChatTurn(RequestBody):
+    role: Literal["user", "assistant"]
+    content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+
+
+class ChatQuery(RequestBody):
+    message: Text
+    top_k: TopK = 5
+    # Earlier turns of this conversation, oldest first.
+    history: Annotated[list[ChatTurn], Field(max_length=MAX_HISTORY_TURNS)] = []
+    # An LLM API (openai, anthropic, offline) or a chat site's name; see conversions.
+    provider: Provider | None = None
+    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
+    user_id: ShortText | None = None
+
+
 class Memory(BaseModel):
     id: str
     user_id: str
@@ -137,6 +155,47 @@ class Stats(BaseModel):
     model: str
     dimension: int
     backend: str
+
+
+class ChatMemory(BaseModel):
+    """A memory that went into the chat's prompt."""
+
+    id: str
+    text: str
+    score: float
+    # The chat site the memory was captured from.
+    provider: str
+    created_at: datetime | None
+    # Only the start of the memory fitted in the prompt.
+    truncated: bool
+
+
+class ChatUsage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    # The provider did not report usage; these are chat_service's estimate.
+    estimated: bool
+
+
+class ChatDone(BaseModel):
+    """What is known about an answer once it is complete; the last event of a stream."""
+
+    context_used: list[ChatMemory]
+    usage: ChatUsage
+    # No language model answered: the text quotes the most relevant memories.
+    offline: bool
+    # The memories could not be searched; the answer uses none.
+    context_unavailable: bool
+    # A sentence for the user when offline or context_unavailable; empty otherwise.
+    notice: str
+    provider: str
+    model: str
+    finish_reason: str
+    timestamp: datetime
+
+
+class ChatAnswer(ChatDone):
+    response: str
 
 
 class Health(BaseModel):

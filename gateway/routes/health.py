@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+import asyncio
+
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.deps import Memories, Settings
+from gateway.clients import ChatClient
+from gateway.deps import Memories
 from gateway.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -18,14 +21,22 @@ async def healthz() -> Health:
     return Health(status="ok")
 
 
+async def _chat_state(client: ChatClient | None) -> str:
+    if client is None:
+        return "not configured"
+    return "serving" if await client.serving() else "unavailable"
+
+
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(memory: Memories, settings: Settings) -> JSONResponse:
-    """Whether the downstream services answer their health checks."""
-    memory_ok = await memory.serving()
+async def readyz(request: Request, memory: Memories) -> JSONResponse:
+    """Whether the downstream services answer their health checks. Only the memory service
+    decides readiness: with chat down every other route still works, and taking the gateway
+    out of rotation for it would take them down too."""
+    memory_ok, chat = await asyncio.gather(memory.serving(), _chat_state(request.state.chat))
     ready = Readiness(
         status="ready" if memory_ok else "not ready",
         memory="serving" if memory_ok else "unavailable",
-        chat="not configured" if settings.chat_addr is None else "not used by this version",
+        chat=chat,
     )
     return JSONResponse(ready.model_dump(), status_code=200 if memory_ok else 503)
 

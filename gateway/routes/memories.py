@@ -10,7 +10,9 @@ from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
+from pydantic import ValidationError
 
 from gateway.config import MAX_PAGE_SIZE
 from gateway.deps import CurrentCaller, Memories
@@ -31,13 +33,17 @@ def _filters(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> Filters:
-    return Filters(
-        providers=provider or [],
-        conversation_id=conversation_id,
-        kind=kind,
-        created_after=created_after,
-        created_before=created_before,
-    )
+    try:
+        return Filters(
+            providers=provider or [],
+            conversation_id=conversation_id,
+            kind=kind,
+            created_after=created_after,
+            created_before=created_before,
+        )
+    except ValidationError as exc:
+        # Query parameters fail the same rules as a body's filters, answered the same way.
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 @router.get("/memories", response_model=MemoryPage)

@@ -1,5 +1,6 @@
-"""The extension against the real stack: `memory-layer up` starts memory_service and the
-gateway as real processes on loopback; everything goes over HTTP with real tokens."""
+"""The extension against the real stack: `memory-layer up` starts memory_service,
+chat_service and the gateway as real processes on loopback; everything goes over HTTP with
+real tokens. No LLM is configured, so chat runs in its offline mode."""
 
 from __future__ import annotations
 
@@ -38,7 +39,11 @@ class Stack:
         self.data_dir = data_dir
         self.url = f"http://127.0.0.1:{port}"
         self.printed = ""
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GATEWAY_", "MEMORY_", "CHAT_"))
+        }
         self.process = subprocess.Popen(
             [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir)],
             env=env,
@@ -98,7 +103,7 @@ def test_the_extension_round_trip_and_isolation_between_users(stack: Stack) -> N
     assert stack.url in stack.printed
     assert "memory-layer token --user" in stack.printed
     ready = httpx.get(f"{stack.url}/readyz").json()
-    assert ready == {"status": "ready", "memory": "serving", "chat": "not configured"}
+    assert ready == {"status": "ready", "memory": "serving", "chat": "serving"}
 
     with client(stack, "alice") as alice, client(stack, "bob") as bob:
         prompts = []
@@ -191,11 +196,31 @@ def test_the_extension_round_trip_and_isolation_between_users(stack: Stack) -> N
         assert alice.get("/memories").json() == {"memories": [], "next_cursor": None}
 
 
+def test_chat_without_a_language_model_answers_from_memories(stack: Stack) -> None:
+    assert "/chat runs offline" in stack.printed
+    with client(stack, "carol") as carol, client(stack, "dave") as dave:
+        saved = carol.post("/save-prompt", json={"prompt": "My cat is called Miso"})
+        assert saved.status_code == 200
+        dave.post("/save-prompt", json={"prompt": "My cat is called Pepper"})
+        answer = carol.post("/chat", json={"message": "What is my cat called?", "top_k": 3})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["offline"] is True
+    assert "No language model is configured" in body["notice"]
+    assert "Miso" in body["response"] and "Pepper" not in body["response"]
+    assert [m["id"] for m in body["context_used"]] == [saved.json()["id"]]
+
+
 def test_ctrl_c_stops_every_service(stack: Stack) -> None:
     port = int(stack.url.rsplit(":", 1)[1])
     assert stack.stop() == 0
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", port)) != 0
     log_dir = stack.data_dir / "logs"
-    assert {p.name for p in log_dir.iterdir()} == {"memory_service.log", "gateway.log"}
+    assert {p.name for p in log_dir.iterdir()} == {
+        "memory_service.log",
+        "chat_service.log",
+        "gateway.log",
+    }
     assert "memory service shutting down" in (log_dir / "memory_service.log").read_text()
+    assert "chat service shutting down" in (log_dir / "chat_service.log").read_text()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import grpc
@@ -11,7 +12,8 @@ from pydantic import ValidationError
 
 from gateway.config import GatewaySettings
 from gateway.context import CHARS_PER_TOKEN, HEADER, build_context
-from gateway.errors import HTTP_STATUS
+from gateway.conversions import llm_provider
+from gateway.errors import HTTP_STATUS, grpc_error
 from gateway.ratelimit import RateLimits
 from gateway.schemas import ScoredMemory
 
@@ -114,8 +116,8 @@ def test_client_ip_trusts_forwarded_for_only_from_configured_proxies() -> None:
 
 def test_grpc_codes_map_to_the_documented_statuses() -> None:
     assert {code.name: status for code, status in HTTP_STATUS.items()} == {
-        "INVALID_ARGUMENT": 422,
-        "OUT_OF_RANGE": 422,
+        "INVALID_ARGUMENT": 400,
+        "OUT_OF_RANGE": 400,
         "NOT_FOUND": 404,
         "ALREADY_EXISTS": 409,
         "PERMISSION_DENIED": 403,
@@ -125,3 +127,36 @@ def test_grpc_codes_map_to_the_documented_statuses() -> None:
         "DEADLINE_EXCEEDED": 504,
     }
     assert grpc.StatusCode.INTERNAL not in HTTP_STATUS
+
+
+def rpc_error(code: grpc.StatusCode, *trailing: tuple[str, str]) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(*trailing))
+
+
+def test_a_429_carries_the_providers_retry_after_when_it_is_usable() -> None:
+    def retry_after(code: grpc.StatusCode, *trailing: tuple[str, str]) -> str | None:
+        headers = grpc_error(rpc_error(code, *trailing), retry_after=2).headers
+        return None if headers is None else headers["Retry-After"]
+
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED
+    in_30s = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert retry_after(exhausted, ("retry-after", "17")) == "17"
+    assert retry_after(exhausted, ("retry-after", "0.2")) == "1"
+    assert 28 <= int(retry_after(exhausted, ("retry-after", in_30s)) or 0) <= 31
+    assert retry_after(exhausted, ("retry-after", "99999999")) == "3600"
+    assert retry_after(exhausted, ("retry-after", "soon")) == "2"
+    assert retry_after(exhausted, ("retry-after", "nan")) == "2"
+    assert retry_after(exhausted) == "2"
+    # Only a rate limit speaks for the provider's pace; an outage gets the gateway's own.
+    assert retry_after(grpc.StatusCode.UNAVAILABLE, ("retry-after", "17")) == "2"
+    assert retry_after(grpc.StatusCode.DEADLINE_EXCEEDED) is None
+
+
+def test_chat_provider_passes_llm_apis_and_leaves_other_sites_to_the_server() -> None:
+    assert llm_provider("ChatGPT") == "chatgpt"
+    assert llm_provider(" claude ") == "claude"
+    assert llm_provider("anthropic") == "anthropic"
+    assert llm_provider("none") == "none"
+    assert llm_provider("gemini") is None
+    assert llm_provider("perplexity") is None
+    assert llm_provider(None) is None
