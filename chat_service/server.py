@@ -24,6 +24,7 @@ from chat_service.retrieval import MemoryRetriever, memory_channel
 from chat_service.servicer import ChatServicer
 from memory_service.interceptors import ServiceInterceptor
 from memory_service.logs import configure_logging
+from memory_service.metrics import start_metrics
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -146,14 +147,6 @@ async def create_server(settings: ChatSettings) -> ChatServer:
     await running.set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     return running
-
-
-def start_metrics(port: int) -> None:
-    if port < 0:
-        return
-    from prometheus_client import start_http_server
-
-    start_http_server(port)
 
 
 async def serve(settings: ChatSettings | None = None) -> None:

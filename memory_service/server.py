@@ -17,6 +17,7 @@ from memory_service.embedder import Embedder, load_sentence_transformer
 from memory_service.interceptors import ServiceInterceptor
 from memory_service.logs import configure_logging
 from memory_service.memories import Memories
+from memory_service.metrics import start_metrics
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.edge import EdgeMemoryStore
@@ -136,14 +137,6 @@ async def create_server(settings: MemorySettings) -> MemoryServer:
     await running.set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     return running
-
-
-def start_metrics(port: int) -> None:
-    if port < 0:
-        return
-    from prometheus_client import start_http_server
-
-    start_http_server(port)
 
 
 async def serve(settings: MemorySettings | None = None) -> None:
