@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,8 +37,14 @@ class MemorySettings(BaseSettings):
     embedding_dim: int | None = Field(default=None, ge=8)
     embed_batch_size: int = Field(default=32, ge=1, le=512)
     embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
-    # Texts per forward pass within a coalesced batch.
+    # BERT models with mean pooling (the bundled one) run packed: compute goes to real tokens
+    # only. false, or any other model: sentence-transformers' padded encode().
+    embed_packed: bool = True
+    # Padded encode() only: texts per forward pass within a coalesced batch.
     embed_encode_batch_size: int = Field(default=8, ge=1, le=512)
+    # bfloat16 matrix products run ~2.5x faster where the CPU has them natively (AVX512-BF16,
+    # AMX) and give vectors within 1e-4 cosine of float32; auto picks it there.
+    embed_precision: Literal["auto", "float32", "bfloat16"] = "auto"
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)

@@ -13,11 +13,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from memory_service import metrics
+from memory_service.packed import PackedBertEncoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -26,8 +27,24 @@ log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
 CHUNK_OVERLAP_TOKENS = 32
-# Up to this length, tokenizing for chunking takes well under a millisecond.
-INLINE_CHUNK_CHARS = 4_000
+
+Precision = Literal["float32", "bfloat16"]
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX)."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_precision(setting: str) -> Precision:
+    """`auto` is bfloat16 where the CPU has it natively, else float32."""
+    if setting == "auto":
+        return "bfloat16" if native_bfloat16() else "float32"
+    if setting in ("float32", "bfloat16"):
+        return setting  # type: ignore[return-value]
+    raise ValueError(f"unknown embedding precision {setting!r}: use auto, float32 or bfloat16")
 
 
 def bundled_model_path() -> Path:
@@ -57,12 +74,18 @@ def load_sentence_transformer(
 
 @dataclass
 class _Pending:
-    chunks: list[str]
+    text: str
     future: asyncio.Future[np.ndarray]
 
 
 class Embedder:
-    """Embeds texts on a worker thread, batching whatever requests arrive together."""
+    """Embeds texts on a worker thread, batching whatever requests arrive together.
+
+    Tokenizing, chunking and the model all run on that thread, so the event loop only
+    queues texts and hands back vectors. BERT models with mean pooling (the bundled one)
+    run packed (see packed.py): compute goes to real tokens, not to padding; any other
+    model goes through `SentenceTransformer.encode`.
+    """
 
     def __init__(
         self,
@@ -71,10 +94,13 @@ class Embedder:
         *,
         batch_size: int = 32,
         max_wait_ms: float = 2.0,
-        encode_batch_size: int = 8,
+        encode_batch_size: int = 32,
+        precision: Precision = "float32",
+        packed: bool = True,
     ) -> None:
         self.model = model
         self.model_name = model_name
+        self.precision = precision
         self.batch_size = batch_size
         self.max_wait = max_wait_ms / 1000.0
         self.encode_batch_size = encode_batch_size
@@ -88,15 +114,22 @@ class Embedder:
         self.dimension = int(dim)
         # Tokens per chunk: the model window less the [CLS]/[SEP] it adds.
         self.window = int(model.max_seq_length or 256) - 2
+        self._packed = (
+            PackedBertEncoder(model, model.truncate_dim)
+            if packed and PackedBertEncoder.supports(model)
+            else None
+        )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
         # The fast tokenizer keeps padding state and is not thread-safe, and encode() uses
-        # the model's own on the encoding thread; chunking gets a copy of its own, used from
-        # one thread at a time (the event loop, or the chunking thread).
+        # the model's own: chunking gets a copy of its own, used by one thread at a time.
         self._chunk_tokenizer = copy.deepcopy(model.tokenizer)
         self._chunk_lock = threading.Lock()
-        self._chunk_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chunker")
+
+    @property
+    def mode(self) -> str:
+        return f"{'packed' if self._packed else 'padded'} {self.precision}"
 
     async def start(self) -> None:
         if self._worker is None:
@@ -109,7 +142,29 @@ class Embedder:
                 await self._worker
             self._worker = None
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._chunk_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        with self._chunk_lock:
+            encoding = self._chunk_tokenizer(
+                texts,
+                add_special_tokens=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,
+            )
+        return list(encoding["input_ids"])
+
+    def _windows(self, n: int) -> list[tuple[int, int]]:
+        """Token ranges of the chunks of an n-token text, overlapping a little at the seams."""
+        if n <= self.window:
+            return [(0, n)]
+        step = self.window - CHUNK_OVERLAP_TOKENS
+        spans = []
+        for start in range(0, n, step):
+            spans.append((start, min(start + self.window, n)))
+            if start + self.window >= n:
+                break
+        return spans
 
     def chunk(self, text: str) -> list[str]:
         """Split text into pieces the model sees whole, overlapping a little at the seams."""
@@ -121,44 +176,27 @@ class Embedder:
                 text, add_special_tokens=False, return_offsets_mapping=True, verbose=False
             )
         offsets = encoding["offset_mapping"]
-        if len(offsets) <= self.window:
-            return [text]
-        step = self.window - CHUNK_OVERLAP_TOKENS
-        chunks = []
-        for start in range(0, len(offsets), step):
-            piece = offsets[start : start + self.window]
-            chunks.append(text[piece[0][0] : piece[-1][1]])
-            if start + self.window >= len(offsets):
-                break
-        return chunks
+        return [
+            text[offsets[start][0] : offsets[end - 1][1]]
+            for start, end in self._windows(len(offsets))
+        ]
 
     async def embed(self, text: str) -> list[float]:
         """One unit-length vector for text; long text is the mean of its chunks."""
         await self.start()
-        loop = asyncio.get_running_loop()
-        if len(text) <= INLINE_CHUNK_CHARS:
-            chunks = self.chunk(text)
-        else:
-            # Very long text takes milliseconds to tokenize: off the event loop.
-            chunks = await loop.run_in_executor(self._chunk_pool, self.chunk, text)
-        future: asyncio.Future[np.ndarray] = loop.create_future()
-        await self._queue.put(_Pending(chunks, future))
+        future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(text, future))
         vector = await future
         return vector.tolist()
-
-    async def embed_many(self, texts: list[str]) -> list[list[float]]:
-        return list(await asyncio.gather(*(self.embed(t) for t in texts)))
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            batch = [first]
-            size = len(first.chunks)
+            batch = [await self._queue.get()]
             # Waiting for company only pays under load; a lone request is encoded at once.
             linger = self.max_wait if self._last_batch > 1 else 0.0
             deadline = loop.time() + linger
-            while size < self.batch_size:
+            while len(batch) < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except asyncio.QueueEmpty:
@@ -170,12 +208,11 @@ class Embedder:
                     except TimeoutError:
                         break
                 batch.append(item)
-                size += len(item.chunks)
             self._last_batch = len(batch)
             batch = [p for p in batch if not p.future.cancelled()]
             if not batch:
                 continue
-            texts = [c for p in batch for c in p.chunks]
+            texts = [p.text for p in batch]
             try:
                 vectors = await loop.run_in_executor(self._pool, self._encode, texts)
             except Exception as exc:
@@ -184,27 +221,61 @@ class Embedder:
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
-            at = 0
-            for p in batch:
-                part = vectors[at : at + len(p.chunks)]
-                at += len(p.chunks)
+            for p, vector in zip(batch, vectors, strict=True):
                 if not p.future.done():
-                    p.future.set_result(_combine(part))
+                    p.future.set_result(vector)
 
-    def _encode(self, texts: list[str]) -> np.ndarray:
+    def _encode(self, texts: list[str]) -> list[np.ndarray]:
+        """One vector per text, on the embedding thread."""
         started = time.perf_counter()
-        # encode() sorts by length before splitting into model batches, so small model batches
-        # keep texts of similar length together and little compute goes to padding.
+        with precision_scope(self.precision):
+            if self._packed is not None:
+                vectors, counts = self._encode_packed(texts)
+            else:
+                vectors, counts = self._encode_padded(texts)
+        metrics.EMBED_BATCH_SIZE.observe(len(texts))
+        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
+        combined: list[np.ndarray] = []
+        at = 0
+        for n in counts:
+            combined.append(_combine(vectors[at : at + n]))
+            at += n
+        return combined
+
+    def _encode_packed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        assert self._packed is not None
+        tokenizer = self._chunk_tokenizer
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        sequences: list[list[int]] = []
+        counts: list[int] = []
+        for ids in self._token_ids(texts):
+            spans = self._windows(len(ids))
+            sequences.extend([cls, *ids[start:end], sep] for start, end in spans)
+            counts.append(len(spans))
+        return self._packed.encode(sequences), counts
+
+    def _encode_padded(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+        pieces = [self.chunk(t) for t in texts]
+        # encode() sorts by length before splitting into model batches, so small model
+        # batches keep texts of similar length together and little compute goes to padding.
         vectors: Any = self.model.encode(
-            texts,
+            [c for p in pieces for c in p],
             batch_size=self.encode_batch_size,
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
         )
-        metrics.EMBED_BATCH_SIZE.observe(len(texts))
-        metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
-        return np.asarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32), [len(p) for p in pieces]
+
+
+def precision_scope(precision: Precision) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16: matrix products in bfloat16 while layer norms, softmax and pooling stay in
+    float32 (torch autocast). Autocast state is per thread: enter it on the encoding thread."""
+    if precision == "float32":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
 def _combine(chunk_vectors: np.ndarray) -> np.ndarray:

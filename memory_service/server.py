@@ -13,7 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder, load_sentence_transformer
+from memory_service.embedder import Embedder, load_sentence_transformer, resolve_precision
 from memory_service.interceptors import ServiceInterceptor
 from memory_service.logs import configure_logging
 from memory_service.memories import Memories
@@ -84,6 +84,8 @@ class MemoryServer:
                 batch_size=self.settings.embed_batch_size,
                 max_wait_ms=self.settings.embed_batch_wait_ms,
                 encode_batch_size=self.settings.embed_encode_batch_size,
+                precision=resolve_precision(self.settings.embed_precision),
+                packed=self.settings.embed_packed,
             )
         else:
             self._owns_embedder = False
@@ -99,10 +101,11 @@ class MemoryServer:
         self.servicer.ready(Memories(embedder, store))
         await self.set_status(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "memory service ready on port %d (%s store, collection %s)",
+            "memory service ready on port %d (%s store, collection %s, %s embedder)",
             self.port,
             store.backend,
             spec.name,
+            embedder.mode,
         )
 
     async def stop(self, grace: float | None = None) -> None:

@@ -5,8 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Pooling
 
-from memory_service.embedder import CHUNK_OVERLAP_TOKENS, Embedder
+from memory_service.embedder import (
+    CHUNK_OVERLAP_TOKENS,
+    Embedder,
+    load_sentence_transformer,
+    native_bfloat16,
+    resolve_precision,
+)
+from memory_service.packed import PackedBertEncoder
 
 
 async def test_concurrent_requests_share_model_calls(sentence_model) -> None:  # type: ignore[no-untyped-def]
@@ -47,3 +57,77 @@ async def test_long_text_is_chunked_with_overlap_not_truncated(embedder) -> None
     vector = np.array(await embedder.embed(text))
     assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
     assert embedder.chunk("short text") == ["short text"]
+
+
+MIXED_TEXTS = [
+    "hi",
+    "How do I rotate a JWT signing key without logging every user out?",
+    "ERR_7731 again when the worker restarts; the queue keeps the message but the ack is lost "
+    "and the consumer sees it twice, which breaks the idempotency check in the billing job.",
+    "  leading and trailing spaces  ",
+    "Ünïcödé, emoji 🙂 and CJK 漢字 in one prompt",
+    " ".join(f"token{i}" for i in range(700)),
+]
+
+
+async def test_packed_encoder_matches_sentence_transformers(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    packed = Embedder(model, name, max_wait_ms=0)
+    padded = Embedder(model, name, max_wait_ms=0, packed=False)
+    assert packed.mode == "packed float32" and padded.mode == "padded float32"
+    short = MIXED_TEXTS[:-1]
+    ours = np.array(await asyncio.gather(*(packed.embed(t) for t in short)))
+    reference = model.encode(short, normalize_embeddings=True)
+    assert np.abs(ours - reference).max() < 1e-5
+    # Over the window, both average the same chunks when every word is one token...
+    words = "the cat sat on a mat and looked at the dog while it rained outside " * 60
+    assert len(packed.chunk(words)) > 2
+    same = np.array([await e.embed(words) for e in (packed, padded)])
+    assert np.abs(same[0] - same[1]).max() < 1e-5
+    # ...and nearly the same where a chunk edge cuts a word into pieces.
+    cut = np.array([await e.embed(MIXED_TEXTS[-1]) for e in (packed, padded)])
+    assert float(cut[0] @ cut[1]) > 0.995
+    await packed.stop()
+    await padded.stop()
+
+
+async def test_packed_encoder_keeps_a_truncated_dimension() -> None:
+    model, name = load_sentence_transformer(None, truncate_dim=128)
+    embedder = Embedder(model, name, max_wait_ms=0)
+    assert embedder.mode.startswith("packed") and embedder.dimension == 128
+    vectors = np.array(await asyncio.gather(*(embedder.embed(t) for t in MIXED_TEXTS[:3])))
+    await embedder.stop()
+    reference = model.encode(MIXED_TEXTS[:3], normalize_embeddings=True)
+    assert vectors.shape == (3, 128)
+    assert np.abs(vectors - reference).max() < 1e-5
+
+
+def test_models_other_than_mean_pooled_bert_take_the_padded_path(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    assert PackedBertEncoder.supports(model)
+    transformer, _, normalize = list(model.children())
+    cls_pooled = SentenceTransformer(
+        modules=[transformer, Pooling(model.get_embedding_dimension(), "cls"), normalize]
+    )
+    assert not PackedBertEncoder.supports(cls_pooled)
+    assert Embedder(cls_pooled, name).mode == "padded float32"
+
+
+async def test_bfloat16_vectors_stay_close_to_float32(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    results = []
+    for precision in ("float32", "bfloat16"):
+        embedder = Embedder(model, name, max_wait_ms=0, precision=precision)  # type: ignore[arg-type]
+        results.append(np.array(await asyncio.gather(*(embedder.embed(t) for t in MIXED_TEXTS))))
+        await embedder.stop()
+    cosines = (results[0] * results[1]).sum(axis=1)
+    assert cosines.min() > 0.999
+    assert not np.array_equal(results[0], results[1])
+
+
+def test_precision_setting() -> None:
+    assert resolve_precision("float32") == "float32"
+    assert resolve_precision("bfloat16") == "bfloat16"
+    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
+    with pytest.raises(ValueError, match="float16"):
+        resolve_precision("float16")
