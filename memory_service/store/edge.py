@@ -83,13 +83,22 @@ class EdgeMemoryStore(MemoryStore):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._check_manifest()
+        # Vectors, payloads and the id tracker stay on disk (Cold) and are paged in when a
+        # query touches them: every query is one user's, so resident memory follows the
+        # users being served, not the size of the store. The placement is fixed when a
+        # segment is created.
+        cold = qe.Memory.Cold
         config = qe.EdgeConfig(
             vectors={
                 DENSE_VECTOR: qe.EdgeVectorParams(
-                    size=self.spec.dimension, distance=qe.Distance.Cosine
+                    size=self.spec.dimension, distance=qe.Distance.Cosine, memory=cold
                 )
             },
-            sparse_vectors={SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            sparse_vectors={
+                SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)
+            },
+            payload_memory=cold,
+            id_tracker_memory=cold,
             wal_enabled=True,
         )
         if (self.shard_dir / "segments").exists():

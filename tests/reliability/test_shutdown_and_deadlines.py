@@ -45,7 +45,13 @@ def watch_health(address: str, seen: list[tuple[float, int]], ended: threading.E
 def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving_first(
     tmp_path: Path,
 ) -> None:
-    memory = MemoryProcess(tmp_path / "memory", drain_seconds=20.0).start()
+    # The padded float32 path keeps the long saves below running for seconds.
+    memory = MemoryProcess(
+        tmp_path / "memory",
+        drain_seconds=20.0,
+        MEMORY_EMBED_PACKED="false",
+        MEMORY_EMBED_PRECISION="float32",
+    ).start()
     loop = LoopThread()
     gateway = GatewayServer(loop, gateway_settings(memory.port, grpc_timeout_seconds=30.0)).start()
     try:
@@ -56,12 +62,12 @@ def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving
         ).start()
         assert _wait(lambda: bool(seen)) and seen[-1][1] == SERVING
 
-        # Long texts are embedded chunk by chunk (about a second each here, one after the
-        # other), so these saves are still running when the signal arrives and all of them
-        # fit in the drain time.
+        # Long texts are embedded chunk by chunk (a few seconds for the four of them here),
+        # so these saves are still running when the signal arrives and all of them fit in
+        # the drain time.
         def long_save(n: int) -> tuple[httpx.Response, float]:
             body = {
-                "prompt": f"draft {n}: " + "words to embed slowly " * 400,
+                "prompt": f"draft {n}: " + "words to embed slowly " * 1200,
                 "message_id": f"long-{n}",
             }
             with gateway.client("drain-user", timeout=60.0) as client:
