@@ -1,8 +1,8 @@
 """`python -m chat_service` runs the chat service."""
 
-import asyncio
 import sys
 
+import uvloop
 from pydantic import ValidationError
 
 from chat_service.server import serve
@@ -10,7 +10,7 @@ from chat_service.server import serve
 
 def main() -> int:
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except ValidationError as exc:
         # Only the messages: the input pydantic would echo may hold the API key.
         for error in exc.errors(include_input=False, include_url=False):

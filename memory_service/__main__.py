@@ -1,7 +1,8 @@
 """`python -m memory_service` runs the memory service."""
 
-import asyncio
 import sys
+
+import uvloop
 
 from memory_service.server import serve
 from memory_service.store import StoreError
@@ -9,7 +10,7 @@ from memory_service.store import StoreError
 
 def main() -> int:
     try:
-        asyncio.run(serve())
+        uvloop.run(serve())
     except (StoreError, RuntimeError) as exc:
         print(f"memory_service: {exc}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from memory_service.allocator import release_free_memory
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder, load_sentence_transformer, resolve_precision
 from memory_service.interceptors import ServiceInterceptor
@@ -97,6 +98,8 @@ class MemoryServer:
         store = build_store(self.settings, spec)
         await store.open()
         await embedder.start()
+        # Loading the model and replaying the store's log leave freed heap behind.
+        await asyncio.to_thread(release_free_memory)
         self.embedder, self.store = embedder, store
         self.servicer.ready(Memories(embedder, store))
         await self.set_status(health_pb2.HealthCheckResponse.SERVING)
