@@ -11,6 +11,10 @@ noise on a shared machine hits both:
   back to back in each round, first side alternating; the ratio is the median of the
   per-round ratios. Target: saves/s(gateway) / saves/s(gRPC) >= 0.8.
 
+Both clients run in this process, on the same cores as the services, so each should cost
+as little CPU as it can: grpcio's C core on one side, aiohttp on the other (httpx measured
+about 2 ms of CPU per request here, more than the gateway spends on it).
+
     python bench/bench_gateway_overhead.py
     python bench/bench_gateway_overhead.py --memories 300 --queries 40 --saves 80 --rounds 5
 """
@@ -30,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -154,10 +159,12 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
 async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) -> None:
     users = [f"bench-user-{i}" for i in range(args.users)]
     tokens = {user: mint_token(JWT_SECRET, user, issuer=ISSUER) for user in users}
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=64)
+    connector = aiohttp.TCPConnector(limit=args.concurrency)
     async with (
         grpc.aio.insecure_channel(memory_addr) as channel,
-        httpx.AsyncClient(base_url=gateway_url, limits=limits, timeout=60) as http,
+        aiohttp.ClientSession(
+            base_url=gateway_url, connector=connector, timeout=aiohttp.ClientTimeout(total=60)
+        ) as http,
     ):
         stub = memory_pb2_grpc.MemoryServiceStub(channel)
 
@@ -171,8 +178,10 @@ async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) 
             await stub.SaveMemory(pb.SaveMemoryRequest(text=text), metadata=md(user), timeout=60)
 
         async def http_save(user: str, text: str) -> None:
-            response = await http.post("/save-prompt", json={"prompt": text}, headers=auth(user))
-            response.raise_for_status()
+            body = {"prompt": text}
+            async with http.post("/save-prompt", json=body, headers=auth(user)) as response:
+                response.raise_for_status()
+                await response.read()
 
         async def grpc_search(user: str, query: str) -> None:
             request = pb.SearchRequest(query=query, top_k=10, mode=pb.SEARCH_MODE_HYBRID)
@@ -180,8 +189,9 @@ async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) 
 
         async def http_search(user: str, query: str) -> None:
             body = {"query": query, "top_k": 10, "mode": "hybrid"}
-            response = await http.post("/search", json=body, headers=auth(user))
-            response.raise_for_status()
+            async with http.post("/search", json=body, headers=auth(user)) as response:
+                response.raise_for_status()
+                await response.read()
 
         print(f"seeding {args.memories} memories across {args.users} users over gRPC…")
         seed = texts(args.memories, seed=1)

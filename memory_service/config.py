@@ -45,6 +45,9 @@ class MemorySettings(BaseSettings):
     # bfloat16 matrix products run ~2.5x faster where the CPU has them natively (AVX512-BF16,
     # AMX) and give vectors within 1e-4 cosine of float32; auto picks it there.
     embed_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # Batches embedded at once, each on torch_threads / embed_workers threads; 0: one worker
+    # per thread.
+    embed_workers: int = Field(default=0, ge=0, le=64)
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)

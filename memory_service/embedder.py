@@ -38,6 +38,16 @@ def native_bfloat16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
+def embed_parallelism(settings: Any) -> dict[str, int]:
+    """Embedding workers and threads per worker from MEMORY_TORCH_THREADS (all the threads the
+    model may use; 0: torch's count of cores) and MEMORY_EMBED_WORKERS (0: one per thread)."""
+    import torch
+
+    threads = settings.torch_threads or torch.get_num_threads()
+    workers = min(settings.embed_workers or threads, threads)
+    return {"workers": workers, "model_threads": max(1, threads // workers)}
+
+
 def resolve_precision(setting: str) -> Precision:
     """`auto` is bfloat16 where the CPU has it natively, else float32."""
     if setting == "auto":
@@ -97,6 +107,8 @@ class Embedder:
         encode_batch_size: int = 32,
         precision: Precision = "float32",
         packed: bool = True,
+        workers: int = 1,
+        model_threads: int = 0,
     ) -> None:
         self.model = model
         self.model_name = model_name
@@ -121,7 +133,18 @@ class Embedder:
         )
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder")
+        # Each worker runs a batch on `model_threads` threads of its own. One thread per
+        # worker keeps the cores busy without the workers waiting on each other, and holds up
+        # better than one many-threaded call when other processes take CPU.
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="embedder",
+            initializer=_set_model_threads,
+            initargs=(model_threads,),
+        )
+        # encode() tokenizes with the model's own tokenizer: one padded call at a time.
+        self._encode_lock = threading.Lock()
         # The fast tokenizer keeps padding state and is not thread-safe, and encode() uses
         # the model's own: chunking gets a copy of its own, used by one thread at a time.
         self._chunk_tokenizer = copy.deepcopy(model.tokenizer)
@@ -129,7 +152,8 @@ class Embedder:
 
     @property
     def mode(self) -> str:
-        return f"{'packed' if self._packed else 'padded'} {self.precision}"
+        workers = f", {self.workers} workers" if self.workers > 1 else ""
+        return f"{'packed' if self._packed else 'padded'} {self.precision}{workers}"
 
     async def start(self) -> None:
         if self._worker is None:
@@ -191,39 +215,61 @@ class Embedder:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            # Waiting for company only pays under load; a lone request is encoded at once.
-            linger = self.max_wait if self._last_batch > 1 else 0.0
-            deadline = loop.time() + linger
-            while len(batch) < self.batch_size:
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-                batch.append(item)
-            self._last_batch = len(batch)
-            batch = [p for p in batch if not p.future.cancelled()]
-            if not batch:
-                continue
-            texts = [p.text for p in batch]
+        free = asyncio.Semaphore(self.workers)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                # A batch is gathered once a worker is free, so requests that arrive while
+                # every worker is busy ride along in the next batch.
+                await free.acquire()
+                batch = await self._gather(loop)
+                if not batch:
+                    free.release()
+                    continue
+                task = asyncio.create_task(self._embed_batch(loop, batch, free))
+                running.add(task)
+                task.add_done_callback(running.discard)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+        batch = [await self._queue.get()]
+        # Waiting for company only pays under load; a lone request is encoded at once.
+        linger = self.max_wait if self._last_batch > 1 else 0.0
+        deadline = loop.time() + linger
+        while len(batch) < self.batch_size:
             try:
-                vectors = await loop.run_in_executor(self._pool, self._encode, texts)
-            except Exception as exc:
-                log.exception("embedding a batch of %d texts failed", len(texts))
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            for p, vector in zip(batch, vectors, strict=True):
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            batch.append(item)
+        self._last_batch = len(batch)
+        return [p for p in batch if not p.future.cancelled()]
+
+    async def _embed_batch(
+        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], free: asyncio.Semaphore
+    ) -> None:
+        texts = [p.text for p in batch]
+        try:
+            vectors = await loop.run_in_executor(self._pool, self._encode, texts)
+        except Exception as exc:
+            log.exception("embedding a batch of %d texts failed", len(texts))
+            for p in batch:
                 if not p.future.done():
-                    p.future.set_result(vector)
+                    p.future.set_exception(exc)
+            return
+        finally:
+            free.release()
+        for p, vector in zip(batch, vectors, strict=True):
+            if not p.future.done():
+                p.future.set_result(vector)
 
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         """One vector per text, on the embedding thread."""
@@ -258,14 +304,23 @@ class Embedder:
         pieces = [self.chunk(t) for t in texts]
         # encode() sorts by length before splitting into model batches, so small model
         # batches keep texts of similar length together and little compute goes to padding.
-        vectors: Any = self.model.encode(
-            [c for p in pieces for c in p],
-            batch_size=self.encode_batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._encode_lock:
+            vectors: Any = self.model.encode(
+                [c for p in pieces for c in p],
+                batch_size=self.encode_batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32), [len(p) for p in pieces]
+
+
+def _set_model_threads(threads: int) -> None:
+    """Intra-op threads for model calls made on this thread; 0 keeps torch's default."""
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def precision_scope(precision: Precision) -> contextlib.AbstractContextManager[Any]:

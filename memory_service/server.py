@@ -14,7 +14,12 @@ from grpc_reflection.v1alpha import reflection
 
 from memory_service.allocator import release_free_memory
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder, load_sentence_transformer, resolve_precision
+from memory_service.embedder import (
+    Embedder,
+    embed_parallelism,
+    load_sentence_transformer,
+    resolve_precision,
+)
 from memory_service.interceptors import ServiceInterceptor
 from memory_service.logs import configure_logging
 from memory_service.memories import Memories
@@ -87,6 +92,7 @@ class MemoryServer:
                 encode_batch_size=self.settings.embed_encode_batch_size,
                 precision=resolve_precision(self.settings.embed_precision),
                 packed=self.settings.embed_packed,
+                **embed_parallelism(self.settings),
             )
         else:
             self._owns_embedder = False
