@@ -127,7 +127,7 @@ class Embedder:
         # Tokens per chunk: the model window less the [CLS]/[SEP] it adds.
         self.window = int(model.max_seq_length or 256) - 2
         self._packed = (
-            PackedBertEncoder(model, model.truncate_dim)
+            PackedBertEncoder(model, model.truncate_dim, precision)
             if packed and PackedBertEncoder.supports(model)
             else None
         )
@@ -274,10 +274,10 @@ class Embedder:
     def _encode(self, texts: list[str]) -> list[np.ndarray]:
         """One vector per text, on the embedding thread."""
         started = time.perf_counter()
-        with precision_scope(self.precision):
-            if self._packed is not None:
-                vectors, counts = self._encode_packed(texts)
-            else:
+        if self._packed is not None:
+            vectors, counts = self._encode_packed(texts)
+        else:
+            with precision_scope(self.precision):
                 vectors, counts = self._encode_padded(texts)
         metrics.EMBED_BATCH_SIZE.observe(len(texts))
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)

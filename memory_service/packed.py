@@ -6,7 +6,9 @@ were sorted by length first, which a service embedding whatever requests arrive 
 cannot do. Here the token-wise layers (every linear layer, layer norm and activation: almost
 all of the compute) run on the batch's tokens packed end to end; only attention, which mixes
 tokens within a text, sees a padded view. Mean pooling over each text's tokens then gives the
-vectors `encode()` gives, to float rounding.
+vectors `encode()` gives, to float rounding. The weights are laid out once for this (query,
+key and value fused; bfloat16 copies when asked), so a call costs the same per token
+whether it carries one short query or a full batch.
 
 It applies to sentence-transformers models made of a BERT transformer, mean pooling and
 optionally normalization (all-MiniLM-L6-v2 and its family); `PackedBertEncoder.supports`
@@ -15,6 +17,7 @@ tells, and the embedder falls back to `encode()` for anything else.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,17 +34,63 @@ def _modules(model: SentenceTransformer) -> list[Any]:
     return list(model.children())
 
 
-class PackedBertEncoder:
-    """Unit-length embeddings of token sequences, each already within the model window."""
+@dataclass(frozen=True)
+class _Layer:
+    """One encoder layer's weights in the compute dtype; layer norms stay float32."""
 
-    def __init__(self, model: SentenceTransformer, truncate_dim: int | None = None) -> None:
+    qkv: tuple[torch.Tensor, torch.Tensor]
+    attn_out: tuple[torch.Tensor, torch.Tensor]
+    attn_norm: torch.nn.LayerNorm
+    inner: tuple[torch.Tensor, torch.Tensor]
+    out: tuple[torch.Tensor, torch.Tensor]
+    out_norm: torch.nn.LayerNorm
+
+
+class PackedBertEncoder:
+    """Unit-length embeddings of token sequences, each already within the model window.
+
+    With `precision="bfloat16"` the matrix products and attention run in bfloat16 on weights
+    converted once, while embeddings, residual sums, layer norms and pooling stay float32.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        truncate_dim: int | None = None,
+        precision: str = "float32",
+    ) -> None:
+        import torch
+
         if not self.supports(model):
             raise ValueError("model is not a BERT encoder with mean pooling")
-        self.bert = _modules(model)[0].auto_model
-        config = self.bert.config
+        bert = _modules(model)[0].auto_model
+        config = bert.config
         self.heads = int(config.num_attention_heads)
         self.hidden = int(config.hidden_size)
         self.truncate_dim = truncate_dim
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.embeddings = bert.embeddings
+        self.activation = bert.encoder.layer[0].intermediate.intermediate_act_fn
+
+        def linear(*layers: Any) -> tuple[torch.Tensor, torch.Tensor]:
+            weight = torch.cat([layer.weight.detach() for layer in layers])
+            bias = torch.cat([layer.bias.detach() for layer in layers])
+            return weight.to(self.dtype).contiguous(), bias.to(self.dtype).contiguous()
+
+        self.layers = [
+            _Layer(
+                # Query, key and value in one product.
+                qkv=linear(
+                    layer.attention.self.query, layer.attention.self.key, layer.attention.self.value
+                ),
+                attn_out=linear(layer.attention.output.dense),
+                attn_norm=layer.attention.output.LayerNorm,
+                inner=linear(layer.intermediate.dense),
+                out=linear(layer.output.dense),
+                out_norm=layer.output.LayerNorm,
+            )
+            for layer in bert.encoder.layer
+        ]
 
     @staticmethod
     def supports(model: SentenceTransformer) -> bool:
@@ -84,13 +133,12 @@ class PackedBertEncoder:
                 pooled = self._forward([sequences[i] for i in part])
                 if self.truncate_dim:
                     pooled = pooled[:, : self.truncate_dim]
-                pooled = torch.nn.functional.normalize(pooled.float(), dim=1)
-                out[part] = pooled.numpy()
+                out[part] = torch.nn.functional.normalize(pooled, dim=1).numpy()
                 start = end
         return out
 
     def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden states, one row per sequence."""
+        """Mean-pooled last hidden states (float32), one row per sequence."""
         import torch
         import torch.nn.functional as F
 
@@ -100,7 +148,7 @@ class PackedBertEncoder:
         starts = torch.cumsum(lengths, 0) - lengths
         positions = torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
 
-        emb = self.bert.embeddings
+        emb = self.embeddings
         x = emb.word_embeddings(ids) + emb.position_embeddings(positions)
         x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
 
@@ -110,23 +158,23 @@ class PackedBertEncoder:
         slots = real.reshape(-1).nonzero().squeeze(1)
         key_mask = real[:, None, None, :]
         head_dim = self.hidden // self.heads
+        dtype = self.dtype
 
         def padded(t: torch.Tensor) -> torch.Tensor:
             view = t.new_zeros(batch * longest, self.hidden)
             view[slots] = t
             return view.view(batch, longest, self.heads, head_dim).transpose(1, 2)
 
-        for layer in self.bert.encoder.layer:
-            attn = layer.attention
-            q = padded(attn.self.query(x))
-            k = padded(attn.self.key(x))
-            v = padded(attn.self.value(x))
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        for layer in self.layers:
+            q, k, v = F.linear(x.to(dtype), *layer.qkv).split(self.hidden, dim=1)
+            ctx = F.scaled_dot_product_attention(
+                padded(q), padded(k), padded(v), attn_mask=key_mask
+            )
             ctx = ctx.transpose(1, 2).reshape(batch * longest, self.hidden)[slots]
-            x = attn.output.LayerNorm(attn.output.dense(ctx) + x)
-            inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(x))
-            x = layer.output.LayerNorm(layer.output.dense(inner) + x)
+            x = layer.attn_norm(F.linear(ctx, *layer.attn_out).float() + x)
+            inner = self.activation(F.linear(x.to(dtype), *layer.inner))
+            x = layer.out_norm(F.linear(inner, *layer.out).float() + x)
 
         owner = torch.repeat_interleave(torch.arange(batch), lengths)
-        sums = torch.zeros(batch, self.hidden, dtype=x.dtype).index_add_(0, owner, x)
-        return sums / lengths[:, None].to(sums.dtype)
+        sums = torch.zeros(batch, self.hidden).index_add_(0, owner, x)
+        return sums / lengths[:, None].float()
