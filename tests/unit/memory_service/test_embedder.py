@@ -6,12 +6,15 @@ import asyncio
 
 import numpy as np
 import pytest
+import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
+from memory_service.config import MemorySettings
 from memory_service.embedder import (
     CHUNK_OVERLAP_TOKENS,
     Embedder,
+    embed_parallelism,
     load_sentence_transformer,
     native_bfloat16,
     resolve_precision,
@@ -131,3 +134,27 @@ def test_precision_setting() -> None:
     assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
     with pytest.raises(ValueError, match="float16"):
         resolve_precision("float16")
+
+
+async def test_parallel_workers_give_the_same_vectors(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    threads = torch.get_num_threads()
+    embedder = Embedder(model, name, batch_size=8, max_wait_ms=2, workers=2, model_threads=1)
+    assert embedder.mode == "packed float32, 2 workers"
+    texts = [f"note {i}: " + "about the garden " * (i % 9) for i in range(48)]
+    try:
+        vectors = np.array(await asyncio.gather(*(embedder.embed(t) for t in texts)))
+    finally:
+        await embedder.stop()
+        torch.set_num_threads(threads)
+    assert np.abs(vectors - model.encode(texts, normalize_embeddings=True)).max() < 1e-5
+
+
+def test_workers_share_the_model_threads() -> None:
+    def plan(threads: int, workers: int) -> dict[str, int]:
+        return embed_parallelism(MemorySettings(torch_threads=threads, embed_workers=workers))
+
+    assert plan(4, 0) == {"workers": 4, "model_threads": 1}
+    assert plan(4, 2) == {"workers": 2, "model_threads": 2}
+    assert plan(2, 8) == {"workers": 2, "model_threads": 1}
+    assert plan(1, 0) == {"workers": 1, "model_threads": 1}
