@@ -161,7 +161,8 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
 async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) -> None:
     users = [f"bench-user-{i}" for i in range(args.users)]
     tokens = {user: mint_token(JWT_SECRET, user, issuer=ISSUER) for user in users}
-    connector = aiohttp.TCPConnector(limit=args.concurrency)
+    # Idle connections are dropped by the client before the gateway would close them.
+    connector = aiohttp.TCPConnector(limit=args.concurrency, keepalive_timeout=30)
     async with (
         grpc.aio.insecure_channel(memory_addr) as channel,
         aiohttp.ClientSession(

@@ -29,6 +29,7 @@ def main() -> int:
         access_log=False,
         proxy_headers=False,
         server_header=False,
+        timeout_keep_alive=settings.keepalive_seconds,
         timeout_graceful_shutdown=10,
     )
     return 0

@@ -73,6 +73,10 @@ class GatewaySettings(BaseSettings):
     # its clearer error, normally fires first.
     chat_timeout_seconds: float = Field(default=125.0, gt=0)
     retry_after_seconds: int = Field(default=2, ge=1)
+    # How long an idle HTTP connection stays open. A client reusing a connection just as
+    # the server closes it sees a dropped request; keeping connections longer than load
+    # balancers and clients do (60 s for many) leaves the closing to them.
+    keepalive_seconds: int = Field(default=65, ge=1)
     log_level: str = "INFO"
 
     _split_lists = field_validator(

@@ -160,3 +160,22 @@ def test_chat_provider_passes_llm_apis_and_leaves_other_sites_to_the_server() ->
     assert llm_provider("gemini") is None
     assert llm_provider("perplexity") is None
     assert llm_provider(None) is None
+
+
+def test_gateway_process_serves_on_uvloop_and_keeps_idle_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.__main__ as entry
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(entry.uvicorn, "run", lambda app, **options: seen.update(options))
+    monkeypatch.setattr(entry, "configure_logging", lambda *args: None)
+    monkeypatch.setenv("MEMORY_LAYER_SERVICE_TOKEN", "t")
+    monkeypatch.setenv("GATEWAY_SUPABASE_JWT_SECRET", SECRET)
+    monkeypatch.setenv("GATEWAY_JWT_ISSUER", "i")
+    monkeypatch.setenv("GATEWAY_KEEPALIVE_SECONDS", "90")
+    assert entry.main() == 0
+    assert seen["timeout_keep_alive"] == 90
+    assert (seen["loop"], seen["http"]) == ("uvloop", "httptools")
+    monkeypatch.delenv("GATEWAY_KEEPALIVE_SECONDS")
+    assert settings().keepalive_seconds == 65
