@@ -20,7 +20,9 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from gateway.importer import ExportError, Importer, ImportRefused, read_export
 from gateway.tokens import LOCAL_ISSUER, mint_token
 
 app = typer.Typer(
@@ -267,6 +269,84 @@ def token(
         raise typer.Exit(1)
     auth = load_or_create_local_auth(data_dir.resolve())
     typer.echo(mint_token(auth.jwt_secret, user, issuer=auth.issuer, ttl_seconds=ttl, admin=admin))
+
+
+@app.command("import")
+def import_export(
+    file: Annotated[
+        Path, typer.Argument(help="The export's .zip, or the conversations.json inside it.")
+    ],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Whose memories (with a local secret).")
+    ] = None,
+    url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8080",
+    bearer: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MEMORY_LAYER_TOKEN",
+            help="A token for the gateway, e.g. your Supabase access token.",
+        ),
+    ] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Load a ChatGPT or Claude data export into your memories, through the gateway.
+
+    Without --token, a local token for --user is minted with the secret `up` created.
+    Importing the same export again saves nothing twice.
+    """
+    try:
+        conversations = read_export(file)
+    except ExportError as exc:
+        console.print(f"Cannot import: {exc}")
+        raise typer.Exit(1) from exc
+    if bearer is None:
+        if user is None:
+            console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
+            raise typer.Exit(2)
+        path = local_auth_path(data_dir.resolve())
+        if not path.exists():
+            console.print(f"No local secret at {path}; give --token, or the --data-dir of `up`.")
+            raise typer.Exit(1)
+        auth = load_or_create_local_auth(data_dir.resolve())
+        bearer = mint_token(auth.jwt_secret, user, issuer=auth.issuer)
+    headers = {"Authorization": f"Bearer {bearer}"}
+    with (
+        httpx.Client(base_url=url, headers=headers, timeout=60.0) as client,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
+        try:
+            client.get("/healthz").raise_for_status()
+        except httpx.HTTPError as exc:
+            console.print(
+                f"Cannot reach the gateway at {url} ({exc}); is `memory-layer up` running?"
+            )
+            raise typer.Exit(1) from exc
+        importer = Importer(
+            client,
+            on_wait=lambda seconds, why: progress.console.print(f"{why}; waiting {seconds:.0f} s"),
+        )
+        total = importer.messages(conversations)
+        task = progress.add_task(f"{file.name}: {len(conversations)} conversations", total=total)
+        try:
+            for done in importer.run(conversations):
+                progress.advance(task, done)
+        except ImportRefused as exc:
+            console.print(f"Import stopped: {exc}")
+            raise typer.Exit(1) from exc
+    report = importer.report
+    console.print(
+        f"Imported {report.prompts} prompts and {report.answers} answers "
+        f"from {len(conversations)} conversations."
+    )
+    for reason, count in sorted(report.skipped.items()):
+        console.print(f"  skipped {count}: {reason}")
 
 
 def main() -> None:

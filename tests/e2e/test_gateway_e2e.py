@@ -211,6 +211,39 @@ def test_chat_without_a_language_model_answers_from_memories(stack: Stack) -> No
     assert [m["id"] for m in body["context_used"]] == [saved.json()["id"]]
 
 
+def test_import_of_chatgpt_and_claude_exports(stack: Stack) -> None:
+    exports = Path(__file__).resolve().parents[1] / "data" / "exports"
+
+    def run_import(name: str) -> subprocess.CompletedProcess[str]:
+        command = [*CLI, "import", str(exports / name), "--user", "erin", "--url", stack.url]
+        return subprocess.run(
+            [*command, "--data-dir", str(stack.data_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = run_import("chatgpt-conversations.json")
+    assert first.returncode == 0, first.stderr
+    assert "Imported 3 prompts and 3 answers from 2 conversations." in first.stderr
+    assert run_import("claude-conversations.json").returncode == 0
+    with client(stack, "erin") as erin, client(stack, "frank") as frank:
+        memories = erin.get("/memories", params={"limit": 50}).json()["memories"]
+        assert len(memories) == 8
+        assert {m["provider"] for m in memories} == {"chatgpt", "claude"}
+        found = erin.post("/search", json={"query": "port wine lodges in Gaia", "top_k": 1})
+        (best,) = found.json()["results"]
+        assert best["message_id"] == "n-cellars"
+        assert best["conversation_id"] == "c0ffee00-0000-4000-8000-000000000001"
+        assert best["metadata"]["conversation_title"] == "Weekend in Porto"
+        answer = erin.get(f"/memories/{best['response_id']}").json()
+        assert answer["text"].startswith("Several lodges along the Gaia riverside")
+        # Importing again stores nothing twice; nobody else sees the import.
+        assert run_import("chatgpt-conversations.json").returncode == 0
+        assert len(erin.get("/memories", params={"limit": 50}).json()["memories"]) == 8
+        assert frank.get("/memories").json()["memories"] == []
+
+
 def test_ctrl_c_stops_every_service(stack: Stack) -> None:
     port = int(stack.url.rsplit(":", 1)[1])
     assert stack.stop() == 0
