@@ -23,6 +23,8 @@ from memory_service.packed import PackedBertEncoder
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
+    from memory_service.config import MemorySettings
+
 log = logging.getLogger(__name__)
 
 BUNDLED_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -38,7 +40,7 @@ def native_bfloat16() -> bool:
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
-def embed_parallelism(settings: Any) -> dict[str, int]:
+def embed_parallelism(settings: MemorySettings) -> dict[str, int]:
     """Embedding workers and threads per worker from MEMORY_TORCH_THREADS (all the threads the
     model may use; 0: torch's count of cores) and MEMORY_EMBED_WORKERS (0: one per thread)."""
     import torch
@@ -89,9 +91,9 @@ class _Pending:
 
 
 class Embedder:
-    """Embeds texts on a worker thread, batching whatever requests arrive together.
+    """Embeds texts on worker threads, batching whatever requests arrive together.
 
-    Tokenizing, chunking and the model all run on that thread, so the event loop only
+    Tokenizing, chunking and the model all run on those threads, so the event loop only
     queues texts and hands back vectors. BERT models with mean pooling (the bundled one)
     run packed (see packed.py): compute goes to real tokens, not to padding; any other
     model goes through `SentenceTransformer.encode`.
@@ -104,7 +106,7 @@ class Embedder:
         *,
         batch_size: int = 32,
         max_wait_ms: float = 2.0,
-        encode_batch_size: int = 32,
+        encode_batch_size: int = 8,
         precision: Precision = "float32",
         packed: bool = True,
         workers: int = 1,

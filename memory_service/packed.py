@@ -73,8 +73,13 @@ class PackedBertEncoder:
         self.activation = bert.encoder.layer[0].intermediate.intermediate_act_fn
 
         def linear(*layers: Any) -> tuple[torch.Tensor, torch.Tensor]:
-            weight = torch.cat([layer.weight.detach() for layer in layers])
-            bias = torch.cat([layer.bias.detach() for layer in layers])
+            # One layer in float32 shares the model's own tensors; only fused or converted
+            # weights are copied.
+            if len(layers) == 1:
+                weight, bias = layers[0].weight.detach(), layers[0].bias.detach()
+            else:
+                weight = torch.cat([layer.weight.detach() for layer in layers])
+                bias = torch.cat([layer.bias.detach() for layer in layers])
             return weight.to(self.dtype).contiguous(), bias.to(self.dtype).contiguous()
 
         self.layers = [
