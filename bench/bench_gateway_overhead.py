@@ -42,10 +42,9 @@ import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.tokens import mint_token
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
 
 SERVICE_TOKEN = "bench-gateway-service-token"  # noqa: S105 - a throwaway local stack
 JWT_SECRET = "bench-gateway-jwt-secret-0123456789abcdef"  # noqa: S105

@@ -17,9 +17,8 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
 
 # A fresh token per run: the bench owns both ends of every call.
 SERVICE_TOKEN = secrets.token_urlsafe(24)

@@ -10,14 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from chat_service import metrics
-from chat_service.config import (
-    MAX_HISTORY_TURNS,
-    MAX_MESSAGE_CHARS,
-    MAX_TOP_K,
-    MAX_TURN_CHARS,
-    ChatSettings,
-    ProviderName,
-)
+from chat_service.config import ChatSettings, ProviderName
 from chat_service.errors import (
     InvalidChatRequestError,
     MemoryUnavailableError,
@@ -36,7 +29,14 @@ from chat_service.models import (
 from chat_service.prompt import build_prompt, estimate_tokens
 from chat_service.providers import LlmProvider
 from chat_service.retrieval import MemoryRetriever
-from memory_service.models import Identity
+from service_kit.identity import Identity
+from service_kit.limits import (
+    MAX_HISTORY_TURNS,
+    MAX_MESSAGE_CHARS,
+    MAX_MODEL_CHARS,
+    MAX_TOP_K,
+    MAX_TURN_CHARS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,6 @@ PROVIDER_ALIASES: dict[str, ProviderName] = {
     "offline": "offline",
     "none": "offline",
 }
-MAX_MODEL_CHARS = 200
 
 OFFLINE_NOTICE = "No language model is configured; the answer quotes your most relevant memories."
 OFFLINE_REQUESTED_NOTICE = "Offline mode: the answer quotes your most relevant memories."

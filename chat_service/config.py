@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from service_kit.limits import MAX_TOP_K
+from service_kit.settings import ServiceSettings
 
 ProviderName = Literal["openai", "anthropic", "offline"]
-
-# Limits a caller can rely on; the gateway enforces the same numbers.
-MAX_MESSAGE_CHARS = 50_000
-MAX_TOP_K = 50
-MAX_HISTORY_TURNS = 100
-MAX_TURN_CHARS = 50_000
 
 DEFAULT_BASE_URLS: dict[str, str] = {
     # OpenAI-compatible servers put the version in the base URL (Ollama: .../v1), so it is
@@ -23,12 +20,10 @@ DEFAULT_BASE_URLS: dict[str, str] = {
 }
 
 
-class ChatSettings(BaseSettings):
+class ChatSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore", populate_by_name=True)
 
-    host: str = "0.0.0.0"
     port: int = 50052
-    # Prometheus metrics on their own port; 0 picks a free one, -1 turns them off.
     metrics_port: int = 9102
 
     memory_addr: str = "127.0.0.1:50051"
@@ -58,17 +53,6 @@ class ChatSettings(BaseSettings):
     # Share of the prompt's room (after instructions and question) memories may take;
     # history gets the rest.
     context_share: float = Field(default=0.5, gt=0, le=1)
-
-    service_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN", "CHAT_SERVICE_TOKEN"),
-    )
-
-    # Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.
-    drain_seconds: float = Field(default=10.0, ge=0)
-    # Servers close connections after this age so clients rebalance onto new pods.
-    max_connection_age_seconds: float = Field(default=300.0, gt=0)
-    log_level: str = "INFO"
 
     @field_validator("llm_provider", "llm_base_url", "llm_model", mode="before")
     @classmethod

@@ -1,42 +1,70 @@
-"""Errors a chat caller is told about; the servicer maps each to one gRPC status code."""
+"""Errors a chat caller is told about; each carries its gRPC status."""
 
 from __future__ import annotations
 
+import logging
 
-class ChatError(Exception):
-    """Base of the errors a caller is told about."""
+import grpc
+
+from service_kit.errors import (
+    DeadlineExceededError,
+    InvalidArgumentError,
+    MisconfiguredError,
+    ResourceExhaustedError,
+    ServiceError,
+    UnavailableError,
+)
 
 
-class InvalidChatRequestError(ChatError):
+class InvalidChatRequestError(InvalidArgumentError):
     pass
 
 
-class ProviderError(ChatError):
+class ProviderError(ServiceError):
     """The LLM provider did not produce an answer."""
 
-
-class ProviderRateLimitedError(ProviderError):
-    def __init__(self, message: str, retry_after: str | None = None) -> None:
-        super().__init__(message)
-        # The provider's Retry-After value as sent (seconds or an HTTP date), if any.
-        self.retry_after = retry_after
+    code = grpc.StatusCode.INTERNAL
+    public_message: str | None = "internal error"
+    log_level: int | None = logging.ERROR
 
 
-class ProviderUnavailableError(ProviderError):
+class ProviderRateLimitedError(ProviderError, ResourceExhaustedError):
+    """Carries the provider's Retry-After value as sent (seconds or an HTTP date), if any."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    public_message = None
+    log_level = logging.WARNING
+
+
+class ProviderUnavailableError(ProviderError, UnavailableError):
     """5xx, refused connection, broken stream or an answer that cannot be read."""
 
+    code = grpc.StatusCode.UNAVAILABLE
+    public_message = None
+    log_level = logging.WARNING
 
-class ProviderTimeoutError(ProviderError):
-    pass
+
+class ProviderTimeoutError(ProviderError, DeadlineExceededError):
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    public_message = None
+    log_level = logging.WARNING
 
 
-class ProviderRejectedError(ProviderError):
+class ProviderRejectedError(ProviderError, InvalidArgumentError):
     """The provider refused the request itself (bad model name, oversized prompt, ...)."""
 
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    public_message = None
+    log_level = None
 
-class ProviderAuthError(ProviderError):
+
+class ProviderAuthError(ProviderError, MisconfiguredError):
     """The provider refused this server's credentials: an operator has to fix them."""
 
+    code = grpc.StatusCode.INTERNAL
+    public_message = "the LLM provider is misconfigured"
+    log_level = logging.ERROR
 
-class MemoryUnavailableError(ChatError):
+
+class MemoryUnavailableError(UnavailableError):
     """The memory service could not be searched; the chat goes on without memories."""

@@ -3,7 +3,6 @@ behalf of the caller, within the caller's remaining time."""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -12,41 +11,17 @@ import grpc
 from chat_service import conversions, metrics
 from chat_service.errors import MemoryUnavailableError
 from chat_service.models import ContextMemory
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
-from protos.memory.v1 import memory_pb2_grpc
+from protos.memory.v1 import memory_pb2, memory_pb2_grpc
+from service_kit.channels import service_channel
+from service_kit.identity import Identity, outgoing_metadata
 
 log = logging.getLogger(__name__)
-
-# Search is a read, so the channel may retry it when the memory service is briefly away.
-SERVICE_CONFIG = {
-    "loadBalancingConfig": [{"round_robin": {}}],
-    "methodConfig": [
-        {
-            "name": [{"service": "memory.v1.MemoryService", "method": "Search"}],
-            "retryPolicy": {
-                "maxAttempts": 3,
-                "initialBackoff": "0.1s",
-                "maxBackoff": "1s",
-                "backoffMultiplier": 2,
-                "retryableStatusCodes": ["UNAVAILABLE"],
-            },
-        }
-    ],
-}
 
 MISCONFIGURED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
 
 
 def memory_channel(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        address,
-        options=[
-            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 60_000),
-        ],
-    )
+    return service_channel(address, memory_pb2.DESCRIPTOR.services_by_name["MemoryService"])
 
 
 class MemoryRetriever:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from dataclasses import dataclass
 
 import grpc
 import httpx
-from grpc_health.v1 import _async as health_aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from chat_service import metrics
 from chat_service.assistant import Assistant
@@ -22,25 +17,20 @@ from chat_service.providers.offline import OfflineProvider
 from chat_service.providers.openai import OpenAIProvider
 from chat_service.retrieval import MemoryRetriever, memory_channel
 from chat_service.servicer import ChatServicer
-from memory_service.interceptors import ServiceInterceptor
-from memory_service.logs import configure_logging
-from memory_service.metrics import start_metrics
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
+from service_kit.grpc_server import (
+    NOT_SERVING,
+    SERVING,
+    BoundServer,
+    bind_server,
+    run_until_signalled,
+)
+from service_kit.logs import configure_logging
+from service_kit.metrics import start_metrics
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-
-
-def server_options(settings: ChatSettings) -> list[tuple[str, int]]:
-    age_ms = int(settings.max_connection_age_seconds * 1000)
-    return [
-        ("grpc.max_connection_age_ms", age_ms),
-        ("grpc.max_connection_age_grace_ms", int(settings.drain_seconds * 1000) + 5000),
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-        ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-    ]
 
 
 def http_client(settings: ChatSettings) -> httpx.AsyncClient:
@@ -83,17 +73,22 @@ class ChatServer:
     """A bound server: serving health at once, ChatService once start_serving() is done."""
 
     settings: ChatSettings
-    server: grpc.aio.Server
-    port: int
-    health: health_aio.HealthServicer
+    bound: BoundServer
     servicer: ChatServicer
     service_token: str
     http: httpx.AsyncClient | None = None
     memory: grpc.aio.Channel | None = None
 
+    @property
+    def server(self) -> grpc.aio.Server:
+        return self.bound.server
+
+    @property
+    def port(self) -> int:
+        return self.bound.port
+
     async def set_status(self, status: int) -> None:
-        for name in ("", SERVICE_NAME):
-            await self.health.set(name, status)
+        await self.bound.set_status(status)
 
     async def start_serving(self) -> None:
         """Open the provider client and the memory channel, then report SERVING. A memory
@@ -106,7 +101,7 @@ class ChatServer:
             build_providers(self.settings, self.http),
         )
         self.servicer.ready(assistant)
-        await self.set_status(health_pb2.HealthCheckResponse.SERVING)
+        await self.set_status(SERVING)
         log.info(
             "chat service ready on port %d (provider %s, memory at %s)",
             self.port,
@@ -116,7 +111,7 @@ class ChatServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish, then close the clients."""
-        await self.set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.set_status(NOT_SERVING)
         await self.server.stop(self.settings.drain_seconds if grace is None else grace)
         if self.http is not None:
             await self.http.aclose()
@@ -126,27 +121,15 @@ class ChatServer:
 
 async def create_server(settings: ChatSettings) -> ChatServer:
     """Bind the server (port 0 picks a free port) and start it reporting NOT_SERVING."""
-    if settings.service_token is None or not settings.service_token.get_secret_value():
-        raise RuntimeError("MEMORY_LAYER_SERVICE_TOKEN must be set")
-    token = settings.service_token.get_secret_value()
-    server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(token, metrics.RPC_SECONDS)],
-        options=server_options(settings),
-    )
     servicer = ChatServicer()
-    chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    bound = await bind_server(
+        settings,
+        settings.port,
+        SERVICE_NAME,
+        lambda server: chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server),
+        metrics.RPC_SECONDS,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    if port == 0:
-        raise RuntimeError(f"cannot listen on {settings.host}:{settings.port}")
-    running = ChatServer(settings, server, port, health_servicer, servicer, token)
-    await running.set_status(health_pb2.HealthCheckResponse.NOT_SERVING)
-    await server.start()
-    return running
+    return ChatServer(settings, bound, servicer, settings.required_service_token())
 
 
 async def serve(settings: ChatSettings | None = None) -> None:
@@ -154,14 +137,5 @@ async def serve(settings: ChatSettings | None = None) -> None:
     configure_logging("chat_service", settings.log_level)
     running = await create_server(settings)
     start_metrics(settings.metrics_port)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     log.info("chat service listening on %s:%d", settings.host, running.port)
-    try:
-        await running.start_serving()
-        await stopping.wait()
-    finally:
-        log.info("chat service shutting down")
-        await running.stop()
+    await run_until_signalled("chat service", running.start_serving, running.stop)

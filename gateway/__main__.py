@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
-from memory_service.logs import configure_logging
+from service_kit.logs import configure_logging
 
 
 def main() -> int:

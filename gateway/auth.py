@@ -28,8 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.config import GatewaySettings
-from memory_service.identity import MAX_USER_ID_CHARS
-from memory_service.models import Identity
+from service_kit.identity import MAX_USER_ID_CHARS, Identity
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -13,49 +12,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import conversions as conv
 from gateway import schemas
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.channels import service_channel
+from service_kit.identity import Identity, outgoing_metadata
 
-MEMORY_SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"].full_name
-CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
-# Safe to repeat; writes are not retried blindly (a save may have landed before the error).
-MEMORY_READS = ("Search", "GetMemory", "ListMemories", "ExportMemories", "GetStats")
-# None of chat's calls are: a retried answer is a second paid generation, possibly after
-# part of the first already reached the user.
-CHAT_READS: tuple[str, ...] = ()
-
-
-def channel_options(service: str, reads: tuple[str, ...]) -> list[tuple[str, str | int]]:
-    service_config: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
-    if reads:
-        service_config["methodConfig"] = [
-            {
-                "name": [{"service": service, "method": method} for method in reads],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.1s",
-                    "maxBackoff": "1s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ]
-    return [
-        ("grpc.service_config", json.dumps(service_config)),
-        ("grpc.enable_retries", 1),
-        ("grpc.keepalive_time_ms", 60_000),
-        ("grpc.keepalive_timeout_ms", 20_000),
-        # Pings without calls count as abuse at the server's defaults.
-        ("grpc.keepalive_permit_without_calls", 0),
-        # A restarted service is found again within seconds, not minutes.
-        ("grpc.initial_reconnect_backoff_ms", 500),
-        ("grpc.min_reconnect_backoff_ms", 500),
-        ("grpc.max_reconnect_backoff_ms", 3_000),
-        ("grpc.max_receive_message_length", 8 * 1024 * 1024),
-    ]
+MEMORY_SERVICE = pb.DESCRIPTOR.services_by_name["MemoryService"]
+CHAT_SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +58,7 @@ class ServiceClient:
 
 
 class MemoryClient(ServiceClient):
-    service = MEMORY_SERVICE
+    service = MEMORY_SERVICE.full_name
 
     def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
         super().__init__(channel, service_token, timeout)
@@ -102,9 +66,7 @@ class MemoryClient(ServiceClient):
 
     @classmethod
     def connect(cls, address: str, service_token: str, timeout: float) -> MemoryClient:
-        channel = grpc.aio.insecure_channel(
-            address, options=channel_options(MEMORY_SERVICE, MEMORY_READS)
-        )
+        channel = service_channel(address, MEMORY_SERVICE)
         return cls(channel, service_token, timeout)
 
     async def save_prompt(
@@ -200,7 +162,7 @@ class MemoryClient(ServiceClient):
 
 
 class ChatClient(ServiceClient):
-    service = CHAT_SERVICE
+    service = CHAT_SERVICE.full_name
 
     def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
         super().__init__(channel, service_token, timeout)
@@ -208,9 +170,7 @@ class ChatClient(ServiceClient):
 
     @classmethod
     def connect(cls, address: str, service_token: str, timeout: float) -> ChatClient:
-        channel = grpc.aio.insecure_channel(
-            address, options=channel_options(CHAT_SERVICE, CHAT_READS)
-        )
+        channel = service_channel(address, CHAT_SERVICE)
         return cls(channel, service_token, timeout)
 
     async def chat(self, caller: Caller, body: schemas.ChatQuery) -> schemas.ChatAnswer:

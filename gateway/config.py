@@ -8,15 +8,6 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-# The extension and the memory service agree on these; the gateway rejects larger input early.
-MAX_TEXT_CHARS = 50_000
-MAX_TOP_K = 50
-MAX_PAGE_SIZE = 200
-MAX_METADATA_ENTRIES = 32
-MAX_FIELD_CHARS = 512
-MAX_CONTEXT_TOKENS = 8_000
-MAX_HISTORY_TURNS = 100
-MAX_MODEL_CHARS = 200
 # Supabase keys rotate; a cached key set older than this is fetched again.
 MAX_JWKS_CACHE_SECONDS = 600.0
 MIN_HS256_SECRET_CHARS = 32

@@ -11,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 
 from gateway.clients import Caller, ChatClient, MemoryClient
 from gateway.config import GatewaySettings
-from memory_service.models import Identity
+from service_kit.identity import Identity
 
 USER_ID_MISMATCH = "User ID mismatch"
 CHAT_NOT_CONFIGURED = "Chat is not configured on this server (GATEWAY_CHAT_ADDR is unset)"

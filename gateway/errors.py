@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from gateway import metrics
+from service_kit.errors import RETRY_AFTER_KEY
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ _FIXED_DETAIL = {
 }
 INTERNAL_DETAIL = "Internal server error"
 # chat_service passes an LLM provider's own Retry-After in this trailing metadata key.
-RETRY_AFTER_KEY = "retry-after"
+
 MAX_RETRY_AFTER_SECONDS = 3600
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from gateway.config import MAX_FIELD_CHARS, MAX_TEXT_CHARS
+from service_kit.limits import MAX_FIELD_CHARS, MAX_TEXT_CHARS
 
 EXPORT_MEMBER = "conversations.json"
 # Give up on a message after this many refusals in a row (429/503 are waited out first).

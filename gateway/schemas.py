@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from gateway.config import (
+from service_kit.limits import (
     MAX_CONTEXT_TOKENS,
     MAX_FIELD_CHARS,
     MAX_HISTORY_TURNS,

@@ -5,22 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
-# Limits a caller can rely on; the gateway enforces the same numbers.
-MAX_TEXT_CHARS = 50_000
-MAX_TOP_K = 50
-MAX_PAGE_SIZE = 200
-MAX_METADATA_ENTRIES = 32
+from service_kit.settings import ServiceSettings
 
 
-class MemorySettings(BaseSettings):
+class MemorySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore", populate_by_name=True)
 
-    host: str = "0.0.0.0"
     port: int = 50051
-    # Prometheus metrics on their own port; 0 picks a free one, -1 turns them off.
     metrics_port: int = 9101
 
     # Unset: the embedded Qdrant engine persisted under data_dir.
@@ -51,14 +45,3 @@ class MemorySettings(BaseSettings):
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)
-
-    service_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN", "MEMORY_SERVICE_TOKEN"),
-    )
-
-    # Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.
-    drain_seconds: float = Field(default=10.0, ge=0)
-    # Servers close connections after this age so clients rebalance onto new pods.
-    max_connection_age_seconds: float = Field(default=300.0, gt=0)
-    log_level: str = "INFO"

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from memory_service.errors import InvalidArgumentError
 from memory_service.memories import NewMemory, StoreStats
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SearchFilters, SearchMode
 from protos.memory.v1 import memory_pb2 as pb
+from service_kit.errors import InvalidArgumentError
 
 _KIND_TO_PB = {
     MemoryKind.PROMPT: pb.MEMORY_KIND_PROMPT,

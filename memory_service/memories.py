@@ -11,16 +11,8 @@ from datetime import UTC, datetime
 import qdrant_edge
 
 from memory_service import metrics
-from memory_service.config import (
-    MAX_METADATA_ENTRIES,
-    MAX_PAGE_SIZE,
-    MAX_TEXT_CHARS,
-    MAX_TOP_K,
-)
 from memory_service.embedder import Embedder
-from memory_service.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from memory_service.models import (
-    Identity,
     Memory,
     MemoryKind,
     MemoryPoint,
@@ -31,8 +23,16 @@ from memory_service.models import (
     memory_point_id,
 )
 from memory_service.store import MemoryStore
+from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from service_kit.identity import Identity
+from service_kit.limits import (
+    MAX_FIELD_CHARS,
+    MAX_METADATA_ENTRIES,
+    MAX_PAGE_SIZE,
+    MAX_TEXT_CHARS,
+    MAX_TOP_K,
+)
 
-MAX_FIELD_CHARS = 512
 DEFAULT_PAGE_SIZE = 50
 
 

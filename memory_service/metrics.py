@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Histogram
 
 RPC_SECONDS = Histogram(
     "memory_rpc_seconds", "Time to serve a MemoryService RPC", ["method", "code"]
@@ -15,9 +15,3 @@ EMBED_BATCH_SIZE = Histogram(
 EMBED_SECONDS = Histogram("memory_embed_seconds", "Time of one model call")
 STORE_SECONDS = Histogram("memory_store_seconds", "Time of a store operation", ["operation"])
 MEMORIES_SAVED = Counter("memory_saved_total", "Memories stored", ["kind"])
-
-
-def start_metrics(port: int) -> None:
-    """Serve /metrics on its own port (0: any free port, negative: off); chat_service too."""
-    if port >= 0:
-        start_http_server(port)

@@ -23,14 +23,6 @@ class SearchMode(enum.StrEnum):
     KEYWORD = "keyword"
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """Who a request acts for, as verified upstream and passed in gRPC metadata."""
-
-    user_id: str
-    is_admin: bool = False
-
-
 @dataclass(slots=True)
 class Memory:
     id: str

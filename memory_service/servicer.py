@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 import grpc
 
 from memory_service import conversions as conv
-from memory_service.identity import require_identity
 from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import require_identity
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):

@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from gateway.config import MAX_PAGE_SIZE
 from gateway.deps import CurrentCaller, Memories
 from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage
+from service_kit.limits import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
 

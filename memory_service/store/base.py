@@ -21,18 +21,19 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
+from service_kit.errors import UnavailableError
 
 DENSE_VECTOR = "dense"
 SPARSE_VECTOR = "bm25"
 RRF_K = 60
 
 
-class StoreError(Exception):
-    """A store operation failed."""
+class StoreError(UnavailableError):
+    """A store operation failed; the caller may retry."""
 
 
 class StoreUnavailableError(StoreError):
-    """The store cannot be reached right now; the caller may retry."""
+    """The store cannot be reached right now."""
 
 
 class DimensionMismatchError(StoreError):

@@ -19,12 +19,11 @@ from chat_service.config import ChatSettings
 from chat_service.server import ChatServer, create_server
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
 from memory_service.server import MemoryServer
 from memory_service.server import create_server as create_memory_server
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
 from tests.support.llm_stand_in import ANSWER, Received, Reply, StandInProvider
 
 TOKEN = "chat-integration-token"

@@ -11,13 +11,13 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from memory_service.config import MAX_TEXT_CHARS, MemorySettings
+from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.identity import outgoing_metadata
-from memory_service.models import Identity
 from memory_service.server import MemoryServer, create_server
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
+from service_kit.limits import MAX_TEXT_CHARS
 
 TOKEN = "integration-service-token"
 ALICE = outgoing_metadata(Identity("alice"), TOKEN)

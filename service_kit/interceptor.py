@@ -1,53 +1,40 @@
 """Server interceptor: checks the service token, sets the caller's identity and request id,
-maps domain errors to status codes and records RPC latency."""
+turns ServiceErrors into their status codes and records RPC latency."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from memory_service import metrics
-from memory_service.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
-from memory_service.identity import (
+from service_kit.errors import RETRY_AFTER_KEY, ServiceError
+from service_kit.identity import (
     REQUEST_ID_KEY,
-    IdentityError,
     current_identity,
     current_request_id,
     identity_from_metadata,
 )
-from memory_service.store import StoreError, StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
 # Health checks and reflection are open: probes and tools carry no identity.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-ERROR_CODES: Sequence[tuple[type[BaseException], grpc.StatusCode]] = (
-    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
-    (NotFoundError, grpc.StatusCode.NOT_FOUND),
-    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
-    (IdentityError, grpc.StatusCode.UNAUTHENTICATED),
-    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (StoreError, grpc.StatusCode.UNAVAILABLE),
-)
 
-
-def status_for(exc: BaseException) -> grpc.StatusCode | None:
-    for error_type, code in ERROR_CODES:
-        if isinstance(exc, error_type):
-            return code
-    return None
+def status_for(exc: BaseException) -> grpc.StatusCode:
+    return exc.code if isinstance(exc, ServiceError) else grpc.StatusCode.INTERNAL
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, service_token: str, metric: Any = metrics.RPC_SECONDS) -> None:
+    """`rpc_seconds`: a Histogram labelled (method, code) owned by the service."""
+
+    def __init__(self, service_token: str, rpc_seconds: Any) -> None:
         self.service_token = service_token
-        self.metric = metric
+        self.metric = rpc_seconds
 
     async def intercept_service(
         self,
@@ -77,13 +64,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         current_request_id.set(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex)
         current_identity.set(identity_from_metadata(metadata, self.service_token))
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        code = status_for(exc)
-        if code is None:
-            log.exception("unexpected error", exc_info=exc)
+    async def _fail(self, context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
+        if not isinstance(exc, ServiceError):
+            log.exception("unexpected error in %s", method, exc_info=exc)
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-        else:
-            await context.abort(code, str(exc))
+        assert isinstance(exc, ServiceError)
+        if exc.log_level is not None:
+            log.log(exc.log_level, "%s failed: %s", method, exc)
+        trailing: tuple[tuple[str, str], ...] = ()
+        if exc.retry_after:
+            trailing = ((RETRY_AFTER_KEY, exc.retry_after),)
+        await context.abort(exc.code, exc.details, trailing_metadata=trailing)
 
     def _unary(self, behavior: Any, method: str, metadata: dict[str, str]) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
@@ -96,8 +87,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = "ABORTED_BY_HANDLER"
                 raise
             except Exception as exc:
-                code = (status_for(exc) or grpc.StatusCode.INTERNAL).name
-                await self._fail(context, exc)
+                code = status_for(exc).name
+                await self._fail(context, method, exc)
             finally:
                 self.metric.labels(method, code).observe(time.perf_counter() - started)
 
@@ -115,8 +106,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                 code = "ABORTED_BY_HANDLER"
                 raise
             except Exception as exc:
-                code = (status_for(exc) or grpc.StatusCode.INTERNAL).name
-                await self._fail(context, exc)
+                code = status_for(exc).name
+                await self._fail(context, method, exc)
             finally:
                 self.metric.labels(method, code).observe(time.perf_counter() - started)
 

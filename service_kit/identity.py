@@ -1,15 +1,16 @@
 """How the caller's identity and the service token travel in gRPC metadata.
 
 The gateway verifies the user's token and forwards who they are; each service checks the
-shared service token before believing it. chat_service reuses this module.
+shared service token before believing it.
 """
 
 from __future__ import annotations
 
 import contextvars
 import hmac
+from dataclasses import dataclass
 
-from memory_service.models import Identity
+from service_kit.errors import UnauthenticatedError
 
 SERVICE_TOKEN_KEY = "x-service-token"  # noqa: S105 - a header name, not a secret
 USER_ID_KEY = "x-user-id"
@@ -17,6 +18,15 @@ USER_ROLE_KEY = "x-user-role"
 REQUEST_ID_KEY = "x-request-id"
 ADMIN_ROLE = "admin"
 MAX_USER_ID_CHARS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request acts for, as verified upstream and passed in gRPC metadata."""
+
+    user_id: str
+    is_admin: bool = False
+
 
 current_identity: contextvars.ContextVar[Identity | None] = contextvars.ContextVar(
     "current_identity", default=None
@@ -26,7 +36,7 @@ current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar(
 )
 
 
-class IdentityError(Exception):
+class IdentityError(UnauthenticatedError):
     """The metadata does not prove who is calling."""
 
 

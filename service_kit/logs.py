@@ -7,7 +7,7 @@ import logging
 import sys
 from datetime import UTC, datetime
 
-from memory_service.identity import current_request_id
+from service_kit.identity import current_request_id
 
 
 class JsonFormatter(logging.Formatter):

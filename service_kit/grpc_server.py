@@ -1,0 +1,104 @@
+"""gRPC server bootstrap shared by the services: interceptor, health, reflection, connection
+ageing, and a run loop that drains on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service_kit.interceptor import ServiceInterceptor
+from service_kit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
+    age_ms = int(settings.max_connection_age_seconds * 1000)
+    return [
+        ("grpc.max_connection_age_ms", age_ms),
+        ("grpc.max_connection_age_grace_ms", int(settings.drain_seconds * 1000) + 5000),
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.max_receive_message_length", MAX_RECEIVE_MESSAGE_BYTES),
+    ]
+
+
+@dataclass
+class BoundServer:
+    """A started server reporting NOT_SERVING until its service says it is ready."""
+
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+    service_name: str
+
+    async def set_status(self, status: int) -> None:
+        for name in ("", self.service_name):
+            await self.health.set(name, status)
+
+
+async def bind_server(
+    settings: ServiceSettings,
+    port: int,
+    service_name: str,
+    add_servicer: Callable[[grpc.aio.Server], None],
+    rpc_seconds: Any,
+) -> BoundServer:
+    """Bind (port 0 picks a free port), start and report NOT_SERVING."""
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(settings.required_service_token(), rpc_seconds)],
+        options=server_options(settings),
+    )
+    add_servicer(server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    bound_port = server.add_insecure_port(f"{settings.host}:{port}")
+    if bound_port == 0:
+        raise RuntimeError(f"cannot listen on {settings.host}:{port}")
+    bound = BoundServer(server, bound_port, health_servicer, service_name)
+    await bound.set_status(NOT_SERVING)
+    await server.start()
+    return bound
+
+
+async def run_until_signalled(
+    name: str,
+    start: Callable[[], Coroutine[object, object, None]],
+    stop: Callable[[], Awaitable[None]],
+) -> None:
+    """Run `start` (loading models, opening stores), then serve until SIGTERM or SIGINT,
+    then `stop` (which drains). A signal during start cancels it."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        startup = asyncio.create_task(start())
+        done, _ = await asyncio.wait(
+            {startup, asyncio.create_task(stopping.wait())}, return_when=asyncio.FIRST_COMPLETED
+        )
+        if startup in done:
+            startup.result()
+            await stopping.wait()
+        else:
+            startup.cancel()
+    finally:
+        log.info("%s shutting down", name)
+        await stop()

@@ -1,0 +1,13 @@
+"""Limits a caller can rely on: the gateway checks them first, the services again."""
+
+MAX_TEXT_CHARS = 50_000
+MAX_TOP_K = 50
+MAX_PAGE_SIZE = 200
+MAX_METADATA_ENTRIES = 32
+MAX_FIELD_CHARS = 512
+MAX_CONTEXT_TOKENS = 8_000
+
+MAX_MESSAGE_CHARS = 50_000
+MAX_HISTORY_TURNS = 100
+MAX_TURN_CHARS = 50_000
+MAX_MODEL_CHARS = 200
