@@ -35,7 +35,7 @@ import grpc
 from corpus import prompt_texts
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.embedder import (
+from memory_service.model import (
     Precision,
     load_sentence_transformer,
     precision_scope,

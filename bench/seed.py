@@ -22,7 +22,7 @@ import numpy as np
 import qdrant_edge
 from corpus import prompt_texts
 
-from memory_service.embedder import BUNDLED_MODEL_NAME
+from memory_service.model import BUNDLED_MODEL_NAME
 from memory_service.models import Memory, MemoryKind, MemoryPoint, SparseVector
 from memory_service.store import CollectionSpec
 from memory_service.store.edge import EdgeMemoryStore

@@ -11,13 +11,9 @@ import grpc
 from memory_service import metrics
 from memory_service.allocator import release_free_memory
 from memory_service.config import MemorySettings
-from memory_service.embedder import (
-    Embedder,
-    embed_parallelism,
-    load_sentence_transformer,
-    resolve_precision,
-)
+from memory_service.embedder import Embedder
 from memory_service.memories import Memories
+from memory_service.model import embed_parallelism, load_sentence_transformer, resolve_precision
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.edge import EdgeMemoryStore

@@ -1,12 +1,27 @@
-"""Fixtures shared by every test: the real bundled model, loaded once per run."""
+"""Fixtures shared by every test: the real bundled model, loaded once per run, signing keys
+with their JWKS server, and a real MemoryService and gateway for the API tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
+import httpx
 import pytest
 
-from memory_service.embedder import Embedder, load_sentence_transformer
+from memory_service.embedder import Embedder
+from memory_service.model import load_sentence_transformer
+from memory_service.server import MemoryServer
+from tests.support.gateway_stack import (
+    Gateway,
+    JwksServer,
+    Keys,
+    StartGateway,
+    ec_key,
+    gateway_settings,
+    rsa_key,
+    start_memory,
+)
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +36,47 @@ async def embedder(sentence_model) -> AsyncIterator[Embedder]:  # type: ignore[n
     await emb.start()
     yield emb
     await emb.stop()
+
+
+@pytest.fixture(scope="session")
+def keys() -> Iterator[Keys]:
+    es, rs = ec_key("es-key-1"), rsa_key("rs-key-1")
+    server = JwksServer([es.public_jwk, rs.public_jwk])
+    server.start()
+    yield Keys(es, rs, server)
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def memory_server(embedder: Embedder, tmp_path_factory) -> AsyncIterator[MemoryServer]:  # type: ignore[no-untyped-def]
+    server = await start_memory(embedder, tmp_path_factory.mktemp("gateway-memory"))
+    yield server
+    await server.stop(0)
+
+
+@pytest.fixture(scope="session")
+async def gateway(keys: Keys, memory_server: MemoryServer) -> AsyncIterator[Gateway]:
+    running = await Gateway(gateway_settings(keys, memory_server.port)).start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def start_gateway(keys: Keys, memory_server: MemoryServer) -> AsyncIterator[StartGateway]:
+    started: list[Gateway] = []
+
+    async def _start(memory_port: int | None = None, **overrides: Any) -> Gateway:
+        port = memory_server.port if memory_port is None else memory_port
+        running = await Gateway(gateway_settings(keys, port, **overrides)).start()
+        started.append(running)
+        return running
+
+    yield _start
+    for running in started:
+        await running.stop()
+
+
+@pytest.fixture
+async def api(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.client() as client:
+        yield client

@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.ports import free_port
+
 CLI = [sys.executable, "-m", "gateway.cli"]
 PROVIDERS = ("chatgpt", "claude")
 TOPICS = [
@@ -26,12 +28,6 @@ TOPICS = [
     "Plan a three day trip to Lisbon in spring",
     "Explain Python's asyncio event loop simply",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Stack:

@@ -21,7 +21,7 @@ from gateway.deps import CHAT_NOT_CONFIGURED
 from gateway.tokens import mint_token
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer
-from tests.integration.test_gateway_api import (
+from tests.support.gateway_stack import (
     HS_SECRET,
     SERVICE_TOKEN,
     Gateway,

@@ -18,6 +18,7 @@ from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 from service_kit.identity import Identity, outgoing_metadata
 from service_kit.limits import MAX_TEXT_CHARS
+from tests.support.ports import free_port
 
 TOKEN = "integration-service-token"
 ALICE = outgoing_metadata(Identity("alice"), TOKEN)
@@ -322,14 +323,6 @@ async def test_data_dir_refuses_another_dimension(start, tmp_path: Path) -> None
     )
     assert proc.returncode == 1
     assert re.search(r"holds 384-dimensional .* produces 128-dimensional", proc.stderr)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_process_serves_health_metrics_and_drains_on_sigterm(tmp_path: Path) -> None:

@@ -20,13 +20,12 @@ from gateway.auth import (
     key_from_jwk,
     verify_signature,
 )
-from tests.integration.test_gateway_api import (
+from tests.support.gateway_stack import (
     REJECTED_CASES,
     Keys,
-    _rejected_tokens,
     gateway_settings,
+    rejected_tokens,
 )
-from tests.integration.test_gateway_api import keys as keys
 
 VECTORS = Path(__file__).parent.parent / "data" / "wycheproof" / "json_web_signature_test.json"
 SUPPORTED = {"ES256", "RS256", "HS256"}
@@ -141,7 +140,7 @@ async def test_the_integration_attack_tokens_are_rejected_by_the_verifier(
 ) -> None:
     for token in (keys.es256("alice"), keys.rs256("alice"), keys.hs256("alice")):
         assert (await verifier.verify(token)).user_id == "alice"
-    cases = _rejected_tokens(keys)
+    cases = rejected_tokens(keys)
     assert sorted(cases) == sorted(REJECTED_CASES)
     checked = 0
     for headers in cases.values():

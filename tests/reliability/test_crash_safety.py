@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.reliability.stack import (
+from tests.support.stack import (
     GatewayServer,
     LoopThread,
     MemoryProcess,

@@ -15,7 +15,7 @@ from chat_service.config import ChatSettings
 from chat_service.server import ChatServer
 from chat_service.server import create_server as create_chat_server
 from memory_service.server import MemoryServer
-from tests.reliability.stack import (
+from tests.support.stack import (
     SERVICE_TOKEN,
     GatewayServer,
     LoopThread,

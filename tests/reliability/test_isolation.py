@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
-from tests.reliability.stack import (
+from tests.support.stack import (
     GatewayServer,
     LoopThread,
     export_all,

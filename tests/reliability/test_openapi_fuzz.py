@@ -19,7 +19,7 @@ from schemathesis.openapi import from_url
 
 from chat_service.config import ChatSettings
 from chat_service.server import create_server as create_chat_server
-from tests.reliability.stack import (
+from tests.support.stack import (
     SERVICE_TOKEN,
     GatewayServer,
     LoopThread,

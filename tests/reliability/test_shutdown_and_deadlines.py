@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.memory.v1 import memory_pb2_grpc
-from tests.reliability.stack import (
+from tests.support.stack import (
     GatewayServer,
     LoopThread,
     MemoryProcess,

@@ -11,9 +11,8 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from memory_service.config import MemorySettings
-from memory_service.embedder import (
-    CHUNK_OVERLAP_TOKENS,
-    Embedder,
+from memory_service.embedder import CHUNK_OVERLAP_TOKENS, Embedder
+from memory_service.model import (
     embed_parallelism,
     load_sentence_transformer,
     native_bfloat16,

@@ -1,192 +1,48 @@
-"""The `memory-layer` command: run the whole stack locally and mint development tokens."""
+"""The `memory-layer` command: run the whole stack locally, mint development tokens, import
+exports."""
 
 from __future__ import annotations
 
-import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gateway.importer import ExportError, Importer, ImportRefused, read_export
-from gateway.tokens import LOCAL_ISSUER, mint_token
+from gateway.cli.local_auth import load_or_create_local_auth, local_auth_path
+from gateway.cli.stack import (
+    LOOPBACK,
+    Service,
+    free_port,
+    port_is_free,
+    sigterm_as_interrupt,
+    stack_environment,
+    start_service,
+    stop_services,
+    wait_until_ready,
+)
+from gateway.importing import ExportError, Importer, ImportRefused, read_export
+from gateway.tokens import mint_token
 
 app = typer.Typer(
     help="Memory Layer: a self-hosted memory backend for AI-chat browser extensions.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
 # No wrapping: the printed commands must stay copy-pasteable.
 console = Console(stderr=True, soft_wrap=True)
 
-LOCAL_AUTH_FILE = "local-auth.json"
-LOOPBACK = "127.0.0.1"
-STARTUP_TIMEOUT_SECONDS = 300.0
-STOP_TIMEOUT_SECONDS = 15.0
 
 DataDir = Annotated[
     Path,
     typer.Option("--data-dir", help="Where the store, logs and the local JWT secret live."),
 ]
-
-
-@dataclass(frozen=True)
-class LocalAuth:
-    jwt_secret: str
-    issuer: str
-
-
-def local_auth_path(data_dir: Path) -> Path:
-    return data_dir / LOCAL_AUTH_FILE
-
-
-def load_or_create_local_auth(data_dir: Path) -> LocalAuth:
-    """The HS256 secret of local mode, created once so tokens outlive restarts."""
-    path = local_auth_path(data_dir)
-    if path.exists():
-        stored = json.loads(path.read_text())
-        return LocalAuth(stored["jwt_secret"], stored["issuer"])
-    auth = LocalAuth(secrets.token_urlsafe(48), LOCAL_ISSUER)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump({"jwt_secret": auth.jwt_secret, "issuer": auth.issuer}, handle)
-    return auth
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-
-def start_service(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(  # noqa: S603 - argv is this interpreter and a module
-            [sys.executable, "-m", module],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            # Own session: Ctrl-C reaches only this command, which stops the services in order.
-            start_new_session=True,
-        )
-    return Service(name, process, log_path)
-
-
-def stop_services(services: list[Service]) -> None:
-    for service in reversed(services):
-        if service.process.poll() is None:
-            service.process.send_signal(signal.SIGTERM)
-            try:
-                service.process.wait(STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
-
-
-def stack_ready(client: httpx.Client, url: str) -> bool:
-    """The gateway is ready and sees chat_service serving (readiness alone leaves chat out)."""
-    try:
-        response = client.get(f"{url}/readyz")
-        return response.status_code == 200 and response.json().get("chat") == "serving"
-    except (httpx.HTTPError, ValueError):
-        return False
-
-
-def wait_until_ready(url: str, services: list[Service]) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            for service in services:
-                if service.process.poll() is not None:
-                    raise RuntimeError(
-                        f"{service.name} exited with code {service.process.returncode}:\n"
-                        f"{service.log_tail()}"
-                    )
-            if stack_ready(client, url):
-                return
-            time.sleep(0.25)
-    raise RuntimeError(f"the services were not ready within {STARTUP_TIMEOUT_SECONDS:.0f} s")
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    def interrupt(signum: int, frame: FrameType | None) -> Any:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def stack_environment(
-    port: int, memory_port: int, chat_port: int, data_dir: Path, auth: LocalAuth | None
-) -> dict[str, str]:
-    env = dict(os.environ)
-    # Everything the user exported reaches the services; only what wires them together
-    # (addresses, the store location and the shared token) is set here.
-    env.update(
-        {
-            "MEMORY_HOST": LOOPBACK,
-            "MEMORY_PORT": str(memory_port),
-            "MEMORY_DATA_DIR": str(data_dir / "memory"),
-            "GATEWAY_HOST": LOOPBACK,
-            "GATEWAY_PORT": str(port),
-            "CHAT_HOST": LOOPBACK,
-            "CHAT_PORT": str(chat_port),
-            "CHAT_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
-            "GATEWAY_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
-            "GATEWAY_CHAT_ADDR": f"{LOOPBACK}:{chat_port}",
-            "MEMORY_LAYER_SERVICE_TOKEN": secrets.token_urlsafe(32),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    env.setdefault("MEMORY_METRICS_PORT", "-1")
-    env.setdefault("CHAT_METRICS_PORT", "-1")
-    if auth is not None:
-        env["GATEWAY_SUPABASE_JWT_SECRET"] = auth.jwt_secret
-        env["GATEWAY_JWT_ISSUER"] = auth.issuer
-    return env
 
 
 @app.command()
@@ -351,7 +207,3 @@ def import_export(
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.importer import ExportError, Importer, ImportRefused, read_export
+from gateway.importing import ExportError, Importer, ImportRefused, read_export
 
 EXPORTS = Path(__file__).resolve().parents[2] / "data" / "exports"
 CHATGPT = EXPORTS / "chatgpt-conversations.json"

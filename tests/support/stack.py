@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from gateway.config import GatewaySettings
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
+from tests.support.ports import free_port
 
 SERVICE_TOKEN = "reliability-service-token"
 HS_SECRET = "reliability-hs256-secret-0123456789abcdef"
@@ -36,12 +36,6 @@ ISSUER = "http://127.0.0.1/auth/v1"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def token(user: str) -> str:

@@ -1,0 +1,353 @@
+"""What the gateway tests share: signing keys and a JWKS server on loopback, the tokens a
+gateway must refuse, and a real MemoryService and gateway started on free ports."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jose import jwk, jwt
+
+from gateway.app import create_app
+from gateway.config import GatewaySettings
+from memory_service import metrics as memory_metrics
+from memory_service.config import MemorySettings
+from memory_service.embedder import Embedder
+from memory_service.server import MemoryServer, create_server
+from tests.support.ports import free_port
+
+__all__ = ["free_port"]
+
+
+SERVICE_TOKEN = "gateway-integration-service-token"
+
+HS_SECRET = "integration-hs256-secret-0123456789abcdef"
+
+EXTENSION_ORIGIN = "chrome-extension://abcdefghijklmnopabcdefghijklmnop"
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass
+class SigningKey:
+    kid: str
+    algorithm: str
+    private_pem: bytes
+    public_pem: bytes
+    public_der: bytes
+    public_jwk: dict[str, Any]
+
+
+def ec_key(kid: str) -> SigningKey:
+    private = ec.generate_private_key(ec.SECP256R1())
+    return _signing_key(kid, "ES256", private)
+
+
+def rsa_key(kid: str) -> SigningKey:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return _signing_key(kid, "RS256", private)
+
+
+def _signing_key(kid: str, algorithm: str, private: Any) -> SigningKey:
+    private_pem = private.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    public = private.public_key()
+    public_pem = public.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    public_der = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    as_jwk = jwk.construct(public_pem.decode(), algorithm).to_dict()
+    as_jwk.update(kid=kid, alg=algorithm, use="sig")
+    return SigningKey(kid, algorithm, private_pem, public_pem, public_der, as_jwk)
+
+
+@dataclass
+class JwksServer:
+    keys: list[dict[str, Any]]
+    fetches: int = 0
+    failing: bool = False
+    url: str = ""
+    _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/auth/v1/.well-known/jwks.json":
+                    self.send_error(404)
+                    return
+                owner.fetches += 1
+                if owner.failing:
+                    self.send_error(500)
+                    return
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+@dataclass
+class Keys:
+    es: SigningKey
+    rs: SigningKey
+    jwks: JwksServer
+
+    @property
+    def issuer(self) -> str:
+        return f"{self.jwks.url}/auth/v1"
+
+    def claims(self, sub: str | None = "alice", **extra: Any) -> dict[str, Any]:
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "aud": "authenticated",
+            "iss": self.issuer,
+            "iat": now,
+            "exp": now + 600,
+            "role": "authenticated",
+        }
+        if sub is not None:
+            claims["sub"] = sub
+        claims.update(extra)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def es256(self, sub: str | None = "alice", *, kid: str | None = None, **extra: Any) -> str:
+        return jwt.encode(
+            self.claims(sub, **extra),
+            self.es.private_pem.decode(),
+            algorithm="ES256",
+            headers={"kid": kid or self.es.kid},
+        )
+
+    def rs256(self, sub: str | None = "alice", **extra: Any) -> str:
+        return jwt.encode(
+            self.claims(sub, **extra),
+            self.rs.private_pem.decode(),
+            algorithm="RS256",
+            headers={"kid": self.rs.kid},
+        )
+
+    def hs256(self, sub: str = "alice", secret: str = HS_SECRET, **extra: Any) -> str:
+        return jwt.encode(self.claims(sub, **extra), secret, algorithm="HS256")
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def forged(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | None) -> str:
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    if hmac_key is None:
+        return signing_input + "."
+    signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(signature)}"
+
+
+async def start_memory(embedder: Embedder, data_dir: Path, port: int = 0) -> MemoryServer:
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=port,
+            data_dir=data_dir,
+            service_token=SERVICE_TOKEN,
+            metrics_port=-1,
+        )
+    )
+    await server.start_serving(embedder)
+    return server
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            # As in `python -m gateway`: the app alone decides whom to believe about the client.
+            proxy_headers=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> Gateway:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+def gateway_settings(keys: Keys, memory_port: int, **overrides: Any) -> GatewaySettings:
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "memory_addr": f"127.0.0.1:{memory_port}",
+        "service_token": SERVICE_TOKEN,
+        "supabase_url": keys.jwks.url,
+        "supabase_jwt_secret": HS_SECRET,
+        "cors_origins": [EXTENSION_ORIGIN],
+        "rate_limit_ip": "100000/minute",
+        "rate_limit_user": "100000/minute",
+        "admin_user_ids": ["listed-admin"],
+        "grpc_timeout_seconds": 20.0,
+    }
+    values.update(overrides)
+    return GatewaySettings(**values)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
+
+
+def memory_rpcs() -> float:
+    """RPCs the memory service has answered, health checks excluded."""
+    return sum(
+        sample.value
+        for family in memory_metrics.RPC_SECONDS.collect()
+        for sample in family.samples
+        if sample.name.endswith("_count")
+    )
+
+
+def rejected_tokens(keys: Keys) -> dict[str, dict[str, str]]:
+    now = int(time.time())
+    good = keys.claims("alice")
+    other_ec = ec_key(keys.es.kid)
+    oversize = keys.es256("alice", padding="x" * 9000)
+    header, payload, _ = keys.es256("alice").split(".")
+    return {
+        "no token": {},
+        "not a bearer scheme": {"Authorization": f"Basic {keys.es256('alice')}"},
+        "alg none": bearer(forged({"alg": "none", "typ": "JWT"}, good, None)),
+        "alg none with a signature": bearer(
+            forged({"alg": "none", "typ": "JWT"}, good, None) + "c2lnbmF0dXJl"
+        ),
+        "HS256 signed with the EC public key (PEM)": bearer(
+            forged({"alg": "HS256", "kid": keys.es.kid}, good, keys.es.public_pem)
+        ),
+        "HS256 signed with the EC public key (DER)": bearer(
+            forged({"alg": "HS256", "kid": keys.es.kid}, good, keys.es.public_der)
+        ),
+        "HS256 signed with the RSA public key (PEM)": bearer(
+            forged({"alg": "HS256", "kid": keys.rs.kid}, good, keys.rs.public_pem)
+        ),
+        "HS256 signed with the RSA public key (DER)": bearer(
+            forged({"alg": "HS256", "kid": keys.rs.kid}, good, keys.rs.public_der)
+        ),
+        "HS256 with a wrong secret": bearer(keys.hs256("alice", secret="x" * 40)),
+        "expired beyond leeway": bearer(keys.es256("alice", iat=now - 7200, exp=now - 120)),
+        "nbf in the future": bearer(keys.es256("alice", nbf=now + 3600)),
+        "wrong aud": bearer(keys.es256("alice", aud="anon")),
+        "missing aud": bearer(keys.es256("alice", aud=None)),
+        "wrong iss": bearer(keys.es256("alice", iss="https://evil.example/auth/v1")),
+        "iss with a trailing slash": bearer(keys.es256("alice", iss=keys.issuer + "/")),
+        "missing sub": bearer(keys.es256(None)),
+        "missing exp": bearer(keys.es256("alice", exp=None)),
+        "missing iat": bearer(keys.es256("alice", iat=None)),
+        "unknown kid": bearer(keys.es256("alice", kid="no-such-kid")),
+        "ES256 header on the RSA kid": bearer(keys.es256("alice", kid=keys.rs.kid)),
+        "bad signature": bearer(
+            jwt.encode(
+                good,
+                other_ec.private_pem.decode(),
+                algorithm="ES256",
+                headers={"kid": keys.es.kid},
+            )
+        ),
+        "tampered payload": bearer(
+            f"{header}.{b64(json.dumps({**good, 'sub': 'bob'}).encode())}.{_}"
+        ),
+        "more than 8 KiB": bearer(oversize),
+        "two segments": bearer(f"{header}.{payload}"),
+        "four segments": bearer(f"{header}.{payload}.{_}.{_}"),
+        "not base64url": bearer("!!!.@@@.###"),
+        "header not JSON": bearer(f"{b64(b'not json')}.{payload}.{_}"),
+        "header a JSON list": bearer(f"{b64(b'[1, 2]')}.{payload}.{_}"),
+    }
+
+
+REJECTED_CASES = [
+    "no token",
+    "not a bearer scheme",
+    "alg none",
+    "alg none with a signature",
+    "HS256 signed with the EC public key (PEM)",
+    "HS256 signed with the EC public key (DER)",
+    "HS256 signed with the RSA public key (PEM)",
+    "HS256 signed with the RSA public key (DER)",
+    "HS256 with a wrong secret",
+    "expired beyond leeway",
+    "nbf in the future",
+    "wrong aud",
+    "missing aud",
+    "wrong iss",
+    "iss with a trailing slash",
+    "missing sub",
+    "missing exp",
+    "missing iat",
+    "unknown kid",
+    "ES256 header on the RSA kid",
+    "bad signature",
+    "tampered payload",
+    "more than 8 KiB",
+    "two segments",
+    "four segments",
+    "not base64url",
+    "header not JSON",
+    "header a JSON list",
+]
