@@ -28,6 +28,7 @@ from chat_service.models import (
 )
 from chat_service.prompt import build_prompt, estimate_tokens
 from chat_service.providers import LlmProvider
+from chat_service.providers.offline import NO_MODEL, REQUESTED
 from chat_service.retrieval import MemoryRetriever
 from service_kit.identity import Identity
 from service_kit.limits import (
@@ -37,20 +38,11 @@ from service_kit.limits import (
     MAX_TOP_K,
     MAX_TURN_CHARS,
 )
+from service_kit.llm_apis import LLM_APIS, OFFLINE, canonical_api
 
 log = logging.getLogger(__name__)
 
-PROVIDER_ALIASES: dict[str, ProviderName] = {
-    "openai": "openai",
-    "chatgpt": "openai",
-    "anthropic": "anthropic",
-    "claude": "anthropic",
-    "offline": "offline",
-    "none": "offline",
-}
 
-OFFLINE_NOTICE = "No language model is configured; the answer quotes your most relevant memories."
-OFFLINE_REQUESTED_NOTICE = "Offline mode: the answer quotes your most relevant memories."
 CONTEXT_NOTICE = "Your memories could not be searched just now, so the answer does not use them."
 
 
@@ -153,7 +145,7 @@ class Assistant:
         validate(question)
         name = self._provider_name(question.provider)
         provider = self.providers[name]
-        model = "" if name == "offline" else (question.model or self.settings.llm_model or "")
+        model = "" if name == OFFLINE else (question.model or self.settings.llm_model or "")
         loop = asyncio.get_running_loop()
         limit = self.settings.llm_total_timeout_seconds
         deadline = loop.time() + (limit if time_remaining is None else min(limit, time_remaining))
@@ -188,12 +180,12 @@ class Assistant:
         configured = self.settings.provider
         if requested is None or not requested.strip():
             return configured
-        name = PROVIDER_ALIASES.get(requested.strip().lower())
+        name = canonical_api(requested)
         if name is None:
             raise InvalidChatRequestError(
-                f"unknown provider {requested[:40]!r}: use openai, anthropic or offline"
+                f"unknown provider {requested[:40]!r}: use {', '.join(LLM_APIS)}"
             )
-        if name not in (configured, "offline"):
+        if name not in (configured, OFFLINE):
             raise InvalidChatRequestError(
                 f"provider {name!r} is not configured on this server (it uses {configured!r})"
             )
@@ -202,7 +194,7 @@ class Assistant:
     def _details(
         self, plan: Plan, text: str, usage: Usage | None, finish_reason: str
     ) -> AnswerDetails:
-        offline = plan.provider.name == "offline"
+        offline = plan.provider.name == OFFLINE
         if usage is None:
             usage = Usage(
                 prompt_tokens=0 if offline else plan.prompt.estimated_tokens,
@@ -214,8 +206,8 @@ class Assistant:
             metrics.LLM_TOKENS.labels(plan.provider.name, "completion").inc(usage.completion_tokens)
         notices = []
         if offline:
-            configured = self.settings.provider == "offline"
-            notices.append(OFFLINE_NOTICE if configured else OFFLINE_REQUESTED_NOTICE)
+            configured = self.settings.provider == OFFLINE
+            notices.append(NO_MODEL if configured else REQUESTED)
         if plan.prompt.memories_unavailable:
             notices.append(CONTEXT_NOTICE)
         return AnswerDetails(
@@ -230,7 +222,7 @@ class Assistant:
         )
 
     def _observe(self, plan: Plan, started: float, outcome: str) -> None:
-        if plan.provider.name != "offline":
+        if plan.provider.name != OFFLINE:
             metrics.LLM_SECONDS.labels(plan.provider.name, outcome).observe(
                 time.perf_counter() - started
             )

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.limits import MAX_TOP_K
+from service_kit.llm_apis import OFFLINE
 from service_kit.settings import ServiceSettings
 
-ProviderName = Literal["openai", "anthropic", "offline"]
-
-DEFAULT_BASE_URLS: dict[str, str] = {
-    # OpenAI-compatible servers put the version in the base URL (Ollama: .../v1), so it is
-    # part of it here too; Anthropic's documented base URL has no version.
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-}
+# "offline" or a name in chat_service.providers.registry.PROVIDERS.
+ProviderName = str
 
 
 class ChatSettings(ServiceSettings):
@@ -67,27 +60,45 @@ class ChatSettings(ServiceSettings):
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("llm_provider")
+    @classmethod
+    def _known_provider(cls, value: str | None) -> str | None:
+        from chat_service.providers.registry import PROVIDERS
+
+        if value is not None and value != OFFLINE and value not in PROVIDERS:
+            names = ", ".join([*PROVIDERS, OFFLINE])
+            raise ValueError(f"unknown LLM provider {value[:40]!r}: use one of {names}")
+        return value
+
     @model_validator(mode="after")
     def _provider_is_complete(self) -> ChatSettings:
+        from chat_service.providers.registry import PROVIDERS
+
         provider = self.provider
-        if provider != "offline" and not self.llm_model:
+        if provider != OFFLINE and not self.llm_model:
             raise ValueError(f"CHAT_LLM_MODEL must be set when CHAT_LLM_PROVIDER={provider}")
-        if provider == "anthropic" and not self._api_key():
-            raise ValueError("CHAT_LLM_API_KEY must be set when CHAT_LLM_PROVIDER=anthropic")
+        spec = PROVIDERS.get(provider)
+        if spec is not None and spec.needs_api_key and not self.api_key:
+            raise ValueError(f"CHAT_LLM_API_KEY must be set when CHAT_LLM_PROVIDER={provider}")
         if self.max_output_tokens * 2 > self.context_window_tokens:
             raise ValueError("CHAT_MAX_OUTPUT_TOKENS must be at most half of the context window")
         return self
 
-    def _api_key(self) -> str:
+    @property
+    def api_key(self) -> str:
         return self.llm_api_key.get_secret_value() if self.llm_api_key else ""
 
     @property
     def provider(self) -> ProviderName:
-        return self.llm_provider or "offline"
+        return self.llm_provider or OFFLINE
 
     @property
     def base_url(self) -> str:
-        return (self.llm_base_url or DEFAULT_BASE_URLS.get(self.provider, "")).rstrip("/")
+        from chat_service.providers.registry import PROVIDERS
+
+        spec = PROVIDERS.get(self.provider)
+        default = spec.default_base_url if spec is not None else ""
+        return (self.llm_base_url or default).rstrip("/")
 
     @property
     def prompt_budget_tokens(self) -> int:

@@ -12,21 +12,14 @@ from chat_service import metrics
 from chat_service.assistant import Assistant
 from chat_service.config import ChatSettings, ProviderName
 from chat_service.providers import LlmProvider
-from chat_service.providers.anthropic import AnthropicProvider
 from chat_service.providers.offline import OfflineProvider
-from chat_service.providers.openai import OpenAIProvider
+from chat_service.providers.registry import PROVIDERS
 from chat_service.retrieval import MemoryRetriever, memory_channel
 from chat_service.servicer import ChatServicer
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
-from service_kit.grpc_server import (
-    NOT_SERVING,
-    SERVING,
-    BoundServer,
-    bind_server,
-    run_until_signalled,
-)
-from service_kit.logs import configure_logging
-from service_kit.metrics import start_metrics
+from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
+from service_kit.grpc_server import serve as run_service
+from service_kit.llm_apis import OFFLINE
 
 log = logging.getLogger(__name__)
 
@@ -52,24 +45,17 @@ def http_client(settings: ChatSettings) -> httpx.AsyncClient:
 def build_providers(
     settings: ChatSettings, client: httpx.AsyncClient
 ) -> dict[ProviderName, LlmProvider]:
-    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     providers: dict[ProviderName, LlmProvider] = {
-        "offline": OfflineProvider(model_configured=settings.provider != "offline")
+        OFFLINE: OfflineProvider(model_configured=settings.provider != OFFLINE)
     }
-    if settings.provider == "openai":
-        providers["openai"] = OpenAIProvider(
-            client, settings.base_url, api_key, settings.llm_temperature
-        )
-    elif settings.provider == "anthropic":
-        assert api_key is not None
-        providers["anthropic"] = AnthropicProvider(
-            client, settings.base_url, api_key, settings.llm_temperature
-        )
+    spec = PROVIDERS.get(settings.provider)
+    if spec is not None:
+        providers[spec.name] = spec.build(client, settings)
     return providers
 
 
 @dataclass
-class ChatServer:
+class ChatServer(ServiceServer):
     """A bound server: serving health at once, ChatService once start_serving() is done."""
 
     settings: ChatSettings
@@ -78,17 +64,6 @@ class ChatServer:
     service_token: str
     http: httpx.AsyncClient | None = None
     memory: grpc.aio.Channel | None = None
-
-    @property
-    def server(self) -> grpc.aio.Server:
-        return self.bound.server
-
-    @property
-    def port(self) -> int:
-        return self.bound.port
-
-    async def set_status(self, status: int) -> None:
-        await self.bound.set_status(status)
 
     async def start_serving(self) -> None:
         """Open the provider client and the memory channel, then report SERVING. A memory
@@ -111,8 +86,7 @@ class ChatServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish, then close the clients."""
-        await self.set_status(NOT_SERVING)
-        await self.server.stop(self.settings.drain_seconds if grace is None else grace)
+        await self.drain(grace)
         if self.http is not None:
             await self.http.aclose()
         if self.memory is not None:
@@ -133,9 +107,4 @@ async def create_server(settings: ChatSettings) -> ChatServer:
 
 
 async def serve(settings: ChatSettings | None = None) -> None:
-    settings = settings or ChatSettings()
-    configure_logging("chat_service", settings.log_level)
-    running = await create_server(settings)
-    start_metrics(settings.metrics_port)
-    log.info("chat service listening on %s:%d", settings.host, running.port)
-    await run_until_signalled("chat service", running.start_serving, running.stop)
+    await run_service("chat_service", settings or ChatSettings(), create_server)

@@ -9,15 +9,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway import schemas
 from protos.chat.v1 import chat_pb2
 from protos.memory.v1 import memory_pb2 as pb
+from service_kit.llm_apis import ACCEPTED_NAMES
 
 _KIND_TO_PB = {"prompt": pb.MEMORY_KIND_PROMPT, "response": pb.MEMORY_KIND_RESPONSE}
 _KIND_FROM_PB = {v: k for k, v in _KIND_TO_PB.items()}
 _ROLE_TO_PB = {"user": chat_pb2.ROLE_USER, "assistant": chat_pb2.ROLE_ASSISTANT}
-# The names chat_service knows. The extension sends the chat site the user is on as
-# `provider`; "chatgpt" and "claude" name an API chat_service can call, so they choose it
-# (and are refused if the server runs another one), while sites with no API here (gemini,
-# perplexity, ...) leave the choice to the server's configured provider.
-LLM_PROVIDERS = frozenset({"openai", "chatgpt", "anthropic", "claude", "offline", "none"})
+# The LLM APIs a chat may name (service_kit.llm_apis). The extension sends the chat site the
+# user is on as `provider`; "chatgpt" and "claude" name an API chat_service can call, so they
+# choose it (and are refused if the server runs another one), while sites with no API here
+# (gemini, perplexity, ...) leave the choice to the server's configured provider.
+LLM_PROVIDERS = ACCEPTED_NAMES
 _MODE_TO_PB = {
     "hybrid": pb.SEARCH_MODE_HYBRID,
     "semantic": pb.SEARCH_MODE_SEMANTIC,

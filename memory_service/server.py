@@ -6,8 +6,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-import grpc
-
 from memory_service import metrics
 from memory_service.allocator import release_free_memory
 from memory_service.config import MemorySettings
@@ -19,15 +17,8 @@ from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.edge import EdgeMemoryStore
 from memory_service.store.server import ServerMemoryStore
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
-from service_kit.grpc_server import (
-    NOT_SERVING,
-    SERVING,
-    BoundServer,
-    bind_server,
-    run_until_signalled,
-)
-from service_kit.logs import configure_logging
-from service_kit.metrics import start_metrics
+from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
+from service_kit.grpc_server import serve as run_service
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +38,7 @@ def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
 
 
 @dataclass
-class MemoryServer:
+class MemoryServer(ServiceServer):
     """A bound server: serving health at once, MemoryService once start_serving() is done."""
 
     settings: MemorySettings
@@ -56,17 +47,6 @@ class MemoryServer:
     embedder: Embedder | None = None
     store: MemoryStore | None = None
     _owns_embedder: bool = field(default=True)
-
-    @property
-    def server(self) -> grpc.aio.Server:
-        return self.bound.server
-
-    @property
-    def port(self) -> int:
-        return self.bound.port
-
-    async def set_status(self, status: int) -> None:
-        await self.bound.set_status(status)
 
     async def start_serving(self, embedder: Embedder | None = None) -> None:
         """Load the model and open the store, then report SERVING."""
@@ -112,8 +92,7 @@ class MemoryServer:
 
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish, then release the store."""
-        await self.set_status(NOT_SERVING)
-        await self.server.stop(self.settings.drain_seconds if grace is None else grace)
+        await self.drain(grace)
         if self.store is not None:
             await self.store.close()
         if self.embedder is not None and self._owns_embedder:
@@ -134,9 +113,4 @@ async def create_server(settings: MemorySettings) -> MemoryServer:
 
 
 async def serve(settings: MemorySettings | None = None) -> None:
-    settings = settings or MemorySettings()
-    configure_logging("memory_service", settings.log_level)
-    running = await create_server(settings)
-    start_metrics(settings.metrics_port)
-    log.info("memory service listening on %s:%d, loading model", settings.host, running.port)
-    await run_until_signalled("memory service", running.start_serving, running.stop)
+    await run_service("memory_service", settings or MemorySettings(), create_server)

@@ -3,12 +3,13 @@ ageing, and a run loop that drains on SIGTERM."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -16,9 +17,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from service_kit.interceptor import ServiceInterceptor
+from service_kit.logs import configure_logging
+from service_kit.metrics import start_metrics
 from service_kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=ServiceSettings)
 
 MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -45,10 +50,43 @@ class BoundServer:
     port: int
     health: health_aio.HealthServicer
     service_name: str
+    drain_seconds: float
 
     async def set_status(self, status: int) -> None:
         for name in ("", self.service_name):
             await self.health.set(name, status)
+
+
+class ServiceServer(abc.ABC):
+    """What every running service is: a bound server that starts serving once its
+    dependencies are ready and drains on stop. Subclasses declare `bound` and implement
+    start_serving and stop (calling drain first)."""
+
+    bound: BoundServer
+
+    @property
+    def server(self) -> grpc.aio.Server:
+        return self.bound.server
+
+    @property
+    def port(self) -> int:
+        return self.bound.port
+
+    async def set_status(self, status: int) -> None:
+        await self.bound.set_status(status)
+
+    @abc.abstractmethod
+    async def start_serving(self) -> None:
+        """Open what the service needs, then report SERVING."""
+
+    @abc.abstractmethod
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain, then release what start_serving opened."""
+
+    async def drain(self, grace: float | None = None) -> None:
+        """Report NOT_SERVING and let in-flight calls finish (`grace`: the settings' drain)."""
+        await self.set_status(NOT_SERVING)
+        await self.server.stop(self.bound.drain_seconds if grace is None else grace)
 
 
 async def bind_server(
@@ -72,7 +110,7 @@ async def bind_server(
     bound_port = server.add_insecure_port(f"{settings.host}:{port}")
     if bound_port == 0:
         raise RuntimeError(f"cannot listen on {settings.host}:{port}")
-    bound = BoundServer(server, bound_port, health_servicer, service_name)
+    bound = BoundServer(server, bound_port, health_servicer, service_name, settings.drain_seconds)
     await bound.set_status(NOT_SERVING)
     await server.start()
     return bound
@@ -102,3 +140,16 @@ async def run_until_signalled(
     finally:
         log.info("%s shutting down", name)
         await stop()
+
+
+async def serve(
+    name: str,
+    settings: S,
+    create: Callable[[S], Awaitable[ServiceServer]],
+) -> None:
+    """The process's main: log as `name`, bind, serve metrics, run until signalled."""
+    configure_logging(name, settings.log_level)
+    running = await create(settings)
+    start_metrics(settings.metrics_port)
+    log.info("%s listening on %s:%d", name, settings.host, running.port)
+    await run_until_signalled(name, running.start_serving, running.stop)

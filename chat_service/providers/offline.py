@@ -7,6 +7,7 @@ from collections.abc import AsyncGenerator
 
 from chat_service.models import Completion, Prompt, StreamEnd, TextDelta
 from chat_service.providers.base import StreamEvent
+from service_kit.llm_apis import OFFLINE
 
 MAX_QUOTED = 5
 MAX_QUOTE_CHARS = 600
@@ -16,7 +17,7 @@ REQUESTED = "Offline mode: no language model was asked, this answer only quotes 
 
 
 class OfflineProvider:
-    name = "offline"
+    name = OFFLINE
 
     def __init__(self, model_configured: bool = False) -> None:
         self.opening = REQUESTED if model_configured else NO_MODEL

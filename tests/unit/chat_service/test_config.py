@@ -6,6 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from chat_service.config import ChatSettings
+from chat_service.providers.registry import PROVIDERS
+from service_kit.llm_apis import ALIASES, LLM_APIS, OFFLINE
 
 
 def test_settings_default_to_offline_and_read_the_shared_token(
@@ -30,3 +32,14 @@ def test_settings_refuse_an_incomplete_provider() -> None:
     assert ChatSettings(llm_provider="anthropic", llm_model="m", llm_api_key="k").base_url == (
         "https://api.anthropic.com"
     )
+
+
+def test_every_api_the_gateway_forwards_has_an_implementation() -> None:
+    assert {*PROVIDERS, OFFLINE} == set(LLM_APIS)
+    for alias, api in ALIASES.items():
+        assert api in LLM_APIS, alias
+
+
+def test_an_unknown_provider_is_refused_with_the_known_names() -> None:
+    with pytest.raises(ValidationError, match="openai, anthropic, offline"):
+        ChatSettings(llm_provider="gemini", llm_model="m")
