@@ -1,4 +1,5 @@
-"""One suite, both store adapters: the embedded engine and the server client (in-memory)."""
+"""One suite, both store adapters: the embedded engine, and the server client both in
+memory and over REST to a loopback Qdrant."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from memory_service.models import (
 from memory_service.store import CollectionSpec, DimensionMismatchError, MemoryStore, StoreError
 from memory_service.store.edge import EdgeMemoryStore
 from memory_service.store.server import ServerMemoryStore
+from tests.support.qdrant_stand_in import QdrantStandIn
 
 DIM = 8
 SPEC = CollectionSpec(model="test-model", dimension=DIM)
@@ -60,16 +62,22 @@ def point(
     )
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", "server", "server-rest"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MemoryStore]:
     s: MemoryStore
+    stand_in: QdrantStandIn | None = None
     if request.param == "embedded":
         s = EdgeMemoryStore(tmp_path / "data", SPEC)
-    else:
+    elif request.param == "server":
         s = ServerMemoryStore(AsyncQdrantClient(location=":memory:"), SPEC)
+    else:
+        stand_in = QdrantStandIn().start()
+        s = ServerMemoryStore.connect(stand_in.url, None, SPEC)
     await s.open()
     yield s
     await s.close()
+    if stand_in is not None:
+        stand_in.stop()
 
 
 async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
