@@ -34,47 +34,13 @@ USERS = ("ana", "ben", "chloe")
 POINTS_PER_USER = 80
 PROVIDERS = ("chatgpt", "claude", "gemini")
 CONVERSATIONS = ("c1", "c2", "c3", "c4")
-WORDS = [
-    "boat",
-    "sail",
-    "harbour",
-    "wind",
-    "tide",
-    "anchor",
-    "recipe",
-    "lemon",
-    "cake",
-    "oven",
-    "flour",
-    "sugar",
-    "deploy",
-    "server",
-    "error",
-    "timeout",
-    "kernel",
-    "python",
-    "rust",
-    "garden",
-    "tomato",
-    "basil",
-    "soil",
-    "vet",
-    "cat",
-    "dog",
-    "walk",
-    "passport",
-    "visa",
-    "flight",
-    "train",
-    "ticket",
-    "budget",
-    "invoice",
-    "salary",
-    "tax",
-    "meeting",
-    "monday",
-    "friday",
-]
+# A small vocabulary, so that queries share terms with many memories.
+VOCABULARY = (
+    "boat sail harbour wind tide anchor recipe lemon cake oven flour sugar deploy server "
+    "error timeout kernel python rust garden tomato basil soil vet cat dog walk passport "
+    "visa flight train ticket budget invoice salary tax meeting monday friday"
+)
+WORDS = VOCABULARY.split()
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 BM25 = qdrant_edge.Bm25()
 # Both engines score in float32; the last digits of a score differ by summation order.
