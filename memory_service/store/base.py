@@ -116,7 +116,7 @@ def memory_conditions(user_id: str, memory_id: str) -> list[Condition]:
 
 
 def to_payload(memory: Memory) -> dict[str, Any]:
-    return {
+    payload: dict[str, Any] = {
         "user_id": memory.user_id,
         "kind": memory.kind.value,
         "text": memory.text,
@@ -129,6 +129,13 @@ def to_payload(memory: Memory) -> dict[str, Any]:
         "prompt_id": memory.prompt_id,
         "response_id": memory.response_id,
     }
+    if memory.updated_at is not None:
+        payload["updated_at"] = memory.updated_at.timestamp()
+    return payload
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
 
 
 def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
@@ -145,6 +152,7 @@ def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
         metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
         prompt_id=payload.get("prompt_id", ""),
         response_id=payload.get("response_id", ""),
+        updated_at=_time(payload.get("updated_at")),
     )
 
 
