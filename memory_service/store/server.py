@@ -54,7 +54,7 @@ def _filter(conditions: list[Condition]) -> models.Filter:
     return models.Filter(must=[_condition(c) for c in conditions])
 
 
-DEFAULT_TIMEOUT_SECONDS = 10.0
+DEFAULT_TIMEOUT_SECONDS = 3.0
 P = ParamSpec("P")
 T = TypeVar("T")
 Store = TypeVar("Store", bound="ServerMemoryStore")

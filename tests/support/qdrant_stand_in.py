@@ -133,9 +133,10 @@ _COLLECTION_PATH = re.compile(r"^/collections/(?P<name>[^/]+)/?(?P<rest>.*)$")
 
 
 class QdrantStandIn:
-    """Serves until stop(); stall() holds every request unanswered (and unapplied) until
-    answer(), then drops it, so the client sees a server that took its request and went
-    silent, and nothing it gave up on lands later behind its back."""
+    """Serves until stop(). stall() holds every request unanswered (and unapplied) until
+    answer(), then drops it: a server that took the request and went silent, with nothing
+    the client gave up on landing later behind its back. hang_up() closes each connection
+    as soon as a request arrives: a node that went away mid-conversation."""
 
     def __init__(self) -> None:
         self.engine = QdrantClient(location=":memory:")
@@ -143,8 +144,11 @@ class QdrantStandIn:
         self._engine_lock = threading.Lock()
         self._answering = threading.Event()
         self._answering.set()
+        self._hanging_up = False
         self.requests: list[tuple[str, str]] = []
+        # Requests that got no answer: held by a stall, or hung up on.
         self.held = 0
+        self._count_lock = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -154,8 +158,14 @@ class QdrantStandIn:
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if owner._hanging_up:
+                    with owner._count_lock:
+                        owner.held += 1
+                    self.close_connection = True
+                    return
                 if not owner._answering.is_set():
-                    owner.held += 1
+                    with owner._count_lock:
+                        owner.held += 1
                     owner._answering.wait()
                     self.close_connection = True
                     return
@@ -184,7 +194,11 @@ class QdrantStandIn:
     def stall(self) -> None:
         self._answering.clear()
 
+    def hang_up(self) -> None:
+        self._hanging_up = True
+
     def answer(self) -> None:
+        self._hanging_up = False
         self._answering.set()
 
     def stop(self) -> None:
