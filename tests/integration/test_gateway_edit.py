@@ -81,6 +81,9 @@ def test_patch_changes_what_search_finds_and_keeps_the_id(gateway: GatewayServer
         assert retagged.json()["metadata"] == {"tag": "dental"}
         assert retagged.json()["text"] == new_text
         assert _search_texts(client, "dentist appointment October", "keyword") == [new_text]
+        cleared = client.patch(f"/memories/{original['id']}", json={"metadata": {}})
+        assert cleared.status_code == 200, cleared.text
+        assert client.get(f"/memories/{original['id']}").json()["metadata"] == {}
 
 
 def test_patch_of_another_users_memory_is_404_and_changes_nothing(gateway: GatewayServer) -> None:

@@ -73,6 +73,10 @@ def _search(client: httpx.Client, query: str) -> httpx.Response:
 
 
 def _assert_unavailable(response: httpx.Response) -> None:
+    print(
+        f"  {response.request.method} {response.request.url.path}: {response.status_code} "
+        f"after {response.elapsed.total_seconds():.2f} s"
+    )
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] == str(RETRY_AFTER_SECONDS)
     assert response.json() == {"detail": "Service unavailable, retry later"}
