@@ -14,8 +14,8 @@ from pydantic import SecretStr
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
-from tests.reliability.stack import SERVICE_TOKEN, GatewayServer, LoopThread, gateway_settings
 from tests.support.qdrant_stand_in import QdrantStandIn
+from tests.support.stack import SERVICE_TOKEN, GatewayServer, LoopThread, gateway_settings
 
 STORE_TIMEOUT_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 7
