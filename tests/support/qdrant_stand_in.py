@@ -136,7 +136,9 @@ class QdrantStandIn:
     """Serves until stop(). stall() holds every request unanswered (and unapplied) until
     answer(), then drops it: a server that took the request and went silent, with nothing
     the client gave up on landing later behind its back. hang_up() closes each connection
-    as soon as a request arrives: a node that went away mid-conversation."""
+    as soon as a request arrives: a node that went away mid-conversation. fail_with(status)
+    answers every request with that HTTP error, as a server does when it is overloaded (503,
+    429) or refuses a request (4xx)."""
 
     def __init__(self) -> None:
         self.engine = QdrantClient(location=":memory:")
@@ -145,6 +147,7 @@ class QdrantStandIn:
         self._answering = threading.Event()
         self._answering.set()
         self._hanging_up = False
+        self._failing_with: int | None = None
         self.requests: list[tuple[str, str]] = []
         # Requests that got no answer: held by a stall, or hung up on.
         self.held = 0
@@ -169,7 +172,11 @@ class QdrantStandIn:
                     owner._answering.wait()
                     self.close_connection = True
                     return
-                status, payload = owner.dispatch(self.command, self.path, raw)
+                if owner._failing_with is not None:
+                    status: int = owner._failing_with
+                    payload: Any = {"status": {"error": "failing on purpose"}}
+                else:
+                    status, payload = owner.dispatch(self.command, self.path, raw)
                 body = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -197,8 +204,12 @@ class QdrantStandIn:
     def hang_up(self) -> None:
         self._hanging_up = True
 
+    def fail_with(self, status: int) -> None:
+        self._failing_with = status
+
     def answer(self) -> None:
         self._hanging_up = False
+        self._failing_with = None
         self._answering.set()
 
     def stop(self) -> None:

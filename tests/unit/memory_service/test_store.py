@@ -20,7 +20,13 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
-from memory_service.store import CollectionSpec, DimensionMismatchError, MemoryStore, StoreError
+from memory_service.store import (
+    CollectionSpec,
+    DimensionMismatchError,
+    MemoryStore,
+    StoreError,
+    StoreUnavailableError,
+)
 from memory_service.store.edge import EdgeMemoryStore
 from memory_service.store.server import ServerMemoryStore
 from tests.support.qdrant_stand_in import QdrantStandIn
@@ -252,3 +258,32 @@ async def test_server_store_checks_dimension() -> None:
     )
     with pytest.raises(DimensionMismatchError, match=r"holds 16-dimensional .* produces 8"):
         await ServerMemoryStore(client, SPEC).open()
+
+
+async def test_server_store_tells_every_qdrant_failure_as_a_store_error() -> None:
+    qdrant = QdrantStandIn().start()
+    store = ServerMemoryStore.connect(qdrant.url, None, SPEC, timeout=0.3)
+    try:
+        await store.open()
+        p = point("u", "kept", 0)
+        await store.upsert([p])
+        for outage in (qdrant.stall, qdrant.hang_up, lambda: qdrant.fail_with(503)):
+            outage()
+            with pytest.raises(StoreUnavailableError):
+                await store.get("u", p.memory.id)
+            with pytest.raises(StoreUnavailableError):
+                await store.upsert([point("u", "lost", 1)])
+            qdrant.answer()
+            # Back at once, with nothing stored that was not acknowledged.
+            assert await store.count("u") == 1
+        qdrant.fail_with(400)
+        with pytest.raises(StoreError) as refused:
+            await store.count("u")
+        # A refused request is a store error too, but not one that waiting fixes.
+        assert not isinstance(refused.value, StoreUnavailableError)
+        qdrant.answer()
+        got = await store.get("u", p.memory.id)
+        assert got is not None and got.text == "kept"
+    finally:
+        await store.close()
+        qdrant.stop()
