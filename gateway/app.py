@@ -91,7 +91,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         OriginListCors,
         allow_origins=settings.cors_origins,
         allow_credentials=False,
-        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,

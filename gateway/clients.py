@@ -110,6 +110,16 @@ class MemoryClient(ServiceClient):
         )
         return conv.memory_from_pb(reply)
 
+    async def update(
+        self, caller: Caller, memory_id: str, body: schemas.MemoryUpdate
+    ) -> schemas.Memory:
+        reply = await self.stub.UpdateMemory(
+            conv.update_to_pb(memory_id, body),
+            timeout=self.timeout,
+            metadata=self._metadata(caller),
+        )
+        return conv.memory_from_pb(reply)
+
     async def list(
         self, caller: Caller, page_size: int, cursor: str, filters: schemas.Filters
     ) -> schemas.MemoryPage:

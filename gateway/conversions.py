@@ -74,6 +74,15 @@ def search_to_pb(
     )
 
 
+def update_to_pb(memory_id: str, body: schemas.MemoryUpdate) -> pb.UpdateMemoryRequest:
+    msg = pb.UpdateMemoryRequest(id=memory_id, text=body.text)
+    if body.metadata is not None:
+        msg.metadata.entries.update(body.metadata)
+        # An empty map is still a change: it clears the metadata.
+        msg.metadata.SetInParent()
+    return msg
+
+
 def _fields(msg: pb.Memory) -> dict[str, object]:
     created: Timestamp = msg.created_at
     return {
@@ -89,6 +98,9 @@ def _fields(msg: pb.Memory) -> dict[str, object]:
         "created_at": created.ToDatetime(tzinfo=UTC),
         "prompt_id": msg.prompt_id,
         "response_id": msg.response_id,
+        "updated_at": (
+            msg.updated_at.ToDatetime(tzinfo=UTC) if msg.HasField("updated_at") else None
+        ),
     }
 
 

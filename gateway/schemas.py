@@ -93,6 +93,19 @@ class ContextQuery(RequestBody):
     user_id: ShortText | None = None
 
 
+class MemoryUpdate(RequestBody):
+    """A new text (embedded again) and/or metadata (replacing the old as a whole)."""
+
+    text: Text | None = None
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> MemoryUpdate:
+        if self.text is None and self.metadata is None:
+            raise ValueError("nothing to change: give text, metadata or both")
+        return self
+
+
 class ChatTurn(RequestBody):
     role: Literal["user", "assistant"]
     content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
@@ -122,6 +135,8 @@ class Memory(BaseModel):
     created_at: datetime
     prompt_id: str
     response_id: str
+    # When the text or metadata was last edited; null if never.
+    updated_at: datetime | None = None
 
 
 class ScoredMemory(Memory):

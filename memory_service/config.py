@@ -20,6 +20,10 @@ class MemorySettings(ServiceSettings):
     # Unset: the embedded Qdrant engine persisted under data_dir.
     qdrant_url: str | None = None
     qdrant_api_key: SecretStr | None = None
+    # Longest wait for one store operation on the Qdrant server before it counts as down.
+    # Well under the gateway's deadline (10 s), so that a read retried on UNAVAILABLE
+    # three times still ends as a 503 the client can retry, not a 504.
+    qdrant_timeout_seconds: float = Field(default=3.0, gt=0, le=300)
     data_dir: Path = Path("./data/memory")
     collection_prefix: str = "memories"
     # Copies of each shard when the service creates the collection on a Qdrant cluster.

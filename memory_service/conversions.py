@@ -86,9 +86,20 @@ def response_from_pb(msg: pb.AttachResponseRequest) -> NewMemory:
     )
 
 
+def update_from_pb(msg: pb.UpdateMemoryRequest) -> tuple[str | None, dict[str, str] | None]:
+    """The new text and metadata of an update; None where the request leaves a field as is."""
+    text = msg.text if msg.HasField("text") else None
+    metadata = dict(msg.metadata.entries) if msg.HasField("metadata") else None
+    return text, metadata
+
+
 def memory_to_pb(memory: Memory) -> pb.Memory:
     created = Timestamp()
     created.FromDatetime(memory.created_at)
+    updated = None
+    if memory.updated_at is not None:
+        updated = Timestamp()
+        updated.FromDatetime(memory.updated_at)
     return pb.Memory(
         id=memory.id,
         user_id=memory.user_id,
@@ -102,6 +113,7 @@ def memory_to_pb(memory: Memory) -> pb.Memory:
         created_at=created,
         prompt_id=memory.prompt_id,
         response_id=memory.response_id,
+        updated_at=updated,
     )
 
 

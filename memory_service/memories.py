@@ -186,6 +186,38 @@ class Memories:
             raise NotFoundError(f"memory {memory_id} not found")
         return memory
 
+    async def update(
+        self,
+        who: Identity,
+        memory_id: str,
+        *,
+        text: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Memory:
+        """A new text and/or metadata for one of the caller's memories; id and created_at stay."""
+        if text is None and metadata is None:
+            raise InvalidArgumentError("nothing to change: give text, metadata or both")
+        if text is not None:
+            _check_text(text)
+        if metadata is not None:
+            metadata = _check_metadata(metadata)
+        memory = await self.get(who, memory_id)
+        memory.updated_at = datetime.now(UTC)
+        if metadata is not None:
+            memory.metadata = metadata
+        if text is None:
+            # Only the payload changes; the vectors still describe the text.
+            fields = {"metadata": memory.metadata, "updated_at": memory.updated_at.timestamp()}
+            with _timed("set_payload"):
+                await self.store.set_fields(who.user_id, memory.id, fields)
+            return memory
+        memory.text = text
+        dense = await self.embedder.embed(text)
+        # The same point id: an upsert replaces the vectors and the payload in one write.
+        with _timed("upsert"):
+            await self.store.upsert([MemoryPoint(memory, dense, self._sparse_document(text))])
+        return memory
+
     async def list(
         self, who: Identity, page_size: int, cursor: str, filters: SearchFilters
     ) -> tuple[list[Memory], str | None]:

@@ -37,6 +37,8 @@ class Memory:
     metadata: dict[str, str] = field(default_factory=dict)
     prompt_id: str = ""
     response_id: str = ""
+    # Set when the text or metadata was last edited; None if never.
+    updated_at: datetime | None = None
 
 
 @dataclass(slots=True)

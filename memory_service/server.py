@@ -33,6 +33,7 @@ def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
             api_key,
             spec,
             replication_factor=settings.qdrant_replication_factor,
+            timeout=settings.qdrant_timeout_seconds,
         )
     return EdgeMemoryStore(settings.data_dir, spec)
 

@@ -61,6 +61,15 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     ) -> pb.Memory:
         return conv.memory_to_pb(await self.memories.get(require_identity(), request.id))
 
+    async def UpdateMemory(
+        self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Memory:
+        text, metadata = conv.update_from_pb(request)
+        memory = await self.memories.update(
+            require_identity(), request.id, text=text, metadata=metadata
+        )
+        return conv.memory_to_pb(memory)
+
     async def ListMemories(
         self, request: pb.ListMemoriesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListMemoriesResponse:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from gateway.deps import CurrentCaller, Memories
-from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage
+from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage, MemoryUpdate
 from service_kit.limits import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,16 @@ async def list_memories(
 @router.get("/memories/{memory_id}", response_model=Memory)
 async def get_memory(memory_id: str, caller: CurrentCaller, memory: Memories) -> Memory:
     return await memory.get(caller, memory_id)
+
+
+@router.patch("/memories/{memory_id}", response_model=Memory)
+async def update_memory(
+    memory_id: str, body: MemoryUpdate, caller: CurrentCaller, memory: Memories
+) -> Memory:
+    """Change the text and/or metadata of one of the caller's memories. A new text is
+    embedded again, so search finds the memory by what it now says; the id and created_at
+    stay, updated_at records the edit."""
+    return await memory.update(caller, memory_id, body)
 
 
 @router.delete("/memories/{memory_id}", status_code=204)

@@ -52,38 +52,71 @@ class CollectionSpec:
         return f"{self.prefix}_{slug}_{self.dimension}"
 
 
-# A condition both adapters translate into their own filter types:
-# ("match", key, value) | ("any", key, [values]) | ("range", key, gte, lte) | ("id", point_id)
-Condition = tuple[Any, ...]
+@dataclass(frozen=True, slots=True)
+class Match:
+    """The payload field `key` equals `value`."""
+
+    key: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class MatchAny:
+    """The payload field `key` equals one of `values`."""
+
+    key: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """The numeric payload field `key` lies within [gte, lte]; None leaves that side open."""
+
+    key: str
+    gte: float | None = None
+    lte: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HasId:
+    point_id: str
+
+
+# What a store filter is made of; each adapter translates these into its backend's types.
+Condition = Match | MatchAny | Range | HasId
 
 
 def tenant_conditions(user_id: str, filters: SearchFilters | None = None) -> list[Condition]:
     """Every read and delete starts from the verified user; request filters only narrow it."""
     if not user_id:
         raise ValueError("a user id is required for every store read")
-    conditions: list[Condition] = [("match", "user_id", user_id)]
+    conditions: list[Condition] = [Match("user_id", user_id)]
     if filters is None:
         return conditions
     if filters.providers:
-        conditions.append(("any", "provider", list(filters.providers)))
+        conditions.append(MatchAny("provider", tuple(filters.providers)))
     if filters.conversation_id:
-        conditions.append(("match", "conversation_id", filters.conversation_id))
+        conditions.append(Match("conversation_id", filters.conversation_id))
     if filters.kind is not None:
-        conditions.append(("match", "kind", filters.kind.value))
+        conditions.append(Match("kind", filters.kind.value))
     if filters.created_after is not None or filters.created_before is not None:
         conditions.append(
-            (
-                "range",
+            Range(
                 "created_at",
-                filters.created_after.timestamp() if filters.created_after else None,
-                filters.created_before.timestamp() if filters.created_before else None,
+                gte=filters.created_after.timestamp() if filters.created_after else None,
+                lte=filters.created_before.timestamp() if filters.created_before else None,
             )
         )
     return conditions
 
 
+def memory_conditions(user_id: str, memory_id: str) -> list[Condition]:
+    """One memory, and only if the verified user owns it."""
+    return [*tenant_conditions(user_id), HasId(memory_id)]
+
+
 def to_payload(memory: Memory) -> dict[str, Any]:
-    return {
+    payload: dict[str, Any] = {
         "user_id": memory.user_id,
         "kind": memory.kind.value,
         "text": memory.text,
@@ -96,6 +129,13 @@ def to_payload(memory: Memory) -> dict[str, Any]:
         "prompt_id": memory.prompt_id,
         "response_id": memory.response_id,
     }
+    if memory.updated_at is not None:
+        payload["updated_at"] = memory.updated_at.timestamp()
+    return payload
+
+
+def _time(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
 
 
 def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
@@ -112,6 +152,7 @@ def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
         metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
         prompt_id=payload.get("prompt_id", ""),
         response_id=payload.get("response_id", ""),
+        updated_at=_time(payload.get("updated_at")),
     )
 
 

@@ -22,11 +22,16 @@ from memory_service.store.base import (
     CollectionSpec,
     Condition,
     DimensionMismatchError,
+    HasId,
+    Match,
+    MatchAny,
     MemoryStore,
+    Range,
     StoreError,
     decode_cursor,
     encode_cursor,
     from_payload,
+    memory_conditions,
     prefetch_limit,
     tenant_conditions,
     to_payload,
@@ -37,13 +42,13 @@ MANIFEST = "memory-layer.json"
 
 def _condition(cond: Condition) -> Any:
     match cond:
-        case ("match", key, value):
+        case Match(key, value):
             return qe.FieldCondition(key, match=qe.MatchValue(value))
-        case ("any", key, values):
-            return qe.FieldCondition(key, match=qe.MatchAny(values))
-        case ("range", key, gte, lte):
+        case MatchAny(key, values):
+            return qe.FieldCondition(key, match=qe.MatchAny(list(values)))
+        case Range(key, gte, lte):
             return qe.FieldCondition(key, range=qe.RangeFloat(gte=gte, lte=lte))
-        case ("id", point_id):
+        case HasId(point_id):
             return qe.HasIdCondition({point_id})
     raise ValueError(f"unknown condition {cond!r}")
 
@@ -68,7 +73,14 @@ class EdgeMemoryStore(MemoryStore):
         return self.data_dir / "collections" / self.spec.name
 
     async def _run(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        except StoreError:
+            raise
+        except Exception as exc:
+            # The engine raises bare Exception for every failure (I/O, a closed shard), so
+            # there is nothing narrower to catch; the caller learns the store failed.
+            raise StoreError(f"embedded store failed: {exc}") from exc
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -188,7 +200,7 @@ class EdgeMemoryStore(MemoryStore):
         await self._run(self.shard.update, op)
 
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
-        conditions = [*tenant_conditions(user_id), ("id", memory_id)]
+        conditions = memory_conditions(user_id, memory_id)
         request = qe.ScrollRequest(limit=1, filter=_filter(conditions), with_payload=True)
         records, _ = await self._run(self.shard.scroll, request)
         if not records:
@@ -260,7 +272,7 @@ class EdgeMemoryStore(MemoryStore):
     async def delete(self, user_id: str, memory_id: str) -> bool:
         if await self.get(user_id, memory_id) is None:
             return False
-        conditions = [*tenant_conditions(user_id), ("id", memory_id)]
+        conditions = memory_conditions(user_id, memory_id)
         await self._run(
             self.shard.update, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
         )
@@ -273,7 +285,7 @@ class EdgeMemoryStore(MemoryStore):
         return count
 
     async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
-        conditions = [*tenant_conditions(user_id), ("id", memory_id)]
+        conditions = memory_conditions(user_id, memory_id)
         await self._run(
             self.shard.update,
             qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import functools
+import math
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
@@ -17,12 +20,17 @@ from memory_service.store.base import (
     CollectionSpec,
     Condition,
     DimensionMismatchError,
+    HasId,
+    Match,
+    MatchAny,
     MemoryStore,
+    Range,
     StoreError,
     StoreUnavailableError,
     decode_cursor,
     encode_cursor,
     from_payload,
+    memory_conditions,
     prefetch_limit,
     tenant_conditions,
     to_payload,
@@ -31,13 +39,13 @@ from memory_service.store.base import (
 
 def _condition(cond: Condition) -> Any:
     match cond:
-        case ("match", key, value):
+        case Match(key, value):
             return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-        case ("any", key, values):
-            return models.FieldCondition(key=key, match=models.MatchAny(any=values))
-        case ("range", key, gte, lte):
+        case MatchAny(key, values):
+            return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
+        case Range(key, gte, lte):
             return models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
-        case ("id", point_id):
+        case HasId(point_id):
             return models.HasIdCondition(has_id=[point_id])
     raise ValueError(f"unknown condition {cond!r}")
 
@@ -46,34 +54,80 @@ def _filter(conditions: list[Condition]) -> models.Filter:
     return models.Filter(must=[_condition(c) for c in conditions])
 
 
+DEFAULT_TIMEOUT_SECONDS = 3.0
+P = ParamSpec("P")
+T = TypeVar("T")
+Store = TypeVar("Store", bound="ServerMemoryStore")
+
+
+def _translated(
+    method: Callable[Concatenate[Store, P], Coroutine[Any, Any, T]],
+) -> Callable[Concatenate[Store, P], Coroutine[Any, Any, T]]:
+    """Bound a store operation in time and tell Qdrant's failures as this store's errors.
+
+    The client's own timeout bounds each phase of a request (connect, each read); this bounds
+    the whole operation, so a server that accepts and then trickles or stalls lets go too."""
+
+    @functools.wraps(method)
+    async def bounded(self: Store, *args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await method(self, *args, **kwargs)
+        except TimeoutError as exc:
+            raise StoreUnavailableError(f"Qdrant did not answer within {self.timeout:g} s") from exc
+        except (ResponseHandlingException, OSError) as exc:
+            raise StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
+        except UnexpectedResponse as exc:
+            status = exc.status_code or 0
+            if status == 429 or status >= 500:
+                raise StoreUnavailableError(
+                    f"Qdrant answered {exc.status_code} {exc.reason_phrase}"
+                ) from exc
+            raise StoreError(
+                f"Qdrant refused a request: {exc.status_code} {exc.reason_phrase}"
+            ) from exc
+
+    return bounded
+
+
 class ServerMemoryStore(MemoryStore):
     backend = "server"
 
     def __init__(
-        self, client: AsyncQdrantClient, spec: CollectionSpec, *, replication_factor: int = 1
+        self,
+        client: AsyncQdrantClient,
+        spec: CollectionSpec,
+        *,
+        replication_factor: int = 1,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self.client = client
         self.spec = spec
         self.replication_factor = replication_factor
+        self.timeout = timeout
 
     @classmethod
     def connect(
-        cls, url: str, api_key: str | None, spec: CollectionSpec, *, replication_factor: int = 1
+        cls,
+        url: str,
+        api_key: str | None,
+        spec: CollectionSpec,
+        *,
+        replication_factor: int = 1,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> ServerMemoryStore:
-        client = AsyncQdrantClient(url=url, api_key=api_key, timeout=10)
-        return cls(client, spec, replication_factor=replication_factor)
+        # REST, as the outage test's stand-in serves it; the client takes whole seconds.
+        client = AsyncQdrantClient(
+            url=url, api_key=api_key, timeout=max(1, math.ceil(timeout)), prefer_grpc=False
+        )
+        return cls(client, spec, replication_factor=replication_factor, timeout=timeout)
 
     @property
     def name(self) -> str:
         return self.spec.name
 
+    @_translated
     async def open(self) -> None:
-        try:
-            await self._open()
-        except (ResponseHandlingException, UnexpectedResponse, OSError) as exc:
-            raise StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
-
-    async def _open(self) -> None:
         if await self.client.collection_exists(self.name):
             info = await self.client.get_collection(self.name)
             vectors = info.config.params.vectors
@@ -115,6 +169,7 @@ class ServerMemoryStore(MemoryStore):
     async def close(self) -> None:
         await self.client.close()
 
+    @_translated
     async def upsert(self, points: Sequence[MemoryPoint]) -> None:
         await self.client.upsert(
             self.name,
@@ -134,10 +189,11 @@ class ServerMemoryStore(MemoryStore):
             wait=True,
         )
 
+    @_translated
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         records, _ = await self.client.scroll(
             self.name,
-            scroll_filter=_filter([*tenant_conditions(user_id), ("id", memory_id)]),
+            scroll_filter=_filter(memory_conditions(user_id, memory_id)),
             limit=1,
             with_payload=True,
         )
@@ -145,6 +201,7 @@ class ServerMemoryStore(MemoryStore):
             return None
         return from_payload(records[0].id, records[0].payload or {})
 
+    @_translated
     async def search(
         self,
         user_id: str,
@@ -197,6 +254,7 @@ class ServerMemoryStore(MemoryStore):
             for p in response.points
         ]
 
+    @_translated
     async def scroll(
         self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
     ) -> tuple[list[Memory], str | None]:
@@ -211,27 +269,31 @@ class ServerMemoryStore(MemoryStore):
         memories = [from_payload(r.id, r.payload or {}) for r in records]
         return memories, (encode_cursor(next_offset) if next_offset is not None else None)
 
+    @_translated
     async def count(self, user_id: str | None = None) -> int:
         flt = _filter(tenant_conditions(user_id)) if user_id is not None else None
         result = await self.client.count(self.name, count_filter=flt, exact=True)
         return int(result.count)
 
+    @_translated
     async def count_users(self) -> int:
         response = await self.client.facet(self.name, key="user_id", limit=1_000_000, exact=False)
         return len(response.hits)
 
+    @_translated
     async def delete(self, user_id: str, memory_id: str) -> bool:
         if await self.get(user_id, memory_id) is None:
             return False
         await self.client.delete(
             self.name,
             points_selector=models.FilterSelector(
-                filter=_filter([*tenant_conditions(user_id), ("id", memory_id)])
+                filter=_filter(memory_conditions(user_id, memory_id))
             ),
             wait=True,
         )
         return True
 
+    @_translated
     async def delete_user(self, user_id: str) -> int:
         flt = _filter(tenant_conditions(user_id))
         count = (await self.client.count(self.name, count_filter=flt, exact=True)).count
@@ -240,13 +302,12 @@ class ServerMemoryStore(MemoryStore):
         )
         return int(count)
 
+    @_translated
     async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
         await self.client.set_payload(
             self.name,
             payload=fields,
-            points=models.FilterSelector(
-                filter=_filter([*tenant_conditions(user_id), ("id", memory_id)])
-            ),
+            points=models.FilterSelector(filter=_filter(memory_conditions(user_id, memory_id))),
             wait=True,
         )
 

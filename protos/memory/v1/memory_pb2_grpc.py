@@ -54,6 +54,11 @@ class MemoryServiceStub:
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetMemoryRequest.SerializeToString,
                 response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
                 _registered_method=True)
+        self.UpdateMemory = channel.unary_unary(
+                '/memory.v1.MemoryService/UpdateMemory',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
+                _registered_method=True)
         self.ListMemories = channel.unary_unary(
                 '/memory.v1.MemoryService/ListMemories',
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ListMemoriesRequest.SerializeToString,
@@ -106,6 +111,14 @@ class MemoryServiceServicer:
 
     def GetMemory(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateMemory(self, request, context):
+        """Change a memory's text and/or metadata; a new text is embedded again. The id and
+        created_at stay, updated_at records the change.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -163,6 +176,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
             'GetMemory': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMemory,
                     request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetMemoryRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.SerializeToString,
+            ),
+            'UpdateMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateMemory,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.FromString,
                     response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.SerializeToString,
             ),
             'ListMemories': grpc.unary_unary_rpc_method_handler(
@@ -298,6 +316,33 @@ class MemoryService:
             target,
             '/memory.v1.MemoryService/GetMemory',
             protos_dot_memory_dot_v1_dot_memory__pb2.GetMemoryRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/UpdateMemory',
+            protos_dot_memory_dot_v1_dot_memory__pb2.UpdateMemoryRequest.SerializeToString,
             protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
             options,
             channel_credentials,

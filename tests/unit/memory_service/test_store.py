@@ -1,4 +1,5 @@
-"""One suite, both store adapters: the embedded engine and the server client (in-memory)."""
+"""One suite, both store adapters: the embedded engine, and the server client both in
+memory and over REST to a loopback Qdrant."""
 
 from __future__ import annotations
 
@@ -19,9 +20,16 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
-from memory_service.store import CollectionSpec, DimensionMismatchError, MemoryStore, StoreError
+from memory_service.store import (
+    CollectionSpec,
+    DimensionMismatchError,
+    MemoryStore,
+    StoreError,
+    StoreUnavailableError,
+)
 from memory_service.store.edge import EdgeMemoryStore
 from memory_service.store.server import ServerMemoryStore
+from tests.support.qdrant_stand_in import QdrantStandIn
 
 DIM = 8
 SPEC = CollectionSpec(model="test-model", dimension=DIM)
@@ -60,16 +68,22 @@ def point(
     )
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", "server", "server-rest"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MemoryStore]:
     s: MemoryStore
+    stand_in: QdrantStandIn | None = None
     if request.param == "embedded":
         s = EdgeMemoryStore(tmp_path / "data", SPEC)
-    else:
+    elif request.param == "server":
         s = ServerMemoryStore(AsyncQdrantClient(location=":memory:"), SPEC)
+    else:
+        stand_in = QdrantStandIn().start()
+        s = ServerMemoryStore.connect(stand_in.url, None, SPEC)
     await s.open()
     yield s
     await s.close()
+    if stand_in is not None:
+        stand_in.stop()
 
 
 async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
@@ -244,3 +258,32 @@ async def test_server_store_checks_dimension() -> None:
     )
     with pytest.raises(DimensionMismatchError, match=r"holds 16-dimensional .* produces 8"):
         await ServerMemoryStore(client, SPEC).open()
+
+
+async def test_server_store_tells_every_qdrant_failure_as_a_store_error() -> None:
+    qdrant = QdrantStandIn().start()
+    store = ServerMemoryStore.connect(qdrant.url, None, SPEC, timeout=0.3)
+    try:
+        await store.open()
+        p = point("u", "kept", 0)
+        await store.upsert([p])
+        for outage in (qdrant.stall, qdrant.hang_up, lambda: qdrant.fail_with(503)):
+            outage()
+            with pytest.raises(StoreUnavailableError):
+                await store.get("u", p.memory.id)
+            with pytest.raises(StoreUnavailableError):
+                await store.upsert([point("u", "lost", 1)])
+            qdrant.answer()
+            # Back at once, with nothing stored that was not acknowledged.
+            assert await store.count("u") == 1
+        qdrant.fail_with(400)
+        with pytest.raises(StoreError) as refused:
+            await store.count("u")
+        # A refused request is a store error too, but not one that waiting fixes.
+        assert not isinstance(refused.value, StoreUnavailableError)
+        qdrant.answer()
+        got = await store.get("u", p.memory.id)
+        assert got is not None and got.text == "kept"
+    finally:
+        await store.close()
+        qdrant.stop()
