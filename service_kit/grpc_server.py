@@ -151,5 +151,6 @@ async def serve(
     configure_logging(name, settings.log_level)
     running = await create(settings)
     start_metrics(settings.metrics_port)
-    log.info("%s listening on %s:%d", name, settings.host, running.port)
-    await run_until_signalled(name, running.start_serving, running.stop)
+    spoken = name.replace("_", " ")
+    log.info("%s listening on %s:%d", spoken, settings.host, running.port)
+    await run_until_signalled(spoken, running.start_serving, running.stop)
