@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 import grpc
 import httpx
@@ -23,7 +24,7 @@ from service_kit.llm_apis import OFFLINE
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = chat_pb2.DESCRIPTOR.services_by_name["ChatService"].full_name
+SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
 def http_client(settings: ChatSettings) -> httpx.AsyncClient:
@@ -96,13 +97,8 @@ class ChatServer(ServiceServer):
 async def create_server(settings: ChatSettings) -> ChatServer:
     """Bind the server (port 0 picks a free port) and start it reporting NOT_SERVING."""
     servicer = ChatServicer()
-    bound = await bind_server(
-        settings,
-        settings.port,
-        SERVICE_NAME,
-        lambda server: chat_pb2_grpc.add_ChatServiceServicer_to_server(servicer, server),
-        metrics.RPC_SECONDS,
-    )
+    add = partial(chat_pb2_grpc.add_ChatServiceServicer_to_server, servicer)
+    bound = await bind_server(settings, settings.port, SERVICE, add, metrics.RPC_SECONDS)
     return ChatServer(settings, bound, servicer, settings.required_service_token())
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 from memory_service import metrics
 from memory_service.allocator import release_free_memory
@@ -22,7 +23,7 @@ from service_kit.grpc_server import serve as run_service
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"].full_name
+SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
 
 
 def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
@@ -103,13 +104,8 @@ class MemoryServer(ServiceServer):
 async def create_server(settings: MemorySettings) -> MemoryServer:
     """Bind the server (port 0 picks a free port) and start it reporting NOT_SERVING."""
     servicer = MemoryServicer()
-    bound = await bind_server(
-        settings,
-        settings.port,
-        SERVICE_NAME,
-        lambda server: memory_pb2_grpc.add_MemoryServiceServicer_to_server(servicer, server),
-        metrics.RPC_SECONDS,
-    )
+    add = partial(memory_pb2_grpc.add_MemoryServiceServicer_to_server, servicer)
+    bound = await bind_server(settings, settings.port, SERVICE, add, metrics.RPC_SECONDS)
     return MemoryServer(settings, bound, servicer)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -92,11 +93,12 @@ class ServiceServer(abc.ABC):
 async def bind_server(
     settings: ServiceSettings,
     port: int,
-    service_name: str,
+    service: ServiceDescriptor,
     add_servicer: Callable[[grpc.aio.Server], None],
     rpc_seconds: Any,
 ) -> BoundServer:
     """Bind (port 0 picks a free port), start and report NOT_SERVING."""
+    service_name = service.full_name
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(settings.required_service_token(), rpc_seconds)],
         options=server_options(settings),

@@ -3,6 +3,7 @@ turns ServiceErrors into their status codes and records RPC latency."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -76,39 +77,36 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             trailing = ((RETRY_AFTER_KEY, exc.retry_after),)
         await context.abort(exc.code, exc.details, trailing_metadata=trailing)
 
+    @contextlib.asynccontextmanager
+    async def _call(
+        self, method: str, metadata: dict[str, str], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[None]:
+        """Identity in, a ServiceError out as its status, the latency recorded either way."""
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            self._enter(metadata)
+            yield
+        except grpc.aio.AbortError:
+            code = "ABORTED_BY_HANDLER"
+            raise
+        except Exception as exc:
+            code = status_for(exc).name
+            await self._fail(context, method, exc)
+        finally:
+            self.metric.labels(method, code).observe(time.perf_counter() - started)
+
     def _unary(self, behavior: Any, method: str, metadata: dict[str, str]) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = "OK"
-            try:
-                self._enter(metadata)
+            async with self._call(method, metadata, context):
                 return await behavior(request, context)
-            except grpc.aio.AbortError:
-                code = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as exc:
-                code = status_for(exc).name
-                await self._fail(context, method, exc)
-            finally:
-                self.metric.labels(method, code).observe(time.perf_counter() - started)
 
         return wrapped
 
     def _stream(self, behavior: Any, method: str, metadata: dict[str, str]) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = "OK"
-            try:
-                self._enter(metadata)
+            async with self._call(method, metadata, context):
                 async for item in behavior(request, context):
                     yield item
-            except grpc.aio.AbortError:
-                code = "ABORTED_BY_HANDLER"
-                raise
-            except Exception as exc:
-                code = status_for(exc).name
-                await self._fail(context, method, exc)
-            finally:
-                self.metric.labels(method, code).observe(time.perf_counter() - started)
 
         return wrapped
