@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 
 CONTEXT_NOTICE = "Your memories could not be searched just now, so the answer does not use them."
+NO_RELEVANT_NOTICE = "No relevant memories were found for this question, so the answer uses none."
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,8 @@ class Plan:
     model: str
     prompt: Prompt
     deadline: float
+    # Memories the search returned (all at or above the relevance floor), before the budget.
+    memories_found: int
 
 
 class Assistant:
@@ -174,7 +177,13 @@ class Assistant:
             self.settings.context_share,
             memories_unavailable=unavailable,
         )
-        return Plan(provider=provider, model=model, prompt=prompt, deadline=deadline)
+        return Plan(
+            provider=provider,
+            model=model,
+            prompt=prompt,
+            deadline=deadline,
+            memories_found=len(memories),
+        )
 
     def _provider_name(self, requested: str | None) -> ProviderName:
         configured = self.settings.provider
@@ -210,6 +219,8 @@ class Assistant:
             notices.append(NO_MODEL if configured else REQUESTED)
         if plan.prompt.memories_unavailable:
             notices.append(CONTEXT_NOTICE)
+        elif plan.memories_found == 0:
+            notices.append(NO_RELEVANT_NOTICE)
         return AnswerDetails(
             context_used=list(plan.prompt.memories),
             usage=usage,

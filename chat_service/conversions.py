@@ -36,7 +36,10 @@ def chat_question(request: chat_pb2.ChatRequest) -> ChatQuestion:
 
 
 def search_request(query: str, top_k: int) -> memory_pb2.SearchRequest:
-    return memory_pb2.SearchRequest(query=query, top_k=top_k, mode=memory_pb2.SEARCH_MODE_HYBRID)
+    # Only memories at or above the memory service's relevance floor go into a prompt.
+    return memory_pb2.SearchRequest(
+        query=query, top_k=top_k, mode=memory_pb2.SEARCH_MODE_HYBRID, relevant_only=True
+    )
 
 
 def context_memories(response: memory_pb2.SearchResponse) -> list[ContextMemory]:

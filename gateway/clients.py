@@ -96,9 +96,14 @@ class MemoryClient(ServiceClient):
         top_k: int,
         mode: str,
         filters: schemas.Filters | None,
+        *,
+        min_score: float = 0.0,
+        relevant_only: bool = False,
     ) -> list[schemas.ScoredMemory]:
         reply = await self.stub.Search(
-            conv.search_to_pb(query, top_k, mode, filters),
+            conv.search_to_pb(
+                query, top_k, mode, filters, min_score=min_score, relevant_only=relevant_only
+            ),
             timeout=self.timeout,
             metadata=self._metadata(caller),
         )

@@ -67,10 +67,21 @@ def save_response_to_pb(body: schemas.SaveResponse, message_id: str) -> pb.Attac
 
 
 def search_to_pb(
-    query: str, top_k: int, mode: str, filters: schemas.Filters | None
+    query: str,
+    top_k: int,
+    mode: str,
+    filters: schemas.Filters | None,
+    *,
+    min_score: float = 0.0,
+    relevant_only: bool = False,
 ) -> pb.SearchRequest:
     return pb.SearchRequest(
-        query=query, top_k=top_k, mode=_MODE_TO_PB[mode], filters=filters_to_pb(filters)
+        query=query,
+        top_k=top_k,
+        mode=_MODE_TO_PB[mode],
+        filters=filters_to_pb(filters),
+        min_score=min_score,
+        relevant_only=relevant_only,
     )
 
 

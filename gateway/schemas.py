@@ -31,6 +31,7 @@ Metadata = Annotated[dict[ShortText, ShortText], Field(max_length=MAX_METADATA_E
 TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]
 Kind = Literal["prompt", "response"]
 SearchModeName = Literal["hybrid", "semantic", "keyword"]
+Score = Annotated[float, Field(ge=0, le=1)]
 
 
 class RequestBody(BaseModel):
@@ -81,6 +82,8 @@ class SearchQuery(RequestBody):
     top_k: TopK = 10
     mode: SearchModeName = "hybrid"
     filters: Filters | None = None
+    # Only results scoring at least this much (scores are in [0, 1]).
+    min_score: Score = 0.0
     user_id: ShortText | None = None
 
 
@@ -90,6 +93,8 @@ class ContextQuery(RequestBody):
     max_tokens: Annotated[int, Field(ge=1, le=MAX_CONTEXT_TOKENS)] = 1000
     mode: SearchModeName = "hybrid"
     filters: Filters | None = None
+    # A stricter floor than the service's relevance floor; a laxer one has no effect.
+    min_score: Score = 0.0
     user_id: ShortText | None = None
 
 

@@ -49,3 +49,8 @@ class MemorySettings(ServiceSettings):
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)
+
+    # Memories scoring below this are never injected into a prompt (/context, chat). Scores
+    # are calibrated (README, "Scores"): 0.25 needs a best match of cosine ~0.28; unrelated
+    # prompts score below ~0.1, prompts about a saved memory above ~0.6.
+    relevance_floor: float = Field(default=0.25, ge=0, le=1)

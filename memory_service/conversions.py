@@ -21,6 +21,7 @@ _MODE_FROM_PB = {
     pb.SEARCH_MODE_HYBRID: SearchMode.HYBRID,
     pb.SEARCH_MODE_SEMANTIC: SearchMode.SEMANTIC,
     pb.SEARCH_MODE_KEYWORD: SearchMode.KEYWORD,
+    pb.SEARCH_MODE_RRF: SearchMode.RRF,
 }
 
 

@@ -95,9 +95,12 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
 class Memories:
     """One user's memories, as seen through a verified identity."""
 
-    def __init__(self, embedder: Embedder, store: MemoryStore) -> None:
+    def __init__(
+        self, embedder: Embedder, store: MemoryStore, *, relevance_floor: float = 0.0
+    ) -> None:
         self.embedder = embedder
         self.store = store
+        self.relevance_floor = relevance_floor
         self.bm25 = qdrant_edge.Bm25()
 
     def _sparse_document(self, text: str) -> SparseVector:
@@ -112,12 +115,14 @@ class Memories:
         text = _check_text(new.text)
         for name in ("provider", "conversation_id", "message_id", "url"):
             _check_field(getattr(new, name), name)
-        memory_id = memory_point_id(who.user_id, new.message_id)
-        if new.message_id:
-            # A retried save returns what the first one stored instead of writing again.
-            existing = await self.store.get(who.user_id, memory_id)
-            if existing is not None:
-                return existing
+        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text)
+        # A retried save returns what the first one stored instead of writing again; so does
+        # the same text saved again without a message id, which lands on the same point.
+        existing = await self.store.get(who.user_id, memory_id)
+        if existing is not None:
+            if not new.message_id:
+                await self._seen_again(who, existing)
+            return existing
         memory = Memory(
             id=memory_id,
             user_id=who.user_id,
@@ -136,6 +141,15 @@ class Memories:
             await self.store.upsert([point])
         metrics.MEMORIES_SAVED.labels(memory.kind.value).inc()
         return memory
+
+    async def _seen_again(self, who: Identity, memory: Memory) -> None:
+        memory.seen_count += 1
+        with _timed("set_payload"):
+            await self.store.set_fields(
+                who.user_id,
+                memory.id,
+                {"seen_count": memory.seen_count, "last_seen_at": datetime.now(UTC).timestamp()},
+            )
 
     async def attach_response(
         self, who: Identity, new: NewMemory, *, prompt_id: str = "", prompt_message_id: str = ""
@@ -162,22 +176,41 @@ class Memories:
         return response
 
     async def search(
-        self, who: Identity, query: str, top_k: int, mode: SearchMode, filters: SearchFilters
+        self,
+        who: Identity,
+        query: str,
+        top_k: int,
+        mode: SearchMode,
+        filters: SearchFilters,
+        *,
+        min_score: float = 0.0,
+        relevant_only: bool = False,
     ) -> list[ScoredMemory]:
+        """The caller's best `top_k` memories for `query`, scored in [0, 1]; with
+        `relevant_only` (memories about to be injected), none below the relevance floor."""
         _check_text(query, "query")
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
-        dense = await self.embedder.embed(query) if mode is not SearchMode.KEYWORD else None
+        if not 0.0 <= min_score <= 1.0:
+            raise InvalidArgumentError(f"min_score must be between 0 and 1, got {min_score}")
+        floor = max(min_score, self.relevance_floor) if relevant_only else min_score
         sparse = self._sparse_query(query) if mode is not SearchMode.SEMANTIC else None
         if mode is SearchMode.KEYWORD and sparse is not None and not sparse.indices:
             return []
-        if mode is SearchMode.HYBRID and sparse is not None and not sparse.indices:
+        # Keyword mode embeds the query too: its scores are scaled by the best dense match.
+        dense = await self.embedder.embed(query)
+        if (
+            mode in (SearchMode.HYBRID, SearchMode.RRF)
+            and sparse is not None
+            and not sparse.indices
+        ):
             # Nothing but stop words: the keyword side has nothing to add.
             mode, sparse = SearchMode.SEMANTIC, None
         with _timed("search"):
-            return await self.store.search(
+            results = await self.store.search(
                 who.user_id, dense=dense, sparse=sparse, mode=mode, filters=filters, limit=top_k
             )
+        return [r for r in results if r.score >= floor] if floor > 0 else results
 
     async def get(self, who: Identity, memory_id: str) -> Memory:
         with _timed("get"):

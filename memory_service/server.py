@@ -82,7 +82,9 @@ class MemoryServer(ServiceServer):
         # Loading the model and replaying the store's log leave freed heap behind.
         await asyncio.to_thread(release_free_memory)
         self.embedder, self.store = embedder, store
-        self.servicer.ready(Memories(embedder, store))
+        self.servicer.ready(
+            Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
+        )
         await self.set_status(SERVING)
         log.info(
             "memory service ready on port %d (%s store, collection %s, %s embedder)",

@@ -53,6 +53,8 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             request.top_k,
             conv.mode_from_pb(request.mode),
             conv.filters_from_pb(request.filters),
+            min_score=request.min_score,
+            relevant_only=request.relevant_only,
         )
         return conv.scored_to_pb(results)
 

@@ -38,7 +38,7 @@ def offline_answer(prompt: Prompt, opening: str = NO_MODEL) -> str:
     if prompt.memories_unavailable:
         return f"{opening}\nYour memories could not be searched just now; please try again."
     if not prompt.memories:
-        return f"{opening}\nNone of your saved memories match this question."
+        return f"{opening}\nNo relevant memories were found for this question."
     lines = [opening, "The most relevant ones:", ""]
     for index, memory in enumerate(prompt.memories[:MAX_QUOTED], start=1):
         text = " ".join(memory.text.split())

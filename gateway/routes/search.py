@@ -13,16 +13,28 @@ router = APIRouter(tags=["search"])
 
 @router.post("/search", response_model=SearchResults)
 async def search(body: SearchQuery, caller: CurrentCaller, memory: Memories) -> SearchResults:
-    """The caller's memories ranked by relevance to `query` (hybrid, semantic or keyword)."""
+    """The caller's memories ranked by relevance to `query` (hybrid, semantic or keyword),
+    each with a score in [0, 1]; none below `min_score`."""
     check_user_id(caller, body.user_id)
-    results = await memory.search(caller, body.query, body.top_k, body.mode, body.filters)
+    results = await memory.search(
+        caller, body.query, body.top_k, body.mode, body.filters, min_score=body.min_score
+    )
     return SearchResults(results=results)
 
 
 @router.post("/context", response_model=Context)
 async def context(body: ContextQuery, caller: CurrentCaller, memory: Memories) -> Context:
     """A ready-to-inject block of the most relevant memories within `max_tokens`
-    (estimated as characters / 4), plus the memories it uses."""
+    (estimated as characters / 4), plus the memories it uses. Only memories at or above the
+    relevance floor go in: a prompt no memory is about gets an empty block."""
     check_user_id(caller, body.user_id)
-    results = await memory.search(caller, body.prompt, body.top_k, body.mode, body.filters)
+    results = await memory.search(
+        caller,
+        body.prompt,
+        body.top_k,
+        body.mode,
+        body.filters,
+        min_score=body.min_score,
+        relevant_only=True,
+    )
     return build_context(results, body.max_tokens)

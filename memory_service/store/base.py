@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from memory_service import ranking
 from memory_service.models import (
     Memory,
     MemoryKind,
@@ -128,6 +129,7 @@ def to_payload(memory: Memory) -> dict[str, Any]:
         "created_at": memory.created_at.timestamp(),
         "prompt_id": memory.prompt_id,
         "response_id": memory.response_id,
+        "seen_count": memory.seen_count,
     }
     if memory.updated_at is not None:
         payload["updated_at"] = memory.updated_at.timestamp()
@@ -153,6 +155,7 @@ def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
         prompt_id=payload.get("prompt_id", ""),
         response_id=payload.get("response_id", ""),
         updated_at=_time(payload.get("updated_at")),
+        seen_count=int(payload.get("seen_count", 1)),
     )
 
 
@@ -171,6 +174,15 @@ def decode_cursor(cursor: str) -> str:
 
 def prefetch_limit(limit: int) -> int:
     return min(max(limit * 4, 40), 400)
+
+
+@dataclass(frozen=True, slots=True)
+class NearestQuery:
+    """One nearest-neighbour query of a search: which vector, the query vector, how many."""
+
+    using: str
+    vector: list[float] | SparseVector
+    limit: int
 
 
 class MemoryStore(abc.ABC):
@@ -193,7 +205,6 @@ class MemoryStore(abc.ABC):
     @abc.abstractmethod
     async def get(self, user_id: str, memory_id: str) -> Memory | None: ...
 
-    @abc.abstractmethod
     async def search(
         self,
         user_id: str,
@@ -203,7 +214,61 @@ class MemoryStore(abc.ABC):
         mode: SearchMode,
         filters: SearchFilters,
         limit: int,
-    ) -> list[ScoredMemory]: ...
+    ) -> list[ScoredMemory]:
+        """Ranked and scored as ranking.py says, the same for every backend; adapters only
+        run the queries."""
+        wanted = limit + ranking.DUPLICATE_MARGIN
+        if mode is SearchMode.RRF:
+            if dense is None or sparse is None:
+                raise ValueError("rrf search needs both vectors")
+            return await self._rrf(user_id, filters, dense, sparse, limit)
+        if mode is SearchMode.HYBRID:
+            if dense is None or sparse is None:
+                raise ValueError("hybrid search needs both vectors")
+            depth = max(ranking.CANDIDATE_DEPTH, wanted)
+            dense_hits, sparse_hits = await self._nearest(
+                user_id,
+                filters,
+                [
+                    NearestQuery(DENSE_VECTOR, dense, depth),
+                    NearestQuery(SPARSE_VECTOR, sparse, depth),
+                ],
+            )
+            return ranking.fuse(dense_hits, sparse_hits, limit)
+        if mode is SearchMode.SEMANTIC:
+            if dense is None:
+                raise ValueError("semantic search needs its vector")
+            (dense_hits,) = await self._nearest(
+                user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
+            )
+            return ranking.semantic(dense_hits, limit)
+        if sparse is None:
+            raise ValueError("keyword search needs its vector")
+        queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
+        if dense is not None:
+            # Only the best dense match, to put keyword scores on the same scale.
+            queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
+        hits = await self._nearest(user_id, filters, queries)
+        best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
+        return ranking.keyword(hits[0], best, limit)
+
+    @abc.abstractmethod
+    async def _nearest(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[ScoredMemory]]:
+        """For each query, the user's nearest memories with their raw scores (cosine, BM25),
+        run together as one batch."""
+
+    @abc.abstractmethod
+    async def _rrf(
+        self,
+        user_id: str,
+        filters: SearchFilters,
+        dense: list[float],
+        sparse: SparseVector,
+        limit: int,
+    ) -> list[ScoredMemory]:
+        """The engine's own reciprocal-rank fusion of dense and BM25 prefetches."""
 
     @abc.abstractmethod
     async def scroll(

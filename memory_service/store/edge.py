@@ -13,7 +13,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters, SearchMode
+from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
 from memory_service.models import SparseVector as Sparse
 from memory_service.store.base import (
     DENSE_VECTOR,
@@ -26,6 +26,7 @@ from memory_service.store.base import (
     Match,
     MatchAny,
     MemoryStore,
+    NearestQuery,
     Range,
     StoreError,
     decode_cursor,
@@ -55,6 +56,13 @@ def _condition(cond: Condition) -> Any:
 
 def _filter(conditions: list[Condition]) -> qe.Filter:
     return qe.Filter(must=[_condition(c) for c in conditions])
+
+
+def _nearest_query(query: NearestQuery) -> Any:
+    vector = query.vector
+    if isinstance(vector, Sparse):
+        return qe.Query.Nearest(qe.SparseVector(vector.indices, vector.values), using=query.using)
+    return qe.Query.Nearest(vector, using=query.using)
 
 
 class EdgeMemoryStore(MemoryStore):
@@ -207,42 +215,52 @@ class EdgeMemoryStore(MemoryStore):
             return None
         return from_payload(records[0].id, records[0].payload or {})
 
-    async def search(
+    async def _nearest(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[ScoredMemory]]:
+        flt = _filter(tenant_conditions(user_id, filters))
+        batch = qe.QueryBatchRequest(
+            [
+                qe.QueryRequest(
+                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=True
+                )
+                for q in queries
+            ]
+        )
+        results = await self._run(self.shard.query_batch, batch)
+        return [
+            [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
+            for points in results
+        ]
+
+    async def _rrf(
         self,
         user_id: str,
-        *,
-        dense: list[float] | None,
-        sparse: Sparse | None,
-        mode: SearchMode,
         filters: SearchFilters,
+        dense: list[float],
+        sparse: Sparse,
         limit: int,
     ) -> list[ScoredMemory]:
         flt = _filter(tenant_conditions(user_id, filters))
-        dense_q = qe.Query.Nearest(dense, using=DENSE_VECTOR) if dense is not None else None
-        sparse_q = (
-            qe.Query.Nearest(qe.SparseVector(sparse.indices, sparse.values), using=SPARSE_VECTOR)
-            if sparse is not None
-            else None
+        depth = prefetch_limit(limit)
+        request = qe.QueryRequest(
+            limit=limit,
+            prefetches=[
+                qe.Prefetch(
+                    limit=depth,
+                    query=_nearest_query(NearestQuery(DENSE_VECTOR, dense, depth)),
+                    filter=flt,
+                ),
+                qe.Prefetch(
+                    limit=depth,
+                    query=_nearest_query(NearestQuery(SPARSE_VECTOR, sparse, depth)),
+                    filter=flt,
+                ),
+            ],
+            query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
+            filter=flt,
+            with_payload=True,
         )
-        if mode is SearchMode.HYBRID:
-            if dense_q is None or sparse_q is None:
-                raise ValueError("hybrid search needs both vectors")
-            depth = prefetch_limit(limit)
-            request = qe.QueryRequest(
-                limit=limit,
-                prefetches=[
-                    qe.Prefetch(limit=depth, query=dense_q, filter=flt),
-                    qe.Prefetch(limit=depth, query=sparse_q, filter=flt),
-                ],
-                query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
-                filter=flt,
-                with_payload=True,
-            )
-        else:
-            query = dense_q if mode is SearchMode.SEMANTIC else sparse_q
-            if query is None:
-                raise ValueError(f"{mode.value} search needs its vector")
-            request = qe.QueryRequest(limit=limit, query=query, filter=flt, with_payload=True)
         points = await self._run(self.shard.query, request)
         return [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
 

@@ -11,7 +11,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters, SearchMode
+from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
 from memory_service.models import SparseVector as Sparse
 from memory_service.store.base import (
     DENSE_VECTOR,
@@ -24,6 +24,7 @@ from memory_service.store.base import (
     Match,
     MatchAny,
     MemoryStore,
+    NearestQuery,
     Range,
     StoreError,
     StoreUnavailableError,
@@ -88,6 +89,12 @@ def _translated(
             ) from exc
 
     return bounded
+
+
+def _vector(vector: list[float] | Sparse) -> Any:
+    if isinstance(vector, Sparse):
+        return models.SparseVector(indices=vector.indices, values=vector.values)
+    return vector
 
 
 class ServerMemoryStore(MemoryStore):
@@ -202,53 +209,55 @@ class ServerMemoryStore(MemoryStore):
         return from_payload(records[0].id, records[0].payload or {})
 
     @_translated
-    async def search(
+    async def _nearest(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[ScoredMemory]]:
+        flt = _filter(tenant_conditions(user_id, filters))
+        responses = await self.client.query_batch_points(
+            self.name,
+            requests=[
+                models.QueryRequest(
+                    query=_vector(q.vector),
+                    using=q.using,
+                    filter=flt,
+                    limit=q.limit,
+                    with_payload=True,
+                )
+                for q in queries
+            ],
+        )
+        return [
+            [
+                ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
+                for p in response.points
+            ]
+            for response in responses
+        ]
+
+    @_translated
+    async def _rrf(
         self,
         user_id: str,
-        *,
-        dense: list[float] | None,
-        sparse: Sparse | None,
-        mode: SearchMode,
         filters: SearchFilters,
+        dense: list[float],
+        sparse: Sparse,
         limit: int,
     ) -> list[ScoredMemory]:
         flt = _filter(tenant_conditions(user_id, filters))
-        sparse_vec = (
-            models.SparseVector(indices=sparse.indices, values=sparse.values) if sparse else None
+        depth = prefetch_limit(limit)
+        response = await self.client.query_points(
+            self.name,
+            prefetch=[
+                models.Prefetch(query=dense, using=DENSE_VECTOR, limit=depth, filter=flt),
+                models.Prefetch(
+                    query=_vector(sparse), using=SPARSE_VECTOR, limit=depth, filter=flt
+                ),
+            ],
+            query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+            query_filter=flt,
+            limit=limit,
+            with_payload=True,
         )
-        if mode is SearchMode.HYBRID:
-            if dense is None or sparse_vec is None:
-                raise ValueError("hybrid search needs both vectors")
-            depth = prefetch_limit(limit)
-            response = await self.client.query_points(
-                self.name,
-                prefetch=[
-                    models.Prefetch(query=dense, using=DENSE_VECTOR, limit=depth, filter=flt),
-                    models.Prefetch(query=sparse_vec, using=SPARSE_VECTOR, limit=depth, filter=flt),
-                ],
-                query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
-                query_filter=flt,
-                limit=limit,
-                with_payload=True,
-            )
-        elif mode is SearchMode.SEMANTIC:
-            response = await self.client.query_points(
-                self.name,
-                query=dense,
-                using=DENSE_VECTOR,
-                query_filter=flt,
-                limit=limit,
-                with_payload=True,
-            )
-        else:
-            response = await self.client.query_points(
-                self.name,
-                query=sparse_vec,
-                using=SPARSE_VECTOR,
-                query_filter=flt,
-                limit=limit,
-                with_payload=True,
-            )
         return [
             ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
             for p in response.points

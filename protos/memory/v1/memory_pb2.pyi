@@ -22,6 +22,7 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_HYBRID: _ClassVar[SearchMode]
     SEARCH_MODE_SEMANTIC: _ClassVar[SearchMode]
     SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
+    SEARCH_MODE_RRF: _ClassVar[SearchMode]
 MEMORY_KIND_UNSPECIFIED: MemoryKind
 MEMORY_KIND_PROMPT: MemoryKind
 MEMORY_KIND_RESPONSE: MemoryKind
@@ -29,6 +30,7 @@ SEARCH_MODE_UNSPECIFIED: SearchMode
 SEARCH_MODE_HYBRID: SearchMode
 SEARCH_MODE_SEMANTIC: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
+SEARCH_MODE_RRF: SearchMode
 
 class Memory(_message.Message):
     __slots__ = ("id", "user_id", "kind", "text", "provider", "conversation_id", "message_id", "url", "metadata", "created_at", "prompt_id", "response_id", "updated_at")
@@ -134,16 +136,20 @@ class AttachResponseRequest(_message.Message):
     def __init__(self, text: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt_message_id: _Optional[str] = ..., provider: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., url: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "mode", "filters")
+    __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
+    MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    RELEVANT_ONLY_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     mode: SearchMode
     filters: Filters
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
+    min_score: float
+    relevant_only: bool
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., min_score: _Optional[float] = ..., relevant_only: _Optional[bool] = ...) -> None: ...
 
 class ScoredMemory(_message.Message):
     __slots__ = ("memory", "score")

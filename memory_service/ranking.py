@@ -1,0 +1,132 @@
+"""How search results are ordered and scored, the same for every store backend.
+
+The default (hybrid) ranking fuses the two signals by their scores, not only their ranks:
+each candidate list is min-max normalised within the query, combined with weights, and a
+memory gains a share of the score of the memory next to it in the same conversation (a
+question's answer is often the turn after the one that matches its words). Weights were
+measured on LoCoMo's development split (bench/bench_retrieval.py); the results are flat
+around them, which is why they carry over to unseen conversations.
+
+Every returned score is in [0, 1] and means the same for every query and mode: the top
+result carries the calibrated dense similarity of the query's best semantic match
+(`calibrated_cosine`), and the rest are scaled down by how far below the top they rank.
+A query no memory is about scores low everywhere, which is what the relevance floor uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from memory_service.models import ScoredMemory, normalised_text
+
+# Share of the dense signal in the fused score; BM25 gets the rest.
+DENSE_WEIGHT = 0.35
+# Share of its best conversation neighbour's fused score a candidate gains.
+NEIGHBOUR_WEIGHT = 0.4
+# Candidates fetched from each signal before fusing: deep enough that the neighbour of a
+# strong match is usually among them.
+CANDIDATE_DEPTH = 100
+# Cosine similarities of all-MiniLM-L6-v2 between unrelated texts sit below ~0.2 and between
+# a question and the text that answers it mostly above ~0.45; the calibration maps
+# COSINE_UNRELATED to 0 and COSINE_RELATED to 1, linearly between.
+COSINE_UNRELATED = 0.15
+COSINE_RELATED = 0.65
+# Extra results asked of the engine so that collapsing duplicates still fills top_k.
+DUPLICATE_MARGIN = 10
+
+
+def calibrated_cosine(cosine: float) -> float:
+    """A cosine similarity on the score scale: 0 unrelated, 1 clearly about the query."""
+    scaled = (cosine - COSINE_UNRELATED) / (COSINE_RELATED - COSINE_UNRELATED)
+    return min(max(scaled, 0.0), 1.0)
+
+
+def collapse_duplicates(results: Iterable[ScoredMemory], limit: int) -> list[ScoredMemory]:
+    """The best-ranked copy of each (kind, normalised text), in order, at most `limit`."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[ScoredMemory] = []
+    for result in results:
+        key = (result.memory.kind.value, normalised_text(result.memory.text))
+        if key in seen:
+            continue
+        seen.add(key)
+        kept.append(result)
+        if len(kept) == limit:
+            break
+    return kept
+
+
+def _min_max(hits: Sequence[ScoredMemory]) -> dict[str, float]:
+    if not hits:
+        return {}
+    scores = [h.score for h in hits]
+    low, high = min(scores), max(scores)
+    if high - low <= 1e-12:
+        return {h.memory.id: 1.0 for h in hits}
+    return {h.memory.id: (h.score - low) / (high - low) for h in hits}
+
+
+def _with_neighbours(
+    fused: dict[str, float], memories: dict[str, ScoredMemory]
+) -> dict[str, float]:
+    """Each candidate plus NEIGHBOUR_WEIGHT of its better neighbour's score, neighbours being
+    the candidates just before and after it in the same conversation."""
+    conversations: dict[str, list[str]] = {}
+    for memory_id in fused:
+        memory = memories[memory_id].memory
+        if memory.conversation_id:
+            conversations.setdefault(memory.conversation_id, []).append(memory_id)
+    boosted = dict(fused)
+    for ids in conversations.values():
+        if len(ids) < 2:
+            continue
+        ids.sort(key=lambda i: (memories[i].memory.created_at, i))
+        for position, memory_id in enumerate(ids):
+            neighbours = ids[max(position - 1, 0) : position] + ids[position + 1 : position + 2]
+            boosted[memory_id] += NEIGHBOUR_WEIGHT * max(fused[n] for n in neighbours)
+    return boosted
+
+
+def _scaled(ranked: list[tuple[ScoredMemory, float]], confidence: float) -> list[ScoredMemory]:
+    if not ranked:
+        return []
+    top = ranked[0][1]
+    return [
+        ScoredMemory(hit.memory, confidence * (value / top if top > 0 else 1.0))
+        for hit, value in ranked
+    ]
+
+
+def fuse(
+    dense_hits: Sequence[ScoredMemory], sparse_hits: Sequence[ScoredMemory], limit: int
+) -> list[ScoredMemory]:
+    """The hybrid ranking of candidates carrying raw cosine and BM25 scores."""
+    dense = _min_max(dense_hits)
+    sparse = _min_max(sparse_hits)
+    memories = {h.memory.id: h for h in (*sparse_hits, *dense_hits)}
+    fused = {
+        memory_id: DENSE_WEIGHT * dense.get(memory_id, 0.0)
+        + (1 - DENSE_WEIGHT) * sparse.get(memory_id, 0.0)
+        for memory_id in memories
+    }
+    boosted = _with_neighbours(fused, memories)
+    order = sorted(boosted, key=lambda i: (-boosted[i], i))
+    confidence = calibrated_cosine(max((h.score for h in dense_hits), default=0.0))
+    ranked = [(memories[i], boosted[i]) for i in order]
+    return collapse_duplicates(_scaled(ranked, confidence), limit)
+
+
+def semantic(dense_hits: Sequence[ScoredMemory], limit: int) -> list[ScoredMemory]:
+    """Dense order, each score its own calibrated cosine."""
+    scored = (ScoredMemory(h.memory, calibrated_cosine(h.score)) for h in dense_hits)
+    return collapse_duplicates(scored, limit)
+
+
+def keyword(
+    sparse_hits: Sequence[ScoredMemory], best_cosine: float | None, limit: int
+) -> list[ScoredMemory]:
+    """BM25 order, scaled by the query's best dense match like hybrid (by 1 when the caller
+    has no dense vector to measure it with)."""
+    confidence = 1.0 if best_cosine is None else calibrated_cosine(best_cosine)
+    ranked = [(h, h.score) for h in sparse_hits]
+    return collapse_duplicates(_scaled(ranked, confidence), limit)
