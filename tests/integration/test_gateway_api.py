@@ -396,6 +396,46 @@ async def test_extension_flow_with_idempotent_saves_context_and_export(
     assert (await api.delete("/memories", headers=headers)).json() == {"deleted": 2}
 
 
+async def test_the_same_text_saved_twice_is_one_memory_in_search_and_context(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    headers = bearer(keys.es256(new_user()))
+    text = "Remind me: the storage unit code is 4471 and the unit is number 12."
+    first = await api.post("/save-prompt", json={"prompt": text}, headers=headers)
+    # Another tab captures it again, with different case, spacing and Unicode form.
+    again = await api.post(
+        "/save-prompt",
+        json={"prompt": "  remind me:  the STORAGE unit code is 4471 and the unit is number 12. "},
+        headers=headers,
+    )
+    assert first.status_code == again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    assert again.json()["text"] == text
+    # Re-sent with message ids of its own: kept as the client's, but returned once.
+    for message_id in ("resend-1", "resend-2"):
+        resent = await api.post(
+            "/save-prompt", json={"prompt": text, "message_id": message_id}, headers=headers
+        )
+        assert resent.status_code == 200
+    await api.post("/save-prompt", json={"prompt": "The gym opens at 6am."}, headers=headers)
+
+    for mode in ("hybrid", "semantic", "keyword"):
+        found = await api.post(
+            "/search",
+            json={"query": "storage unit code", "top_k": 5, "mode": mode},
+            headers=headers,
+        )
+        texts = [r["text"] for r in found.json()["results"]]
+        assert sum(t.lower().split() == text.lower().split() for t in texts) == 1, mode
+    context = await api.post(
+        "/context", json={"prompt": "what is my storage unit code?", "top_k": 5}, headers=headers
+    )
+    used = [m["text"] for m in context.json()["memories"]]
+    assert used and used[0] == text
+    assert sum(t == text for t in used) == 1
+    assert context.json()["context"].count("4471") == 1
+
+
 # --- downstream failure -----------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chat_service.assistant import NO_RELEVANT_NOTICE
 from chat_service.config import ChatSettings
 from chat_service.server import ChatServer, create_server
 from gateway.config import GatewaySettings
@@ -421,3 +422,86 @@ async def test_readyz_reports_chat_without_making_it_a_condition(start_stack: St
         ready = await client.get("/readyz")
     assert ready.status_code == 200
     assert ready.json() == {"status": "ready", "memory": "serving", "chat": "unavailable"}
+
+
+PERSONAL_FACTS = {
+    "medication": "I take 20 mg of lisinopril every morning for my blood pressure.",
+    "wifi": "Our home wifi network is BlueHeron and its password is tangerine-42.",
+    "pet": "My dog's name is Biscuit, a three year old beagle.",
+    "sister": "My sister Anna lives in Lisbon; her birthday is on March 3rd.",
+    "allergy": "I'm allergic to penicillin.",
+    "car": "I drive a 2016 blue Honda Civic.",
+    "dentist": "My dentist appointment is next Tuesday at 10am with Dr. Patel.",
+    "work": "I work night shifts as a nurse at St. Mary's hospital.",
+}
+OFF_TOPIC = [
+    "Write a Haskell function that reverses a list.",
+    "What is the difference between TCP and UDP?",
+    "Summarize the plot of Hamlet.",
+    "How do I center a div in CSS?",
+    "Explain how a B-tree index works in PostgreSQL.",
+    "Who won the 2018 football World Cup?",
+]
+ON_TOPIC = {
+    "medication": "How much of my blood pressure medication do I take?",
+    "wifi": "What's our wifi password?",
+    "pet": "What is my dog called?",
+    "sister": "When is Anna's birthday?",
+    "allergy": "Which antibiotic am I allergic to?",
+    "car": "What car do I drive?",
+    "dentist": "When do I see the dentist?",
+    "work": "Which hospital do I work at?",
+}
+
+
+async def test_prompts_about_no_saved_fact_get_no_memories_and_prompts_about_one_get_it(
+    start_stack: StartStack, provider: StandInProvider
+) -> None:
+    stack = await start_stack()
+    user = token(new_user())
+    async with stack.client() as client:
+        ids = {}
+        for name, text in PERSONAL_FACTS.items():
+            saved = await client.post("/save-prompt", json={"prompt": text}, headers=user)
+            assert saved.status_code == 200, saved.text
+            ids[name] = saved.json()["id"]
+
+        for prompt in OFF_TOPIC:
+            context = await client.post("/context", json={"prompt": prompt}, headers=user)
+            assert context.status_code == 200, context.text
+            assert context.json()["memories"] == [], prompt
+            assert context.json()["context"] == ""
+            answer = await client.post("/chat", json={"message": prompt}, headers=user)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["context_used"] == [], prompt
+            assert answer.json()["notice"] == NO_RELEVANT_NOTICE
+            offline = await client.post(
+                "/chat", json={"message": prompt, "provider": "offline"}, headers=user
+            )
+            assert "No relevant memories were found" in offline.json()["response"], prompt
+        for received in provider.requests:
+            for text in PERSONAL_FACTS.values():
+                assert text not in prompt_text(received)
+
+        for name, prompt in ON_TOPIC.items():
+            context = await client.post("/context", json={"prompt": prompt}, headers=user)
+            assert context.json()["memories"][0]["id"] == ids[name], prompt
+            assert PERSONAL_FACTS[name] in context.json()["context"]
+            answer = await client.post("/chat", json={"message": prompt}, headers=user)
+            assert ids[name] in [m["id"] for m in answer.json()["context_used"]], prompt
+            assert answer.json()["notice"] == ""
+
+        # A caller may ask for a stricter floor than the service's, never a laxer one.
+        found = await client.post("/search", json={"query": ON_TOPIC["car"]}, headers=user)
+        best = found.json()["results"][0]["score"]
+        assert 0.25 < best < 0.99
+        strict = await client.post(
+            "/context",
+            json={"prompt": ON_TOPIC["car"], "min_score": best + 0.01},
+            headers=user,
+        )
+        lax = await client.post(
+            "/context", json={"prompt": OFF_TOPIC[0], "min_score": 0.0}, headers=user
+        )
+    assert strict.json()["memories"] == []
+    assert lax.json()["memories"] == []

@@ -145,6 +145,90 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     assert {h.memory.id for h in hybrid} == {near.memory.id, exact.memory.id, other.memory.id}
 
 
+def sparse_query(text: str) -> SparseVector:
+    vec = BM25.embed_query(text)
+    return SparseVector(list(vec.indices), list(vec.values))
+
+
+def conversation_points(user: str) -> list[MemoryPoint]:
+    """A conversation where the turn after the best match shares none of the query's words."""
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    texts = [
+        "which deploy target should we use for the staging cluster",
+        "the deploy to staging failed with ERR_7731 after the migration",
+        "roll back the schema change and retry",
+        "unrelated: a recipe for lemon cake",
+        "another deploy note about ERR_7731 on production",
+    ]
+    return [
+        point(user, text, i, conversation="c1", created=start + timedelta(minutes=i))
+        for i, text in enumerate(texts)
+    ]
+
+
+async def test_every_mode_scores_in_0_1_best_first(store: MemoryStore) -> None:
+    await store.upsert(conversation_points("u"))
+    dense, sparse = vector(1), sparse_query("staging deploy ERR_7731")
+
+    for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
+        hits = await store.search(
+            "u", dense=dense, sparse=sparse, mode=mode, filters=SearchFilters(), limit=5
+        )
+        scores = [h.score for h in hits]
+        assert hits and scores == sorted(scores, reverse=True), mode
+        assert all(0.0 <= s <= 1.0 for s in scores), mode
+        # The vector is exactly the second turn's: its cosine is 1, so the top score is 1.
+        assert scores[0] == pytest.approx(1.0), mode
+    rrf = await store.search(
+        "u", dense=dense, sparse=sparse, mode=SearchMode.RRF, filters=SearchFilters(), limit=5
+    )
+    assert rrf[0].memory.text.startswith("the deploy to staging failed")
+
+
+async def test_hybrid_ranking_and_scores_are_the_same_on_both_backends(tmp_path: Path) -> None:
+    edge = EdgeMemoryStore(tmp_path / "data", SPEC)
+    server = ServerMemoryStore(AsyncQdrantClient(location=":memory:"), SPEC)
+    points = conversation_points("u")
+    results = []
+    for s in (edge, server):
+        await s.open()
+        await s.upsert(points)
+        hits = await s.search(
+            "u",
+            dense=vector(1),
+            sparse=sparse_query("staging deploy ERR_7731"),
+            mode=SearchMode.HYBRID,
+            filters=SearchFilters(),
+            limit=5,
+        )
+        results.append([(h.memory.id, round(h.score, 5)) for h in hits])
+        await s.close()
+
+    assert results[0] == results[1]
+    # The turn after the best match shares no query word, yet its neighbour lifts it.
+    order = [memory_id for memory_id, _ in results[0]]
+    assert order.index(points[2].memory.id) < order.index(points[3].memory.id)
+
+
+async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -> None:
+    first = point("u", "My dog is called Biscuit", 1)
+    again = point("u", "my dog is  called biscuit", 1)
+    other = point("u", "I drive a blue car", 2)
+    await store.upsert([first, again, other])
+
+    for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
+        hits = await store.search(
+            "u",
+            dense=vector(1),
+            sparse=sparse_query("dog Biscuit car"),
+            mode=mode,
+            filters=SearchFilters(),
+            limit=3,
+        )
+        texts = [h.memory.text.lower().split() for h in hits]
+        assert texts.count(["my", "dog", "is", "called", "biscuit"]) == 1, mode
+
+
 async def test_filters_narrow_results(store: MemoryStore) -> None:
     now = datetime.now(UTC)
     old = point("u", "old", 0, provider="claude", created=now - timedelta(days=10))
