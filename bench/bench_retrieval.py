@@ -48,9 +48,9 @@ from typing import Any
 import grpc
 import httpx
 from bench_gateway_overhead import free_port, start, stop, wait_ready
+from memory_service.identity import outgoing_metadata
 
 from gateway.tokens import mint_token
-from memory_service.identity import outgoing_metadata
 from memory_service.models import Identity
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc

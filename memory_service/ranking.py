@@ -16,6 +16,8 @@ A query no memory is about scores low everywhere, which is what the relevance fl
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from memory_service.models import ScoredMemory, normalised_text
 
@@ -25,12 +27,14 @@ DENSE_WEIGHT = 0.35
 NEIGHBOUR_WEIGHT = 0.4
 # Candidates fetched from each signal before fusing: deep enough that the neighbour of a
 # strong match is usually among them.
-CANDIDATE_DEPTH = 100
+CANDIDATE_DEPTH = 50
 # Cosine similarities of all-MiniLM-L6-v2 between unrelated texts sit below ~0.2 and between
 # a question and the text that answers it mostly above ~0.45; the calibration maps
 # COSINE_UNRELATED to 0 and COSINE_RELATED to 1, linearly between.
 COSINE_UNRELATED = 0.15
 COSINE_RELATED = 0.65
+T = TypeVar("T")
+
 # Extra results asked of the engine so that collapsing duplicates still fills top_k.
 DUPLICATE_MARGIN = 10
 
@@ -56,64 +60,70 @@ def collapse_duplicates(results: Iterable[ScoredMemory], limit: int) -> list[Sco
     return kept
 
 
-def _min_max(hits: Sequence[ScoredMemory]) -> dict[str, float]:
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A hit of one signal before fusion: its raw score (cosine or BM25) and what the
+    neighbour rule needs; the rest of the memory is fetched only for the results kept."""
+
+    id: str
+    score: float
+    conversation_id: str
+    created_at: float
+
+
+def _min_max(hits: Sequence[Candidate]) -> dict[str, float]:
     if not hits:
         return {}
     scores = [h.score for h in hits]
     low, high = min(scores), max(scores)
     if high - low <= 1e-12:
-        return {h.memory.id: 1.0 for h in hits}
-    return {h.memory.id: (h.score - low) / (high - low) for h in hits}
+        return {h.id: 1.0 for h in hits}
+    return {h.id: (h.score - low) / (high - low) for h in hits}
 
 
-def _with_neighbours(
-    fused: dict[str, float], memories: dict[str, ScoredMemory]
-) -> dict[str, float]:
+def _with_neighbours(fused: dict[str, float], candidates: dict[str, Candidate]) -> dict[str, float]:
     """Each candidate plus NEIGHBOUR_WEIGHT of its better neighbour's score, neighbours being
     the candidates just before and after it in the same conversation."""
     conversations: dict[str, list[str]] = {}
     for memory_id in fused:
-        memory = memories[memory_id].memory
-        if memory.conversation_id:
-            conversations.setdefault(memory.conversation_id, []).append(memory_id)
+        conversation = candidates[memory_id].conversation_id
+        if conversation:
+            conversations.setdefault(conversation, []).append(memory_id)
     boosted = dict(fused)
     for ids in conversations.values():
         if len(ids) < 2:
             continue
-        ids.sort(key=lambda i: (memories[i].memory.created_at, i))
+        ids.sort(key=lambda i: (candidates[i].created_at, i))
         for position, memory_id in enumerate(ids):
             neighbours = ids[max(position - 1, 0) : position] + ids[position + 1 : position + 2]
             boosted[memory_id] += NEIGHBOUR_WEIGHT * max(fused[n] for n in neighbours)
     return boosted
 
 
-def _scaled(ranked: list[tuple[ScoredMemory, float]], confidence: float) -> list[ScoredMemory]:
+def _scaled(ranked: list[tuple[T, float]], confidence: float) -> list[tuple[T, float]]:
+    """Scores relative to the top, times the query's confidence: the top gets `confidence`."""
     if not ranked:
         return []
     top = ranked[0][1]
-    return [
-        ScoredMemory(hit.memory, confidence * (value / top if top > 0 else 1.0))
-        for hit, value in ranked
-    ]
+    return [(item, confidence * (value / top if top > 0 else 1.0)) for item, value in ranked]
 
 
 def fuse(
-    dense_hits: Sequence[ScoredMemory], sparse_hits: Sequence[ScoredMemory], limit: int
-) -> list[ScoredMemory]:
-    """The hybrid ranking of candidates carrying raw cosine and BM25 scores."""
+    dense_hits: Sequence[Candidate], sparse_hits: Sequence[Candidate]
+) -> list[tuple[str, float]]:
+    """Every candidate's id and score, best first, in the hybrid ranking."""
     dense = _min_max(dense_hits)
     sparse = _min_max(sparse_hits)
-    memories = {h.memory.id: h for h in (*sparse_hits, *dense_hits)}
+    candidates = {h.id: h for h in (*sparse_hits, *dense_hits)}
     fused = {
         memory_id: DENSE_WEIGHT * dense.get(memory_id, 0.0)
         + (1 - DENSE_WEIGHT) * sparse.get(memory_id, 0.0)
-        for memory_id in memories
+        for memory_id in candidates
     }
-    boosted = _with_neighbours(fused, memories)
+    boosted = _with_neighbours(fused, candidates)
     order = sorted(boosted, key=lambda i: (-boosted[i], i))
     confidence = calibrated_cosine(max((h.score for h in dense_hits), default=0.0))
-    ranked = [(memories[i], boosted[i]) for i in order]
-    return collapse_duplicates(_scaled(ranked, confidence), limit)
+    return _scaled([(i, boosted[i]) for i in order], confidence)
 
 
 def semantic(dense_hits: Sequence[ScoredMemory], limit: int) -> list[ScoredMemory]:
@@ -128,5 +138,5 @@ def keyword(
     """BM25 order, scaled by the query's best dense match like hybrid (by 1 when the caller
     has no dense vector to measure it with)."""
     confidence = 1.0 if best_cosine is None else calibrated_cosine(best_cosine)
-    ranked = [(h, h.score) for h in sparse_hits]
-    return collapse_duplicates(_scaled(ranked, confidence), limit)
+    scaled = _scaled([(h.memory, h.score) for h in sparse_hits], confidence)
+    return collapse_duplicates((ScoredMemory(m, score) for m, score in scaled), limit)

@@ -176,6 +176,20 @@ def prefetch_limit(limit: int) -> int:
     return min(max(limit * 4, 40), 400)
 
 
+# The payload fields fusion reads from every candidate; the rest only for results kept.
+CANDIDATE_FIELDS = ["conversation_id", "created_at"]
+
+
+def candidate(point_id: Any, score: float, payload: dict[str, Any] | None) -> ranking.Candidate:
+    payload = payload or {}
+    return ranking.Candidate(
+        id=str(point_id),
+        score=score,
+        conversation_id=str(payload.get("conversation_id", "")),
+        created_at=float(payload.get("created_at", 0.0)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class NearestQuery:
     """One nearest-neighbour query of a search: which vector, the query vector, how many."""
@@ -226,7 +240,7 @@ class MemoryStore(abc.ABC):
             if dense is None or sparse is None:
                 raise ValueError("hybrid search needs both vectors")
             depth = max(ranking.CANDIDATE_DEPTH, wanted)
-            dense_hits, sparse_hits = await self._nearest(
+            dense_hits, sparse_hits = await self._candidates(
                 user_id,
                 filters,
                 [
@@ -234,14 +248,18 @@ class MemoryStore(abc.ABC):
                     NearestQuery(SPARSE_VECTOR, sparse, depth),
                 ],
             )
-            return ranking.fuse(dense_hits, sparse_hits, limit)
+            ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
+            memories = await self._fetch([memory_id for memory_id, _ in ranked])
+            return ranking.collapse_duplicates(
+                (ScoredMemory(memories[i], score) for i, score in ranked if i in memories), limit
+            )
         if mode is SearchMode.SEMANTIC:
             if dense is None:
                 raise ValueError("semantic search needs its vector")
-            (dense_hits,) = await self._nearest(
+            (nearest,) = await self._nearest(
                 user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
             )
-            return ranking.semantic(dense_hits, limit)
+            return ranking.semantic(nearest, limit)
         if sparse is None:
             raise ValueError("keyword search needs its vector")
         queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
@@ -258,6 +276,16 @@ class MemoryStore(abc.ABC):
     ) -> list[list[ScoredMemory]]:
         """For each query, the user's nearest memories with their raw scores (cosine, BM25),
         run together as one batch."""
+
+    @abc.abstractmethod
+    async def _candidates(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[ranking.Candidate]]:
+        """Like _nearest, with only what fusion needs of each hit (CANDIDATE_FIELDS)."""
+
+    @abc.abstractmethod
+    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """The memories with these ids (all found by a search scoped to one user)."""
 
     @abc.abstractmethod
     async def _rrf(

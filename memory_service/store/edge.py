@@ -15,7 +15,9 @@ import qdrant_edge as qe
 
 from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
 from memory_service.models import SparseVector as Sparse
+from memory_service.ranking import Candidate
 from memory_service.store.base import (
+    CANDIDATE_FIELDS,
     DENSE_VECTOR,
     RRF_K,
     SPARSE_VECTOR,
@@ -29,6 +31,7 @@ from memory_service.store.base import (
     NearestQuery,
     Range,
     StoreError,
+    candidate,
     decode_cursor,
     encode_cursor,
     from_payload,
@@ -232,6 +235,26 @@ class EdgeMemoryStore(MemoryStore):
             [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
             for points in results
         ]
+
+    async def _candidates(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[Candidate]]:
+        flt = _filter(tenant_conditions(user_id, filters))
+        fields = qe.PayloadSelector.Include(CANDIDATE_FIELDS)
+        batch = qe.QueryBatchRequest(
+            [
+                qe.QueryRequest(
+                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=fields
+                )
+                for q in queries
+            ]
+        )
+        results = await self._run(self.shard.query_batch, batch)
+        return [[candidate(p.id, float(p.score), p.payload) for p in points] for points in results]
+
+    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        records = await self._run(self.shard.retrieve, list(memory_ids), True, False)
+        return {str(r.id): from_payload(r.id, r.payload or {}) for r in records}
 
     async def _rrf(
         self,

@@ -13,7 +13,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
 from memory_service.models import SparseVector as Sparse
+from memory_service.ranking import Candidate
 from memory_service.store.base import (
+    CANDIDATE_FIELDS,
     DENSE_VECTOR,
     RRF_K,
     SPARSE_VECTOR,
@@ -28,6 +30,7 @@ from memory_service.store.base import (
     Range,
     StoreError,
     StoreUnavailableError,
+    candidate,
     decode_cursor,
     encode_cursor,
     from_payload,
@@ -233,6 +236,34 @@ class ServerMemoryStore(MemoryStore):
             ]
             for response in responses
         ]
+
+    @_translated
+    async def _candidates(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[Candidate]]:
+        flt = _filter(tenant_conditions(user_id, filters))
+        responses = await self.client.query_batch_points(
+            self.name,
+            requests=[
+                models.QueryRequest(
+                    query=_vector(q.vector),
+                    using=q.using,
+                    filter=flt,
+                    limit=q.limit,
+                    with_payload=models.PayloadSelectorInclude(include=CANDIDATE_FIELDS),
+                )
+                for q in queries
+            ],
+        )
+        return [
+            [candidate(p.id, float(p.score), p.payload) for p in response.points]
+            for response in responses
+        ]
+
+    @_translated
+    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        records = await self.client.retrieve(self.name, list(memory_ids), with_payload=True)
+        return {str(r.id): from_payload(r.id, r.payload or {}) for r in records}
 
     @_translated
     async def _rrf(
