@@ -250,8 +250,15 @@ class MemoryStore(abc.ABC):
             )
             ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
             memories = await self._fetch([memory_id for memory_id, _ in ranked])
+            # The ids come from a search scoped to the user; checking the owner again keeps
+            # "every read is the caller's" true of this by-id read too.
             return ranking.collapse_duplicates(
-                (ScoredMemory(memories[i], score) for i, score in ranked if i in memories), limit
+                (
+                    ScoredMemory(memories[i], score)
+                    for i, score in ranked
+                    if i in memories and memories[i].user_id == user_id
+                ),
+                limit,
             )
         if mode is SearchMode.SEMANTIC:
             if dense is None:
@@ -285,7 +292,7 @@ class MemoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        """The memories with these ids (all found by a search scoped to one user)."""
+        """The memories with these ids, found by a search scoped to one user."""
 
     @abc.abstractmethod
     async def _rrf(

@@ -206,6 +206,43 @@ async def test_hybrid_finds_rare_tokens_and_semantic_finds_paraphrases(
     assert await top(paraphrase, pb.SEARCH_MODE_SEMANTIC) == CORPUS[-1]
 
 
+async def test_scores_min_score_and_the_relevance_floor(start, tmp_path: Path) -> None:
+    svc = await start(tmp_path / "data")
+    stub = svc.stub
+    pet = await save(stub, ALICE, "My dog's name is Biscuit, a three year old beagle")
+    await save(stub, ALICE, "I drive a 2016 blue Honda Civic")
+    saved_again = await save(stub, ALICE, "my dog's NAME is biscuit,  a three year old beagle")
+    assert saved_again.id == pet.id
+
+    async def search(query: str, **kw: Any) -> list[pb.ScoredMemory]:
+        request = pb.SearchRequest(query=query, top_k=10, **kw)
+        return list((await stub.Search(request, metadata=ALICE)).results)
+
+    on_topic = await search("what is my dog called?")
+    assert on_topic[0].memory.id == pet.id
+    assert [r.memory.id for r in on_topic].count(pet.id) == 1
+    assert all(0.0 <= r.score <= 1.0 for r in on_topic)
+    assert on_topic[0].score > 0.5
+    assert [r.memory.id for r in await search("what is my dog called?", relevant_only=True)] == [
+        pet.id
+    ]
+    above = await search("what is my dog called?", min_score=on_topic[0].score + 0.01)
+    assert above == []
+
+    off_topic = await search("Write a Haskell function that reverses a list")
+    assert off_topic and all(r.score < 0.3 for r in off_topic)
+    assert await search("Write a Haskell function that reverses a list", relevant_only=True) == []
+
+    rrf = await search("dog Biscuit", mode=pb.SEARCH_MODE_RRF)
+    assert rrf[0].memory.id == pet.id
+    assert (
+        await codes_of(
+            stub.Search(pb.SearchRequest(query="dog", top_k=5, min_score=1.5), metadata=ALICE)
+        )
+        == grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+
 async def test_bad_input_is_rejected_and_writes_nothing(start, tmp_path: Path) -> None:
     svc = await start(tmp_path / "data")
     stub = svc.stub
