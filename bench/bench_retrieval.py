@@ -48,12 +48,11 @@ from typing import Any
 import grpc
 import httpx
 from bench_gateway_overhead import free_port, start, stop, wait_ready
-from memory_service.identity import outgoing_metadata
 
 from gateway.tokens import mint_token
-from memory_service.models import Identity
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
 
 SERVICE_TOKEN = "bench-retrieval-service-token"  # noqa: S105 - a throwaway local stack
 JWT_SECRET = "bench-retrieval-jwt-secret-0123456789abcdef"  # noqa: S105

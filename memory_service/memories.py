@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -21,6 +22,7 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
     memory_point_id,
+    normalised_text,
 )
 from memory_service.store import MemoryStore
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
@@ -119,10 +121,14 @@ class Memories:
         # A retried save returns what the first one stored instead of writing again; so does
         # the same text saved again without a message id, which lands on the same point.
         existing = await self.store.get(who.user_id, memory_id)
-        if existing is not None:
-            if not new.message_id:
-                await self._seen_again(who, existing)
+        if existing is not None and new.message_id:
             return existing
+        if existing is not None:
+            if normalised_text(existing.text) == normalised_text(text):
+                await self._seen_again(who, existing)
+                return existing
+            # That memory was edited since: this text is new again, under an id of its own.
+            memory_id = str(uuid.uuid4())
         memory = Memory(
             id=memory_id,
             user_id=who.user_id,

@@ -83,6 +83,25 @@ def _query(engine: QdrantClient, name: str, body: Any) -> models.QueryResponse:
     )
 
 
+def _query_batch(engine: QdrantClient, name: str, body: Any) -> list[Any]:
+    batch = models.QueryRequestBatch.model_validate(body)
+    return [
+        _query(engine, name, request.model_dump(exclude_unset=True)).model_dump(mode="json")
+        for request in batch.searches
+    ]
+
+
+def _retrieve(engine: QdrantClient, name: str, body: Any) -> list[Any]:
+    request = models.PointRequest.model_validate(body)
+    records = engine.retrieve(
+        name,
+        ids=request.ids,
+        with_payload=request.with_payload if request.with_payload is not None else True,
+        with_vectors=request.with_vector or False,
+    )
+    return [record.model_dump(mode="json") for record in records]
+
+
 def _count(engine: QdrantClient, name: str, body: Any) -> models.CountResult:
     request = models.CountRequest.model_validate(body)
     return engine.count(name, count_filter=request.filter, exact=request.exact is not False)
@@ -124,6 +143,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("PUT", "points"): _upsert,
     ("POST", "points/scroll"): _scroll,
     ("POST", "points/query"): _query,
+    ("POST", "points/query/batch"): _query_batch,
+    ("POST", "points"): _retrieve,
     ("POST", "points/count"): _count,
     ("POST", "facet"): _facet,
     ("POST", "points/delete"): _delete,

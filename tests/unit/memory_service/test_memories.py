@@ -9,9 +9,10 @@ import pytest
 
 from memory_service.embedder import Embedder
 from memory_service.memories import Memories, NewMemory
-from memory_service.models import Identity, MemoryKind, SearchFilters, SearchMode
+from memory_service.models import MemoryKind, SearchFilters, SearchMode
 from memory_service.store import CollectionSpec
 from memory_service.store.edge import EdgeMemoryStore
+from service_kit.identity import Identity
 
 ALICE = Identity("alice")
 
@@ -53,3 +54,15 @@ async def test_search_returns_one_copy_of_a_text_saved_under_two_message_ids(
         found = await memories.search(ALICE, "locker code", 5, mode, SearchFilters())
         texts = [r.memory.text for r in found]
         assert texts.count("My locker code is 3141.") == 1, mode
+
+
+async def test_a_text_saved_again_after_its_memory_was_edited_is_a_memory_of_its_own(
+    memories: Memories,
+) -> None:
+    first = await memories.save(ALICE, NewMemory("Dinner with Sam on Friday."))
+    await memories.update(ALICE, first.id, text="Dinner with Sam moved to Saturday.")
+
+    again = await memories.save(ALICE, NewMemory("Dinner with Sam on Friday."))
+
+    assert again.id != first.id and again.text == "Dinner with Sam on Friday."
+    assert (await memories.get(ALICE, first.id)).text == "Dinner with Sam moved to Saturday."
