@@ -266,6 +266,10 @@ async def test_bad_input_gets_a_clear_4xx_and_stores_nothing(
         ("/search", "json", {"query": "x", "top_k": 0}, 422),
         ("/search", "json", {"query": "x", "top_k": 51}, 422),
         ("/search", "json", {"query": "x", "mode": "fuzzy"}, 422),
+        ("/search", "json", {"query": "x", "mode": "rrf"}, 422),
+        ("/search", "json", {"query": "x", "min_score": 1.5}, 422),
+        ("/search", "json", {"query": "x", "min_score": -0.1}, 422),
+        ("/context", "json", {"prompt": "x", "min_score": 2}, 422),
         ("/search", "json", {"top_k": 5}, 422),
         ("/context", "json", {"prompt": "x", "max_tokens": 100_000}, 422),
     ]
