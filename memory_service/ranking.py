@@ -33,10 +33,10 @@ CANDIDATE_DEPTH = 50
 # COSINE_UNRELATED to 0 and COSINE_RELATED to 1, linearly between.
 COSINE_UNRELATED = 0.15
 COSINE_RELATED = 0.65
-T = TypeVar("T")
-
 # Extra results asked of the engine so that collapsing duplicates still fills top_k.
 DUPLICATE_MARGIN = 10
+
+T = TypeVar("T")
 
 
 def calibrated_cosine(cosine: float) -> float:
