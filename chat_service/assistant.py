@@ -149,6 +149,11 @@ class Assistant:
         name = self._provider_name(question.provider)
         provider = self.providers[name]
         model = "" if name == OFFLINE else (question.model or self.settings.llm_model or "")
+        if name != OFFLINE and question.model and model not in self.settings.allowed_models:
+            # Answers are paid with the operator's key: which models, the operator decides.
+            raise InvalidChatRequestError(
+                "this model is not offered on this server (CHAT_LLM_ALLOWED_MODELS)"
+            )
         loop = asyncio.get_running_loop()
         limit = self.settings.llm_total_timeout_seconds
         deadline = loop.time() + (limit if time_remaining is None else min(limit, time_remaining))

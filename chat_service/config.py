@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import SettingsConfigDict
+from typing import Annotated
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from service_kit.identity import Peer
 from service_kit.limits import MAX_TOP_K
 from service_kit.llm_apis import OFFLINE
-from service_kit.settings import ServiceSettings
+from service_kit.settings import ServiceSettings, secret
 
 # "offline" or a name in chat_service.providers.registry.PROVIDERS.
 ProviderName = str
@@ -18,6 +21,12 @@ class ChatSettings(ServiceSettings):
 
     port: int = 50052
     metrics_port: int = 9102
+
+    # The token the gateway presents here, and chat_service's own for memory_service.
+    gateway_token: SecretStr | None = None
+    own_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("CHAT_SERVICE_TOKEN")
+    )
 
     memory_addr: str = "127.0.0.1:50051"
     # Memory lookups get at most this long (or the caller's remaining deadline if shorter),
@@ -32,6 +41,9 @@ class ChatSettings(ServiceSettings):
     llm_api_key: SecretStr | None = None
     llm_model: str | None = None
     llm_temperature: float | None = Field(default=None, ge=0, le=2)
+    # Models a request may ask for by name (comma-separated); unset: CHAT_LLM_MODEL only.
+    # Every answer is paid with the operator's key, so the choice is the operator's.
+    llm_allowed_models: Annotated[list[str], NoDecode] = []
 
     llm_connect_timeout_seconds: float = Field(default=5.0, gt=0)
     # Longest silence tolerated from the provider, between any two bytes of an answer.
@@ -53,6 +65,13 @@ class ChatSettings(ServiceSettings):
         # `CHAT_LLM_PROVIDER=` in a manifest or .env means "not configured".
         if isinstance(value, str):
             return value.strip() or None
+        return value
+
+    @field_validator("llm_allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
     @field_validator("llm_provider", mode="before")
@@ -83,6 +102,23 @@ class ChatSettings(ServiceSettings):
         if self.max_output_tokens * 2 > self.context_window_tokens:
             raise ValueError("CHAT_MAX_OUTPUT_TOKENS must be at most half of the context window")
         return self
+
+    def caller_tokens(self) -> dict[str, Peer]:
+        return {secret(self.gateway_token): Peer("gateway", may_grant_admin=True)}
+
+    def memory_token(self) -> str:
+        """The token presented to memory_service: chat_service's own, else the shared one."""
+        token = secret(self.own_token) or secret(self.service_token)
+        if not token:
+            raise RuntimeError("set CHAT_SERVICE_TOKEN or MEMORY_LAYER_SERVICE_TOKEN")
+        return token
+
+    @property
+    def allowed_models(self) -> frozenset[str]:
+        models = set(self.llm_allowed_models)
+        if self.llm_model:
+            models.add(self.llm_model)
+        return frozenset(models)
 
     @property
     def api_key(self) -> str:

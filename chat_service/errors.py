@@ -51,11 +51,13 @@ class ProviderTimeoutError(ProviderError, DeadlineExceededError):
 
 
 class ProviderRejectedError(ProviderError, InvalidArgumentError):
-    """The provider refused the request itself (bad model name, oversized prompt, ...)."""
+    """The provider refused the request itself (bad model name, oversized prompt, ...).
+    Its own words are logged for the operator, not passed to the user: they may describe
+    the operator's account."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
-    public_message = None
-    log_level = None
+    public_message = "the LLM provider rejected the request"
+    log_level = logging.WARNING
 
 
 class ProviderAuthError(ProviderError, MisconfiguredError):

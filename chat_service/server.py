@@ -99,7 +99,7 @@ async def create_server(settings: ChatSettings) -> ChatServer:
     servicer = ChatServicer()
     add = partial(chat_pb2_grpc.add_ChatServiceServicer_to_server, servicer)
     bound = await bind_server(settings, settings.port, SERVICE, add, metrics.RPC_SECONDS)
-    return ChatServer(settings, bound, servicer, settings.required_service_token())
+    return ChatServer(settings, bound, servicer, settings.memory_token())
 
 
 async def serve(settings: ChatSettings | None = None) -> None:

@@ -10,15 +10,19 @@ from pydantic import ValidationError
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from service_kit.logs import configure_logging
+from service_kit.metrics import start_metrics
+from service_kit.settings import describe_settings_error
 
 
 def main() -> int:
     try:
         settings = GatewaySettings()
     except ValidationError as exc:
-        print(f"gateway: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"gateway: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
         return 1
     configure_logging("gateway", settings.log_level)
+    # Metrics on a port of their own, as the other services do: the API port is public.
+    start_metrics(settings.metrics_port)
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
-import httpx
 from fastapi import FastAPI
 
 from gateway.auth import AuthMiddleware, JwksCache, TokenVerifier
@@ -14,11 +13,11 @@ from gateway.clients import ChatClient, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.cors import OriginListCors
 from gateway.errors import install_error_handlers
-from gateway.ratelimit import IpRateLimitMiddleware, RateLimits, UserRateLimitMiddleware
+from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, memories, saves, search
 
-PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBES = frozenset({"/healthz", "/readyz"})
 PUBLIC_PATHS = PROBES | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 EXPOSED_HEADERS = [
     "Retry-After",
@@ -38,20 +37,21 @@ class State(TypedDict):
 def create_app(settings: GatewaySettings) -> FastAPI:
     assert settings.service_token is not None
     service_token = settings.service_token.get_secret_value()
-    jwks_http = httpx.AsyncClient(timeout=5.0, follow_redirects=False)
     jwks = None
     if settings.jwks_url:
         jwks = JwksCache(
             settings.jwks_url,
-            jwks_http,
             max_age=settings.jwks_cache_seconds,
             cooldown=settings.jwks_refetch_cooldown_seconds,
+            fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
     verifier = TokenVerifier(settings, jwks)
     limits = RateLimits(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
+        if jwks is not None:
+            await jwks.open()
         memory = MemoryClient.connect(
             settings.memory_addr, service_token, settings.grpc_timeout_seconds
         )
@@ -66,7 +66,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             if chat_client is not None:
                 await chat_client.close()
             await memory.close()
-            await jwks_http.aclose()
+            if jwks is not None:
+                await jwks.close()
 
     app = FastAPI(
         title="Memory Layer",
@@ -81,12 +82,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for module in (saves, search, chat, memories, admin, health):
         app.include_router(module.router)
 
-    # add_middleware wraps what is already there, so the last added runs first:
-    # CORS, per-IP limit, authentication, per-user limit, request id and body cap.
+    # add_middleware wraps what is already there, so the last added runs first: CORS,
+    # authentication (with the per-address limit for requests without a valid token),
+    # per-user limit, request id and body cap.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
-    app.add_middleware(AuthMiddleware, verifier=verifier, public=PUBLIC_PATHS)
-    app.add_middleware(IpRateLimitMiddleware, limits=limits, exempt=PROBES)
+    app.add_middleware(
+        AuthMiddleware, verifier=verifier, public=PUBLIC_PATHS, limits=limits, probes=PROBES
+    )
     app.add_middleware(
         OriginListCors,
         allow_origins=settings.cors_origins,

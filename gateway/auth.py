@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -28,11 +30,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import metrics
 from gateway.config import GatewaySettings
-from service_kit.identity import MAX_USER_ID_CHARS, Identity
+from gateway.ratelimit import RateLimits, too_many_requests
+from service_kit.identity import Identity, is_valid_user_id
 
 log = logging.getLogger(__name__)
 
 MAX_TOKEN_BYTES = 8 * 1024
+# A JWK set of a few keys is a few KiB; nothing larger is read.
+MAX_JWKS_BYTES = 64 * 1024
 # The one body every authentication failure gets, so a caller learns nothing from it.
 UNAUTHORIZED_DETAIL = "Invalid or missing credentials"
 _SEGMENT = r"[A-Za-z0-9_-]+"
@@ -97,28 +102,51 @@ def _parse_jwks(document: Any) -> dict[str, VerificationKey]:
 class JwksCache:
     """The project's signing keys: fetched lazily, cached, refetched once for an unknown kid.
 
-    A fetch that fails keeps the last good set; fetches, failed or not, are spaced by the
-    cooldown so a flood of tokens with made-up kids cannot flood the key server.
+    A token whose kid is known never waits on the key server: a stale set is still served
+    while one refresh runs in the background. A fetch that fails keeps the last good set;
+    fetches, failed or not, are spaced by the cooldown so a flood of tokens with made-up
+    kids cannot flood the key server, and each ends within `fetch_timeout` with at most
+    `max_bytes` read, however slowly the server answers.
     """
 
     def __init__(
         self,
         url: str,
-        http: httpx.AsyncClient,
+        http: httpx.AsyncClient | None = None,
         *,
         max_age: float,
         cooldown: float,
+        fetch_timeout: float = 5.0,
+        max_bytes: int = MAX_JWKS_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.http = http
+        self._owns_http = False
         self.max_age = max_age
         self.cooldown = cooldown
+        self.fetch_timeout = fetch_timeout
+        self.max_bytes = max_bytes
         self.clock = clock
         self._keys: dict[str, VerificationKey] = {}
         self._fetched_at: float | None = None
         self._attempted_at: float | None = None
-        self._lock = asyncio.Lock()
+        self._refresh: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        """Open the HTTP client the fetches use (the app's lifespan calls this)."""
+        if self.http is None:
+            self.http = httpx.AsyncClient(timeout=self.fetch_timeout, follow_redirects=False)
+            self._owns_http = True
+
+    async def close(self) -> None:
+        if self._refresh is not None:
+            self._refresh.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresh
+        if self._owns_http and self.http is not None:
+            await self.http.aclose()
+            self.http, self._owns_http = None, False
 
     def _stale(self) -> bool:
         return self._fetched_at is None or self.clock() - self._fetched_at >= self.max_age
@@ -126,27 +154,55 @@ class JwksCache:
     def _may_fetch(self) -> bool:
         return self._attempted_at is None or self.clock() - self._attempted_at >= self.cooldown
 
+    def _refreshing(self) -> asyncio.Task[None] | None:
+        """The refresh in flight, or a new one if the cooldown allows it."""
+        if self._refresh is not None and not self._refresh.done():
+            return self._refresh
+        if not self._may_fetch():
+            return None
+        self._attempted_at = self.clock()
+        self._refresh = asyncio.create_task(self._fetch(), name="jwks-refresh")
+        return self._refresh
+
     async def get(self, kid: str) -> VerificationKey | None:
-        if self._stale() or kid not in self._keys:
-            # Waiting on the lock also waits for a fetch already in flight, which may bring
-            # the key this caller needs.
-            async with self._lock:
-                if (self._stale() or kid not in self._keys) and self._may_fetch():
-                    await self._fetch()
+        known = self._keys.get(kid)
+        if known is not None:
+            if self._stale():
+                self._refreshing()
+            return known
+        refresh = self._refreshing()
+        if refresh is not None:
+            # Shielded: a caller that gives up must not cancel the fetch others wait on.
+            await asyncio.shield(refresh)
         return self._keys.get(kid)
 
     async def _fetch(self) -> None:
-        self._attempted_at = self.clock()
         try:
-            response = await self.http.get(self.url)
-            response.raise_for_status()
-            keys = _parse_jwks(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+            async with asyncio.timeout(self.fetch_timeout):
+                document = await self._download()
+            keys = _parse_jwks(document)
+        except (httpx.HTTPError, ValueError, TimeoutError, RuntimeError) as exc:
             metrics.JWKS_FETCHES.labels("error").inc()
-            log.warning("JWKS fetch from %s failed (%s); keeping the last good set", self.url, exc)
+            log.warning(
+                "JWKS fetch from %s failed (%s); keeping the last good set",
+                self.url,
+                exc or type(exc).__name__,
+            )
             return
         metrics.JWKS_FETCHES.labels("ok").inc()
         self._keys, self._fetched_at = keys, self.clock()
+
+    async def _download(self) -> Any:
+        if self.http is None:
+            raise RuntimeError("the key set client is not open")
+        async with self.http.stream("GET", self.url) as response:
+            response.raise_for_status()
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > self.max_bytes:
+                    raise ValueError(f"key set larger than {self.max_bytes} bytes")
+        return json.loads(body)
 
 
 def _b64_decode(segment: str) -> bytes:
@@ -171,6 +227,9 @@ def _protected_header(token: str) -> Mapping[str, Any]:
         raise AuthError("malformed header") from exc
     if not isinstance(header, Mapping):
         raise AuthError("malformed header")
+    if "crit" in header:
+        # No extension is understood here, so any critical one must fail (RFC 7515 4.1.11).
+        raise AuthError("critical header extension not understood")
     return header
 
 
@@ -207,7 +266,9 @@ def bearer_token(authorization: str | None) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A finite JSON number: NaN, Infinity and 1e999 (which parses as infinity) would make
+    a token that never expires."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class TokenVerifier:
@@ -263,6 +324,8 @@ class TokenVerifier:
                 raise AuthError(f"{claim} missing or not a number")
         if claims["exp"] + self.leeway <= now:
             raise AuthError("expired")
+        if claims["iat"] - self.leeway > now:
+            raise AuthError("issued in the future")
         not_before = claims.get("nbf")
         if not_before is not None and (
             not _is_number(not_before) or not_before - self.leeway > now
@@ -275,8 +338,10 @@ class TokenVerifier:
         if self.audience not in audiences or claims.get("iss") != self.issuer:
             raise AuthError("wrong audience or issuer")
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not subject or len(subject) > MAX_USER_ID_CHARS:
+        # The subject travels in gRPC metadata: printable ASCII only (Supabase's are UUIDs).
+        if not is_valid_user_id(subject):
             raise AuthError("no usable subject")
+        assert isinstance(subject, str)
         app_metadata = claims.get("app_metadata")
         role = app_metadata.get("role") if isinstance(app_metadata, Mapping) else None
         return Identity(
@@ -293,22 +358,45 @@ def unauthorized() -> JSONResponse:
 
 
 class AuthMiddleware:
-    """Every path outside `public` needs a valid token; the identity goes into scope state."""
+    """Every path outside `public` needs a valid token; the identity goes into scope state.
 
-    def __init__(self, app: ASGIApp, verifier: TokenVerifier, public: frozenset[str]) -> None:
+    A request without a valid identity counts against its address's budget (a signed-in
+    request counts against its user's, later), so a flood from one address without a
+    token cannot lock out the signed-in users behind the same proxy. `probes` are neither
+    authenticated nor counted.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: TokenVerifier,
+        public: frozenset[str],
+        limits: RateLimits,
+        probes: frozenset[str],
+    ) -> None:
         self.app = app
         self.verifier = verifier
         self.public = public
+        self.limits = limits
+        self.probes = probes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.public:
+        if scope["type"] != "http" or scope["path"] in self.probes:
             return await self.app(scope, receive, send)
-        try:
-            token = bearer_token(Headers(scope=scope).get("authorization"))
-            identity = await self.verifier.verify(token)
-        except AuthError as exc:
-            metrics.AUTH_FAILURES.inc()
-            log.debug("authentication failed: %s", exc)
+        public = scope["path"] in self.public
+        if not public:
+            try:
+                token = bearer_token(Headers(scope=scope).get("authorization"))
+                identity = await self.verifier.verify(token)
+            except AuthError as exc:
+                metrics.AUTH_FAILURES.inc()
+                log.debug("authentication failed: %s", exc)
+            else:
+                scope.setdefault("state", {})["identity"] = identity
+                return await self.app(scope, receive, send)
+        decision = await self.limits.hit(self.limits.per_ip, "ip", self.limits.ip_bucket(scope))
+        if not decision.allowed:
+            return await too_many_requests(decision)(scope, receive, send)
+        if not public:
             return await unauthorized()(scope, receive, send)
-        scope.setdefault("state", {})["identity"] = identity
         await self.app(scope, receive, send)

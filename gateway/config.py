@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -13,6 +14,15 @@ MAX_JWKS_CACHE_SECONDS = 600.0
 MIN_HS256_SECRET_CHARS = 32
 
 CommaList = Annotated[list[str], NoDecode]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _split(value: object) -> object:
@@ -26,13 +36,17 @@ class GatewaySettings(BaseSettings):
 
     host: str = "0.0.0.0"
     port: int = 8080
+    # Prometheus metrics on a port of their own, never on the public API port; 0 picks a
+    # free one, -1 turns them off.
+    metrics_port: int = 9100
 
     memory_addr: str = "127.0.0.1:50051"
     # Unset: the gateway serves no chat routes and /readyz says chat is not configured.
     chat_addr: str | None = None
+    # The gateway's own service token (deployments), else the shared one (local mode).
     service_token: SecretStr | None = Field(
         default=None,
-        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN", "GATEWAY_SERVICE_TOKEN"),
+        validation_alias=AliasChoices("GATEWAY_SERVICE_TOKEN", "MEMORY_LAYER_SERVICE_TOKEN"),
     )
 
     # Supabase project URL: ES256/RS256 tokens verified against its JWKS.
@@ -45,6 +59,8 @@ class GatewaySettings(BaseSettings):
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: float = Field(default=MAX_JWKS_CACHE_SECONDS, gt=0)
     jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
+    # A key set fetch, however slow the key server, ends within this.
+    jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
     admin_user_ids: CommaList = []
 
     cors_origins: CommaList = []
@@ -90,8 +106,16 @@ class GatewaySettings(BaseSettings):
 
     @field_validator("supabase_url")
     @classmethod
-    def _strip_slash(cls, url: str | None) -> str | None:
-        return url.rstrip("/") if url else None
+    def _https_unless_loopback(cls, url: str | None) -> str | None:
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
+            raise ValueError("GATEWAY_SUPABASE_URL must be an https:// URL")
+        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+            # Keys fetched in the clear could be swapped by anyone on the path.
+            raise ValueError("GATEWAY_SUPABASE_URL must use https unless it is on loopback")
+        return url.rstrip("/")
 
     @field_validator("jwks_cache_seconds")
     @classmethod

@@ -13,6 +13,8 @@ from typing import cast
 
 import grpc
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from gateway import metrics
@@ -115,9 +117,20 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
         assert isinstance(exc, grpc.aio.AioRpcError)
         return grpc_error_response(exc, retry_after)
 
+    async def on_invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        # FastAPI's own answer without the `input` it would echo: a 50,000-character
+        # prompt, or whatever odd bytes a client sent, does not come back.
+        errors = [
+            {key: value for key, value in error.items() if key not in ("input", "url")}
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error (request %s)", request_id(request), exc_info=exc)
         return JSONResponse({"detail": INTERNAL_DETAIL}, status_code=500)
 
+    app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(grpc.aio.AioRpcError, on_grpc_error)
     app.add_exception_handler(Exception, on_unexpected)

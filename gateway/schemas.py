@@ -1,12 +1,19 @@
-"""Request and response bodies of the HTTP API. Requests reject unknown fields."""
+"""Request and response bodies of the HTTP API. Requests reject unknown fields.
+
+The field types here are the rules for anything a client sends, reused by every model:
+captured text keeps what it can (invalid code points become U+FFFD), identifiers must be
+exactly what they say (422 otherwise), datetimes must fall within what the store can keep.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service_kit.identity import MAX_USER_ID_CHARS, is_valid_user_id
 from service_kit.limits import (
     MAX_CONTEXT_TOKENS,
     MAX_FIELD_CHARS,
@@ -17,6 +24,32 @@ from service_kit.limits import (
     MAX_TOP_K,
 )
 
+# NUL and lone UTF-16 surrogates: JSON can carry them (a half-copied emoji in browser
+# JavaScript is a lone surrogate), UTF-8 and protobuf cannot.
+_INVALID_CODE_POINTS = re.compile("[\x00\ud800-\udfff]")
+# Identifiers also refuse control characters: they name things and never hold any.
+_NOT_IN_IDENTIFIERS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def _replace_invalid(text: str) -> str:
+    """Captured text is never refused for its code points: a prompt is worth keeping."""
+    return _INVALID_CODE_POINTS.sub(REPLACEMENT_CHARACTER, text)
+
+
+def _identifier(text: str) -> str:
+    if _NOT_IN_IDENTIFIERS.search(text):
+        raise ValueError("must not contain control characters, NUL or lone surrogates")
+    return text
+
+
+def _user_id(text: str) -> str:
+    if not is_valid_user_id(text):
+        raise ValueError(f"must be 1 to {MAX_USER_ID_CHARS} printable ASCII characters")
+    return text
+
 
 def _not_blank(text: str) -> str:
     if not text.strip():
@@ -24,11 +57,33 @@ def _not_blank(text: str) -> str:
     return text
 
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT_CHARS), AfterValidator(_not_blank)]
-ShortText = Annotated[str, Field(max_length=MAX_FIELD_CHARS)]
-Provider = Annotated[str, Field(min_length=1, max_length=64)]
-Metadata = Annotated[dict[ShortText, ShortText], Field(max_length=MAX_METADATA_ENTRIES)]
+def _in_store_range(value: datetime) -> datetime:
+    """In UTC (a value without offset is taken as UTC), between 1970 and 9999."""
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("must be between 1970-01-01 and 9999-12-31 in UTC") from None
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError("must be between 1970-01-01 and 9999-12-31 in UTC")
+    return utc
+
+
+# Text a person typed or was answered: prompts, answers, queries, metadata values.
+CapturedText = Annotated[str, AfterValidator(_replace_invalid)]
+Text = Annotated[
+    CapturedText,
+    Field(min_length=1, max_length=MAX_TEXT_CHARS),
+    AfterValidator(_not_blank),
+]
+ShortCapturedText = Annotated[CapturedText, Field(max_length=MAX_FIELD_CHARS)]
+# Names and ids: conversation and message ids, providers, URLs, metadata keys.
+Identifier = Annotated[str, Field(max_length=MAX_FIELD_CHARS), AfterValidator(_identifier)]
+ShortText = Identifier
+UserId = Annotated[str, AfterValidator(_user_id)]
+Provider = Annotated[Identifier, Field(min_length=1, max_length=64)]
+Metadata = Annotated[dict[Identifier, ShortCapturedText], Field(max_length=MAX_METADATA_ENTRIES)]
 TopK = Annotated[int, Field(ge=1, le=MAX_TOP_K)]
+UtcDatetime = Annotated[datetime, AfterValidator(_in_store_range)]
 Kind = Literal["prompt", "response"]
 SearchModeName = Literal["hybrid", "semantic", "keyword"]
 Score = Annotated[float, Field(ge=0, le=1)]
@@ -42,15 +97,15 @@ class Filters(RequestBody):
     providers: Annotated[list[Provider], Field(max_length=16)] = []
     conversation_id: ShortText | None = None
     kind: Kind | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after: UtcDatetime | None = None
+    created_before: UtcDatetime | None = None
 
 
 class SavePrompt(RequestBody):
     prompt: Text
     provider: Provider = "chatgpt"
     # Sent by older extension builds; must be the token's own subject.
-    user_id: ShortText | None = None
+    user_id: UserId | None = None
     conversation_id: ShortText | None = None
     message_id: ShortText | None = None
     url: ShortText | None = None
@@ -65,7 +120,7 @@ class SaveResponse(RequestBody):
     # This answer's own client id; makes a retried save idempotent.
     response_message_id: ShortText | None = None
     provider: Provider | None = None
-    user_id: ShortText | None = None
+    user_id: UserId | None = None
     conversation_id: ShortText | None = None
     url: ShortText | None = None
     metadata: Metadata | None = None
@@ -84,7 +139,7 @@ class SearchQuery(RequestBody):
     filters: Filters | None = None
     # Only results scoring at least this much (scores are in [0, 1]).
     min_score: Score = 0.0
-    user_id: ShortText | None = None
+    user_id: UserId | None = None
 
 
 class ContextQuery(RequestBody):
@@ -95,7 +150,7 @@ class ContextQuery(RequestBody):
     filters: Filters | None = None
     # A stricter floor than the service's relevance floor; a laxer one has no effect.
     min_score: Score = 0.0
-    user_id: ShortText | None = None
+    user_id: UserId | None = None
 
 
 class MemoryUpdate(RequestBody):
@@ -113,7 +168,7 @@ class MemoryUpdate(RequestBody):
 
 class ChatTurn(RequestBody):
     role: Literal["user", "assistant"]
-    content: Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+    content: Annotated[CapturedText, Field(max_length=MAX_TEXT_CHARS)]
 
 
 class ChatQuery(RequestBody):
@@ -123,8 +178,8 @@ class ChatQuery(RequestBody):
     history: Annotated[list[ChatTurn], Field(max_length=MAX_HISTORY_TURNS)] = []
     # An LLM API (openai, anthropic, offline) or a chat site's name; see conversions.
     provider: Provider | None = None
-    model: Annotated[str, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
-    user_id: ShortText | None = None
+    model: Annotated[Identifier, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
+    user_id: UserId | None = None
 
 
 class Memory(BaseModel):

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from service_kit.settings import ServiceSettings
+from service_kit.identity import Peer
+from service_kit.settings import ServiceSettings, secret
 
 
 class MemorySettings(ServiceSettings):
@@ -16,6 +17,10 @@ class MemorySettings(ServiceSettings):
 
     port: int = 50051
     metrics_port: int = 9101
+
+    # Each caller's own service token. Only the gateway's may act for an admin.
+    gateway_token: SecretStr | None = None
+    chat_token: SecretStr | None = None
 
     # Unset: the embedded Qdrant engine persisted under data_dir.
     qdrant_url: str | None = None
@@ -46,6 +51,9 @@ class MemorySettings(ServiceSettings):
     # Batches embedded at once, each on torch_threads / embed_workers threads; 0: one worker
     # per thread.
     embed_workers: int = Field(default=0, ge=0, le=64)
+    # Workers one user's batches may hold at once; 0: all but one (so another user's text
+    # always finds a free worker), or the one if there is only one.
+    embed_workers_per_user: int = Field(default=0, ge=0, le=64)
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.
     torch_threads: int = Field(default=0, ge=0)
@@ -55,3 +63,9 @@ class MemorySettings(ServiceSettings):
     # none of a user's memories were measured at cosine <= 0.21 (score <= 0.12), prompts
     # about one of them at >= 0.36 (score >= 0.42).
     relevance_floor: float = Field(default=0.3, ge=0, le=1)
+
+    def caller_tokens(self) -> dict[str, Peer]:
+        return {
+            secret(self.gateway_token): Peer("gateway", may_grant_admin=True),
+            secret(self.chat_token): Peer("chat_service"),
+        }

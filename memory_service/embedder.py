@@ -1,5 +1,6 @@
 """Text embeddings with sentence-transformers: concurrent requests coalesced into batches,
-long text split into model-sized chunks rather than cut off."""
+long text split into model-sized chunks rather than cut off, and users served in turn so
+one user's heavy requests queue behind their own, not everyone's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import copy
 import logging
 import threading
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,9 @@ CHUNK_OVERLAP_TOKENS = 32
 class _Pending:
     text: str
     future: asyncio.Future[np.ndarray]
+    owner: str
+    # Queries are embedded from their first window only: bounded work, whatever their size.
+    first_window_only: bool
 
 
 class Embedder:
@@ -41,6 +46,10 @@ class Embedder:
     queues texts and hands back vectors. BERT models with mean pooling (the bundled one)
     run packed (see packed.py): compute goes to real tokens, not to padding; any other
     model goes through `SentenceTransformer.encode`.
+
+    Texts wait per owner (the user they are embedded for). A batch takes one text from each
+    waiting owner in turn, and an owner has at most `owner_workers` batches running, so
+    with two or more workers a user flooding the service leaves a worker free for others.
     """
 
     def __init__(
@@ -55,6 +64,7 @@ class Embedder:
         packed: bool = True,
         workers: int = 1,
         model_threads: int = 0,
+        owner_workers: int = 0,
     ) -> None:
         self.model = model
         self.model_name = model_name
@@ -77,12 +87,17 @@ class Embedder:
             if packed and PackedBertEncoder.supports(model)
             else None
         )
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        # Owners in the order they are next served; a served owner moves to the back.
+        self._waiting: dict[str, deque[_Pending]] = {}
+        self._running: dict[str, int] = {}
+        self._changed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
         # Each worker runs a batch on `model_threads` threads of its own. One thread per
         # worker keeps the cores busy without the workers waiting on each other, and holds up
         # better than one many-threaded call when other processes take CPU.
         self.workers = workers
+        # 0: all workers but one (one of one), so another user's text always finds a worker.
+        self.owner_workers = owner_workers or max(1, workers - 1)
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="embedder",
@@ -151,11 +166,17 @@ class Embedder:
             for start, end in self._windows(len(offsets))
         ]
 
-    async def embed(self, text: str) -> list[float]:
-        """One unit-length vector for text; long text is the mean of its chunks."""
+    async def embed(
+        self, text: str, owner: str = "", *, first_window_only: bool = False
+    ) -> list[float]:
+        """One unit-length vector for text; long text is the mean of its chunks, or, with
+        `first_window_only`, the vector of its first model window."""
         await self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(text, future))
+        self._waiting.setdefault(owner, deque()).append(
+            _Pending(text, future, owner, first_window_only)
+        )
+        self._changed.set()
         vector = await future
         return vector.tolist()
 
@@ -179,32 +200,75 @@ class Embedder:
             for task in running:
                 task.cancel()
 
+    def _ready_owners(self) -> list[str]:
+        return [
+            owner for owner in self._waiting if self._running.get(owner, 0) < self.owner_workers
+        ]
+
+    def _ready_count(self) -> int:
+        return sum(len(self._waiting[owner]) for owner in self._ready_owners())
+
+    async def _wait_for_change(self, seconds: float | None) -> bool:
+        self._changed.clear()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
+        except TimeoutError:
+            return False
+        return True
+
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
-        batch = [await self._queue.get()]
+        while not self._ready_owners():
+            await self._wait_for_change(None)
         # Waiting for company only pays under load; a lone request is encoded at once.
         linger = self.max_wait if self._last_batch > 1 else 0.0
         deadline = loop.time() + linger
-        while len(batch) < self.batch_size:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            batch.append(item)
+        while self._ready_count() < self.batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not await self._wait_for_change(remaining):
+                break
+        batch = self._take()
         self._last_batch = len(batch)
-        return [p for p in batch if not p.future.cancelled()]
+        return batch
+
+    def _take(self) -> list[_Pending]:
+        """Up to batch_size texts, one per ready owner in turn."""
+        batch: list[_Pending] = []
+        owners = self._ready_owners()
+        while owners and len(batch) < self.batch_size:
+            for owner in list(owners):
+                queue = self._waiting[owner]
+                item = queue.popleft()
+                if not item.future.cancelled():
+                    batch.append(item)
+                # Served owners go to the back of the line for the next batch.
+                del self._waiting[owner]
+                if queue:
+                    self._waiting[owner] = queue
+                else:
+                    owners.remove(owner)
+                if len(batch) >= self.batch_size:
+                    break
+        for owner in {item.owner for item in batch}:
+            self._running[owner] = self._running.get(owner, 0) + 1
+        return batch
+
+    def _finished(self, batch: list[_Pending]) -> None:
+        for owner in {item.owner for item in batch}:
+            left = self._running.get(owner, 0) - 1
+            if left > 0:
+                self._running[owner] = left
+            else:
+                self._running.pop(owner, None)
+        self._changed.set()
 
     async def _embed_batch(
         self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], free: asyncio.Semaphore
     ) -> None:
         texts = [p.text for p in batch]
+        whole = [not p.first_window_only for p in batch]
         try:
-            vectors = await loop.run_in_executor(self._pool, self._encode, texts)
+            vectors = await loop.run_in_executor(self._pool, self._encode, texts, whole)
         except Exception as exc:
             log.exception("embedding a batch of %d texts failed", len(texts))
             for p in batch:
@@ -212,19 +276,22 @@ class Embedder:
                     p.future.set_exception(exc)
             return
         finally:
+            self._finished(batch)
             free.release()
         for p, vector in zip(batch, vectors, strict=True):
             if not p.future.done():
                 p.future.set_result(vector)
 
-    def _encode(self, texts: list[str]) -> list[np.ndarray]:
-        """One vector per text, on the embedding thread."""
+    def _encode(self, texts: list[str], whole: list[bool] | None = None) -> list[np.ndarray]:
+        """One vector per text, on the embedding thread; texts not `whole` are embedded from
+        their first window only."""
         started = time.perf_counter()
+        whole = whole or [True] * len(texts)
         if self._packed is not None:
-            vectors, counts = self._encode_packed(texts)
+            vectors, counts = self._encode_packed(texts, whole)
         else:
             with precision_scope(self.precision):
-                vectors, counts = self._encode_padded(texts)
+                vectors, counts = self._encode_padded(texts, whole)
         metrics.EMBED_BATCH_SIZE.observe(len(texts))
         metrics.EMBED_SECONDS.observe(time.perf_counter() - started)
         combined: list[np.ndarray] = []
@@ -234,20 +301,23 @@ class Embedder:
             at += n
         return combined
 
-    def _encode_packed(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
+    def _encode_packed(self, texts: list[str], whole: list[bool]) -> tuple[np.ndarray, list[int]]:
         assert self._packed is not None
         tokenizer = self._chunk_tokenizer
         cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
         sequences: list[list[int]] = []
         counts: list[int] = []
-        for ids in self._token_ids(texts):
-            spans = self._windows(len(ids))
+        for ids, all_of_it in zip(self._token_ids(texts), whole, strict=True):
+            spans = self._windows(len(ids)) if all_of_it else [(0, min(len(ids), self.window))]
             sequences.extend([cls, *ids[start:end], sep] for start, end in spans)
             counts.append(len(spans))
         return self._packed.encode(sequences), counts
 
-    def _encode_padded(self, texts: list[str]) -> tuple[np.ndarray, list[int]]:
-        pieces = [self.chunk(t) for t in texts]
+    def _encode_padded(self, texts: list[str], whole: list[bool]) -> tuple[np.ndarray, list[int]]:
+        pieces = [
+            self.chunk(t) if all_of_it else self.chunk(t)[:1]
+            for t, all_of_it in zip(texts, whole, strict=True)
+        ]
         # encode() sorts by length before splitting into model batches, so small model
         # batches keep texts of similar length together and little compute goes to padding.
         with self._encode_lock:

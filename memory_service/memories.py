@@ -31,6 +31,7 @@ from service_kit.limits import (
     MAX_FIELD_CHARS,
     MAX_METADATA_ENTRIES,
     MAX_PAGE_SIZE,
+    MAX_QUERY_CHARS,
     MAX_TEXT_CHARS,
     MAX_TOP_K,
 )
@@ -141,7 +142,7 @@ class Memories:
             url=new.url,
             metadata=_check_metadata(new.metadata),
         )
-        dense = await self.embedder.embed(text)
+        dense = await self.embedder.embed(text, who.user_id)
         point = MemoryPoint(memory, dense, self._sparse_document(text))
         with _timed("upsert"):
             await self.store.upsert([point])
@@ -200,11 +201,15 @@ class Memories:
         if not 0.0 <= min_score <= 1.0:
             raise InvalidArgumentError(f"min_score must be between 0 and 1, got {min_score}")
         floor = max(min_score, self.relevance_floor) if relevant_only else min_score
+        # Cut, not refused: /context and chat pass whole prompts, and their start says what
+        # they are about. Keyword terms come from these characters, the embedding from the
+        # model's first window of them, so a query's cost is bounded whatever its size.
+        query = query[:MAX_QUERY_CHARS]
         sparse = self._sparse_query(query) if mode is not SearchMode.SEMANTIC else None
         if mode is SearchMode.KEYWORD and sparse is not None and not sparse.indices:
             return []
         # Keyword mode embeds the query too: its scores are scaled by the best dense match.
-        dense = await self.embedder.embed(query)
+        dense = await self.embedder.embed(query, who.user_id, first_window_only=True)
         if (
             mode in (SearchMode.HYBRID, SearchMode.RRF)
             and sparse is not None
@@ -222,7 +227,7 @@ class Memories:
         with _timed("get"):
             memory = await self.store.get(who.user_id, _check_id(memory_id))
         if memory is None:
-            raise NotFoundError(f"memory {memory_id} not found")
+            raise NotFoundError("memory not found")
         return memory
 
     async def update(
@@ -251,7 +256,7 @@ class Memories:
                 await self.store.set_fields(who.user_id, memory.id, fields)
             return memory
         memory.text = text
-        dense = await self.embedder.embed(text)
+        dense = await self.embedder.embed(text, who.user_id)
         # The same point id: an upsert replaces the vectors and the payload in one write.
         with _timed("upsert"):
             await self.store.upsert([MemoryPoint(memory, dense, self._sparse_document(text))])
@@ -273,7 +278,7 @@ class Memories:
         with _timed("delete"):
             deleted = await self.store.delete(who.user_id, _check_id(memory_id))
         if not deleted:
-            raise NotFoundError(f"memory {memory_id} not found")
+            raise NotFoundError("memory not found")
 
     async def delete_user(self, who: Identity, user_id: str = "") -> int:
         target = user_id or who.user_id
@@ -306,4 +311,4 @@ def _check_id(memory_id: str) -> str:
         return str(uuid.UUID(memory_id))
     except (ValueError, AttributeError, TypeError):
         # Ids are UUIDs; anything else cannot name a stored memory.
-        raise NotFoundError(f"memory {memory_id!r} not found") from None
+        raise NotFoundError("memory not found") from None

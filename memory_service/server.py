@@ -67,6 +67,7 @@ class MemoryServer(ServiceServer):
                 encode_batch_size=self.settings.embed_encode_batch_size,
                 precision=resolve_precision(self.settings.embed_precision),
                 packed=self.settings.embed_packed,
+                owner_workers=self.settings.embed_workers_per_user,
                 **embed_parallelism(self.settings),
             )
         else:

@@ -100,7 +100,7 @@ async def bind_server(
     """Bind (port 0 picks a free port), start and report NOT_SERVING."""
     service_name = service.full_name
     server = grpc.aio.server(
-        interceptors=[ServiceInterceptor(settings.required_service_token(), rpc_seconds)],
+        interceptors=[ServiceInterceptor(settings.peer_tokens(), rpc_seconds)],
         options=server_options(settings),
     )
     add_servicer(server)

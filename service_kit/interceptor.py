@@ -15,6 +15,7 @@ import grpc
 from service_kit.errors import RETRY_AFTER_KEY, ServiceError
 from service_kit.identity import (
     REQUEST_ID_KEY,
+    PeerTokens,
     current_identity,
     current_request_id,
     identity_from_metadata,
@@ -33,8 +34,8 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
     """`rpc_seconds`: a Histogram labelled (method, code) owned by the service."""
 
-    def __init__(self, service_token: str, rpc_seconds: Any) -> None:
-        self.service_token = service_token
+    def __init__(self, peers: PeerTokens, rpc_seconds: Any) -> None:
+        self.peers = peers
         self.metric = rpc_seconds
 
     async def intercept_service(
@@ -63,7 +64,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _enter(self, metadata: dict[str, str]) -> None:
         current_request_id.set(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex)
-        current_identity.set(identity_from_metadata(metadata, self.service_token))
+        current_identity.set(identity_from_metadata(metadata, self.peers))
 
     async def _fail(self, context: grpc.aio.ServicerContext, method: str, exc: Exception) -> None:
         if not isinstance(exc, ServiceError):

@@ -11,3 +11,8 @@ MAX_MESSAGE_CHARS = 50_000
 MAX_HISTORY_TURNS = 100
 MAX_TURN_CHARS = 50_000
 MAX_MODEL_CHARS = 200
+# Search, context and chat retrieval read at most this much of a query (the rest is cut, not
+# refused): keyword matching sees these characters, the embedding the model's window of them.
+MAX_QUERY_CHARS = 2_000
+# Verified user ids (a token's `sub`) travel in gRPC metadata: printable ASCII, no spaces.
+MAX_USER_ID_CHARS = 256

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings
+
+from service_kit.identity import Peer, PeerTokens
+
+# The shared token of local mode is trusted like the gateway: one process tree, one owner.
+SHARED_PEER = Peer("shared-token", may_grant_admin=True)
+
+
+def secret(value: SecretStr | None) -> str:
+    return value.get_secret_value() if value is not None else ""
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """The setting names and what is wrong with them, never the values given: a value
+    may be a secret set in the wrong variable."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"]) or "settings"
+        lines.append(f"  {where}: {error['msg']}")
+    return "\n".join(lines)
 
 
 class ServiceSettings(BaseSettings):
@@ -11,7 +30,8 @@ class ServiceSettings(BaseSettings):
     # Prometheus metrics on their own port; 0 picks a free one, -1 turns them off.
     metrics_port: int = 0
 
-    # The shared token for service-to-service calls; one name for every service.
+    # The shared token for service-to-service calls (local mode); deployments give every
+    # calling service a token of its own instead (see peer_tokens).
     service_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN")
     )
@@ -22,7 +42,22 @@ class ServiceSettings(BaseSettings):
     max_connection_age_seconds: float = Field(default=300.0, gt=0)
     log_level: str = "INFO"
 
+    def caller_tokens(self) -> dict[str, Peer]:
+        """Per-caller tokens this service accepts; subclasses name their callers."""
+        return {}
+
+    def peer_tokens(self) -> PeerTokens:
+        tokens = {token: peer for token, peer in self.caller_tokens().items() if token}
+        shared = secret(self.service_token)
+        if shared:
+            tokens.setdefault(shared, SHARED_PEER)
+        if not tokens:
+            raise RuntimeError(
+                "set MEMORY_LAYER_SERVICE_TOKEN, or the token of each calling service"
+            )
+        return PeerTokens(tokens)
+
     def required_service_token(self) -> str:
-        if self.service_token is None or not self.service_token.get_secret_value():
+        if not secret(self.service_token):
             raise RuntimeError("MEMORY_LAYER_SERVICE_TOKEN must be set")
-        return self.service_token.get_secret_value()
+        return secret(self.service_token)

@@ -9,16 +9,18 @@ from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
 import grpc
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from gateway.deps import Chat, CurrentCaller, Settings, check_user_id
+from gateway.deps import ChatClientDep, CurrentCallerDep, SettingsDep, check_user_id
 from gateway.errors import grpc_error
+from gateway.ratelimit import chat_rate_limit
 from gateway.schemas import ChatAnswer, ChatDone, ChatQuery
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["chat"])
+# Every chat route spends the operator's LLM budget, so each carries the chat limit.
+router = APIRouter(tags=["chat"], dependencies=[Depends(chat_rate_limit)])
 
 T = TypeVar("T")
 # Proxies such as nginx hold event streams back in their buffers unless told not to.
@@ -60,7 +62,7 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
 
 @router.post("/chat", response_model=ChatAnswer)
 async def chat(
-    body: ChatQuery, request: Request, caller: CurrentCaller, client: Chat
+    body: ChatQuery, request: Request, caller: CurrentCallerDep, client: ChatClientDep
 ) -> ChatAnswer | Response:
     """An answer grounded in the caller's most relevant memories (`top_k` of them), with the
     memories it used. Without a configured LLM the answer quotes them (`offline`)."""
@@ -87,7 +89,11 @@ def _encode(item: str | ChatDone) -> bytes:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def chat_stream(
-    body: ChatQuery, request: Request, caller: CurrentCaller, client: Chat, settings: Settings
+    body: ChatQuery,
+    request: Request,
+    caller: CurrentCallerDep,
+    client: ChatClientDep,
+    settings: SettingsDep,
 ) -> Response:
     """The answer as Server-Sent Events: `delta` events (`{"text": ...}`) as it is
     generated, then one `done` event with the memories used and the token usage. An error

@@ -1,15 +1,14 @@
-"""Probes and metrics; open to unauthenticated callers."""
+"""Probes; open to unauthenticated callers. Metrics are served on their own port."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.clients import ChatClient
-from gateway.deps import Memories
+from gateway.deps import MemoryClientDep
 from gateway.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
@@ -28,7 +27,7 @@ async def _chat_state(client: ChatClient | None) -> str:
 
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
-async def readyz(request: Request, memory: Memories) -> JSONResponse:
+async def readyz(request: Request, memory: MemoryClientDep) -> JSONResponse:
     """Whether the downstream services answer their health checks. Only the memory service
     decides readiness: with chat down every other route still works, and taking the gateway
     out of rotation for it would take them down too."""
@@ -39,8 +38,3 @@ async def readyz(request: Request, memory: Memories) -> JSONResponse:
         chat=chat,
     )
     return JSONResponse(ready.model_dump(), status_code=200 if memory_ok else 503)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
-from gateway.deps import CurrentCaller, Memories
+from gateway.deps import CurrentCallerDep, MemoryClientDep, MemoryIdDep
 from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage, MemoryUpdate
 from service_kit.limits import MAX_PAGE_SIZE
 
@@ -48,8 +48,8 @@ def _filters(
 
 @router.get("/memories", response_model=MemoryPage)
 async def list_memories(
-    caller: CurrentCaller,
-    memory: Memories,
+    caller: CurrentCallerDep,
+    memory: MemoryClientDep,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str, Query(max_length=1024)] = "",
     provider: Annotated[list[str] | None, Query(max_length=16)] = None,
@@ -64,13 +64,15 @@ async def list_memories(
 
 
 @router.get("/memories/{memory_id}", response_model=Memory)
-async def get_memory(memory_id: str, caller: CurrentCaller, memory: Memories) -> Memory:
+async def get_memory(
+    memory_id: MemoryIdDep, caller: CurrentCallerDep, memory: MemoryClientDep
+) -> Memory:
     return await memory.get(caller, memory_id)
 
 
 @router.patch("/memories/{memory_id}", response_model=Memory)
 async def update_memory(
-    memory_id: str, body: MemoryUpdate, caller: CurrentCaller, memory: Memories
+    memory_id: MemoryIdDep, body: MemoryUpdate, caller: CurrentCallerDep, memory: MemoryClientDep
 ) -> Memory:
     """Change the text and/or metadata of one of the caller's memories. A new text is
     embedded again, so search finds the memory by what it now says; the id and created_at
@@ -79,12 +81,14 @@ async def update_memory(
 
 
 @router.delete("/memories/{memory_id}", status_code=204)
-async def delete_memory(memory_id: str, caller: CurrentCaller, memory: Memories) -> None:
+async def delete_memory(
+    memory_id: MemoryIdDep, caller: CurrentCallerDep, memory: MemoryClientDep
+) -> None:
     await memory.delete(caller, memory_id)
 
 
 @router.delete("/memories", response_model=Deleted)
-async def delete_all_memories(caller: CurrentCaller, memory: Memories) -> Deleted:
+async def delete_all_memories(caller: CurrentCallerDep, memory: MemoryClientDep) -> Deleted:
     """Delete every memory the caller owns."""
     return Deleted(deleted=await memory.delete_user(caller))
 
@@ -95,8 +99,8 @@ async def delete_all_memories(caller: CurrentCaller, memory: Memories) -> Delete
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def export(
-    caller: CurrentCaller,
-    memory: Memories,
+    caller: CurrentCallerDep,
+    memory: MemoryClientDep,
     provider: Annotated[list[str] | None, Query(max_length=16)] = None,
     conversation_id: Annotated[str | None, Query(max_length=512)] = None,
     kind: Kind | None = None,

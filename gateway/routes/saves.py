@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 
-from gateway.deps import CurrentCaller, Memories, check_user_id
+from gateway.deps import CurrentCallerDep, MemoryClientDep, check_user_id
 from gateway.schemas import Memory, SavePrompt, SaveResponse
 
 router = APIRouter(tags=["memories"])
@@ -17,8 +17,8 @@ IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_lengt
 @router.post("/save-prompt", response_model=Memory)
 async def save_prompt(
     body: SavePrompt,
-    caller: CurrentCaller,
-    memory: Memories,
+    caller: CurrentCallerDep,
+    memory: MemoryClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Memory:
     """Store a prompt. A `message_id` (or `Idempotency-Key` header) makes retries return the
@@ -30,8 +30,8 @@ async def save_prompt(
 @router.post("/save-response", response_model=Memory)
 async def save_response(
     body: SaveResponse,
-    caller: CurrentCaller,
-    memory: Memories,
+    caller: CurrentCallerDep,
+    memory: MemoryClientDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Memory:
     """Store an answer and link it to the prompt named by `prompt_id` or `message_id`."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway.context import build_context
-from gateway.deps import CurrentCaller, Memories, check_user_id
+from gateway.deps import CurrentCallerDep, MemoryClientDep, check_user_id
 from gateway.schemas import Context, ContextQuery, SearchQuery, SearchResults
 
 router = APIRouter(tags=["search"])
 
 
 @router.post("/search", response_model=SearchResults)
-async def search(body: SearchQuery, caller: CurrentCaller, memory: Memories) -> SearchResults:
+async def search(
+    body: SearchQuery, caller: CurrentCallerDep, memory: MemoryClientDep
+) -> SearchResults:
     """The caller's memories ranked by relevance to `query` (hybrid, semantic or keyword),
     each with a score in [0, 1]; none below `min_score`."""
     check_user_id(caller, body.user_id)
@@ -23,7 +25,7 @@ async def search(body: SearchQuery, caller: CurrentCaller, memory: Memories) -> 
 
 
 @router.post("/context", response_model=Context)
-async def context(body: ContextQuery, caller: CurrentCaller, memory: Memories) -> Context:
+async def context(body: ContextQuery, caller: CurrentCallerDep, memory: MemoryClientDep) -> Context:
     """A ready-to-inject block of the most relevant memories within `max_tokens`
     (estimated as characters / 4), plus the memories it uses. Only memories at or above the
     relevance floor go in: a prompt no memory is about gets an empty block."""

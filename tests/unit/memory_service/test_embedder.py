@@ -27,9 +27,9 @@ async def test_concurrent_requests_share_model_calls(sentence_model) -> None:  #
     sizes: list[int] = []
     encode = embedder._encode
 
-    def recording(texts: list[str]) -> np.ndarray:
+    def recording(texts: list[str], whole: list[bool] | None = None) -> np.ndarray:
         sizes.append(len(texts))
-        return encode(texts)
+        return encode(texts, whole)
 
     embedder._encode = recording  # type: ignore[method-assign]
     texts = [f"note number {i} about topic {i % 7}" for i in range(64)]
