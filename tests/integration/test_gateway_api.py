@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 from jose import jwt
 
-from gateway.auth import UNAUTHORIZED_DETAIL
+from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
 from memory_service.embedder import Embedder
 from tests.support.gateway_stack import (
     EXTENSION_ORIGIN,
@@ -130,6 +131,57 @@ async def test_last_good_key_set_is_kept_when_the_jwks_fetch_fails(
             keys.jwks.failing = False
 
 
+async def test_a_known_kid_never_waits_for_a_stalled_or_trickling_key_server(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(
+        jwks_cache_seconds=0.2, jwks_refetch_cooldown_seconds=0.0, jwks_fetch_timeout_seconds=30
+    )
+    # A refresh would hold these requests for up to 30 s; they must not wait for it.
+    async with gw.client(timeout=1.0) as client:
+        assert (await client.get("/memories", headers=bearer(keys.es256()))).status_code == 200
+        release = threading.Event()
+        keys.jwks.most_in_flight = 0
+        try:
+            for stalled, trickle in ((release, 0.0), (None, 0.5)):
+                keys.jwks.stall, keys.jwks.trickle_seconds = stalled, trickle
+                await asyncio.sleep(0.3)
+                answers = await asyncio.gather(
+                    *(client.get("/memories", headers=bearer(keys.es256())) for _ in range(8))
+                )
+                assert [r.status_code for r in answers] == [200] * 8
+                assert keys.jwks.in_flight == 1
+        finally:
+            keys.jwks.stall, keys.jwks.trickle_seconds = None, 0.0
+            release.set()
+        # One refresh at a time, however many requests found the set stale.
+        assert keys.jwks.most_in_flight == 1
+
+
+async def test_a_key_set_over_the_size_cap_is_refused_and_the_last_good_one_kept(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(jwks_cache_seconds=0.2, jwks_refetch_cooldown_seconds=0.0)
+    async with gw.client() as client:
+        assert (await client.get("/memories", headers=bearer(keys.es256()))).status_code == 200
+        rotated = ec_key("es-key-oversized")
+        keys.jwks.keys.append(rotated.public_jwk)
+        keys.jwks.padding = MAX_JWKS_BYTES
+        try:
+            token = jwt.encode(
+                keys.claims("alice"),
+                rotated.private_pem.decode(),
+                algorithm="ES256",
+                headers={"kid": rotated.kid},
+            )
+            # The new key is only in the oversized document, which is never used.
+            assert (await client.get("/memories", headers=bearer(token))).status_code == 401
+            assert (await client.get("/memories", headers=bearer(keys.es256()))).status_code == 200
+        finally:
+            keys.jwks.padding = 0
+            keys.jwks.keys.remove(rotated.public_jwk)
+
+
 async def test_admin_routes_need_the_admin_role(api: httpx.AsyncClient, keys: Keys) -> None:
     victim = new_user()
     saved = await api.post(
@@ -185,6 +237,20 @@ async def test_users_behind_one_ip_have_separate_budgets(
         second = [(await client.get("/memories", headers=bob)).status_code for _ in range(3)]
     assert first == [200, 200, 200, 429]
     assert second == [200, 200, 200]
+
+
+async def test_a_flood_without_tokens_does_not_lock_out_signed_in_users_on_that_address(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gw = await start_gateway(rate_limit_ip="3/minute")
+    user = bearer(keys.es256(new_user()))
+    async with gw.client() as client:
+        flood = [(await client.get("/memories")).status_code for _ in range(6)]
+        signed_in = [(await client.get("/memories", headers=user)).status_code for _ in range(4)]
+        still_refused = await client.get("/memories", headers=bearer("not.a.token"))
+    assert flood == [401, 401, 401, 429, 429, 429]
+    assert signed_in == [200] * 4
+    assert still_refused.status_code == 429
 
 
 async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(

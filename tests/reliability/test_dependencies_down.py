@@ -1,5 +1,6 @@
-"""Dependencies that are down: Redis behind the rate limiter (the gateway fails open, and
-says so in its log) and the LLM provider behind chat (a fast 503, never a hang)."""
+"""Dependencies that are down: Redis behind the rate limiter (the gateway counts in process
+instead, and says so in its log, once) and the LLM provider behind chat (a fast 503, never
+a hang)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def _hammer(gateway: GatewayServer, user: str, times: int) -> tuple[list[int], f
     return statuses, slowest
 
 
-def test_with_redis_down_the_rate_limiter_fails_open_without_hanging(
+def test_with_redis_down_limits_still_apply_in_process_without_hanging(
     stack: tuple[LoopThread, MemoryServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     loop, memory = stack
@@ -73,18 +74,19 @@ def test_with_redis_down_the_rate_limiter_fails_open_without_hanging(
     try:
         user = f"redis-user-{time.time_ns()}"
         limited, _ = _hammer(up, user, USER_LIMIT + 2)
-        with caplog.at_level("ERROR", logger="gateway.ratelimit"):
+        with caplog.at_level("WARNING", logger="gateway.ratelimit"):
             admitted, slowest = _hammer(down, user + "-down", USER_LIMIT + 2)
         print(
             f"\nRedis up: {limited}; Redis down: {admitted}, slowest answer {slowest:.2f}s, "
-            f"{len(caplog.records)} limiter failures logged"
+            f"{len(caplog.records)} warnings logged"
         )
-        # The same limit that bites with Redis up lets everything through with Redis down.
+        # The same limit bites with Redis down: counted in this process, not switched off.
         assert limited == [200] * USER_LIMIT + [429, 429]
-        assert admitted == [200] * (USER_LIMIT + 2)
+        assert admitted == [200] * USER_LIMIT + [429, 429]
         assert slowest < 5.0
-        assert len(caplog.records) >= USER_LIMIT + 2
-        assert all("admitting the request" in r.getMessage() for r in caplog.records)
+        # At most one warning a minute, however many requests meet the outage.
+        assert [r.levelname for r in caplog.records] == ["WARNING"]
+        assert "counting in this process" in caplog.records[0].getMessage()
     finally:
         up.stop()
         down.stop()

@@ -21,7 +21,7 @@ import httpx
 import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jose import jwk, jwt
+from jose import jwk, jws, jwt
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
@@ -86,8 +86,17 @@ class JwksServer:
     keys: list[dict[str, Any]]
     fetches: int = 0
     failing: bool = False
+    # Set: every fetch waits, before answering anything, until the event is set.
+    stall: threading.Event | None = None
+    # Seconds between the single bytes of a trickled answer; 0: the answer at once.
+    trickle_seconds: float = 0.0
+    # Bytes of whitespace added to the key set document.
+    padding: int = 0
+    in_flight: int = 0
+    most_in_flight: int = 0
     url: str = ""
     _server: ThreadingHTTPServer | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def start(self) -> None:
         owner = self
@@ -97,16 +106,36 @@ class JwksServer:
                 if self.path != "/auth/v1/.well-known/jwks.json":
                     self.send_error(404)
                     return
-                owner.fetches += 1
+                with owner._lock:
+                    owner.fetches += 1
+                    owner.in_flight += 1
+                    owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+                try:
+                    self._answer()
+                except OSError:
+                    pass
+                finally:
+                    with owner._lock:
+                        owner.in_flight -= 1
+
+            def _answer(self) -> None:
+                if owner.stall is not None:
+                    owner.stall.wait(60)
                 if owner.failing:
                     self.send_error(500)
                     return
-                body = json.dumps({"keys": owner.keys}).encode()
+                body = json.dumps({"keys": owner.keys}).encode() + b" " * owner.padding
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not owner.trickle_seconds:
+                    self.wfile.write(body)
+                    return
+                for byte in body:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(owner.trickle_seconds)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -163,6 +192,28 @@ class Keys:
 
     def hs256(self, sub: str = "alice", secret: str = HS_SECRET, **extra: Any) -> str:
         return jwt.encode(self.claims(sub, **extra), secret, algorithm="HS256")
+
+    def es256_raw(self, payload: str, **headers: Any) -> str:
+        """A correctly signed token whose claims are exactly `payload` (for JSON that
+        `json.dumps` would not write, such as 1e999)."""
+        return str(
+            jws.sign(
+                payload.encode(),
+                self.es.private_pem.decode(),
+                headers={"kid": self.es.kid, **headers},
+                algorithm="ES256",
+            )
+        )
+
+    def es256_with(self, **replaced: str) -> str:
+        """Signed claims for alice with some values replaced by raw JSON text."""
+        claims = self.claims("alice")
+        for name in replaced:
+            claims[name] = f"@{name}@"
+        text = json.dumps(claims)
+        for name, raw in replaced.items():
+            text = text.replace(f'"@{name}@"', raw)
+        return self.es256_raw(text)
 
 
 def b64(data: bytes) -> str:
@@ -223,7 +274,8 @@ class Gateway:
             await self.task
 
     def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, timeout=30.0, **kwargs)
+        kwargs.setdefault("timeout", 30.0)
+        return httpx.AsyncClient(base_url=self.url, **kwargs)
 
 
 StartGateway = Callable[..., Awaitable[Gateway]]
@@ -318,6 +370,24 @@ def rejected_tokens(keys: Keys) -> dict[str, dict[str, str]]:
         "not base64url": bearer("!!!.@@@.###"),
         "header not JSON": bearer(f"{b64(b'not json')}.{payload}.{_}"),
         "header a JSON list": bearer(f"{b64(b'[1, 2]')}.{payload}.{_}"),
+        "exp NaN": bearer(keys.es256_with(exp="NaN")),
+        "exp Infinity": bearer(keys.es256_with(exp="Infinity")),
+        "exp 1e999": bearer(keys.es256_with(exp="1e999")),
+        "exp a string": bearer(keys.es256_with(exp=f'"{now + 600}"')),
+        "iat a string": bearer(keys.es256_with(iat=f'"{now}"')),
+        "iat NaN": bearer(keys.es256_with(iat="NaN")),
+        "nbf -Infinity": bearer(keys.es256_with(nbf="-Infinity")),
+        "iat in the future": bearer(keys.es256("alice", iat=now + 3600, exp=now + 7200)),
+        "crit header": bearer(
+            keys.es256_raw(json.dumps(good), crit=["exp-ext"], **{"exp-ext": True})
+        ),
+        "sub with a control character": bearer(keys.es256("ali\x07ce")),
+        "sub with a newline": bearer(keys.es256("alice\nx-user-role: admin")),
+        "sub not ASCII": bearer(keys.es256("alicé")),
+        "sub with a space": bearer(keys.es256("alice smith")),
+        "sub a lone surrogate": bearer(keys.es256_with(sub='"\\ud800"')),
+        "sub longer than 256": bearer(keys.es256("a" * 257)),
+        "sub a number": bearer(keys.es256_with(sub="42")),
     }
 
 
@@ -350,4 +420,20 @@ REJECTED_CASES = [
     "not base64url",
     "header not JSON",
     "header a JSON list",
+    "exp NaN",
+    "exp Infinity",
+    "exp 1e999",
+    "exp a string",
+    "iat a string",
+    "iat NaN",
+    "nbf -Infinity",
+    "iat in the future",
+    "crit header",
+    "sub with a control character",
+    "sub with a newline",
+    "sub not ASCII",
+    "sub with a space",
+    "sub a lone surrogate",
+    "sub longer than 256",
+    "sub a number",
 ]
