@@ -220,8 +220,9 @@ class Embedder:
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
         while not self._ready_owners():
             await self._wait_for_change(None)
-        # Waiting for company only pays under load; a lone request is encoded at once.
-        linger = self.max_wait if self._last_batch > 1 else 0.0
+        # Waiting for company only pays under load; a lone request is encoded at once, and
+        # so is the only text ready while the other owners wait for their running batches.
+        linger = self.max_wait if self._last_batch > 1 and self._ready_count() > 1 else 0.0
         deadline = loop.time() + linger
         while self._ready_count() < self.batch_size:
             remaining = deadline - loop.time()
