@@ -169,6 +169,7 @@ async def run(args: argparse.Namespace) -> int:
                 "CHAT_LLM_MODEL": "bench",
                 "GATEWAY_HOST": "127.0.0.1",
                 "GATEWAY_PORT": str(port),
+                "GATEWAY_METRICS_PORT": "-1",
                 "GATEWAY_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
                 "GATEWAY_CHAT_ADDR": f"127.0.0.1:{chat_port}",
                 "GATEWAY_SUPABASE_JWT_SECRET": JWT_SECRET,

@@ -133,6 +133,7 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
         MEMORY_LAYER_SERVICE_TOKEN=SERVICE_TOKEN,
         GATEWAY_HOST="127.0.0.1",
         GATEWAY_PORT=str(gateway_port),
+        GATEWAY_METRICS_PORT="-1",
         GATEWAY_MEMORY_ADDR=memory_addr,
         GATEWAY_SUPABASE_JWT_SECRET=JWT_SECRET,
         GATEWAY_JWT_ISSUER=ISSUER,

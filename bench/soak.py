@@ -109,6 +109,7 @@ class Stack:
             "gateway": {
                 "GATEWAY_HOST": "127.0.0.1",
                 "GATEWAY_PORT": str(gateway_port),
+                "GATEWAY_METRICS_PORT": "-1",
                 "GATEWAY_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
                 "GATEWAY_CHAT_ADDR": f"127.0.0.1:{chat_port}",
                 "GATEWAY_SUPABASE_JWT_SECRET": self.secret,

@@ -67,6 +67,8 @@ class GatewaySettings(BaseSettings):
 
     # Unset: counts live in this process only.
     redis_url: str | None = None
+    # Kept out of the URL so the URL can sit in a ConfigMap and the password in a Secret.
+    redis_password: SecretStr | None = None
     rate_limit_ip: str = "300/minute"
     rate_limit_user: str = "120/minute"
     rate_limit_chat: str = "20/minute"

@@ -62,17 +62,24 @@ class Decision:
         return headers
 
 
-def build_storage(redis_url: str | None) -> Storage:
+def build_storage(redis_url: str | None, password: str = "") -> Storage:
     if not redis_url:
         return MemoryStorage()
     scheme, sep, rest = redis_url.partition("://")
     if not sep or scheme not in ("redis", "rediss"):
         raise ValueError("GATEWAY_REDIS_URL must be a redis:// or rediss:// URL")
+    uri = f"async+{scheme}://{rest}"
+    timeout = SHARED_STORAGE_TIMEOUT_SECONDS
+    if password:
+        return RedisStorage(
+            uri,
+            implementation="redispy",
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            password=password,
+        )
     return RedisStorage(
-        f"async+{scheme}://{rest}",
-        implementation="redispy",
-        socket_timeout=SHARED_STORAGE_TIMEOUT_SECONDS,
-        socket_connect_timeout=SHARED_STORAGE_TIMEOUT_SECONDS,
+        uri, implementation="redispy", socket_timeout=timeout, socket_connect_timeout=timeout
     )
 
 
@@ -96,7 +103,8 @@ class RateLimits:
         storage: Storage | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.storage = storage or build_storage(settings.redis_url)
+        password = settings.redis_password.get_secret_value() if settings.redis_password else ""
+        self.storage = storage or build_storage(settings.redis_url, password)
         self.limiter = FixedWindowRateLimiter(self.storage)
         self.shared = not isinstance(self.storage, MemoryStorage)
         self.local_limiter = FixedWindowRateLimiter(MemoryStorage())

@@ -19,6 +19,7 @@ from gateway.cli.stack import (
     Service,
     free_port,
     port_is_free,
+    private_dir,
     sigterm_as_interrupt,
     stack_environment,
     start_service,
@@ -53,8 +54,8 @@ def up(
     """Start memory_service, chat_service and the gateway on loopback with the embedded store.
     Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one."""
     data_dir = data_dir.resolve()
-    log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
+    log_dir = private_dir(private_dir(data_dir) / "logs")
+    private_dir(data_dir / "memory")
     if not port_is_free(port):
         console.print(f"[red]Port {port} is in use[/red]; pick another with --port.")
         raise typer.Exit(1)

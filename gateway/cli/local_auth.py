@@ -30,7 +30,7 @@ def load_or_create_local_auth(data_dir: Path) -> LocalAuth:
         stored = json.loads(path.read_text())
         return LocalAuth(stored["jwt_secret"], stored["issuer"])
     auth = LocalAuth(secrets.token_urlsafe(48), LOCAL_ISSUER)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"jwt_secret": auth.jwt_secret, "issuer": auth.issuer}, handle)

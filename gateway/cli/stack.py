@@ -58,9 +58,18 @@ class Service:
             return ""
 
 
+def private_dir(path: Path) -> Path:
+    """A directory only this user may enter: memories, logs and the local secret live here."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
 def start_service(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
     log_path = log_dir / f"{name}.log"
-    with log_path.open("ab") as log:
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(  # noqa: S603 - argv is this interpreter and a module
             [sys.executable, "-m", module],
             env=env,
@@ -145,6 +154,7 @@ def stack_environment(
     )
     env.setdefault("MEMORY_METRICS_PORT", "-1")
     env.setdefault("CHAT_METRICS_PORT", "-1")
+    env.setdefault("GATEWAY_METRICS_PORT", "-1")
     if auth is not None:
         env["GATEWAY_SUPABASE_JWT_SECRET"] = auth.jwt_secret
         env["GATEWAY_JWT_ISSUER"] = auth.issuer

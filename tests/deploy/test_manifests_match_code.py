@@ -242,9 +242,10 @@ def live_environment(
     elif module == "chat_service":
         env.update(CHAT_HOST=host, CHAT_METRICS_PORT="0")
     else:
-        env.update(GATEWAY_HOST=host)
+        env.update(GATEWAY_HOST=host, GATEWAY_METRICS_PORT="0")
         # The in-process limiter; the Redis wiring is checked statically above.
         env.pop("GATEWAY_REDIS_URL")
+        env.pop("GATEWAY_REDIS_PASSWORD")
     return env
 
 

@@ -226,8 +226,8 @@ EXPECTED |= {(peer.name, "gateway", 8080, "TCP") for peer in outside_peers()}
 WITH_POLICIES = [o for o in OVERLAYS if of_kind(render(o), "NetworkPolicy")]
 
 
-def test_prod_includes_the_network_policies() -> None:
-    assert "prod" in WITH_POLICIES
+def test_every_overlay_includes_the_network_policies() -> None:
+    assert WITH_POLICIES == OVERLAYS
 
 
 @pytest.mark.parametrize("overlay", WITH_POLICIES)

@@ -72,21 +72,31 @@ def test_service_accepts_its_deployed_configuration(
     load_settings(settings_class(module), env)
 
 
+# Which Secret key each variable carrying a service token must come from: every calling
+# service has a token of its own, and each server knows whose token is whose.
+SERVICE_TOKENS = {
+    "gateway": {"GATEWAY_SERVICE_TOKEN": "gateway-token"},
+    "chat-service": {"CHAT_SERVICE_TOKEN": "chat-token", "CHAT_GATEWAY_TOKEN": "gateway-token"},
+    "memory-service": {"MEMORY_GATEWAY_TOKEN": "gateway-token", "MEMORY_CHAT_TOKEN": "chat-token"},
+}
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_shared_service_token_comes_from_one_secret_key(overlay: str) -> None:
+def test_every_caller_has_its_own_service_token(overlay: str) -> None:
     docs = render(overlay)
-    refs = set()
+    found: dict[str, dict[str, str]] = {}
     for container in project_containers(docs):
-        token = [
-            var
-            for var in container.spec.get("env", [])
-            if var["name"] == "MEMORY_LAYER_SERVICE_TOKEN"
-        ]
-        assert len(token) == 1, f"{container.name} does not get MEMORY_LAYER_SERVICE_TOKEN"
-        ref = token[0]["valueFrom"]["secretKeyRef"]
-        assert not ref.get("optional"), f"{container.name} may start without a service token"
-        refs.add((ref["name"], ref["key"]))
-    assert refs == {("memory-layer-secrets", "service-token")}
+        tokens = {}
+        for var in container.spec.get("env", []):
+            if var["name"].endswith("_TOKEN"):
+                ref = var["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == "memory-layer-secrets", var["name"]
+                assert not ref.get("optional"), f"{container.name} may start without {var}"
+                tokens[var["name"]] = ref["key"]
+        found[container.workload["metadata"]["name"]] = tokens
+    # The shared token of local mode is never deployed: it would carry admin rights to every
+    # service that holds it.
+    assert found == SERVICE_TOKENS
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

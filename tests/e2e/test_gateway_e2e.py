@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -251,5 +252,10 @@ def test_ctrl_c_stops_every_service(stack: Stack) -> None:
         "chat_service.log",
         "gateway.log",
     }
+    # Memories, logs and the local secret are this user's alone.
+    for path in (stack.data_dir, log_dir, stack.data_dir / "memory"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o700, path
+    for path in (*log_dir.iterdir(), stack.data_dir / "local-auth.json"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
     assert "memory service shutting down" in (log_dir / "memory_service.log").read_text()
     assert "chat service shutting down" in (log_dir / "chat_service.log").read_text()

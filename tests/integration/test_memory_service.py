@@ -412,3 +412,50 @@ async def test_process_serves_health_metrics_and_drains_on_sigterm(tmp_path: Pat
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
     await channel.close()
+
+
+async def test_admin_rpcs_are_accepted_only_with_the_gateways_token(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=0,
+            data_dir=tmp_path,
+            metrics_port=-1,
+            gateway_token="the-gateways-token",
+            chat_token="chat-services-token",
+        )
+    )
+    await server.start_serving(embedder)
+    running = Running(server)
+    try:
+        stub = running.stub
+        victim = outgoing_metadata(Identity("victim"), "chat-services-token")
+        await stub.SaveMemory(pb.SaveMemoryRequest(text="mine alone"), metadata=victim)
+        for token in ("chat-services-token", "the-gateways-token"):
+            admin = outgoing_metadata(Identity("root", is_admin=True), token)
+            if token == "chat-services-token":
+                # The chat service may act for users, never for an admin.
+                for call in (
+                    stub.GetStats(pb.GetStatsRequest(), metadata=admin),
+                    stub.DeleteUserMemories(
+                        pb.DeleteUserMemoriesRequest(user_id="victim"), metadata=admin
+                    ),
+                ):
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await call
+                    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            else:
+                stats = await stub.GetStats(pb.GetStatsRequest(), metadata=admin)
+                assert stats.total_memories == 1
+        for token in ("", "integration-service-token", "the-gateways-token-x"):
+            with pytest.raises(grpc.aio.AioRpcError) as unknown:
+                await stub.GetStats(
+                    pb.GetStatsRequest(), metadata=outgoing_metadata(Identity("root"), token)
+                )
+            assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        left = await stub.ListMemories(pb.ListMemoriesRequest(), metadata=victim)
+        assert [m.text for m in left.memories] == ["mine alone"]
+    finally:
+        await running.close()
