@@ -127,7 +127,7 @@ class GatewaySettings(BaseSettings):
     @model_validator(mode="after")
     def _check_secrets(self) -> GatewaySettings:
         if self.service_token is None or not self.service_token.get_secret_value():
-            raise ValueError("MEMORY_LAYER_SERVICE_TOKEN must be set")
+            raise ValueError("set GATEWAY_SERVICE_TOKEN or MEMORY_LAYER_SERVICE_TOKEN")
         secret = self.supabase_jwt_secret.get_secret_value() if self.supabase_jwt_secret else ""
         if not self.supabase_url and not secret:
             raise ValueError("set GATEWAY_SUPABASE_URL or GATEWAY_SUPABASE_JWT_SECRET")

@@ -505,3 +505,36 @@ async def test_prompts_about_no_saved_fact_get_no_memories_and_prompts_about_one
         )
     assert strict.json()["memories"] == []
     assert lax.json()["memories"] == []
+
+
+async def test_only_allowed_models_reach_the_provider_on_the_operators_key(
+    start_stack: StartStack, provider: StandInProvider
+) -> None:
+    stack = await start_stack(chat={"llm_allowed_models": "gpt-cheap,gpt-test"})
+    user = token(new_user())
+    async with stack.client() as client:
+        refused = [
+            await client.post(path, json={**QUESTION, "model": model}, headers=user)
+            for path in ("/chat", "/chat/stream")
+            for model in ("gpt-expensive", "GPT-CHEAP", "gpt-cheap ")
+        ]
+        assert provider.requests == []
+        allowed = await client.post("/chat", json={**QUESTION, "model": "gpt-cheap"}, headers=user)
+        default = await client.post("/chat", json=QUESTION, headers=user)
+    assert [r.status_code for r in refused] == [400] * 6
+    assert all("not offered on this server" in r.json()["detail"] for r in refused)
+    assert (allowed.status_code, default.status_code) == (200, 200)
+    assert [r.body["model"] for r in provider.requests] == ["gpt-cheap", "gpt-test"]
+
+
+async def test_a_providers_error_text_is_logged_not_returned(
+    start_stack: StartStack, provider: StandInProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = await start_stack()
+    provider.reply = Reply(status=404)
+    async with stack.client() as client:
+        with caplog.at_level("WARNING"):
+            response = await client.post("/chat", json=QUESTION, headers=token(new_user()))
+    assert response.status_code == 400
+    assert response.json() == {"detail": "the LLM provider rejected the request"}
+    assert any("stand-in says 404" in record.getMessage() for record in caplog.records)

@@ -8,6 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import GatewaySettings
+from service_kit.settings import describe_settings_error
 
 SECRET = "s" * 32
 
@@ -48,3 +49,29 @@ def test_settings_read_lists_and_derive_supabase_urls(monkeypatch: pytest.Monkey
     assert loaded.issuer == "https://proj.supabase.co/auth/v1"
     assert loaded.jwks_url == "https://proj.supabase.co/auth/v1/.well-known/jwks.json"
     assert loaded.jwks_cache_seconds == 600
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://proj.supabase.co", "http://10.0.0.5:8000", "ftp://proj.supabase.co", "proj.co"],
+)
+def test_supabase_url_must_be_https_unless_on_loopback(url: str) -> None:
+    with pytest.raises(ValidationError, match="GATEWAY_SUPABASE_URL"):
+        settings(supabase_url=url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:54321", "http://localhost:54321", "http://[::1]:80"]
+)
+def test_a_loopback_supabase_may_use_http(url: str) -> None:
+    assert settings(supabase_url=url).jwks_url == f"{url}/auth/v1/.well-known/jwks.json"
+
+
+def test_settings_errors_name_the_setting_but_never_show_its_value() -> None:
+    leaked = "sk-live-do-not-print-0123456789"
+    with pytest.raises(ValidationError) as raised:
+        settings(supabase_jwt_secret=SECRET, port=leaked, cors_origins=["*", leaked])
+    described = describe_settings_error(raised.value)
+    assert "port" in described
+    assert leaked not in described
+    assert leaked in str(raised.value)
