@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -28,6 +29,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CHUNK_OVERLAP_TOKENS = 32
+# Bulk batches (texts of owners with a backlog, or long texts) run on threads at this
+# niceness: alone they run as fast as ever, but the kernel gives other users' batches the
+# CPU first. An unprivileged thread can lower its priority but never raise it back, so
+# bulk work has threads of its own.
+BULK_NICENESS = 10
+# A text this long costs a full model window or more.
+BULK_TEXT_CHARS = 1_000
+
+
+def _bulk_thread(model_threads: int) -> None:
+    set_model_threads(model_threads)
+    with contextlib.suppress(AttributeError, OSError):
+        # On Linux a thread id names one thread, so only this one is reniced.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICENESS)
 
 
 @dataclass
@@ -104,6 +119,12 @@ class Embedder:
             initializer=set_model_threads,
             initargs=(model_threads,),
         )
+        self._bulk_pool = ThreadPoolExecutor(
+            max_workers=workers,
+            thread_name_prefix="embedder-bulk",
+            initializer=_bulk_thread,
+            initargs=(model_threads,),
+        )
         # encode() tokenizes with the model's own tokenizer: one padded call at a time.
         self._encode_lock = threading.Lock()
         # The fast tokenizer keeps padding state and is not thread-safe, and encode() uses
@@ -127,6 +148,7 @@ class Embedder:
                 await self._worker
             self._worker = None
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._bulk_pool.shutdown(wait=False, cancel_futures=True)
 
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         with self._chunk_lock:
@@ -189,11 +211,11 @@ class Embedder:
                 # A batch is gathered once a worker is free, so requests that arrive while
                 # every worker is busy ride along in the next batch.
                 await free.acquire()
-                batch = await self._gather(loop)
+                batch, bulk = await self._gather(loop)
                 if not batch:
                     free.release()
                     continue
-                task = asyncio.create_task(self._embed_batch(loop, batch, free))
+                task = asyncio.create_task(self._embed_batch(loop, batch, bulk, free))
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
@@ -217,7 +239,7 @@ class Embedder:
             return False
         return True
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> list[_Pending]:
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> tuple[list[_Pending], bool]:
         while not self._ready_owners():
             await self._wait_for_change(None)
         # Waiting for company only pays under load; a lone request is encoded at once, and
@@ -228,12 +250,14 @@ class Embedder:
             remaining = deadline - loop.time()
             if remaining <= 0 or not await self._wait_for_change(remaining):
                 break
-        batch = self._take()
+        batch, bulk = self._take()
         self._last_batch = len(batch)
-        return batch
+        return batch, bulk
 
-    def _take(self) -> list[_Pending]:
-        """Up to batch_size texts, one per ready owner in turn."""
+    def _take(self) -> tuple[list[_Pending], bool]:
+        """Up to batch_size texts, one per ready owner in turn, and whether the batch is
+        bulk: every owner in it has a backlog (more than one text in it, or texts left
+        waiting) or sent a long text."""
         batch: list[_Pending] = []
         owners = self._ready_owners()
         while owners and len(batch) < self.batch_size:
@@ -250,9 +274,17 @@ class Embedder:
                     owners.remove(owner)
                 if len(batch) >= self.batch_size:
                     break
-        for owner in {item.owner for item in batch}:
+        owners_in_batch = {item.owner for item in batch}
+        for owner in owners_in_batch:
             self._running[owner] = self._running.get(owner, 0) + 1
-        return batch
+        counts: dict[str, int] = {}
+        for item in batch:
+            weight = 2 if len(item.text) >= BULK_TEXT_CHARS else 1
+            counts[item.owner] = counts.get(item.owner, 0) + weight
+        bulk = bool(batch) and all(
+            counts[owner] > 1 or owner in self._waiting for owner in owners_in_batch
+        )
+        return batch, bulk
 
     def _finished(self, batch: list[_Pending]) -> None:
         for owner in {item.owner for item in batch}:
@@ -264,12 +296,17 @@ class Embedder:
         self._changed.set()
 
     async def _embed_batch(
-        self, loop: asyncio.AbstractEventLoop, batch: list[_Pending], free: asyncio.Semaphore
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Pending],
+        bulk: bool,
+        free: asyncio.Semaphore,
     ) -> None:
         texts = [p.text for p in batch]
         whole = [not p.first_window_only for p in batch]
+        pool = self._bulk_pool if bulk else self._pool
         try:
-            vectors = await loop.run_in_executor(self._pool, self._encode, texts, whole)
+            vectors = await loop.run_in_executor(pool, self._encode, texts, whole)
         except Exception as exc:
             log.exception("embedding a batch of %d texts failed", len(texts))
             for p in batch:

@@ -157,3 +157,38 @@ def test_workers_share_the_model_threads() -> None:
     assert plan(4, 2) == {"workers": 2, "model_threads": 2}
     assert plan(2, 8) == {"workers": 2, "model_threads": 1}
     assert plan(1, 0) == {"workers": 1, "model_threads": 1}
+
+
+async def test_one_owners_backlog_does_not_hold_back_another_owners_text(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    embedder = Embedder(model, name, batch_size=8, max_wait_ms=1, workers=2, model_threads=1)
+    finished: list[str] = []
+
+    async def embed(owner: str, text: str) -> None:
+        await embedder.embed(text, owner)
+        finished.append(owner)
+
+    try:
+        flood = [
+            asyncio.create_task(embed("flooding", f"long note {i} " + "words " * 200))
+            for i in range(40)
+        ]
+        await asyncio.sleep(0)
+        await embed("quiet", "where did I park")
+        await asyncio.gather(*flood)
+    finally:
+        await embedder.stop()
+    # The flooding owner holds one worker at a time; the quiet one gets the other at once,
+    # so its text is done before the flood's second batch of 8.
+    assert finished.index("quiet") < 16
+    assert finished.count("flooding") == 40
+
+
+async def test_a_query_is_embedded_from_its_first_window_only(embedder) -> None:  # type: ignore[no-untyped-def]
+    first = " ".join(f"alpha{i}" for i in range(120))
+    text = first + " " + " ".join(f"omega{i}" for i in range(900))
+    whole = np.array(await embedder.embed(text))
+    query = np.array(await embedder.embed(text, first_window_only=True))
+    window = np.array(await embedder.embed(embedder.chunk(text)[0]))
+    assert np.allclose(query, window, atol=1e-4)
+    assert not np.allclose(query, whole, atol=1e-2)
