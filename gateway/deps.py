@@ -10,6 +10,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Path, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.clients import Caller, ChatClient, MemoryClient
@@ -19,7 +20,7 @@ from service_kit.identity import Identity, is_valid_user_id
 USER_ID_MISMATCH = "User ID mismatch"
 CHAT_NOT_CONFIGURED = "Chat is not configured on this server (GATEWAY_CHAT_ADDR is unset)"
 MEMORY_NOT_FOUND = "Memory not found"
-INVALID_USER_ID = "Not a user id"
+INVALID_USER_ID = "must be 1 to 256 printable ASCII characters, without spaces"
 # Declared for the OpenAPI document (the Authorize button of /docs, the security
 # requirement of every route that needs a token). The auth middleware has already checked
 # the token; auto_error=False keeps its one 401 body the only one.
@@ -85,7 +86,10 @@ async def path_user_id(
     user_id: Annotated[str, Path(description="A user id (a token's `sub`)")],
 ) -> str:
     if not is_valid_user_id(user_id):
-        raise HTTPException(422, INVALID_USER_ID)
+        # Shaped like every other 422, so the documented schema holds; no input echoed.
+        raise RequestValidationError(
+            [{"type": "user_id", "loc": ("path", "user_id"), "msg": INVALID_USER_ID}]
+        )
     return user_id
 
 
