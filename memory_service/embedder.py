@@ -34,6 +34,8 @@ CHUNK_OVERLAP_TOKENS = 32
 # CPU first. An unprivileged thread can lower its priority but never raise it back, so
 # bulk work has threads of its own.
 BULK_NICENESS = 10
+# Windows embedded for one text at most: a save's cost is bounded whatever its length.
+MAX_WINDOWS_PER_TEXT = 32
 # A text this long costs a full model window or more.
 BULK_TEXT_CHARS = 1_000
 
@@ -162,7 +164,8 @@ class Embedder:
         return list(encoding["input_ids"])
 
     def _windows(self, n: int) -> list[tuple[int, int]]:
-        """Token ranges of the chunks of an n-token text, overlapping a little at the seams."""
+        """Token ranges of the chunks of an n-token text, overlapping a little at the seams;
+        past MAX_WINDOWS_PER_TEXT, that many spread evenly from its start to its end."""
         if n <= self.window:
             return [(0, n)]
         step = self.window - CHUNK_OVERLAP_TOKENS
@@ -171,6 +174,14 @@ class Embedder:
             spans.append((start, min(start + self.window, n)))
             if start + self.window >= n:
                 break
+        if len(spans) > MAX_WINDOWS_PER_TEXT:
+            # Bounded work for the longest texts (50,000 CJK characters are ~220 windows),
+            # still drawn from all of the text rather than cut off after its start.
+            last = len(spans) - 1
+            picked = sorted(
+                {round(i * last / (MAX_WINDOWS_PER_TEXT - 1)) for i in range(MAX_WINDOWS_PER_TEXT)}
+            )
+            spans = [spans[i] for i in picked]
         return spans
 
     def chunk(self, text: str) -> list[str]:

@@ -542,8 +542,14 @@ def test_captured_text_with_invalid_code_points_is_stored_with_replacement_chara
     assert texts == sorted(["half an emoji \ufffd and more"] * 4 + ["ok \ufffd"] * 4)
 
 
-def test_a_maximum_size_query_is_answered_not_refused_or_timed_out(gateway: str) -> None:
+def test_maximum_size_saves_and_queries_are_answered_not_refused_or_timed_out(
+    gateway: str,
+) -> None:
     with GatewayServer.client_for(gateway, "big-query-user") as client:
+        for text in ("的" * 50_000, "word " * 10_000):
+            saved = client.post("/save-prompt", json={"prompt": text})
+            assert saved.status_code == 200, saved.text[:200]
+            assert len(saved.json()["text"]) == 50_000
         for query in ("的" * 50_000, "word " * 10_000):
             for path, body in (("/search", {"query": query}), ("/context", {"prompt": query})):
                 response = client.post(path, json=body)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import re
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from memory_service.config import MemorySettings
-from memory_service.embedder import CHUNK_OVERLAP_TOKENS, Embedder
+from memory_service.embedder import CHUNK_OVERLAP_TOKENS, MAX_WINDOWS_PER_TEXT, Embedder
 from memory_service.model import (
     embed_parallelism,
     load_sentence_transformer,
@@ -192,3 +194,16 @@ async def test_a_query_is_embedded_from_its_first_window_only(embedder) -> None:
     window = np.array(await embedder.embed(embedder.chunk(text)[0]))
     assert np.allclose(query, window, atol=1e-4)
     assert not np.allclose(query, whole, atol=1e-2)
+
+
+def test_the_longest_texts_are_embedded_from_windows_spread_over_all_of_them(embedder) -> None:  # type: ignore[no-untyped-def]
+    text = " ".join(f"w{i}" for i in range(60_000))
+    chunks = embedder.chunk(text)
+    assert len(chunks) == MAX_WINDOWS_PER_TEXT
+    assert chunks[0].startswith("w0 ")
+    assert chunks[-1].endswith("w59999")
+    # Spread evenly from start to end: the windows start at steadily rising positions.
+    starts = [int(re.search(r"\bw(\d+)", chunk).group(1)) for chunk in chunks]  # type: ignore[union-attr]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert max(gaps) <= 2 * min(gaps)
+    assert 25_000 < starts[len(starts) // 2] < 35_000
