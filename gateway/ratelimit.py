@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 TOO_MANY_REQUESTS = "Too many requests, retry later"
-# A Redis that does not answer costs a request at most this long, and only once per
-# RETRY_SHARED_SECONDS: in between, counts are kept in process.
-SHARED_STORAGE_TIMEOUT_SECONDS = 0.25
+# A Redis that does not answer costs a request at most about this long, and only once per
+# RETRY_SHARED_SECONDS: in between, counts are kept in process. Generous enough that a
+# busy Redis (or a busy gateway opening its first connections) is not taken for a dead one.
+SHARED_STORAGE_TIMEOUT_SECONDS = 1.0
 RETRY_SHARED_SECONDS = 5.0
 WARN_EVERY_SECONDS = 60.0
 # One IPv6 subscriber usually holds a whole /64; per address, one client is many buckets.
@@ -121,7 +122,7 @@ class RateLimits:
     async def _count(
         self, limiter: FixedWindowRateLimiter, item: RateLimitItem, scope: str, key: str
     ) -> tuple[bool, float, int]:
-        async with asyncio.timeout(SHARED_STORAGE_TIMEOUT_SECONDS * 2):
+        async with asyncio.timeout(SHARED_STORAGE_TIMEOUT_SECONDS * 1.5):
             allowed = await limiter.hit(item, scope, key)
             stats = await limiter.get_window_stats(item, scope, key)
         return allowed, stats.reset_time, stats.remaining
