@@ -538,8 +538,9 @@ def test_captured_text_with_invalid_code_points_is_stored_with_replacement_chara
                 path, content=json_bytes(body), headers={"Content-Type": "application/json"}
             )
             assert response.status_code == 200, (path, response.text)
-        texts = sorted(m["text"] for m in export_all(client))
-    assert texts == sorted(["half an emoji \ufffd and more"] * 4 + ["ok \ufffd"] * 4)
+        texts = {m["text"] for m in export_all(client)}
+    # The same text captured twice is one memory.
+    assert texts == {"half an emoji \ufffd and more", "ok \ufffd"}
 
 
 def test_maximum_size_saves_and_queries_are_answered_not_refused_or_timed_out(
