@@ -33,6 +33,11 @@ class MemorySettings(ServiceSettings):
     collection_prefix: str = "memories"
     # Copies of each shard when the service creates the collection on a Qdrant cluster.
     qdrant_replication_factor: int = Field(default=1, ge=1)
+    # Embedded store: how often the service checks whether to merge segments and drop
+    # deleted points (0: never), and the share of points deleted since the last run that
+    # makes a run worth it.
+    maintenance_interval_seconds: float = Field(default=600.0, ge=0)
+    maintenance_min_deleted_share: float = Field(default=0.05, ge=0, le=1)
 
     # A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2.
     model: str | None = None

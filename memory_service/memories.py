@@ -13,6 +13,7 @@ import qdrant_edge
 
 from memory_service import metrics
 from memory_service.embedder import Embedder
+from memory_service.group_commit import GroupCommit
 from memory_service.models import (
     Memory,
     MemoryKind,
@@ -104,6 +105,7 @@ class Memories:
         self.embedder = embedder
         self.store = store
         self.relevance_floor = relevance_floor
+        self.commits = GroupCommit(store)
         self.bm25 = qdrant_edge.Bm25()
 
     def _sparse_document(self, text: str) -> SparseVector:
@@ -144,10 +146,13 @@ class Memories:
         )
         dense = await self.embedder.embed(text, who.user_id)
         point = MemoryPoint(memory, dense, self._sparse_document(text))
+        # Saves racing to the same point (a retry in flight, the same text twice) store one:
+        # the write is insert-only and answers with what the point holds.
         with _timed("upsert"):
-            await self.store.upsert([point])
-        metrics.MEMORIES_SAVED.labels(memory.kind.value).inc()
-        return memory
+            stored = await self.commits.insert(point)
+        if stored is memory:
+            metrics.MEMORIES_SAVED.labels(memory.kind.value).inc()
+        return stored
 
     async def _seen_again(self, who: Identity, memory: Memory) -> None:
         memory.seen_count += 1

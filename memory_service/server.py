@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from functools import partial
@@ -11,6 +12,7 @@ from memory_service import metrics
 from memory_service.allocator import release_free_memory
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
+from memory_service.maintenance import StoreMaintenance
 from memory_service.memories import Memories
 from memory_service.model import embed_parallelism, load_sentence_transformer, resolve_precision
 from memory_service.servicer import MemoryServicer
@@ -48,7 +50,10 @@ class MemoryServer(ServiceServer):
     servicer: MemoryServicer
     embedder: Embedder | None = None
     store: MemoryStore | None = None
+    memories: Memories | None = None
+    maintenance: StoreMaintenance | None = None
     _owns_embedder: bool = field(default=True)
+    _maintenance_task: asyncio.Task[None] | None = None
 
     async def start_serving(self, embedder: Embedder | None = None) -> None:
         """Load the model and open the store, then report SERVING."""
@@ -83,9 +88,16 @@ class MemoryServer(ServiceServer):
         # Loading the model and replaying the store's log leave freed heap behind.
         await asyncio.to_thread(release_free_memory)
         self.embedder, self.store = embedder, store
-        self.servicer.ready(
-            Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
-        )
+        self.memories = Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
+        self.servicer.ready(self.memories)
+        if isinstance(store, EdgeMemoryStore) and self.settings.maintenance_interval_seconds > 0:
+            # A Qdrant server optimizes its own segments; the embedded engine only when told.
+            self.maintenance = StoreMaintenance(
+                store,
+                interval_seconds=self.settings.maintenance_interval_seconds,
+                min_deleted_share=self.settings.maintenance_min_deleted_share,
+            )
+            self._maintenance_task = asyncio.create_task(self.maintenance.run_forever())
         await self.set_status(SERVING)
         log.info(
             "memory service ready on port %d (%s store, collection %s, %s embedder)",
@@ -98,6 +110,13 @@ class MemoryServer(ServiceServer):
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish, then release the store."""
         await self.drain(grace)
+        if self._maintenance_task is not None:
+            # A run cut short leaves the shard in use as it was and its copy is dropped.
+            self._maintenance_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance_task
+        if self.memories is not None:
+            await self.memories.commits.close()
         if self.store is not None:
             await self.store.close()
         if self.embedder is not None and self._owns_embedder:

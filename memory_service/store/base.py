@@ -172,6 +172,33 @@ def decode_cursor(cursor: str) -> str:
         raise ValueError("malformed cursor") from exc
 
 
+def stored_or_own(
+    points: Sequence[MemoryPoint], stored: dict[str, tuple[Any, dict[str, Any]]]
+) -> tuple[list[MemoryPoint], list[Memory]]:
+    """Split a write into the points to insert and what each point's id holds afterwards.
+
+    stored maps the ids already in the store to (point id, payload). Ids are UUIDv5 of
+    (user, client message id), so a stored id of another user means the id was forged or
+    collided, which no write may paper over.
+    """
+    fresh: list[MemoryPoint] = []
+    held: dict[str, Memory] = {}
+    result: list[Memory] = []
+    for point in points:
+        memory_id = point.memory.id
+        if memory_id not in held:
+            if memory_id in stored:
+                point_id, payload = stored[memory_id]
+                if payload.get("user_id") != point.memory.user_id:
+                    raise StoreError(f"point {memory_id} belongs to another user")
+                held[memory_id] = from_payload(point_id, payload)
+            else:
+                held[memory_id] = point.memory
+                fresh.append(point)
+        result.append(held[memory_id])
+    return fresh, result
+
+
 def prefetch_limit(limit: int) -> int:
     return min(max(limit * 4, 40), 400)
 
@@ -215,6 +242,11 @@ class MemoryStore(abc.ABC):
     @abc.abstractmethod
     async def upsert(self, points: Sequence[MemoryPoint]) -> None:
         """Store points durably before returning."""
+
+    @abc.abstractmethod
+    async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
+        """Store, durably and in one write, the points whose ids are not stored yet; return
+        for each point the memory its id now holds: its own, or the one stored before."""
 
     @abc.abstractmethod
     async def get(self, user_id: str, memory_id: str) -> Memory | None: ...

@@ -6,6 +6,9 @@ import asyncio
 import fcntl
 import json
 import os
+import re
+import shutil
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,11 +40,13 @@ from memory_service.store.base import (
     from_payload,
     memory_conditions,
     prefetch_limit,
+    stored_or_own,
     tenant_conditions,
     to_payload,
 )
 
 MANIFEST = "memory-layer.json"
+POOL_THREADS = 4
 
 
 def _condition(cond: Condition) -> Any:
@@ -68,6 +73,76 @@ def _nearest_query(query: NearestQuery) -> Any:
     return qe.Query.Nearest(vector, using=query.using)
 
 
+def edge_config(dimension: int) -> qe.EdgeConfig:
+    """The shard layout, the same for the serving shard and for maintenance over a copy."""
+    # Vectors, payloads and the id tracker stay on disk (Cold) and are paged in when a
+    # query touches them: every query is one user's, so resident memory follows the
+    # users being served, not the size of the store. The placement is fixed when a
+    # segment is created.
+    cold = qe.Memory.Cold
+    return qe.EdgeConfig(
+        vectors={
+            DENSE_VECTOR: qe.EdgeVectorParams(
+                size=dimension, distance=qe.Distance.Cosine, memory=cold
+            )
+        },
+        sparse_vectors={
+            SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)
+        },
+        payload_memory=cold,
+        id_tracker_memory=cold,
+        wal_enabled=True,
+        # Every query is filtered to one user, whose memories the tenant index finds and
+        # scores exactly; an HNSW graph over everyone's vectors would not be used for that
+        # and took ~8 minutes per 100,000 points to build here. Optimization therefore only
+        # merges segments and drops deleted points (~3.5 s per 100,000).
+        optimizers=qe.EdgeOptimizersConfig(
+            indexing_threshold=0,
+            default_segment_number=1,
+            deleted_threshold=0.05,
+            vacuum_min_vector_number=100,
+        ),
+    )
+
+
+def _point(p: MemoryPoint) -> qe.Point:
+    return qe.Point(
+        p.memory.id,
+        {
+            DENSE_VECTOR: p.dense,
+            SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
+        },
+        to_payload(p.memory),
+    )
+
+
+def _copy_sparse(src: str, dst: str) -> None:
+    """Copy a file's data ranges only: the engine preallocates its log and vector files,
+    and a plain copy would write their holes out in full."""
+    with open(src, "rb") as fin, open(dst, "wb") as fout:
+        size = os.fstat(fin.fileno()).st_size
+        offset = 0
+        while offset < size:
+            try:
+                start = os.lseek(fin.fileno(), offset, os.SEEK_DATA)
+            except OSError:  # nothing but a hole up to the end
+                break
+            end = os.lseek(fin.fileno(), start, os.SEEK_HOLE)
+            while start < end:
+                copied = os.copy_file_range(fin.fileno(), fout.fileno(), end - start, start, start)
+                if copied == 0:
+                    raise OSError(f"{src} shrank while being copied")
+                start += copied
+            offset = end
+        fout.truncate(size)
+    shutil.copystat(src, dst)
+
+
+def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
+    for op in ops:
+        shard.update(op)
+
+
 class EdgeMemoryStore(MemoryStore):
     backend = "embedded"
 
@@ -77,11 +152,23 @@ class EdgeMemoryStore(MemoryStore):
         self._shard: qe.EdgeShard | None = None
         self._lock_fd: int | None = None
         # The engine releases the GIL; a small pool lets reads overlap with a write.
-        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="edge-store")
+        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="edge-store")
+        self._writes = asyncio.Lock()
+        # While maintenance works on a copy, every write applied here is also kept to be
+        # applied to the copy before it takes over.
+        self._journal: list[qe.UpdateOperation] | None = None
+        # Maintenance replaces the shard with an optimized copy in a sibling directory;
+        # the manifest names the one in use.
+        self._shard_name = spec.name
+        self.deleted_since_maintenance = 0
+
+    @property
+    def collections_dir(self) -> Path:
+        return self.data_dir / "collections"
 
     @property
     def shard_dir(self) -> Path:
-        return self.data_dir / "collections" / self.spec.name
+        return self.collections_dir / self._shard_name
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -106,24 +193,8 @@ class EdgeMemoryStore(MemoryStore):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
         self._check_manifest()
-        # Vectors, payloads and the id tracker stay on disk (Cold) and are paged in when a
-        # query touches them: every query is one user's, so resident memory follows the
-        # users being served, not the size of the store. The placement is fixed when a
-        # segment is created.
-        cold = qe.Memory.Cold
-        config = qe.EdgeConfig(
-            vectors={
-                DENSE_VECTOR: qe.EdgeVectorParams(
-                    size=self.spec.dimension, distance=qe.Distance.Cosine, memory=cold
-                )
-            },
-            sparse_vectors={
-                SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)
-            },
-            payload_memory=cold,
-            id_tracker_memory=cold,
-            wal_enabled=True,
-        )
+        self._remove_stale_copies()
+        config = edge_config(self.spec.dimension)
         if (self.shard_dir / "segments").exists():
             try:
                 self._shard = qe.EdgeShard.load(str(self.shard_dir), config)
@@ -173,16 +244,46 @@ class EdgeMemoryStore(MemoryStore):
                 f"produces {self.spec.dimension}-dimensional embeddings; "
                 "use another MEMORY_DATA_DIR or the original model"
             )
+        if manifest.get("collection") == self.spec.name:
+            self._shard_name = str(manifest.get("shard", self.spec.name))
+
+    def shard_copies(self) -> list[Path]:
+        """This collection's shard directories: the one in use and any maintenance copies."""
+        if not self.collections_dir.exists():
+            return []
+        pattern = re.compile(re.escape(self.spec.name) + r"(\.\d+)?")
+        return [p for p in self.collections_dir.iterdir() if pattern.fullmatch(p.name)]
+
+    def _remove_stale_copies(self) -> None:
+        # A copy left by maintenance that stopped before taking over holds nothing that
+        # the shard in use lacks: writes were acknowledged from the shard in use only.
+        for path in self.shard_copies():
+            if path.name != self._shard_name:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def next_copy_dir(self) -> Path:
+        numbers = [int(p.suffix[1:]) for p in self.shard_copies() if p.suffix[1:].isdigit()]
+        return self.collections_dir / f"{self.spec.name}.{max(numbers, default=0) + 1}"
 
     def _write_manifest(self) -> None:
         manifest = {
             "collection": self.spec.name,
             "model": self.spec.model,
             "dimension": self.spec.dimension,
+            "shard": self._shard_name,
         }
         tmp = self.data_dir / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
+        with open(tmp, "w") as f:
+            f.write(json.dumps(manifest, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, self.data_dir / MANIFEST)
+        # The rename is what switches shards after maintenance: make it survive a crash.
+        dir_fd = os.open(self.data_dir, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
     async def close(self) -> None:
         if self._shard is not None:
@@ -193,22 +294,97 @@ class EdgeMemoryStore(MemoryStore):
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    async def upsert(self, points: Sequence[MemoryPoint]) -> None:
-        op = qe.UpdateOperation.upsert_points(
-            [
-                qe.Point(
-                    p.memory.id,
-                    {
-                        DENSE_VECTOR: p.dense,
-                        SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
-                    },
-                    to_payload(p.memory),
-                )
-                for p in points
-            ]
-        )
+    async def _write(self, fn: Any, *args: Any) -> Any:
+        async with self._writes:
+            return await self._run(fn, *args)
+
+    def _apply(self, op: qe.UpdateOperation) -> None:
         # The update returns once the operation is in the write-ahead log.
-        await self._run(self.shard.update, op)
+        self.shard.update(op)
+        if self._journal is not None:
+            self._journal.append(op)
+
+    async def upsert(self, points: Sequence[MemoryPoint]) -> None:
+        op = qe.UpdateOperation.upsert_points([_point(p) for p in points])
+        await self._write(self._apply, op)
+
+    async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
+        return list(await self._write(self._insert_new, points))
+
+    def _insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
+        # An id lookup in the same call as the write: no filtered scroll, no second thread
+        # hop, and no other write in between.
+        ids: list[qe.PointId] = list(dict.fromkeys(p.memory.id for p in points))
+        stored = {str(r.id): (r.id, r.payload or {}) for r in self.shard.retrieve(ids, True, False)}
+        fresh, result = stored_or_own(points, stored)
+        if fresh:
+            self._apply(
+                qe.UpdateOperation.upsert_points(
+                    [_point(p) for p in fresh], update_mode=qe.UpdateMode.InsertOnly
+                )
+            )
+        return result
+
+    async def copy_for_maintenance(self, target: Path) -> None:
+        """Copy the flushed shard to target, then keep every later write for the copy.
+
+        Writes wait while the files are copied (reads go on); a copy taken while the
+        engine writes could be torn.
+        """
+        async with self._writes:
+            await self._run(self._copy_shard, target)
+            self._journal = []
+
+    def _copy_shard(self, target: Path) -> None:
+        self.shard.flush()
+        shutil.copytree(self.shard_dir, target, copy_function=_copy_sparse)
+
+    def abandon_copy(self, target: Path) -> None:
+        """Drop a maintenance copy that will not take over (never the shard in use)."""
+        self._journal = None
+        if target.name != self._shard_name:
+            shutil.rmtree(target, ignore_errors=True)
+
+    async def take_over(self, target: Path) -> None:
+        """Serve from the maintained copy at target: open it, apply the writes made since
+        it was copied, switch the manifest to it, and release the old shard."""
+        journal = self._journal
+        if journal is None:
+            raise StoreError("no maintenance copy is being kept up to date")
+        shard = await self._run(qe.EdgeShard.load, str(target), edge_config(self.spec.dimension))
+        try:
+            # Catch up outside the write lock while writes keep coming, so the final step
+            # under the lock is short.
+            done = 0
+            while len(journal) - done > 64:
+                upto = len(journal)
+                await self._run(_replay, shard, journal[done:upto])
+                done = upto
+            async with self._writes:
+                await self._run(_replay, shard, journal[done:])
+                old, old_dir = self.shard, self.shard_dir
+                await self._run(shard.flush)
+                self._shard_name = target.name
+                self._write_manifest()
+                self._shard, self._journal = shard, None
+        except BaseException:
+            self._journal = None
+            await self._run(shard.close)
+            raise
+        self.deleted_since_maintenance = 0
+        await self._drain_pool()
+        await self._run(old.close)
+        await self._run(shutil.rmtree, old_dir)
+
+    async def _drain_pool(self) -> None:
+        """Wait for every store call started before now to finish."""
+        # Tasks leave the pool's queue in order: once every worker is inside the barrier,
+        # nothing submitted earlier is still running.
+        barrier = threading.Barrier(POOL_THREADS)
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(
+            *(loop.run_in_executor(self._pool, barrier.wait) for _ in range(POOL_THREADS))
+        )
 
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         conditions = memory_conditions(user_id, memory_id)
@@ -314,20 +490,21 @@ class EdgeMemoryStore(MemoryStore):
         if await self.get(user_id, memory_id) is None:
             return False
         conditions = memory_conditions(user_id, memory_id)
-        await self._run(
-            self.shard.update, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
+        await self._write(
+            self._apply, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
         )
+        self.deleted_since_maintenance += 1
         return True
 
     async def delete_user(self, user_id: str) -> int:
         flt = _filter(tenant_conditions(user_id))
         count = int(await self._run(self.shard.count, qe.CountRequest(exact=True, filter=flt)))
-        await self._run(self.shard.update, qe.UpdateOperation.delete_points_by_filter(flt))
+        await self._write(self._apply, qe.UpdateOperation.delete_points_by_filter(flt))
+        self.deleted_since_maintenance += count
         return count
 
     async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
         conditions = memory_conditions(user_id, memory_id)
-        await self._run(
-            self.shard.update,
-            qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields),
+        await self._write(
+            self._apply, qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields)
         )

@@ -36,6 +36,7 @@ from memory_service.store.base import (
     from_payload,
     memory_conditions,
     prefetch_limit,
+    stored_or_own,
     tenant_conditions,
     to_payload,
 )
@@ -98,6 +99,17 @@ def _vector(vector: list[float] | Sparse) -> Any:
     if isinstance(vector, Sparse):
         return models.SparseVector(indices=vector.indices, values=vector.values)
     return vector
+
+
+def _point(p: MemoryPoint) -> models.PointStruct:
+    return models.PointStruct(
+        id=p.memory.id,
+        vector={
+            DENSE_VECTOR: p.dense,
+            SPARSE_VECTOR: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+        },
+        payload=to_payload(p.memory),
+    )
 
 
 class ServerMemoryStore(MemoryStore):
@@ -181,23 +193,24 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def upsert(self, points: Sequence[MemoryPoint]) -> None:
-        await self.client.upsert(
-            self.name,
-            points=[
-                models.PointStruct(
-                    id=p.memory.id,
-                    vector={
-                        DENSE_VECTOR: p.dense,
-                        SPARSE_VECTOR: models.SparseVector(
-                            indices=p.sparse.indices, values=p.sparse.values
-                        ),
-                    },
-                    payload=to_payload(p.memory),
-                )
-                for p in points
-            ],
-            wait=True,
-        )
+        await self.client.upsert(self.name, points=[_point(p) for p in points], wait=True)
+
+    @_translated
+    async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
+        ids = list(dict.fromkeys(p.memory.id for p in points))
+        records = await self.client.retrieve(self.name, ids, with_payload=True)
+        stored = {str(r.id): (r.id, r.payload or {}) for r in records}
+        fresh, result = stored_or_own(points, stored)
+        if fresh:
+            # Insert-only: a replica or another pod that stored the same id in the meantime
+            # keeps its copy instead of being overwritten.
+            await self.client.upsert(
+                self.name,
+                points=[_point(p) for p in fresh],
+                update_mode=models.UpdateMode.INSERT_ONLY,
+                wait=True,
+            )
+        return result
 
     @_translated
     async def get(self, user_id: str, memory_id: str) -> Memory | None:

@@ -371,3 +371,52 @@ async def test_server_store_tells_every_qdrant_failure_as_a_store_error() -> Non
     finally:
         await store.close()
         qdrant.stop()
+
+
+async def test_insert_new_keeps_what_an_id_already_holds(store: MemoryStore) -> None:
+    first = point("alice", "the first save of a message", 1)
+    await store.insert_new([first])
+    retry = MemoryPoint(
+        Memory(
+            id=first.memory.id,
+            user_id="alice",
+            kind=MemoryKind.PROMPT,
+            text="the same message, saved again",
+            created_at=first.memory.created_at + timedelta(seconds=5),
+        ),
+        vector(2),
+        first.sparse,
+    )
+    other = point("alice", "another message", 3)
+
+    stored = await store.insert_new([retry, other, retry])
+
+    assert [m.id for m in stored] == [first.memory.id, other.memory.id, first.memory.id]
+    assert stored[0].text == stored[2].text == "the first save of a message"
+    assert stored[0].created_at == first.memory.created_at
+    assert stored[1] == other.memory
+    assert await store.count("alice") == 2
+    kept = await store.get("alice", first.memory.id)
+    assert kept is not None and kept.text == "the first save of a message"
+
+
+async def test_insert_new_refuses_an_id_held_by_another_user(store: MemoryStore) -> None:
+    alice = point("alice", "alice's message", 1)
+    await store.insert_new([alice])
+    forged = MemoryPoint(
+        Memory(
+            id=alice.memory.id,
+            user_id="mallory",
+            kind=MemoryKind.PROMPT,
+            text="mallory's message",
+            created_at=datetime.now(UTC),
+        ),
+        vector(1),
+        alice.sparse,
+    )
+
+    with pytest.raises(StoreError):
+        await store.insert_new([forged])
+    assert await store.count("mallory") == 0
+    kept = await store.get("alice", alice.memory.id)
+    assert kept is not None and kept.text == "alice's message"

@@ -1,0 +1,169 @@
+"""Maintenance of the embedded store: deleted points leave the disk, every acknowledged
+write survives, and the store answers throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import qdrant_edge
+
+from memory_service.maintenance import StoreMaintenance, directory_bytes
+from memory_service.models import (
+    Memory,
+    MemoryKind,
+    MemoryPoint,
+    SearchFilters,
+    SearchMode,
+    SparseVector,
+)
+from memory_service.store import CollectionSpec
+from memory_service.store.edge import EdgeMemoryStore
+
+DIM = 32
+SPEC = CollectionSpec(model="test-model", dimension=DIM)
+BM25 = qdrant_edge.Bm25()
+
+
+def point(user: str, n: int) -> MemoryPoint:
+    text = f"note number {n} about topic {n % 7}"
+    sparse = BM25.embed_document(text)
+    # Distinct directions, so nearest-neighbour order has no ties to break either way.
+    rng = random.Random(f"{user}/{n}")
+    vec = [rng.gauss(0, 1) for _ in range(DIM)]
+    memory = Memory(
+        id=str(uuid.uuid4()),
+        user_id=user,
+        kind=MemoryKind.PROMPT,
+        text=text,
+        created_at=datetime.now(UTC),
+    )
+    return MemoryPoint(memory, vec, SparseVector(list(sparse.indices), list(sparse.values)))
+
+
+async def open_store(data_dir: Path) -> EdgeMemoryStore:
+    store = EdgeMemoryStore(data_dir, SPEC)
+    await store.open()
+    return store
+
+
+async def search(store: EdgeMemoryStore, user: str, n: int) -> list[str]:
+    q = point(user, n)
+    results = await store.search(
+        user,
+        dense=q.dense,
+        sparse=None,
+        # Dense scores do not depend on the other points, so they compare before and after.
+        mode=SearchMode.SEMANTIC,
+        filters=SearchFilters(),
+        limit=5,
+    )
+    return [r.memory.id for r in results]
+
+
+def maintenance(store: EdgeMemoryStore) -> StoreMaintenance:
+    return StoreMaintenance(store, interval_seconds=0.05, min_deleted_share=0.05)
+
+
+async def test_deleted_points_leave_the_disk_and_the_rest_stay(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    alice = [point("alice", n) for n in range(3000)]
+    bob = [point("bob", n) for n in range(1000)]
+    await store.upsert(alice + bob)
+    for p in alice[::2]:
+        await store.delete("alice", p.memory.id)
+    before = directory_bytes(store.shard_dir)
+    bob_results = await search(store, "bob", 3)
+
+    run = await maintenance(store).run()
+
+    assert run.bytes_before == before
+    assert run.bytes_after < before
+    assert directory_bytes(store.shard_dir) == run.bytes_after
+    assert await store.count("alice") == 1500
+    assert await store.count("bob") == 1000
+    assert await search(store, "bob", 3) == bob_results
+    assert await store.get("alice", alice[1].memory.id) == alice[1].memory
+    assert await store.get("alice", alice[0].memory.id) is None
+    # The optimized copy is the shard now; the old one is gone from the disk.
+    assert [p.name for p in store.shard_copies()] == [store.shard_dir.name]
+    await store.close()
+
+
+async def test_writes_during_maintenance_are_kept_across_a_restart(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    seeded = [point("alice", n) for n in range(3000)]
+    await store.upsert(seeded)
+    await store.delete_user("alice")
+    await store.upsert([point("bob", n) for n in range(500)])
+    during = [point("carol", n) for n in range(200)]
+    searches: list[list[str]] = []
+
+    async def keep_writing() -> None:
+        for p in during:
+            await store.insert_new([p])
+            searches.append(await search(store, "bob", len(searches)))
+            await asyncio.sleep(0.002)
+
+    run, _ = await asyncio.gather(maintenance(store).run(), keep_writing())
+
+    assert run.bytes_after < run.bytes_before
+    assert len(searches) == len(during) and all(len(found) == 5 for found in searches)
+    await store.close()
+    manifest = json.loads((tmp_path / "data" / "memory-layer.json").read_text())
+    assert manifest["shard"] == store.shard_dir.name != SPEC.name
+
+    reopened = await open_store(tmp_path / "data")
+    assert reopened.shard_dir.name == manifest["shard"]
+    assert await reopened.count("carol") == 200
+    assert await reopened.count("bob") == 500
+    assert await reopened.count("alice") == 0
+    for p in during[::37]:
+        assert await reopened.get("carol", p.memory.id) == p.memory
+    await reopened.close()
+
+
+async def test_a_copy_left_by_an_interrupted_run_is_dropped_at_open(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    kept = point("alice", 1)
+    await store.upsert([kept])
+    target = store.next_copy_dir()
+    await store.copy_for_maintenance(target)
+    await store.upsert([point("alice", 2)])
+    await store.close()
+    assert target.exists()
+
+    reopened = await open_store(tmp_path / "data")
+
+    assert not target.exists()
+    assert reopened.shard_dir.name == SPEC.name
+    assert await reopened.count("alice") == 2
+    await reopened.close()
+
+
+async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    points = [point("alice", n) for n in range(1000)]
+    await store.upsert(points)
+    scheduled = maintenance(store)
+    runner = asyncio.create_task(scheduled.run_forever())
+    try:
+        await asyncio.sleep(0.3)
+        assert scheduled.runs == []
+        await store.delete("alice", points[0].memory.id)
+        await asyncio.sleep(0.3)
+        # One deletion in a thousand is below the share worth a run.
+        assert scheduled.runs == []
+        await store.delete_user("alice")
+        async with asyncio.timeout(60):
+            while not scheduled.runs:
+                await asyncio.sleep(0.05)
+    finally:
+        runner.cancel()
+    assert store.deleted_since_maintenance == 0
+    assert scheduled.runs[0].bytes_after < scheduled.runs[0].bytes_before
+    await store.close()
