@@ -9,6 +9,7 @@ same collection, payload and indexes.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import random
 import time
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 SEED_MARKER = "bench-seed.json"
 POINT_NAMESPACE = uuid.UUID("0c6f7a52-3b7e-4d0e-9a51-2f8e3c1d9b64")
 PROVIDERS = ["chatgpt", "claude", "gemini", "perplexity"]
+HEAVY_USER = "user-heavy"
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,18 @@ class SeedPlan:
     distinct_texts: int = 3_000
     batch: int = 5_000
     seed: int = 3
+    # One more user, HEAVY_USER, with this many memories of their own.
+    heavy_user_memories: int = 0
 
 
 def user_ids(users: int) -> list[str]:
     return [f"user-{i:05d}" for i in range(users)]
+
+
+def seeded_memory_id(user: str, i: int) -> str:
+    """The id of the i-th seeded memory: regular users count from 0 across all of them,
+    the heavy user from 0 across their own."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{user}/{i}"))
 
 
 def collection_spec(model: SentenceTransformer) -> CollectionSpec:
@@ -103,11 +113,14 @@ async def _write(
     await store.open()
     try:
         batch: list[MemoryPoint] = []
-        for i in range(plan.memories):
-            user = users[i % plan.users]
+        owners = itertools.chain(
+            ((users[i % plan.users], i) for i in range(plan.memories)),
+            ((HEAVY_USER, j) for j in range(plan.heavy_user_memories)),
+        )
+        for user, i in owners:
             t = rng.randrange(len(texts))
             memory = Memory(
-                id=str(uuid.uuid5(POINT_NAMESPACE, f"{user}/{i}")),
+                id=seeded_memory_id(user, i),
                 user_id=user,
                 kind=MemoryKind.PROMPT if rng.random() < 0.8 else MemoryKind.RESPONSE,
                 text=texts[t],

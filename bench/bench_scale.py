@@ -1,0 +1,340 @@
+"""memory_service at a million memories: search latency, resident memory, disk, start time,
+save throughput against an empty store, and maintenance while it serves, in one run.
+
+The store is seeded the way bench/seed.py does it (real model vectors for a sample of
+distinct texts, reused): --memories across --users, plus one heavy user with --heavy of
+their own. The service runs as a child process in float32 (as on a CPU without native
+bfloat16); the precision is printed. What is measured, in order:
+
+1. time from process start to SERVING on the seeded data dir;
+2. hybrid Search over gRPC, one at a time, for random users and for the heavy user: p50, p99;
+3. resident memory after that traffic, and the data dir's disk use;
+4. saves/s with --clients concurrent clients against this service and against one on an
+   empty data dir, running side by side and saving in alternating rounds; the ratio is the
+   median of the rounds' ratios;
+5. half of the heavy user's memories deleted; the service's own schedule
+   (MEMORY_MAINTENANCE_INTERVAL_SECONDS=5 here) then merges segments and drops them, while
+   searches and saves keep coming: the slowest search during it, failed requests, disk
+   before and after;
+6. time from a restart to SERVING.
+
+    python bench/bench_scale.py                          # 1,000,000 + 100,000, ~40 min
+    python bench/bench_scale.py --memories 50000 --users 500 --heavy 5000 --saves 300
+    python bench/bench_scale.py --data-dir /var/tmp/scale   # on another disk
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from bench_save_throughput import save_rate
+from corpus import prompt_texts, query_texts
+from seed import HEAVY_USER, SeedPlan, seed_data_dir, seeded_memory_id, user_ids
+from service_process import MemoryServiceProcess, call_metadata
+
+from memory_service.maintenance import directory_bytes
+from memory_service.model import load_sentence_transformer
+from protos.memory.v1 import memory_pb2 as pb
+from protos.memory.v1 import memory_pb2_grpc
+
+PRECISION = "float32"
+TARGETS = {
+    "search_p50_ms": 30.0,
+    "p99_over_p50": 3.0,
+    "rss_mb": 1200.0,
+    "restart_s": 30.0,
+    "saves_ratio": 0.9,
+    "maintenance_slowest_ms": 200.0,
+}
+
+
+@dataclass
+class Figures:
+    first_start_s: float = 0.0
+    restart_s: float = 0.0
+    search_ms: list[float] = field(default_factory=list)
+    heavy_ms: list[float] = field(default_factory=list)
+    rss_mb: float = 0.0
+    hwm_mb: float = 0.0
+    disk_bytes: int = 0
+    rounds: list[tuple[float, float]] = field(default_factory=list)
+    deleted: int = 0
+    maintenance_s: float = 0.0
+    slowest_ms: float = 0.0
+    searches_during: int = 0
+    saves_during: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    disk_before: int = 0
+    disk_after: int = 0
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def timed_start(service: MemoryServiceProcess) -> float:
+    started = time.perf_counter()
+    await service.__aenter__()
+    return time.perf_counter() - started
+
+
+async def search_once(stub: memory_pb2_grpc.MemoryServiceStub, user: str, query: str) -> float:
+    request = pb.SearchRequest(query=query, top_k=10, mode=pb.SEARCH_MODE_HYBRID)
+    started = time.perf_counter()
+    await stub.Search(request, metadata=call_metadata(user), timeout=30)
+    return (time.perf_counter() - started) * 1000
+
+
+def current_shard(data_dir: Path) -> str:
+    return str(json.loads((data_dir / "memory-layer.json").read_text()).get("shard", ""))
+
+
+async def maintenance_under_load(
+    args: argparse.Namespace, service: MemoryServiceProcess, data_dir: Path, figures: Figures
+) -> None:
+    """Delete half of the heavy user's memories, then serve searches and saves until the
+    service's own maintenance has taken over its optimized copy."""
+    users = user_ids(args.users)
+    queries = query_texts(200, seed=41)
+    rng = random.Random(42)
+    async with service.channel() as channel:
+        stub = service.stub(channel)
+        doomed = [seeded_memory_id(HEAVY_USER, j) for j in range(0, args.heavy, 2)]
+        pending = iter(doomed)
+        heavy_md = call_metadata(HEAVY_USER)
+
+        async def deleter() -> None:
+            for memory_id in pending:
+                await stub.DeleteMemory(
+                    pb.DeleteMemoryRequest(id=memory_id), metadata=heavy_md, timeout=60
+                )
+
+        # The store no longer matches its seed plan: a later run seeds it again.
+        (data_dir / "bench-seed.json").unlink(missing_ok=True)
+        started = time.perf_counter()
+        await asyncio.gather(*(deleter() for _ in range(16)))
+        figures.deleted = len(doomed)
+        print(
+            f"  deleted {len(doomed)} of {HEAVY_USER}'s memories in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
+        figures.disk_before = directory_bytes(data_dir)
+        shard_before = current_shard(data_dir)
+        collections = data_dir / "collections"
+        copies_before = {p.name for p in collections.iterdir()}
+
+        state = {"running": False, "done": False}
+
+        async def searcher() -> None:
+            while not state["done"]:
+                user = HEAVY_USER if rng.random() < 0.1 else rng.choice(users)
+                try:
+                    took = await search_once(stub, user, rng.choice(queries))
+                except grpc.aio.AioRpcError as exc:
+                    figures.failures[f"search {exc.code().name}"] += 1
+                    continue
+                if state["running"]:
+                    figures.searches_during += 1
+                    figures.slowest_ms = max(figures.slowest_ms, took)
+                await asyncio.sleep(0.01)
+
+        texts = prompt_texts(100_000, seed=43)
+
+        async def saver(n: int) -> None:
+            md = call_metadata(rng.choice(users))
+            while not state["done"]:
+                request = pb.SaveMemoryRequest(text=rng.choice(texts), provider="chatgpt")
+                try:
+                    await stub.SaveMemory(request, metadata=md, timeout=60)
+                except grpc.aio.AioRpcError as exc:
+                    figures.failures[f"save {exc.code().name}"] += 1
+                    continue
+                if state["running"]:
+                    figures.saves_during += 1
+                await asyncio.sleep(0.05)
+
+        async def watch() -> None:
+            deadline = time.monotonic() + args.maintenance_timeout
+            began = 0.0
+            while time.monotonic() < deadline:
+                names = {p.name for p in collections.iterdir()}
+                if not state["running"] and names - copies_before:
+                    state["running"], began = True, time.perf_counter()
+                    print("  maintenance started", flush=True)
+                if current_shard(data_dir) != shard_before:
+                    if not began:
+                        began = time.perf_counter()
+                    figures.maintenance_s = time.perf_counter() - began
+                    state["done"] = True
+                    return
+                await asyncio.sleep(0.05)
+            state["done"] = True
+            raise TimeoutError("maintenance did not finish")
+
+        await asyncio.gather(watch(), searcher(), saver(0), saver(1))
+        # The old shard is removed once in-flight reads are done.
+        await asyncio.sleep(2)
+        figures.disk_after = directory_bytes(data_dir)
+
+
+async def run(args: argparse.Namespace, root: Path) -> Figures:
+    figures = Figures()
+    plan = SeedPlan(memories=args.memories, users=args.users, heavy_user_memories=args.heavy)
+    scale_dir, empty_dir = root / "scale", root / "empty"
+    print(f"loading the model to seed {args.memories} + {args.heavy} memories…", flush=True)
+    model, _ = load_sentence_transformer(None)
+    took = seed_data_dir(scale_dir, model, plan)
+    print(f"  seeded in {took:.0f} s" if took else "  already seeded", flush=True)
+    del model
+    shutil.rmtree(empty_dir, ignore_errors=True)
+
+    big = MemoryServiceProcess(scale_dir, startup_timeout=600)
+    figures.first_start_s = await timed_start(big)
+    print(f"  SERVING after {figures.first_start_s:.1f} s", flush=True)
+    try:
+        users = user_ids(args.users)
+        rng = random.Random(7)
+        queries = query_texts(args.queries, seed=8)
+        async with big.channel() as channel:
+            stub = big.stub(channel)
+            for q in queries[:20]:
+                await search_once(stub, rng.choice(users), q)
+            for q in queries:
+                figures.search_ms.append(await search_once(stub, rng.choice(users), q))
+            for q in queries[: args.queries // 3]:
+                figures.heavy_ms.append(await search_once(stub, HEAVY_USER, q))
+        status = big.memory_status()
+        figures.rss_mb, figures.hwm_mb = status["VmRSS"] / 1024, status["VmHWM"] / 1024
+        figures.disk_bytes = directory_bytes(scale_dir)
+        print(
+            f"  search p50 {pct(figures.search_ms, 0.5):.1f} ms, RSS {figures.rss_mb:.0f} MB",
+            flush=True,
+        )
+
+        async with MemoryServiceProcess(empty_dir) as empty:
+            texts = prompt_texts(args.saves * args.rounds * 2 + 256, seed=31)
+            await save_rate(empty, texts[:128], args.clients, "warm-empty")
+            await save_rate(big, texts[128:256], args.clients, "warm-big")
+            offset = 256
+            for r in range(args.rounds):
+                part_a = texts[offset : offset + args.saves]
+                part_b = texts[offset + args.saves : offset + 2 * args.saves]
+                offset += 2 * args.saves
+                sides = [("empty", empty, part_a), ("big", big, part_b)]
+                rates: dict[str, float] = {}
+                for name, service, part in sides if r % 2 == 0 else sides[::-1]:
+                    rate, failed = await save_rate(service, part, args.clients, f"r{r}-{name}")
+                    figures.failures += Counter({f"save {k}": v for k, v in failed.items()})
+                    rates[name] = rate
+                figures.rounds.append((rates["empty"], rates["big"]))
+                print(
+                    f"  round {r + 1}: empty {rates['empty']:.0f} saves/s, "
+                    f"at size {rates['big']:.0f} saves/s",
+                    flush=True,
+                )
+
+        await maintenance_under_load(args, big, scale_dir, figures)
+    finally:
+        big.stop()
+
+    restarted = MemoryServiceProcess(scale_dir, startup_timeout=600)
+    figures.restart_s = await timed_start(restarted)
+    restarted.stop()
+    return figures
+
+
+def report(args: argparse.Namespace, f: Figures) -> None:
+    total = args.memories + args.heavy
+    p50, p99 = pct(f.search_ms, 0.5), pct(f.search_ms, 0.99)
+    h50, h99 = pct(f.heavy_ms, 0.5), pct(f.heavy_ms, 0.99)
+    ratio = statistics.median(big / empty for empty, big in f.rounds)
+    rows = [
+        ("precision", PRECISION, "", None),
+        ("start to SERVING (seeded)", f"{f.first_start_s:.1f} s", "", None),
+        ("restart to SERVING", f"{f.restart_s:.1f} s", "<= 30 s", f.restart_s <= 30),
+        (
+            f"search p50 / p99, {args.users} users",
+            f"{p50:.1f} / {p99:.1f} ms",
+            "p50 <= 30 ms, p99 <= 3x p50",
+            p50 <= TARGETS["search_p50_ms"] and p99 <= TARGETS["p99_over_p50"] * p50,
+        ),
+        (f"search p50 / p99, {HEAVY_USER} ({args.heavy})", f"{h50:.1f} / {h99:.1f} ms", "", None),
+        (
+            "resident memory (VmRSS / VmHWM)",
+            f"{f.rss_mb:.0f} / {f.hwm_mb:.0f} MB",
+            "<= 1200 MB",
+            f.rss_mb <= TARGETS["rss_mb"],
+        ),
+        ("disk", f"{f.disk_bytes / 2**30:.2f} GiB", "", None),
+        (
+            "saves/s at size vs empty",
+            f"{statistics.median(b for _, b in f.rounds):.0f} vs "
+            f"{statistics.median(e for e, _ in f.rounds):.0f} (ratio {ratio:.2f})",
+            ">= 0.9",
+            ratio >= TARGETS["saves_ratio"],
+        ),
+        (
+            "slowest search during maintenance",
+            f"{f.slowest_ms:.0f} ms over {f.searches_during} searches, "
+            f"{f.saves_during} saves; took {f.maintenance_s:.0f} s",
+            "<= 200 ms",
+            f.slowest_ms <= TARGETS["maintenance_slowest_ms"],
+        ),
+        ("failed requests", str(dict(f.failures) or 0), "none", not f.failures),
+        (
+            f"disk after deleting {f.deleted} and maintenance",
+            f"{f.disk_before / 2**30:.2f} -> {f.disk_after / 2**30:.2f} GiB",
+            "drops",
+            f.disk_after < f.disk_before,
+        ),
+    ]
+    print()
+    print(
+        f"Scale: {args.memories} memories across {args.users} users + {HEAVY_USER} "
+        f"with {args.heavy} ({total} in all)"
+    )
+    for name, value, target, met in rows:
+        verdict = "" if met is None else ("MET" if met else "NOT MET")
+        print(f"  {name:<44} {value:<48} {target:<28} {verdict}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, default=1_000_000)
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--heavy", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=600)
+    parser.add_argument("--saves", type=int, default=640, help="saves per side per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--maintenance-timeout", type=float, default=1800)
+    parser.add_argument("--data-dir", type=Path, help="where the stores go (default: a temp dir)")
+    args = parser.parse_args()
+    os.environ.update(
+        MEMORY_EMBED_PRECISION=PRECISION,
+        MEMORY_MAINTENANCE_INTERVAL_SECONDS="5",
+    )
+    if args.data_dir:
+        figures = asyncio.run(run(args, args.data_dir))
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+            figures = asyncio.run(run(args, Path(tmp)))
+    report(args, figures)
+
+
+if __name__ == "__main__":
+    main()
