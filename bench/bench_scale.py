@@ -196,8 +196,9 @@ async def run(args: argparse.Namespace, root: Path) -> Figures:
     plan = SeedPlan(memories=args.memories, users=args.users, heavy_user_memories=args.heavy)
     scale_dir, empty_dir = root / "scale", root / "empty"
     print(f"loading the model to seed {args.memories} + {args.heavy} memories…", flush=True)
-    model, _ = load_sentence_transformer(None)
-    took = seed_data_dir(scale_dir, model, plan)
+    model, _ = await asyncio.to_thread(load_sentence_transformer, None)
+    # seed_data_dir runs its own event loop.
+    took = await asyncio.to_thread(seed_data_dir, scale_dir, model, plan)
     print(f"  seeded in {took:.0f} s" if took else "  already seeded", flush=True)
     del model
     shutil.rmtree(empty_dir, ignore_errors=True)

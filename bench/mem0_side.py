@@ -2,8 +2,9 @@
 dependency): the same saves and searches, in process, with the same bundled model.
 
 Reads a JSON plan on stdin ({model_path, data_dir, concurrency, saves: [[user, text]...],
-checkpoints: [3000, 20000], queries: [[user, query]...], top_k}) and prints one JSON line
-with, per checkpoint, the saves/s of the saves up to it and the search latencies there.
+checkpoints: [3000, 20000], queries: [[user, query]...], top_k, load_after_first}) and
+prints one JSON line with, per checkpoint, the saves/s of the saves up to it (null where
+they were loaded in bulk) and the search latencies there.
 Only the standard library and mem0 are imported: this file runs outside the project.
 """
 
@@ -60,19 +61,33 @@ async def run(plan: dict[str, Any]) -> dict[str, Any]:
     await save("mem0-warmup", "warm up the model and the store")
     await search("mem0-warmup", "warm up")
 
+    async def load(part: list[tuple[str, str]]) -> None:
+        """What add(infer=False) stores, with the texts embedded in batches first: the same
+        points in mem0's store, minutes sooner than one add at a time."""
+        for start in range(0, len(part), 64):
+            chunk = part[start : start + 64]
+            vectors = memory.embedding_model.embed_batch([text for _, text in chunk], "add")
+            for (user, text), vector in zip(chunk, vectors, strict=True):
+                metadata = {"user_id": user, "role": "user"}
+                await memory._create_memory(text, {text: vector}, metadata)
+
     results = []
     done = 0
-    for checkpoint in plan["checkpoints"]:
+    for n, checkpoint in enumerate(plan["checkpoints"]):
         part = saves[done:checkpoint]
         started = time.perf_counter()
-        pending = iter(part)
+        rate = None
+        if n > 0 and plan.get("load_after_first"):
+            await load(part)
+        else:
+            pending = iter(part)
 
-        async def worker() -> None:
-            for user, text in pending:  # noqa: B023 - one shared iterator per checkpoint
-                await save(user, text)
+            async def worker() -> None:
+                for user, text in pending:  # noqa: B023 - one shared iterator per checkpoint
+                    await save(user, text)
 
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        rate = len(part) / (time.perf_counter() - started)
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            rate = len(part) / (time.perf_counter() - started)
         done = checkpoint
         latencies = []
         for user, query in queries:

@@ -37,7 +37,7 @@ class MemorySettings(ServiceSettings):
     # deleted points (0: never), and the share of points deleted since the last run that
     # makes a run worth it.
     maintenance_interval_seconds: float = Field(default=600.0, ge=0)
-    maintenance_min_deleted_share: float = Field(default=0.05, ge=0, le=1)
+    maintenance_min_deleted_share: float = Field(default=0.02, ge=0, le=1)
 
     # A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2.
     model: str | None = None

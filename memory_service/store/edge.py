@@ -99,7 +99,7 @@ def edge_config(dimension: int) -> qe.EdgeConfig:
         optimizers=qe.EdgeOptimizersConfig(
             indexing_threshold=0,
             default_segment_number=1,
-            deleted_threshold=0.05,
+            deleted_threshold=0.01,
             vacuum_min_vector_number=100,
         ),
     )

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import qdrant_edge
 
+from memory_service.config import MemorySettings
+from memory_service.embedder import Embedder
 from memory_service.maintenance import StoreMaintenance, directory_bytes
+from memory_service.memories import NewMemory
 from memory_service.models import (
     Memory,
     MemoryKind,
@@ -21,8 +24,10 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
+from memory_service.server import create_server
 from memory_service.store import CollectionSpec
 from memory_service.store.edge import EdgeMemoryStore
+from service_kit.identity import Identity
 
 DIM = 32
 SPEC = CollectionSpec(model="test-model", dimension=DIM)
@@ -167,3 +172,35 @@ async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None
     assert store.deleted_since_maintenance == 0
     assert scheduled.runs[0].bytes_after < scheduled.runs[0].bytes_before
     await store.close()
+
+
+async def test_the_service_maintains_its_embedded_store(embedder: Embedder, tmp_path: Path) -> None:
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=0,
+            data_dir=tmp_path / "data",
+            service_token="maintenance-test-token",
+            metrics_port=-1,
+            maintenance_interval_seconds=0.1,
+            maintenance_min_deleted_share=0.2,
+        )
+    )
+    await server.start_serving(embedder)
+    try:
+        assert server.memories is not None and server.maintenance is not None
+        alice, bob = Identity("alice"), Identity("bob")
+        for n in range(30):
+            await server.memories.save(alice, NewMemory(text=f"alice wrote note {n}"))
+        kept = await server.memories.save(bob, NewMemory(text="bob's only note about kyoto"))
+        await server.memories.delete_user(alice)
+        async with asyncio.timeout(60):
+            while not server.maintenance.runs:
+                await asyncio.sleep(0.05)
+
+        found = await server.memories.search(bob, "kyoto", 5, SearchMode.HYBRID, SearchFilters())
+        assert [r.memory.id for r in found] == [kept.id]
+        later = await server.memories.save(bob, NewMemory(text="bob again"))
+        assert (await server.memories.get(bob, later.id)).text == "bob again"
+    finally:
+        await server.stop(0)
