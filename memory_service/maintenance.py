@@ -79,7 +79,8 @@ class StoreMaintenance:
         """One maintenance pass; the service keeps serving throughout."""
         async with self._lock:
             started = time.perf_counter()
-            before = directory_bytes(self.store.shard_dir)
+            # Walking a large shard takes a while: off the event loop.
+            before = await asyncio.to_thread(directory_bytes, self.store.shard_dir)
             target = self.store.next_copy_dir()
             await self.store.copy_for_maintenance(target)
             try:
@@ -88,9 +89,8 @@ class StoreMaintenance:
             except BaseException:
                 self.store.abandon_copy(target)
                 raise
-            done = MaintenanceRun(
-                time.perf_counter() - started, before, directory_bytes(self.store.shard_dir)
-            )
+            after = await asyncio.to_thread(directory_bytes, self.store.shard_dir)
+            done = MaintenanceRun(time.perf_counter() - started, before, after)
             self.runs.append(done)
             log.info(
                 "store maintenance took %.1f s; shard %d -> %d bytes",

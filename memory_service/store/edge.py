@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,6 +49,7 @@ from memory_service.store.base import (
 
 MANIFEST = "memory-layer.json"
 POOL_THREADS = 4
+COARSE_CLOCK_SLACK_SECONDS = 1.0
 
 
 def _condition(cond: Condition) -> Any:
@@ -136,6 +139,32 @@ def _copy_sparse(src: str, dst: str) -> None:
             offset = end
         fout.truncate(size)
     shutil.copystat(src, dst)
+
+
+def _copy_modified(source: Path, target: Path, since: float) -> None:
+    """Make target equal source, recopying only files modified at or after since."""
+    seen: set[Path] = set()
+    for root, _, files in os.walk(source):
+        relative = Path(root).relative_to(source)
+        (target / relative).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            path, copy = Path(root) / name, target / relative / name
+            seen.add(relative / name)
+            stat = path.stat()
+            if (
+                not copy.exists()
+                or stat.st_mtime >= since
+                or stat.st_ctime >= since
+                or copy.stat().st_size != stat.st_size
+            ):
+                _copy_sparse(str(path), str(copy))
+    for root, _, files in os.walk(target, topdown=False):
+        relative = Path(root).relative_to(target)
+        for name in files:
+            if relative / name not in seen:
+                (Path(root) / name).unlink()
+        if not (source / relative).is_dir():
+            Path(root).rmdir()
 
 
 def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
@@ -326,18 +355,31 @@ class EdgeMemoryStore(MemoryStore):
         return result
 
     async def copy_for_maintenance(self, target: Path) -> None:
-        """Copy the flushed shard to target, then keep every later write for the copy.
+        """Copy the shard to target as of one instant, then keep every later write for it.
 
-        Writes wait while the files are copied (reads go on); a copy taken while the
-        engine writes could be torn.
+        A copy taken while the engine writes could be torn, so it goes in two passes. The
+        first copies everything while writes go on, after a flush has written every
+        mapped page back: from then on the first write to any page of a file marks the
+        file modified. The second runs with writes held: flush again, then copy once more
+        only what was modified since the first flush. Writes wait only for that second,
+        short pass; reads never wait.
         """
+        since = await self._run(self._flush_for_copy)
+        with contextlib.suppress(shutil.Error):
+            # Files the engine replaces meanwhile fail to copy here; the second pass
+            # copies whatever they became.
+            await self._run(shutil.copytree, self.shard_dir, target, False, None, _copy_sparse)
         async with self._writes:
-            await self._run(self._copy_shard, target)
+            await self._run(self._flush_for_copy)
+            await self._run(_copy_modified, self.shard_dir, target, since)
             self._journal = []
 
-    def _copy_shard(self, target: Path) -> None:
+    def _flush_for_copy(self) -> float:
+        # File times come from the kernel's coarse clock: step back a little, so a
+        # write just after the flush cannot carry an earlier time.
+        started = time.time() - COARSE_CLOCK_SLACK_SECONDS
         self.shard.flush()
-        shutil.copytree(self.shard_dir, target, copy_function=_copy_sparse)
+        return started
 
     def abandon_copy(self, target: Path) -> None:
         """Drop a maintenance copy that will not take over (never the shard in use)."""
@@ -365,7 +407,14 @@ class EdgeMemoryStore(MemoryStore):
                 old, old_dir = self.shard, self.shard_dir
                 await self._run(shard.flush)
                 self._shard_name = target.name
-                self._write_manifest()
+                try:
+                    # fsync can take a while on a busy disk: off the event loop.
+                    await self._run(self._write_manifest)
+                except BaseException:
+                    # Writes go on to the old shard, so the manifest must name it.
+                    self._shard_name = old_dir.name
+                    await self._run(self._write_manifest)
+                    raise
                 self._shard, self._journal = shard, None
         except BaseException:
             self._journal = None
