@@ -13,12 +13,27 @@ from gateway.clients import ChatClient, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.cors import OriginListCors
 from gateway.errors import install_error_handlers
+from gateway.mcp_http import (
+    MCP_PATH,
+    PROTECTED_RESOURCE_PATH,
+    McpOriginGuard,
+    challenge_for,
+    mount_mcp,
+)
+from gateway.mcp_tools import create_mcp_server
 from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
-from gateway.routes import admin, chat, health, memories, saves, search
+from gateway.routes import admin, chat, health, memories, saves, search, well_known
 
 PROBES = frozenset({"/healthz", "/readyz"})
-PUBLIC_PATHS = PROBES | {"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
+PUBLIC_PATHS = PROBES | {
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/openapi.json",
+    PROTECTED_RESOURCE_PATH,
+    PROTECTED_RESOURCE_PATH + MCP_PATH,
+}
 EXPOSED_HEADERS = [
     "Retry-After",
     "RateLimit-Limit",
@@ -47,6 +62,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         )
     verifier = TokenVerifier(settings, jwks)
     limits = RateLimits(settings)
+    mcp_server = create_mcp_server(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -61,7 +77,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 settings.chat_addr, service_token, settings.chat_timeout_seconds
             )
         try:
-            yield {"memory": memory, "chat": chat_client}
+            async with mcp_sessions.run():
+                yield {"memory": memory, "chat": chat_client}
         finally:
             if chat_client is not None:
                 await chat_client.close()
@@ -79,23 +96,36 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.verifier = verifier
     app.state.limits = limits
     install_error_handlers(app, settings.retry_after_seconds)
-    for module in (saves, search, chat, memories, admin, health):
+    for module in (saves, search, chat, memories, admin, health, well_known):
         app.include_router(module.router)
+    mcp_sessions = mount_mcp(app, mcp_server, settings)
 
-    # add_middleware wraps what is already there, so the last added runs first: CORS,
-    # authentication (with the per-address limit for requests without a valid token),
-    # per-user limit, request id and body cap.
+    # add_middleware wraps what is already there, so the last added runs first: CORS, the
+    # MCP Origin check, authentication (with the per-address limit for requests without a
+    # valid token), per-user limit, request id and body cap.
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
     app.add_middleware(
-        AuthMiddleware, verifier=verifier, public=PUBLIC_PATHS, limits=limits, probes=PROBES
+        AuthMiddleware,
+        verifier=verifier,
+        public=PUBLIC_PATHS,
+        limits=limits,
+        probes=PROBES,
+        challenge=challenge_for(settings),
     )
+    app.add_middleware(McpOriginGuard, settings=settings)
     app.add_middleware(
         OriginListCors,
         allow_origins=settings.cors_origins,
         allow_credentials=False,
         allow_methods=["GET", "POST", "PATCH", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "Idempotency-Key",
+            "X-Request-ID",
+            "Mcp-Protocol-Version",
+        ],
         expose_headers=EXPOSED_HEADERS,
         max_age=600,
     )

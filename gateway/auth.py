@@ -349,12 +349,19 @@ class TokenVerifier:
         )
 
 
-def unauthorized() -> JSONResponse:
+def unauthorized(challenge: str = "Bearer") -> JSONResponse:
     return JSONResponse(
         {"detail": UNAUTHORIZED_DETAIL},
         status_code=401,
-        headers={"WWW-Authenticate": "Bearer"},
+        headers={"WWW-Authenticate": challenge},
     )
+
+
+Challenge = Callable[[Scope], str]
+
+
+def plain_bearer(scope: Scope) -> str:
+    return "Bearer"
 
 
 class AuthMiddleware:
@@ -363,7 +370,8 @@ class AuthMiddleware:
     A request without a valid identity counts against its address's budget (a signed-in
     request counts against its user's, later), so a flood from one address without a
     token cannot lock out the signed-in users behind the same proxy. `probes` are neither
-    authenticated nor counted.
+    authenticated nor counted. `challenge` gives a refused request's WWW-Authenticate value,
+    so a path can point its clients at where to get a token.
     """
 
     def __init__(
@@ -373,12 +381,14 @@ class AuthMiddleware:
         public: frozenset[str],
         limits: RateLimits,
         probes: frozenset[str],
+        challenge: Challenge = plain_bearer,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.public = public
         self.limits = limits
         self.probes = probes
+        self.challenge = challenge
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probes:
@@ -398,5 +408,5 @@ class AuthMiddleware:
         if not decision.allowed:
             return await too_many_requests(decision)(scope, receive, send)
         if not public:
-            return await unauthorized()(scope, receive, send)
+            return await unauthorized(self.challenge(scope))(scope, receive, send)
         await self.app(scope, receive, send)

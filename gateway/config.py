@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from gateway.tokens import LOCAL_ISSUER
+
 # Supabase keys rotate; a cached key set older than this is fetched again.
 MAX_JWKS_CACHE_SECONDS = 600.0
 MIN_HS256_SECRET_CHARS = 32
@@ -64,6 +66,9 @@ class GatewaySettings(BaseSettings):
     admin_user_ids: CommaList = []
 
     cors_origins: CommaList = []
+    # The URL clients reach this gateway at, e.g. https://memory.example.com; unset: taken from
+    # each request. MCP clients are sent to <public_url>/.well-known/oauth-protected-resource.
+    public_url: str | None = None
 
     # Unset: counts live in this process only.
     redis_url: str | None = None
@@ -106,7 +111,7 @@ class GatewaySettings(BaseSettings):
             ipaddress.ip_network(proxy, strict=False)
         return proxies
 
-    @field_validator("supabase_url")
+    @field_validator("supabase_url", "public_url")
     @classmethod
     def _https_unless_loopback(cls, url: str | None) -> str | None:
         if not url:
@@ -144,6 +149,11 @@ class GatewaySettings(BaseSettings):
         if self.jwt_issuer:
             return self.jwt_issuer
         return f"{self.supabase_url}/auth/v1" if self.supabase_url else ""
+
+    @property
+    def local_mode(self) -> bool:
+        """Tokens come from `memory-layer up`'s own secret, not a Supabase project."""
+        return not self.supabase_url and self.issuer == LOCAL_ISSUER
 
     @property
     def jwks_url(self) -> str | None:

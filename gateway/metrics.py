@@ -13,3 +13,6 @@ JWKS_FETCHES = Counter("gateway_jwks_fetches_total", "Fetches of the JWK set", [
 UPSTREAM_ERRORS = Counter(
     "gateway_upstream_errors_total", "gRPC calls that failed, by status code", ["code"]
 )
+MCP_CALLS = Counter(
+    "gateway_mcp_tool_calls_total", "MCP tool calls, by tool and outcome", ["tool", "outcome"]
+)

@@ -273,6 +273,17 @@ class ChatAnswer(ChatDone):
     response: str
 
 
+class ProtectedResource(BaseModel):
+    """OAuth 2.0 Protected Resource Metadata (RFC 9728): where MCP clients get a token."""
+
+    resource: str
+    # The token issuer: `<GATEWAY_SUPABASE_URL>/auth/v1`, or the local issuer in local mode.
+    authorization_servers: list[str]
+    bearer_methods_supported: list[str]
+    resource_name: str
+    resource_documentation: str
+
+
 class Health(BaseModel):
     status: str
 
