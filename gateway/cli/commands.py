@@ -1,5 +1,5 @@
 """The `memory-layer` command: run the whole stack locally, mint development tokens, import
-exports."""
+exports, bridge desktop apps' MCP over stdio to a gateway."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import anyio
 import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gateway.cli.local_auth import load_or_create_local_auth, local_auth_path
+from gateway.cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from gateway.cli.stack import (
     LOOPBACK,
     Service,
@@ -204,6 +206,43 @@ def import_export(
     )
     for reason, count in sorted(report.skipped.items()):
         console.print(f"  skipped {count}: {reason}")
+
+
+@app.command("mcp")
+def mcp_bridge(
+    url: Annotated[str, typer.Option("--url", help="The gateway, e.g. http://127.0.0.1:8080.")],
+    bearer: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MEMORY_LAYER_TOKEN",
+            help="A token for the gateway, e.g. your Supabase access token.",
+        ),
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Whose memories (with a local secret).")
+    ] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Serve MCP on stdin/stdout and forward it to the gateway's /mcp, for desktop apps that
+    only launch local MCP servers (Claude Desktop, Cursor).
+
+    Without --token, tokens for --user are minted, and renewed, with the secret `up` created.
+    """
+    auth: httpx.Auth
+    if bearer is not None:
+        auth = StaticToken(bearer)
+    elif user is not None:
+        path = local_auth_path(data_dir.resolve())
+        if not path.exists():
+            console.print(f"No local secret at {path}; give --token, or the --data-dir of `up`.")
+            raise typer.Exit(1)
+        local = load_or_create_local_auth(data_dir.resolve())
+        auth = LocalTokens(local.jwt_secret, user, local.issuer)
+    else:
+        console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
+        raise typer.Exit(2)
+    anyio.run(serve_bridge, url, auth)
 
 
 def main() -> None:

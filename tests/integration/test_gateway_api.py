@@ -581,6 +581,8 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
         "/admin/users/{user_id}",
         "/healthz",
         "/readyz",
+        "/.well-known/oauth-protected-resource",
+        "/.well-known/oauth-protected-resource/mcp",
     }
     schemes = spec["components"]["securitySchemes"]
     assert {name: (s["type"], s["scheme"]) for name, s in schemes.items()} == {
