@@ -111,6 +111,9 @@ def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_pro
             '-H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
             '-d \'{"prompt": "I prefer window seats"}\''
         )
+        console.print(
+            f"MCP (stdio):  memory-layer mcp --url {url} --user alice --data-dir {data_dir}"
+        )
     console.print(f"Logs in {log_dir}. Press Ctrl-C to stop.")
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Callable, Generator
 
 import anyio
 import httpx
@@ -37,19 +37,27 @@ class LocalTokens(httpx.Auth):
     """Bearer tokens for one user, minted with the local secret `memory-layer up` created and
     renewed before they expire: a desktop app keeps its bridge running for days."""
 
-    def __init__(self, secret: str, user: str, issuer: str) -> None:
+    def __init__(
+        self, secret: str, user: str, issuer: str, clock: Callable[[], float] = time.time
+    ) -> None:
         self.secret = secret
         self.user = user
         self.issuer = issuer
+        self.clock = clock
         self._token = ""
         self._expires = 0.0
 
     def token(self) -> str:
-        if time.time() >= self._expires - LOCAL_TOKEN_MARGIN_SECONDS:
+        now = self.clock()
+        if now >= self._expires - LOCAL_TOKEN_MARGIN_SECONDS:
             self._token = mint_token(
-                self.secret, self.user, issuer=self.issuer, ttl_seconds=LOCAL_TOKEN_SECONDS
+                self.secret,
+                self.user,
+                issuer=self.issuer,
+                ttl_seconds=LOCAL_TOKEN_SECONDS,
+                now=now,
             )
-            self._expires = time.time() + LOCAL_TOKEN_SECONDS
+            self._expires = now + LOCAL_TOKEN_SECONDS
         return self._token
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
