@@ -81,6 +81,25 @@ class McpOriginGuard:
         await self.app(scope, receive, send)
 
 
+class NoEventStream:
+    """Without sessions the server never has anything to push, so there is no event stream to
+    GET: the transport would hold one open, for nothing, until the client leaves. The
+    transport answers 405 itself, as the spec allows, for every other method but POST."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] == "GET":
+            response = JSONResponse(
+                {"detail": "No event stream: POST each message"},
+                status_code=405,
+                headers={"Allow": "POST"},
+            )
+            return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
 def mount_mcp(
     app: FastAPI, server: MCPServer, settings: GatewaySettings
 ) -> StreamableHTTPSessionManager:
@@ -96,5 +115,5 @@ def mount_mcp(
     )
     manager = server.session_manager
     # A Route whose endpoint is an ASGI app passes every method through to it unchanged.
-    app.router.routes.append(Route(MCP_PATH, StreamableHTTPASGIApp(manager)))
+    app.router.routes.append(Route(MCP_PATH, NoEventStream(StreamableHTTPASGIApp(manager))))
     return manager

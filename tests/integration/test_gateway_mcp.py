@@ -181,6 +181,15 @@ async def test_users_never_see_each_others_memories(gateway: Gateway, keys: Keys
         )
 
 
+async def test_there_is_no_event_stream_to_get(
+    gateway: Gateway, keys: Keys, api: httpx.AsyncClient
+) -> None:
+    headers = {"Accept": "text/event-stream", **bearer(keys.es256(new_user()))}
+    response = await api.get("/mcp", headers=headers)
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
 async def test_no_token_is_401_pointing_at_the_metadata_naming_the_issuer(
     gateway: Gateway, keys: Keys, api: httpx.AsyncClient
 ) -> None:
