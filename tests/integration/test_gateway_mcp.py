@@ -21,6 +21,7 @@ from tests.support.gateway_stack import (
     new_user,
 )
 from tests.support.mcp_client import MCP_HEADERS, mcp_request, mcp_session, text_of
+from tests.support.metadata_recorder import MetadataRecorder
 
 TOOLS = {
     "save_memory",
@@ -154,6 +155,27 @@ async def test_failures_are_tool_errors_and_the_session_goes_on(
         before_ok = calls("save_memory", "ok")
         await mcp.ok("save_memory", text="still answering after errors")
         assert calls("save_memory", "ok") == before_ok + 1
+
+
+async def test_services_see_the_identity_never_the_clients_token(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    recorder = await MetadataRecorder().start()
+    try:
+        gateway = await start_gateway(memory_port=recorder.port, grpc_timeout_seconds=5.0)
+        user = new_user()
+        token = keys.es256(user)
+        async with mcp_session(gateway.url, token) as mcp:
+            await mcp.session.initialize()
+            failed = await mcp.call("search_memories", query="anything")
+    finally:
+        await recorder.stop()
+    assert failed.is_error
+    method, metadata = next(call for call in recorder.calls if call[0].endswith("/Search"))
+    assert method == "/memory.v1.MemoryService/Search"
+    assert metadata["x-user-id"] == user
+    assert "authorization" not in metadata
+    assert all(token not in value for value in metadata.values())
 
 
 async def test_users_never_see_each_others_memories(gateway: Gateway, keys: Keys) -> None:
