@@ -23,7 +23,7 @@ from gateway import deps, metrics
 from gateway.clients import Caller, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.errors import grpc_error
-from gateway.routes import saves, search
+from gateway.routes import memories, saves, search
 from gateway.schemas import (
     Context as MemoryContext,
 )
@@ -33,6 +33,7 @@ from gateway.schemas import (
     Filters,
     Memory,
     MemoryPage,
+    MemoryUpdate,
     Metadata,
     Provider,
     SavePrompt,
@@ -224,14 +225,31 @@ async def list_memories(
 async def get_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Memory]:
     with _tool_call("get_memory"):
         caller, memory = await _session(ctx)
-        found = await memory.get(caller, memory_id)
+        found = await memories.get_memory(memory_id, caller, memory)
         return _answer(_line(found), found)
+
+
+async def update_memory(
+    memory_id: MemoryId,
+    ctx: Context,
+    text: Annotated[
+        Text | None, Field(description="The corrected statement, replacing the old text.")
+    ] = None,
+    metadata: Annotated[
+        Metadata | None, Field(description="Labels replacing the old ones as a whole.")
+    ] = None,
+) -> Annotated[CallToolResult, Memory]:
+    with _tool_call("update_memory"):
+        caller, memory = await _session(ctx)
+        body = MemoryUpdate(text=text, metadata=metadata)
+        updated = await memories.update_memory(memory_id, body, caller, memory)
+        return _answer(f"Updated memory {updated.id}: {_line(updated)}", updated)
 
 
 async def delete_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Deleted]:
     with _tool_call("delete_memory"):
         caller, memory = await _session(ctx)
-        await memory.delete(caller, memory_id)
+        await memories.delete_memory(memory_id, caller, memory)
         return _answer(f"Deleted memory {memory_id}.", Deleted(deleted=1))
 
 
@@ -293,6 +311,18 @@ def create_mcp_server(settings: GatewaySettings) -> MCPServer:
         title="Get a memory",
         description="One memory by id, with its full text, source, date and links.",
         annotations=_READ,
+    )
+    server.add_tool(
+        update_memory,
+        title="Correct a memory",
+        description=(
+            "Replace the text and/or labels of one memory by id, when the user corrects "
+            "something remembered (a fact that changed, a wrong detail). Keeps its id and "
+            "date. Prefer this to saving a contradicting new memory."
+        ),
+        annotations=ToolAnnotations(
+            read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+        ),
     )
     server.add_tool(
         delete_memory,

@@ -29,6 +29,7 @@ TOOLS = {
     "get_context",
     "list_memories",
     "get_memory",
+    "update_memory",
     "delete_memory",
 }
 READ_TOOLS = {"search_memories", "get_context", "list_memories", "get_memory"}
@@ -53,7 +54,7 @@ async def test_initialize_and_tools_with_annotations(gateway: Gateway, keys: Key
     for name, tool in tools.items():
         assert tool.annotations is not None, name
         assert tool.annotations.read_only_hint is (name in READ_TOOLS), name
-        destructive = {"delete_memory": True, "save_memory": False}.get(name)
+        destructive = {"delete_memory": True, "update_memory": True, "save_memory": False}.get(name)
         assert tool.annotations.destructive_hint is destructive, name
         assert len(tool.description or "") > 60, name
         assert tool.output_schema is not None, name
@@ -118,6 +119,17 @@ async def test_tools_and_http_api_see_the_same_memories(
         rest = await mcp.ok("list_memories", limit=10, cursor=page["next_cursor"])
         listed = {m["id"] for m in page["memories"] + rest["memories"]}
         assert listed == {saved["id"], posted.json()["id"]}
+
+        updated = await mcp.ok(
+            "update_memory", memory_id=posted.json()["id"], text="I commute by tram now"
+        )
+        assert updated["text"] == "I commute by tram now"
+        assert updated["created_at"] == posted.json()["created_at"]
+        refetched = await api.get(f"/memories/{updated['id']}", headers=headers)
+        assert refetched.json() == updated
+        nothing = await mcp.call("update_memory", memory_id=updated["id"])
+        assert nothing.is_error
+        assert "nothing to change" in text_of(nothing)
 
         assert await mcp.ok("delete_memory", memory_id=saved["id"]) == {"deleted": 1}
         assert (await api.get(f"/memories/{saved['id']}", headers=headers)).status_code == 404

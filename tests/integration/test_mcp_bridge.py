@@ -22,6 +22,7 @@ TOOLS = {
     "get_context",
     "list_memories",
     "get_memory",
+    "update_memory",
     "delete_memory",
 }
 
