@@ -7,6 +7,7 @@ metadata document, and the Origin check the transport requires against DNS rebin
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit
 
@@ -104,6 +105,10 @@ def mount_mcp(
     app: FastAPI, server: MCPServer, settings: GatewaySettings
 ) -> StreamableHTTPSessionManager:
     """Serve `server` at /mcp; the returned manager must run inside the app's lifespan."""
+    # Without sessions the transport ends one per request, and says so at INFO each time.
+    transport_log = logging.getLogger("mcp.server.streamable_http")
+    if transport_log.level == logging.NOTSET:
+        transport_log.setLevel(logging.WARNING)
     server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=True,

@@ -7,7 +7,6 @@ content. No tool takes a user id: whose memories they are comes from the bearer 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
@@ -24,9 +23,7 @@ from gateway.clients import Caller, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.errors import grpc_error
 from gateway.routes import memories, saves, search
-from gateway.schemas import (
-    Context as MemoryContext,
-)
+from gateway.schemas import Context as MemoryContext
 from gateway.schemas import (
     ContextQuery,
     Deleted,
@@ -46,8 +43,6 @@ from gateway.schemas import (
     TopK,
 )
 from service_kit.limits import MAX_CONTEXT_TOKENS, MAX_PAGE_SIZE
-
-log = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
     "Long-term memory shared by every AI tool this person uses, including what their browser "
