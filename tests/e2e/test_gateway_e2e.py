@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.mcp_client import bridge_session
 from tests.support.ports import free_port
 
 CLI = [sys.executable, "-m", "gateway.cli"]
@@ -239,6 +240,22 @@ def test_import_of_chatgpt_and_claude_exports(stack: Stack) -> None:
         assert run_import("chatgpt-conversations.json").returncode == 0
         assert len(erin.get("/memories", params={"limit": 50}).json()["memories"]) == 8
         assert frank.get("/memories").json()["memories"] == []
+
+
+async def test_a_desktop_app_reaches_its_memories_through_the_stdio_bridge(stack: Stack) -> None:
+    command = f"memory-layer mcp --url {stack.url} --user alice --data-dir {stack.data_dir}"
+    assert command in stack.printed
+    args = ("--url", stack.url, "--user", "gina", "--data-dir", str(stack.data_dir))
+    async with bridge_session(*args) as bridge:
+        await bridge.session.initialize()
+        saved = await bridge.ok("save_memory", text="I keep my passport in the blue folder")
+        found = await bridge.ok("search_memories", query="where is my passport", top_k=3)
+        context = await bridge.ok("get_context", prompt="Where did I put my passport?")
+    assert found["results"][0]["id"] == saved["id"]
+    assert "blue folder" in context["context"]
+    with client(stack, "gina") as gina, client(stack, "alice") as alice:
+        assert gina.get(f"/memories/{saved['id']}").json() == saved
+        assert alice.get(f"/memories/{saved['id']}").status_code == 404
 
 
 def test_ctrl_c_stops_every_service(stack: Stack) -> None:
