@@ -22,6 +22,7 @@ from tests.support.gateway_stack import (
 )
 from tests.support.mcp_client import MCP_HEADERS, mcp_request, mcp_session, text_of
 from tests.support.metadata_recorder import MetadataRecorder
+from tests.support.ports import free_port
 
 TOOLS = {
     "save_memory",
@@ -167,6 +168,19 @@ async def test_failures_are_tool_errors_and_the_session_goes_on(
         before_ok = calls("save_memory", "ok")
         await mcp.ok("save_memory", text="still answering after errors")
         assert calls("save_memory", "ok") == before_ok + 1
+
+
+async def test_memory_service_down_is_a_tool_error_saying_so(
+    start_gateway: StartGateway, keys: Keys
+) -> None:
+    gateway = await start_gateway(memory_port=free_port(), grpc_timeout_seconds=2.0)
+    before = calls("search_memories", "unavailable")
+    async with mcp_session(gateway.url, keys.es256(new_user())) as mcp:
+        await mcp.session.initialize()
+        failed = await mcp.call("search_memories", query="anything")
+    assert failed.is_error
+    assert text_of(failed).endswith("Service unavailable, retry later")
+    assert calls("search_memories", "unavailable") == before + 1
 
 
 async def test_services_see_the_identity_never_the_clients_token(
