@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
+from mcp_types import LATEST_PROTOCOL_VERSION
 from prometheus_client import REGISTRY
 
 from gateway.tokens import LOCAL_ISSUER, mint_token
@@ -20,7 +21,13 @@ from tests.support.gateway_stack import (
     bearer,
     new_user,
 )
-from tests.support.mcp_client import MCP_HEADERS, mcp_request, mcp_session, text_of
+from tests.support.mcp_client import (
+    MCP_HEADERS,
+    discovering_client,
+    mcp_request,
+    mcp_session,
+    text_of,
+)
 from tests.support.metadata_recorder import MetadataRecorder
 from tests.support.ports import free_port
 
@@ -136,6 +143,16 @@ async def test_tools_and_http_api_see_the_same_memories(
         assert (await api.get(f"/memories/{saved['id']}", headers=headers)).status_code == 404
         gone = await mcp.call("get_memory", memory_id=saved["id"])
         assert gone.is_error
+
+
+async def test_a_client_of_the_newest_protocol_revision(gateway: Gateway, keys: Keys) -> None:
+    async with discovering_client(gateway.url, keys.es256(new_user())) as client:
+        assert client.session.protocol_version == LATEST_PROTOCOL_VERSION
+        saved = await client.call_tool("save_memory", {"text": "The boiler is serviced in May"})
+        found = await client.call_tool("search_memories", {"query": "boiler maintenance"})
+    assert not saved.is_error and not found.is_error
+    assert saved.structured_content is not None and found.structured_content is not None
+    assert found.structured_content["results"][0]["id"] == saved.structured_content["id"]
 
 
 async def test_a_retried_save_with_a_message_id_is_one_memory(gateway: Gateway, keys: Keys) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
-from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp import Client, ClientSession, StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
@@ -79,3 +79,14 @@ def mcp_request(method: str, params: dict[str, Any] | None = None) -> str:
 
 
 MCP_HEADERS = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@asynccontextmanager
+async def discovering_client(base_url: str, token: str) -> AsyncIterator[Client]:
+    """The SDK's high-level client, which discovers the newest protocol the server speaks
+    before falling back to the initialize handshake."""
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as http,
+        Client(streamable_http_client(f"{base_url}/mcp", http_client=http), mode="auto") as client,
+    ):
+        yield client
