@@ -3,6 +3,7 @@ exports, bridge desktop apps' MCP over stdio to a gateway."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -232,8 +233,11 @@ def mcp_bridge(
 
     Without --token, tokens for --user are minted, and renewed, with the secret `up` created.
     """
+    if not url.startswith(("http://", "https://")):
+        console.print(f"--url must be the gateway's http:// or https:// URL, not {url!r}.")
+        raise typer.Exit(2)
     auth: httpx.Auth
-    if bearer is not None:
+    if bearer:
         auth = StaticToken(bearer)
     elif user is not None:
         path = local_auth_path(data_dir.resolve())
@@ -245,7 +249,9 @@ def mcp_bridge(
     else:
         console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
         raise typer.Exit(2)
-    anyio.run(serve_bridge, url, auth)
+    # The app ends the bridge by closing stdin; Ctrl-C in a terminal needs no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve_bridge, url, auth)
 
 
 def main() -> None:
