@@ -34,6 +34,7 @@ from gateway.schemas import (
     Metadata,
     Provider,
     SavePrompt,
+    Score,
     ScoredMemory,
     SearchModeName,
     SearchQuery,
@@ -161,16 +162,15 @@ async def search_memories(
     mode: SearchMode = "hybrid",
     filters: OptionalFilters = None,
     min_score: Annotated[
-        float | None,
-        Field(ge=0, le=1, description="Leave out memories scoring below this (0 to 1)."),
-    ] = None,
+        Score, Field(description="Leave out memories scoring below this (scores are 0 to 1).")
+    ] = 0.0,
 ) -> Annotated[CallToolResult, SearchResults]:
     with _tool_call("search_memories"):
         caller, memory = await _session(ctx)
-        body = SearchQuery(query=query, top_k=top_k, mode=mode, filters=filters)
+        body = SearchQuery(
+            query=query, top_k=top_k, mode=mode, filters=filters, min_score=min_score
+        )
         found = await search.search(body, caller, memory)
-        if min_score is not None:
-            found = SearchResults(results=[r for r in found.results if r.score >= min_score])
         if not found.results:
             return _answer("No memories matched.", found)
         lines = [f"{len(found.results)} memories, most relevant first:"]
@@ -187,11 +187,20 @@ async def get_context(
     ] = 1000,
     mode: SearchMode = "hybrid",
     filters: OptionalFilters = None,
+    min_score: Annotated[
+        Score,
+        Field(description="A stricter relevance floor than the server's own (scores 0 to 1)."),
+    ] = 0.0,
 ) -> Annotated[CallToolResult, MemoryContext]:
     with _tool_call("get_context"):
         caller, memory = await _session(ctx)
         body = ContextQuery(
-            prompt=prompt, top_k=top_k, max_tokens=max_tokens, mode=mode, filters=filters
+            prompt=prompt,
+            top_k=top_k,
+            max_tokens=max_tokens,
+            mode=mode,
+            filters=filters,
+            min_score=min_score,
         )
         block = await search.context(body, caller, memory)
         return _answer(block.context or "No memories relevant to this prompt.", block)

@@ -114,6 +114,15 @@ async def test_tools_and_http_api_see_the_same_memories(
         http_found = (await api.post("/search", json=query, headers=headers)).json()
         assert found == http_found
         assert found["results"][0]["id"] == saved["id"]
+        best = found["results"][0]["score"]
+        assert 0 < best <= 1
+        above_all = {**query, "min_score": min(1.0, best + 0.001)}
+        nothing = await mcp.call("search_memories", **above_all)
+        assert nothing.structured_content == {"results": []}
+        assert text_of(nothing) == "No memories matched."
+        assert (await api.post("/search", json=above_all, headers=headers)).json() == {
+            "results": []
+        }
 
         context_query = {"prompt": "What snacks can I pack for Mia?", "top_k": 2}
         result = await mcp.call("get_context", **context_query)
@@ -121,6 +130,12 @@ async def test_tools_and_http_api_see_the_same_memories(
         assert result.structured_content == http_context
         assert text_of(result) == http_context["context"]
         assert "allergic to peanuts" in text_of(result)
+        off_topic = {"prompt": "Explain how a carburetor mixes fuel and air"}
+        result = await mcp.call("get_context", **off_topic)
+        http_context = (await api.post("/context", json=off_topic, headers=headers)).json()
+        assert result.structured_content == http_context
+        assert http_context["memories"] == []
+        assert text_of(result) == "No memories relevant to this prompt."
 
         page = await mcp.ok("list_memories", limit=1)
         assert page == (await api.get("/memories?limit=1", headers=headers)).json()
