@@ -106,7 +106,7 @@ async def _session(ctx: Context) -> tuple[Caller, MemoryClient]:
     request = ctx.request_context.request
     if not isinstance(request, Request):
         raise RuntimeError("MCP tool called outside an HTTP request")
-    caller = await deps.current_caller(request, await deps.current_user(request))
+    caller = await deps.current_caller(request, await deps.current_user(request, None))
     return caller, await deps.memory_client(request)
 
 
@@ -229,7 +229,7 @@ async def list_memories(
 async def get_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Memory]:
     with _tool_call("get_memory"):
         caller, memory = await _session(ctx)
-        found = await memories.get_memory(memory_id, caller, memory)
+        found = await memories.get_memory(await deps.memory_id(memory_id), caller, memory)
         return _answer(_line(found), found)
 
 
@@ -246,14 +246,16 @@ async def update_memory(
     with _tool_call("update_memory"):
         caller, memory = await _session(ctx)
         body = MemoryUpdate(text=text, metadata=metadata)
-        updated = await memories.update_memory(memory_id, body, caller, memory)
+        updated = await memories.update_memory(
+            await deps.memory_id(memory_id), body, caller, memory
+        )
         return _answer(f"Updated memory {updated.id}: {_line(updated)}", updated)
 
 
 async def delete_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Deleted]:
     with _tool_call("delete_memory"):
         caller, memory = await _session(ctx)
-        await memories.delete_memory(memory_id, caller, memory)
+        await memories.delete_memory(await deps.memory_id(memory_id), caller, memory)
         return _answer(f"Deleted memory {memory_id}.", Deleted(deleted=1))
 
 
