@@ -590,6 +590,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
     }
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            expected = [] if path in ("/healthz", "/readyz") else [{"SupabaseBearer": []}]
+            public = path in ("/healthz", "/readyz") or path.startswith("/.well-known/")
+            expected = [] if public else [{"SupabaseBearer": []}]
             assert operation.get("security", []) == expected, (method, path)
     assert (await api.get("/docs")).status_code == 200
