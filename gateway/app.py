@@ -26,6 +26,7 @@ from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, memories, saves, search, well_known
 
 PROBES = frozenset({"/healthz", "/readyz"})
+BULK_PATHS = frozenset({saves.BATCH_PATH})
 PUBLIC_PATHS = PROBES | {
     "/docs",
     "/docs/oauth2-redirect",
@@ -103,8 +104,14 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     # add_middleware wraps what is already there, so the last added runs first: CORS, the
     # MCP Origin check, authentication (with the per-address limit for requests without a
     # valid token), per-user limit, request id and body cap.
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        path_body_bytes={saves.BATCH_PATH: settings.max_batch_body_bytes},
+    )
+    app.add_middleware(
+        UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS, bulk=BULK_PATHS
+    )
     app.add_middleware(
         AuthMiddleware,
         verifier=verifier,

@@ -89,6 +89,19 @@ class MemoryClient(ServiceClient):
         )
         return conv.memory_from_pb(reply)
 
+    async def save_batch(
+        self,
+        caller: Caller,
+        items: list[schemas.BatchPrompt | schemas.BatchResponse],
+        deadline_seconds: float,
+    ) -> list[schemas.SaveResult]:
+        reply = await self.stub.SaveMemories(
+            pb.SaveMemoriesRequest(items=[conv.batch_item_to_pb(item) for item in items]),
+            timeout=deadline_seconds,
+            metadata=self._metadata(caller),
+        )
+        return [conv.save_result_from_pb(result) for result in reply.results]
+
     async def search(
         self,
         caller: Caller,

@@ -14,6 +14,8 @@ from gateway.tokens import LOCAL_ISSUER
 # Supabase keys rotate; a cached key set older than this is fetched again.
 MAX_JWKS_CACHE_SECONDS = 600.0
 MIN_HS256_SECRET_CHARS = 32
+# memory_service takes gRPC messages up to 4 MiB; a batch's JSON is no smaller than its proto.
+MAX_BATCH_BODY_BYTES = 4 * 1024 * 1024
 
 CommaList = Annotated[list[str], NoDecode]
 
@@ -77,10 +79,19 @@ class GatewaySettings(BaseSettings):
     rate_limit_ip: str = "300/minute"
     rate_limit_user: str = "120/minute"
     rate_limit_chat: str = "20/minute"
+    # Items per user through POST /memories/batch (imports, bulk clients), counted instead
+    # of requests: the default takes a 20,000-message history in about a minute.
+    rate_limit_batch_items: str = "20000/minute"
     # Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
     trusted_proxies: CommaList = []
 
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    # POST /memories/batch's own cap; at most what memory_service accepts in one message.
+    max_batch_body_bytes: int = Field(
+        default=MAX_BATCH_BODY_BYTES, ge=1024, le=MAX_BATCH_BODY_BYTES
+    )
+    # Deadline of one batch save: embedding up to 256 texts while other batches queue.
+    batch_timeout_seconds: float = Field(default=120.0, gt=0)
     grpc_timeout_seconds: float = Field(default=10.0, gt=0)
     # Deadline of a whole chat answer, streamed or not: longer than chat_service's own cap
     # on the provider (CHAT_LLM_TOTAL_TIMEOUT_SECONDS, 120 s by default), so that cap, with

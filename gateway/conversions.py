@@ -66,6 +66,43 @@ def save_response_to_pb(body: schemas.SaveResponse, message_id: str) -> pb.Attac
     )
 
 
+def batch_item_to_pb(body: schemas.BatchPrompt | schemas.BatchResponse) -> pb.SaveItem:
+    item = pb.SaveItem(
+        provider=body.provider or "",
+        conversation_id=body.conversation_id or "",
+        url=body.url or "",
+        metadata=body.metadata or {},
+        id=body.id or "",
+    )
+    if isinstance(body, schemas.BatchPrompt):
+        item.text = body.prompt
+        item.kind = pb.MEMORY_KIND_PROMPT
+        item.message_id = body.message_id or ""
+    else:
+        item.text = body.response
+        item.kind = pb.MEMORY_KIND_RESPONSE
+        item.message_id = body.response_message_id or ""
+        item.prompt_id = body.prompt_id or ""
+        item.prompt_message_id = body.message_id or ""
+    if body.created_at is not None:
+        item.created_at.FromDatetime(body.created_at)
+    return item
+
+
+_STATUS_FROM_PB = {
+    pb.SAVE_STATUS_STORED: "stored",
+    pb.SAVE_STATUS_ALREADY_PRESENT: "already_present",
+    pb.SAVE_STATUS_REFUSED: "refused",
+}
+
+
+def save_result_from_pb(msg: pb.SaveResult) -> schemas.SaveResult:
+    status = _STATUS_FROM_PB.get(msg.status, "refused")
+    if status == "refused":
+        return schemas.SaveResult(status="refused", reason=msg.reason or "refused")
+    return schemas.SaveResult(status=status, id=msg.memory.id)  # type: ignore[arg-type]
+
+
 def search_to_pb(
     query: str,
     top_k: int,

@@ -115,23 +115,29 @@ class RateLimits:
         self.per_ip = parse(settings.rate_limit_ip)
         self.per_user = parse(settings.rate_limit_user)
         self.per_user_chat = parse(settings.rate_limit_chat)
+        self.per_user_batch_items = parse(settings.rate_limit_batch_items)
         self.trusted: tuple[IpNetwork, ...] = tuple(
             ipaddress.ip_network(proxy, strict=False) for proxy in settings.trusted_proxies
         )
 
     async def _count(
-        self, limiter: FixedWindowRateLimiter, item: RateLimitItem, scope: str, key: str
+        self,
+        limiter: FixedWindowRateLimiter,
+        item: RateLimitItem,
+        scope: str,
+        key: str,
+        cost: int = 1,
     ) -> tuple[bool, float, int]:
         async with asyncio.timeout(SHARED_STORAGE_TIMEOUT_SECONDS * 1.5):
-            allowed = await limiter.hit(item, scope, key)
+            allowed = await limiter.hit(item, scope, key, cost=cost)
             stats = await limiter.get_window_stats(item, scope, key)
         return allowed, stats.reset_time, stats.remaining
 
-    async def hit(self, item: RateLimitItem, scope: str, key: str) -> Decision:
+    async def hit(self, item: RateLimitItem, scope: str, key: str, cost: int = 1) -> Decision:
         counted = None
         if not self.shared or self.clock() >= self._shared_down_until:
             try:
-                counted = await self._count(self.limiter, item, scope, key)
+                counted = await self._count(self.limiter, item, scope, key, cost)
             except Exception as exc:
                 if not self.shared:
                     raise
@@ -139,7 +145,7 @@ class RateLimits:
                 self._warn(exc)
         if counted is None:
             # Limits still hold while Redis is away, per replica instead of shared.
-            counted = await self._count(self.local_limiter, item, scope, key)
+            counted = await self._count(self.local_limiter, item, scope, key, cost)
         allowed, reset_time, remaining = counted
         reset_after = max(1, math.ceil(reset_time - time.time()))
         if not allowed:
@@ -192,12 +198,19 @@ def too_many_requests(decision: Decision) -> JSONResponse:
 
 class UserRateLimitMiddleware:
     """Runs after authentication; its headers go on every answer so clients can pace.
-    Requests without an identity were counted by address in the auth middleware."""
+    Requests without an identity were counted by address in the auth middleware. Bulk paths
+    count items against their own budget in the route instead of requests here."""
 
-    def __init__(self, app: ASGIApp, limits: RateLimits, exempt: frozenset[str]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        limits: RateLimits,
+        exempt: frozenset[str],
+        bulk: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.limits = limits
-        self.exempt = exempt
+        self.exempt = exempt | bulk
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         identity = scope.get("state", {}).get("identity")

@@ -24,9 +24,13 @@ def body_too_large_detail(limit: int) -> str:
 
 
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, path_body_bytes: dict[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths whose bodies have a cap of their own (bulk saves).
+        self.path_body_bytes = path_body_bytes or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -53,13 +57,12 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
+            cap = self.path_body_bytes.get(scope["path"], self.max_body_bytes)
             declared = headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-                response = JSONResponse(
-                    {"detail": body_too_large_detail(self.max_body_bytes)}, status_code=413
-                )
+            if declared is not None and declared.isdigit() and int(declared) > cap:
+                response = JSONResponse({"detail": body_too_large_detail(cap)}, status_code=413)
                 return await response(scope, receive, send_with_id)
-            await self.app(scope, self._capped(receive), send_with_id)
+            await self.app(scope, self._capped(receive, cap), send_with_id)
         finally:
             route = scope.get("route")
             metrics.REQUEST_SECONDS.labels(
@@ -67,7 +70,7 @@ class RequestContextMiddleware:
             ).observe(time.perf_counter() - started)
             current_request_id.reset(reset)
 
-    def _capped(self, receive: Receive) -> Receive:
+    def _capped(self, receive: Receive, cap: int) -> Receive:
         received = 0
 
         async def capped_receive() -> Message:
@@ -75,9 +78,9 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
+                if received > cap:
                     # Raised while the route reads the body, so the usual handler answers 413.
-                    raise HTTPException(413, body_too_large_detail(self.max_body_bytes))
+                    raise HTTPException(413, body_too_large_detail(cap))
             return message
 
         return capped_receive

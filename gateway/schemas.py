@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from service_kit.identity import MAX_USER_ID_CHARS, is_valid_user_id
 from service_kit.limits import (
+    MAX_BATCH_ITEMS,
     MAX_CONTEXT_TOKENS,
     MAX_FIELD_CHARS,
     MAX_HISTORY_TURNS,
@@ -130,6 +131,54 @@ class SaveResponse(RequestBody):
         if not self.prompt_id and not self.message_id:
             raise ValueError("name the prompt answered: prompt_id or message_id")
         return self
+
+
+class BatchPrompt(SavePrompt):
+    """A /save-prompt body in a batch, with the time it was first written (imports)."""
+
+    created_at: AwareDatetime | None = None
+    # Without message_id: the id the memory had in an export, kept if it is free.
+    id: ShortText | None = None
+
+
+class BatchResponse(SaveResponse):
+    """A /save-response body in a batch; its prompt may be in the same batch."""
+
+    created_at: AwareDatetime | None = None
+    id: ShortText | None = None
+
+
+class SaveBatch(RequestBody):
+    # Checked one by one, so a bad item is refused alone instead of failing the batch.
+    items: Annotated[
+        list[Any],
+        Field(
+            min_length=1,
+            max_length=MAX_BATCH_ITEMS,
+            description=(
+                "Each a /save-prompt body (with `prompt`) or a /save-response body (with "
+                "`response`), optionally with `created_at` (timezone-aware, ISO 8601)."
+            ),
+        ),
+    ]
+
+
+SaveStatusName = Literal["stored", "already_present", "refused"]
+
+
+class SaveResult(BaseModel):
+    status: SaveStatusName
+    # Stored or already present: the memory's id.
+    id: str | None = None
+    # Refused: why.
+    reason: str | None = None
+
+
+class SaveResults(BaseModel):
+    results: list[SaveResult]
+    stored: int
+    already_present: int
+    refused: int
 
 
 class SearchQuery(RequestBody):

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from memory_service.batch import BatchItem, SaveOutcome, SaveStatus
 from memory_service.memories import NewMemory, StoreStats
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SearchFilters, SearchMode
 from protos.memory.v1 import memory_pb2 as pb
@@ -92,6 +93,56 @@ def update_from_pb(msg: pb.UpdateMemoryRequest) -> tuple[str | None, dict[str, s
     text = msg.text if msg.HasField("text") else None
     metadata = dict(msg.metadata.entries) if msg.HasField("metadata") else None
     return text, metadata
+
+
+_STATUS_TO_PB = {
+    SaveStatus.STORED: pb.SAVE_STATUS_STORED,
+    SaveStatus.ALREADY_PRESENT: pb.SAVE_STATUS_ALREADY_PRESENT,
+    SaveStatus.REFUSED: pb.SAVE_STATUS_REFUSED,
+}
+
+
+def batch_items_from_pb(msg: pb.SaveMemoriesRequest) -> list[BatchItem]:
+    items = []
+    for item in msg.items:
+        problem = ""
+        try:
+            kind = kind_from_pb(item.kind, MemoryKind.PROMPT) or MemoryKind.PROMPT
+        except InvalidArgumentError as exc:
+            # Refused on its own; the other items go on.
+            kind, problem = MemoryKind.PROMPT, str(exc)
+        items.append(
+            BatchItem(
+                NewMemory(
+                    text=item.text,
+                    kind=kind,
+                    provider=item.provider,
+                    conversation_id=item.conversation_id,
+                    message_id=item.message_id,
+                    url=item.url,
+                    metadata=dict(item.metadata),
+                ),
+                prompt_id=item.prompt_id,
+                prompt_message_id=item.prompt_message_id,
+                created_at=_time(item.created_at, item.HasField("created_at")),
+                id=item.id,
+                problem=problem,
+            )
+        )
+    return items
+
+
+def save_outcomes_to_pb(outcomes: list[SaveOutcome]) -> pb.SaveMemoriesResponse:
+    return pb.SaveMemoriesResponse(
+        results=[
+            pb.SaveResult(
+                status=_STATUS_TO_PB[o.status],
+                memory=memory_to_pb(o.memory) if o.memory is not None else None,
+                reason=o.reason,
+            )
+            for o in outcomes
+        ]
+    )
 
 
 def memory_to_pb(memory: Memory) -> pb.Memory:

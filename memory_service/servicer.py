@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from memory_service import conversions as conv
+from memory_service.batch import save_batch
 from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
@@ -43,6 +44,14 @@ class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
             prompt_message_id=request.prompt_message_id,
         )
         return conv.memory_to_pb(memory)
+
+    async def SaveMemories(
+        self, request: pb.SaveMemoriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SaveMemoriesResponse:
+        outcomes = await save_batch(
+            self.memories, require_identity(), conv.batch_items_from_pb(request)
+        )
+        return conv.save_outcomes_to_pb(outcomes)
 
     async def Search(
         self, request: pb.SearchRequest, context: grpc.aio.ServicerContext

@@ -16,3 +16,8 @@ MAX_MODEL_CHARS = 200
 MAX_QUERY_CHARS = 2_000
 # Verified user ids (a token's `sub`) travel in gRPC metadata: printable ASCII, no spaces.
 MAX_USER_ID_CHARS = 256
+
+# Items in one batch save, and how far in the future an item's original time may lie
+# (clock skew between the machine that wrote it and this one).
+MAX_BATCH_ITEMS = 256
+MAX_CREATED_AT_SKEW_SECONDS = 300

@@ -251,6 +251,21 @@ class MemoryStore(abc.ABC):
     @abc.abstractmethod
     async def get(self, user_id: str, memory_id: str) -> Memory | None: ...
 
+    async def get_many(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, Memory]:
+        """The user's memories among memory_ids, by id, in one read."""
+        if not memory_ids:
+            return {}
+        found = await self._fetch(memory_ids)
+        return {i: memory for i, memory in found.items() if memory.user_id == user_id}
+
+    async def taken_ids(self, memory_ids: Sequence[str]) -> set[str]:
+        """Which of memory_ids any user's memory already has. The one read whose answer is
+        not scoped to a user: a save that brings its own id must not land on someone else's
+        point, and only the ids come back."""
+        if not memory_ids:
+            return set()
+        return set(await self._fetch(memory_ids))
+
     async def search(
         self,
         user_id: str,
@@ -324,7 +339,7 @@ class MemoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        """The memories with these ids, found by a search scoped to one user."""
+        """The memories with these ids, whoever owns them: callers check the owner."""
 
     @abc.abstractmethod
     async def _rrf(

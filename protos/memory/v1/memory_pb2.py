@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/memory/v1/memory.proto\x12\tmemory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.memory.v1.MemoryKind\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x31\n\x08metadata\x18\t \x03(\x0b\x32\x1f.memory.v1.Memory.MetadataEntry\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprompt_id\x18\x0b \x01(\t\x12\x13\n\x0bresponse_id\x18\x0c \x01(\t\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x07\x46ilters\x12\x11\n\tproviders\x18\x01 \x03(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.memory.v1.MemoryKind\"\x81\x02\n\x11SaveMemoryRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12<\n\x08metadata\x18\x06 \x03(\x0b\x32*.memory.v1.SaveMemoryRequest.MetadataEntry\x12#\n\x04kind\x18\x07 \x01(\x0e\x32\x15.memory.v1.MemoryKind\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x02\n\x15\x41ttachResponseRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x19\n\x11prompt_message_id\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0b\n\x03url\x18\x07 \x01(\t\x12@\n\x08metadata\x18\x08 \x03(\x0b\x32..memory.v1.AttachResponseRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa1\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.memory.v1.SearchMode\x12#\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x12.memory.v1.Filters\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x15\n\rrelevant_only\x18\x06 \x01(\x08\"@\n\x0cScoredMemory\x12!\n\x06memory\x18\x01 \x01(\x0b\x32\x11.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0eSearchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.memory.v1.ScoredMemory\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x13UpdateMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.memory.v1.MetadataUpdateB\x07\n\x05_text\"y\n\x0eMetadataUpdate\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.memory.v1.MetadataUpdate.EntriesEntry\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12#\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x12.memory.v1.Filters\"P\n\x14ListMemoriesResponse\x12#\n\x08memories\x18\x01 \x03(\x0b\x32\x11.memory.v1.Memory\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"!\n\x13\x44\x65leteMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteMemoryResponse\",\n\x19\x44\x65leteUserMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"-\n\x1a\x44\x65leteUserMemoriesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"<\n\x15\x45xportMemoriesRequest\x12#\n\x07\x66ilters\x18\x01 \x01(\x0b\x32\x12.memory.v1.Filters\"\x11\n\x0fGetStatsRequest\"u\n\x05Stats\x12\x16\n\x0etotal_memories\x18\x01 \x01(\x03\x12\r\n\x05users\x18\x02 \x01(\x03\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t*[\n\nMemoryKind\x12\x1b\n\x17MEMORY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMORY_KIND_PROMPT\x10\x01\x12\x18\n\x14MEMORY_KIND_RESPONSE\x10\x02*\x89\x01\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x18\n\x14SEARCH_MODE_SEMANTIC\x10\x02\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x03\x12\x13\n\x0fSEARCH_MODE_RRF\x10\x04\x32\xf5\x05\n\rMemoryService\x12=\n\nSaveMemory\x12\x1c.memory.v1.SaveMemoryRequest\x1a\x11.memory.v1.Memory\x12\x45\n\x0e\x41ttachResponse\x12 .memory.v1.AttachResponseRequest\x1a\x11.memory.v1.Memory\x12\x42\n\x06Search\x12\x18.memory.v1.SearchRequest\x1a\x19.memory.v1.SearchResponse\"\x03\x90\x02\x01\x12@\n\tGetMemory\x12\x1b.memory.v1.GetMemoryRequest\x1a\x11.memory.v1.Memory\"\x03\x90\x02\x01\x12\x41\n\x0cUpdateMemory\x12\x1e.memory.v1.UpdateMemoryRequest\x1a\x11.memory.v1.Memory\x12T\n\x0cListMemories\x12\x1e.memory.v1.ListMemoriesRequest\x1a\x1f.memory.v1.ListMemoriesResponse\"\x03\x90\x02\x01\x12O\n\x0c\x44\x65leteMemory\x12\x1e.memory.v1.DeleteMemoryRequest\x1a\x1f.memory.v1.DeleteMemoryResponse\x12\x61\n\x12\x44\x65leteUserMemories\x12$.memory.v1.DeleteUserMemoriesRequest\x1a%.memory.v1.DeleteUserMemoriesResponse\x12L\n\x0e\x45xportMemories\x12 .memory.v1.ExportMemoriesRequest\x1a\x11.memory.v1.Memory\"\x03\x90\x02\x01\x30\x01\x12=\n\x08GetStats\x12\x1a.memory.v1.GetStatsRequest\x1a\x10.memory.v1.Stats\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dprotos/memory/v1/memory.proto\x12\tmemory.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x90\x03\n\x06Memory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12#\n\x04kind\x18\x03 \x01(\x0e\x32\x15.memory.v1.MemoryKind\x12\x0c\n\x04text\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x06 \x01(\t\x12\x12\n\nmessage_id\x18\x07 \x01(\t\x12\x0b\n\x03url\x18\x08 \x01(\t\x12\x31\n\x08metadata\x18\t \x03(\x0b\x32\x1f.memory.v1.Memory.MetadataEntry\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprompt_id\x18\x0b \x01(\t\x12\x13\n\x0bresponse_id\x18\x0c \x01(\t\x12.\n\nupdated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xc1\x01\n\x07\x46ilters\x12\x11\n\tproviders\x18\x01 \x03(\t\x12\x17\n\x0f\x63onversation_id\x18\x02 \x01(\t\x12\x31\n\rcreated_after\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04kind\x18\x05 \x01(\x0e\x32\x15.memory.v1.MemoryKind\"\x81\x02\n\x11SaveMemoryRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x03 \x01(\t\x12\x12\n\nmessage_id\x18\x04 \x01(\t\x12\x0b\n\x03url\x18\x05 \x01(\t\x12<\n\x08metadata\x18\x06 \x03(\x0b\x32*.memory.v1.SaveMemoryRequest.MetadataEntry\x12#\n\x04kind\x18\x07 \x01(\x0e\x32\x15.memory.v1.MemoryKind\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x02\n\x15\x41ttachResponseRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x11\n\tprompt_id\x18\x02 \x01(\t\x12\x19\n\x11prompt_message_id\x18\x03 \x01(\t\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x05 \x01(\t\x12\x12\n\nmessage_id\x18\x06 \x01(\t\x12\x0b\n\x03url\x18\x07 \x01(\t\x12@\n\x08metadata\x18\x08 \x03(\x0b\x32..memory.v1.AttachResponseRequest.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xd9\x02\n\x08SaveItem\x12\x0c\n\x04text\x18\x01 \x01(\t\x12#\n\x04kind\x18\x02 \x01(\x0e\x32\x15.memory.v1.MemoryKind\x12\x10\n\x08provider\x18\x03 \x01(\t\x12\x17\n\x0f\x63onversation_id\x18\x04 \x01(\t\x12\x12\n\nmessage_id\x18\x05 \x01(\t\x12\x0b\n\x03url\x18\x06 \x01(\t\x12\x33\n\x08metadata\x18\x07 \x03(\x0b\x32!.memory.v1.SaveItem.MetadataEntry\x12\x11\n\tprompt_id\x18\x08 \x01(\t\x12\x19\n\x11prompt_message_id\x18\t \x01(\t\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\n\n\x02id\x18\x0b \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"9\n\x13SaveMemoriesRequest\x12\"\n\x05items\x18\x01 \x03(\x0b\x32\x13.memory.v1.SaveItem\"f\n\nSaveResult\x12%\n\x06status\x18\x01 \x01(\x0e\x32\x15.memory.v1.SaveStatus\x12!\n\x06memory\x18\x02 \x01(\x0b\x32\x11.memory.v1.Memory\x12\x0e\n\x06reason\x18\x03 \x01(\t\">\n\x14SaveMemoriesResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.memory.v1.SaveResult\"\xa1\x01\n\rSearchRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12#\n\x04mode\x18\x03 \x01(\x0e\x32\x15.memory.v1.SearchMode\x12#\n\x07\x66ilters\x18\x04 \x01(\x0b\x32\x12.memory.v1.Filters\x12\x11\n\tmin_score\x18\x05 \x01(\x02\x12\x15\n\rrelevant_only\x18\x06 \x01(\x08\"@\n\x0cScoredMemory\x12!\n\x06memory\x18\x01 \x01(\x0b\x32\x11.memory.v1.Memory\x12\r\n\x05score\x18\x02 \x01(\x02\":\n\x0eSearchResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.memory.v1.ScoredMemory\"\x1e\n\x10GetMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"j\n\x13UpdateMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x11\n\x04text\x18\x02 \x01(\tH\x00\x88\x01\x01\x12+\n\x08metadata\x18\x03 \x01(\x0b\x32\x19.memory.v1.MetadataUpdateB\x07\n\x05_text\"y\n\x0eMetadataUpdate\x12\x37\n\x07\x65ntries\x18\x01 \x03(\x0b\x32&.memory.v1.MetadataUpdate.EntriesEntry\x1a.\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"]\n\x13ListMemoriesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\x12#\n\x07\x66ilters\x18\x03 \x01(\x0b\x32\x12.memory.v1.Filters\"P\n\x14ListMemoriesResponse\x12#\n\x08memories\x18\x01 \x03(\x0b\x32\x11.memory.v1.Memory\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"!\n\x13\x44\x65leteMemoryRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x16\n\x14\x44\x65leteMemoryResponse\",\n\x19\x44\x65leteUserMemoriesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"-\n\x1a\x44\x65leteUserMemoriesResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x03\"<\n\x15\x45xportMemoriesRequest\x12#\n\x07\x66ilters\x18\x01 \x01(\x0b\x32\x12.memory.v1.Filters\"\x11\n\x0fGetStatsRequest\"u\n\x05Stats\x12\x16\n\x0etotal_memories\x18\x01 \x01(\x03\x12\r\n\x05users\x18\x02 \x01(\x03\x12\x12\n\ncollection\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x11\n\tdimension\x18\x05 \x01(\x05\x12\x0f\n\x07\x62\x61\x63kend\x18\x06 \x01(\t*[\n\nMemoryKind\x12\x1b\n\x17MEMORY_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12MEMORY_KIND_PROMPT\x10\x01\x12\x18\n\x14MEMORY_KIND_RESPONSE\x10\x02*\x89\x01\n\nSearchMode\x12\x1b\n\x17SEARCH_MODE_UNSPECIFIED\x10\x00\x12\x16\n\x12SEARCH_MODE_HYBRID\x10\x01\x12\x18\n\x14SEARCH_MODE_SEMANTIC\x10\x02\x12\x17\n\x13SEARCH_MODE_KEYWORD\x10\x03\x12\x13\n\x0fSEARCH_MODE_RRF\x10\x04*{\n\nSaveStatus\x12\x1b\n\x17SAVE_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12SAVE_STATUS_STORED\x10\x01\x12\x1f\n\x1bSAVE_STATUS_ALREADY_PRESENT\x10\x02\x12\x17\n\x13SAVE_STATUS_REFUSED\x10\x03\x32\xc6\x06\n\rMemoryService\x12=\n\nSaveMemory\x12\x1c.memory.v1.SaveMemoryRequest\x1a\x11.memory.v1.Memory\x12\x45\n\x0e\x41ttachResponse\x12 .memory.v1.AttachResponseRequest\x1a\x11.memory.v1.Memory\x12O\n\x0cSaveMemories\x12\x1e.memory.v1.SaveMemoriesRequest\x1a\x1f.memory.v1.SaveMemoriesResponse\x12\x42\n\x06Search\x12\x18.memory.v1.SearchRequest\x1a\x19.memory.v1.SearchResponse\"\x03\x90\x02\x01\x12@\n\tGetMemory\x12\x1b.memory.v1.GetMemoryRequest\x1a\x11.memory.v1.Memory\"\x03\x90\x02\x01\x12\x41\n\x0cUpdateMemory\x12\x1e.memory.v1.UpdateMemoryRequest\x1a\x11.memory.v1.Memory\x12T\n\x0cListMemories\x12\x1e.memory.v1.ListMemoriesRequest\x1a\x1f.memory.v1.ListMemoriesResponse\"\x03\x90\x02\x01\x12O\n\x0c\x44\x65leteMemory\x12\x1e.memory.v1.DeleteMemoryRequest\x1a\x1f.memory.v1.DeleteMemoryResponse\x12\x61\n\x12\x44\x65leteUserMemories\x12$.memory.v1.DeleteUserMemoriesRequest\x1a%.memory.v1.DeleteUserMemoriesResponse\x12L\n\x0e\x45xportMemories\x12 .memory.v1.ExportMemoriesRequest\x1a\x11.memory.v1.Memory\"\x03\x90\x02\x01\x30\x01\x12=\n\x08GetStats\x12\x1a.memory.v1.GetStatsRequest\x1a\x10.memory.v1.Stats\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,6 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SAVEMEMORYREQUEST_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_ATTACHRESPONSEREQUEST_METADATAENTRY']._loaded_options = None
   _globals['_ATTACHRESPONSEREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_SAVEITEM_METADATAENTRY']._loaded_options = None
+  _globals['_SAVEITEM_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_METADATAUPDATE_ENTRIESENTRY']._loaded_options = None
   _globals['_METADATAUPDATE_ENTRIESENTRY']._serialized_options = b'8\001'
   _globals['_MEMORYSERVICE'].methods_by_name['Search']._loaded_options = None
@@ -50,10 +52,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEMORYSERVICE'].methods_by_name['ExportMemories']._serialized_options = b'\220\002\001'
   _globals['_MEMORYSERVICE'].methods_by_name['GetStats']._loaded_options = None
   _globals['_MEMORYSERVICE'].methods_by_name['GetStats']._serialized_options = b'\220\002\001'
-  _globals['_MEMORYKIND']._serialized_start=2295
-  _globals['_MEMORYKIND']._serialized_end=2386
-  _globals['_SEARCHMODE']._serialized_start=2389
-  _globals['_SEARCHMODE']._serialized_end=2526
+  _globals['_MEMORYKIND']._serialized_start=2870
+  _globals['_MEMORYKIND']._serialized_end=2961
+  _globals['_SEARCHMODE']._serialized_start=2964
+  _globals['_SEARCHMODE']._serialized_end=3101
+  _globals['_SAVESTATUS']._serialized_start=3103
+  _globals['_SAVESTATUS']._serialized_end=3226
   _globals['_MEMORY']._serialized_start=78
   _globals['_MEMORY']._serialized_end=478
   _globals['_MEMORY_METADATAENTRY']._serialized_start=431
@@ -68,38 +72,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTACHRESPONSEREQUEST']._serialized_end=1211
   _globals['_ATTACHRESPONSEREQUEST_METADATAENTRY']._serialized_start=431
   _globals['_ATTACHRESPONSEREQUEST_METADATAENTRY']._serialized_end=478
-  _globals['_SEARCHREQUEST']._serialized_start=1214
-  _globals['_SEARCHREQUEST']._serialized_end=1375
-  _globals['_SCOREDMEMORY']._serialized_start=1377
-  _globals['_SCOREDMEMORY']._serialized_end=1441
-  _globals['_SEARCHRESPONSE']._serialized_start=1443
-  _globals['_SEARCHRESPONSE']._serialized_end=1501
-  _globals['_GETMEMORYREQUEST']._serialized_start=1503
-  _globals['_GETMEMORYREQUEST']._serialized_end=1533
-  _globals['_UPDATEMEMORYREQUEST']._serialized_start=1535
-  _globals['_UPDATEMEMORYREQUEST']._serialized_end=1641
-  _globals['_METADATAUPDATE']._serialized_start=1643
-  _globals['_METADATAUPDATE']._serialized_end=1764
-  _globals['_METADATAUPDATE_ENTRIESENTRY']._serialized_start=1718
-  _globals['_METADATAUPDATE_ENTRIESENTRY']._serialized_end=1764
-  _globals['_LISTMEMORIESREQUEST']._serialized_start=1766
-  _globals['_LISTMEMORIESREQUEST']._serialized_end=1859
-  _globals['_LISTMEMORIESRESPONSE']._serialized_start=1861
-  _globals['_LISTMEMORIESRESPONSE']._serialized_end=1941
-  _globals['_DELETEMEMORYREQUEST']._serialized_start=1943
-  _globals['_DELETEMEMORYREQUEST']._serialized_end=1976
-  _globals['_DELETEMEMORYRESPONSE']._serialized_start=1978
-  _globals['_DELETEMEMORYRESPONSE']._serialized_end=2000
-  _globals['_DELETEUSERMEMORIESREQUEST']._serialized_start=2002
-  _globals['_DELETEUSERMEMORIESREQUEST']._serialized_end=2046
-  _globals['_DELETEUSERMEMORIESRESPONSE']._serialized_start=2048
-  _globals['_DELETEUSERMEMORIESRESPONSE']._serialized_end=2093
-  _globals['_EXPORTMEMORIESREQUEST']._serialized_start=2095
-  _globals['_EXPORTMEMORIESREQUEST']._serialized_end=2155
-  _globals['_GETSTATSREQUEST']._serialized_start=2157
-  _globals['_GETSTATSREQUEST']._serialized_end=2174
-  _globals['_STATS']._serialized_start=2176
-  _globals['_STATS']._serialized_end=2293
-  _globals['_MEMORYSERVICE']._serialized_start=2529
-  _globals['_MEMORYSERVICE']._serialized_end=3286
+  _globals['_SAVEITEM']._serialized_start=1214
+  _globals['_SAVEITEM']._serialized_end=1559
+  _globals['_SAVEITEM_METADATAENTRY']._serialized_start=431
+  _globals['_SAVEITEM_METADATAENTRY']._serialized_end=478
+  _globals['_SAVEMEMORIESREQUEST']._serialized_start=1561
+  _globals['_SAVEMEMORIESREQUEST']._serialized_end=1618
+  _globals['_SAVERESULT']._serialized_start=1620
+  _globals['_SAVERESULT']._serialized_end=1722
+  _globals['_SAVEMEMORIESRESPONSE']._serialized_start=1724
+  _globals['_SAVEMEMORIESRESPONSE']._serialized_end=1786
+  _globals['_SEARCHREQUEST']._serialized_start=1789
+  _globals['_SEARCHREQUEST']._serialized_end=1950
+  _globals['_SCOREDMEMORY']._serialized_start=1952
+  _globals['_SCOREDMEMORY']._serialized_end=2016
+  _globals['_SEARCHRESPONSE']._serialized_start=2018
+  _globals['_SEARCHRESPONSE']._serialized_end=2076
+  _globals['_GETMEMORYREQUEST']._serialized_start=2078
+  _globals['_GETMEMORYREQUEST']._serialized_end=2108
+  _globals['_UPDATEMEMORYREQUEST']._serialized_start=2110
+  _globals['_UPDATEMEMORYREQUEST']._serialized_end=2216
+  _globals['_METADATAUPDATE']._serialized_start=2218
+  _globals['_METADATAUPDATE']._serialized_end=2339
+  _globals['_METADATAUPDATE_ENTRIESENTRY']._serialized_start=2293
+  _globals['_METADATAUPDATE_ENTRIESENTRY']._serialized_end=2339
+  _globals['_LISTMEMORIESREQUEST']._serialized_start=2341
+  _globals['_LISTMEMORIESREQUEST']._serialized_end=2434
+  _globals['_LISTMEMORIESRESPONSE']._serialized_start=2436
+  _globals['_LISTMEMORIESRESPONSE']._serialized_end=2516
+  _globals['_DELETEMEMORYREQUEST']._serialized_start=2518
+  _globals['_DELETEMEMORYREQUEST']._serialized_end=2551
+  _globals['_DELETEMEMORYRESPONSE']._serialized_start=2553
+  _globals['_DELETEMEMORYRESPONSE']._serialized_end=2575
+  _globals['_DELETEUSERMEMORIESREQUEST']._serialized_start=2577
+  _globals['_DELETEUSERMEMORIESREQUEST']._serialized_end=2621
+  _globals['_DELETEUSERMEMORIESRESPONSE']._serialized_start=2623
+  _globals['_DELETEUSERMEMORIESRESPONSE']._serialized_end=2668
+  _globals['_EXPORTMEMORIESREQUEST']._serialized_start=2670
+  _globals['_EXPORTMEMORIESREQUEST']._serialized_end=2730
+  _globals['_GETSTATSREQUEST']._serialized_start=2732
+  _globals['_GETSTATSREQUEST']._serialized_end=2749
+  _globals['_STATS']._serialized_start=2751
+  _globals['_STATS']._serialized_end=2868
+  _globals['_MEMORYSERVICE']._serialized_start=3229
+  _globals['_MEMORYSERVICE']._serialized_end=4067
 # @@protoc_insertion_point(module_scope)

@@ -23,6 +23,13 @@ class SearchMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SEARCH_MODE_SEMANTIC: _ClassVar[SearchMode]
     SEARCH_MODE_KEYWORD: _ClassVar[SearchMode]
     SEARCH_MODE_RRF: _ClassVar[SearchMode]
+
+class SaveStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SAVE_STATUS_UNSPECIFIED: _ClassVar[SaveStatus]
+    SAVE_STATUS_STORED: _ClassVar[SaveStatus]
+    SAVE_STATUS_ALREADY_PRESENT: _ClassVar[SaveStatus]
+    SAVE_STATUS_REFUSED: _ClassVar[SaveStatus]
 MEMORY_KIND_UNSPECIFIED: MemoryKind
 MEMORY_KIND_PROMPT: MemoryKind
 MEMORY_KIND_RESPONSE: MemoryKind
@@ -31,6 +38,10 @@ SEARCH_MODE_HYBRID: SearchMode
 SEARCH_MODE_SEMANTIC: SearchMode
 SEARCH_MODE_KEYWORD: SearchMode
 SEARCH_MODE_RRF: SearchMode
+SAVE_STATUS_UNSPECIFIED: SaveStatus
+SAVE_STATUS_STORED: SaveStatus
+SAVE_STATUS_ALREADY_PRESENT: SaveStatus
+SAVE_STATUS_REFUSED: SaveStatus
 
 class Memory(_message.Message):
     __slots__ = ("id", "user_id", "kind", "text", "provider", "conversation_id", "message_id", "url", "metadata", "created_at", "prompt_id", "response_id", "updated_at")
@@ -134,6 +145,61 @@ class AttachResponseRequest(_message.Message):
     url: str
     metadata: _containers.ScalarMap[str, str]
     def __init__(self, text: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt_message_id: _Optional[str] = ..., provider: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., url: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class SaveItem(_message.Message):
+    __slots__ = ("text", "kind", "provider", "conversation_id", "message_id", "url", "metadata", "prompt_id", "prompt_message_id", "created_at", "id")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    kind: MemoryKind
+    provider: str
+    conversation_id: str
+    message_id: str
+    url: str
+    metadata: _containers.ScalarMap[str, str]
+    prompt_id: str
+    prompt_message_id: str
+    created_at: _timestamp_pb2.Timestamp
+    id: str
+    def __init__(self, text: _Optional[str] = ..., kind: _Optional[_Union[MemoryKind, str]] = ..., provider: _Optional[str] = ..., conversation_id: _Optional[str] = ..., message_id: _Optional[str] = ..., url: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., prompt_id: _Optional[str] = ..., prompt_message_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class SaveMemoriesRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SaveItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[SaveItem, _Mapping]]] = ...) -> None: ...
+
+class SaveResult(_message.Message):
+    __slots__ = ("status", "memory", "reason")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    status: SaveStatus
+    memory: Memory
+    reason: str
+    def __init__(self, status: _Optional[_Union[SaveStatus, str]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SaveMemoriesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SaveResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SaveResult, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only")

@@ -44,6 +44,11 @@ class MemoryServiceStub:
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.AttachResponseRequest.SerializeToString,
                 response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
                 _registered_method=True)
+        self.SaveMemories = channel.unary_unary(
+                '/memory.v1.MemoryService/SaveMemories',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesResponse.FromString,
+                _registered_method=True)
         self.Search = channel.unary_unary(
                 '/memory.v1.MemoryService/Search',
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.SearchRequest.SerializeToString,
@@ -98,6 +103,14 @@ class MemoryServiceServicer:
 
     def AttachResponse(self, request, context):
         """Store an answer as a memory of its own and link it to the prompt it answers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SaveMemories(self, request, context):
+        """Store up to 256 prompts and answers at once: embedded as one batch, written with one
+        store update, one result per item. A refused item never fails the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +180,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.AttachResponse,
                     request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.AttachResponseRequest.FromString,
                     response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.Memory.SerializeToString,
+            ),
+            'SaveMemories': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveMemories,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesResponse.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
@@ -263,6 +281,33 @@ class MemoryService:
             '/memory.v1.MemoryService/AttachResponse',
             protos_dot_memory_dot_v1_dot_memory__pb2.AttachResponseRequest.SerializeToString,
             protos_dot_memory_dot_v1_dot_memory__pb2.Memory.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveMemories(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/SaveMemories',
+            protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.SaveMemoriesResponse.FromString,
             options,
             channel_credentials,
             insecure,
