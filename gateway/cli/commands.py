@@ -1,9 +1,12 @@
 """The `memory-layer` command: run the whole stack locally, mint development tokens, import
-exports, bridge desktop apps' MCP over stdio to a gateway."""
+exports and export memories, bridge desktop apps' MCP over stdio to a gateway."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -13,7 +16,17 @@ import anyio
 import httpx
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from gateway.cli.local_auth import load_or_create_local_auth, local_auth_path
 from gateway.cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
@@ -29,13 +42,23 @@ from gateway.cli.stack import (
     stop_services,
     wait_until_ready,
 )
-from gateway.importing import ExportError, Importer, ImportRefused, read_export
+from gateway.importing import (
+    ExportError,
+    ExportItems,
+    Importer,
+    ImportRefused,
+    ResumeState,
+    count_items,
+)
+from gateway.importing.uploader import DEFAULT_IN_FLIGHT
 from gateway.tokens import mint_token
+from service_kit.limits import MAX_BATCH_ITEMS
 
 app = typer.Typer(
     help="Memory Layer: a self-hosted memory backend for AI-chat browser extensions.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
 
 
@@ -134,82 +157,216 @@ def token(
     typer.echo(mint_token(auth.jwt_secret, user, issuer=auth.issuer, ttl_seconds=ttl, admin=admin))
 
 
+Url = Annotated[str, typer.Option(help="The gateway.")]
+User = Annotated[str | None, typer.Option("--user", help="Whose memories (with a local secret).")]
+Bearer = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MEMORY_LAYER_TOKEN",
+        help="A token for the gateway, e.g. your Supabase access token.",
+    ),
+]
+
+
+def _bearer(bearer: str | None, user: str | None, data_dir: Path) -> str:
+    """The token to send: the one given, or a local one minted for --user."""
+    if bearer is not None:
+        return bearer
+    if user is None:
+        console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
+        raise typer.Exit(2)
+    path = local_auth_path(data_dir.resolve())
+    if not path.exists():
+        console.print(f"No local secret at {path}; give --token, or the --data-dir of `up`.")
+        raise typer.Exit(1)
+    auth = load_or_create_local_auth(data_dir.resolve())
+    return mint_token(auth.jwt_secret, user, issuer=auth.issuer)
+
+
+def _check_gateway(client: httpx.Client, url: str) -> None:
+    try:
+        client.get("/healthz").raise_for_status()
+    except httpx.HTTPError as exc:
+        console.print(f"Cannot reach the gateway at {url} ({exc}); is `memory-layer up` running?")
+        raise typer.Exit(1) from None
+
+
+def _subject(bearer: str) -> str:
+    """The token's subject, read without verifying (the gateway does that): the progress of
+    an import belongs to the user, not to one token."""
+    try:
+        payload = bearer.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return str(claims["sub"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        return hashlib.sha256(bearer.encode()).hexdigest()
+
+
+def _resume_state(file: Path, url: str, bearer: str, data_dir: Path) -> ResumeState:
+    stat = file.stat()
+    key = json.dumps([str(file.resolve()), stat.st_size, stat.st_mtime_ns, url, _subject(bearer)])
+    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    return ResumeState(data_dir.resolve() / "imports" / f"{name}.json", key)
+
+
+class RateColumn(ProgressColumn):
+    """Messages per second over the last half minute."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} msg/s" if speed else "… msg/s")
+
+
 @app.command("import")
 def import_export(
     file: Annotated[
-        Path, typer.Argument(help="The export's .zip, or the conversations.json inside it.")
-    ],
-    user: Annotated[
-        str | None, typer.Option("--user", help="Whose memories (with a local secret).")
-    ] = None,
-    url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8080",
-    bearer: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar="MEMORY_LAYER_TOKEN",
-            help="A token for the gateway, e.g. your Supabase access token.",
+        Path,
+        typer.Argument(
+            help="A ChatGPT or Claude export (.zip or its conversations.json), or an NDJSON "
+            "file from `memory-layer export`."
         ),
-    ] = None,
+    ],
+    user: User = None,
+    url: Url = "http://127.0.0.1:8080",
+    bearer: Bearer = None,
     data_dir: DataDir = Path("data"),
+    batch_size: Annotated[
+        int, typer.Option(help="Messages per batch.", min=2, max=MAX_BATCH_ITEMS)
+    ] = MAX_BATCH_ITEMS,
+    in_flight: Annotated[
+        int, typer.Option(help="Batches sent at once.", min=1, max=16)
+    ] = DEFAULT_IN_FLIGHT,
+    restart: Annotated[
+        bool, typer.Option(help="Ignore the progress of an interrupted run of this import.")
+    ] = False,
 ) -> None:
-    """Load a ChatGPT or Claude data export into your memories, through the gateway.
+    """Load an export into your memories through the gateway's batch route.
 
-    Without --token, a local token for --user is minted with the secret `up` created.
-    Importing the same export again saves nothing twice.
+    Without --token, a local token for --user is minted with the secret `up` created. Each
+    message keeps its original time and id: running the same import again (after an
+    interruption, say) continues where it stopped and stores nothing twice.
     """
     try:
-        conversations = read_export(file)
+        _import(file, user, url, bearer, data_dir, batch_size, in_flight, restart)
+    except (typer.Exit, typer.Abort):
+        raise
+    except KeyboardInterrupt:
+        console.print("Interrupted. Run the same command again to continue.")
+        raise typer.Exit(130) from None
     except ExportError as exc:
         console.print(f"Cannot import: {exc}")
-        raise typer.Exit(1) from exc
-    if bearer is None:
-        if user is None:
-            console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
-            raise typer.Exit(2)
-        path = local_auth_path(data_dir.resolve())
-        if not path.exists():
-            console.print(f"No local secret at {path}; give --token, or the --data-dir of `up`.")
-            raise typer.Exit(1)
-        auth = load_or_create_local_auth(data_dir.resolve())
-        bearer = mint_token(auth.jwt_secret, user, issuer=auth.issuer)
-    headers = {"Authorization": f"Bearer {bearer}"}
+        raise typer.Exit(1) from None
+    except ImportRefused as exc:
+        console.print(f"Import stopped: {exc}. Run the same command again to continue.")
+        raise typer.Exit(1) from None
+    except Exception as exc:  # the user gets a sentence, never a traceback
+        console.print(f"Import failed: {exc.__class__.__name__}: {exc}")
+        raise typer.Exit(1) from None
+
+
+def _import(
+    file: Path,
+    user: str | None,
+    url: str,
+    bearer: str | None,
+    data_dir: Path,
+    batch_size: int,
+    in_flight: int,
+    restart: bool,
+) -> None:
+    export = ExportItems(file)
+    total = count_items(ExportItems(file).phases())
+    token = _bearer(bearer, user, data_dir)
+    state = _resume_state(file, url, token, data_dir)
+    if restart:
+        state.clear()
+        state.units_done = 0
+    headers = {"Authorization": f"Bearer {token}"}
+    started = time.perf_counter()
+    limits = httpx.Limits(max_connections=in_flight + 1)
     with (
-        httpx.Client(base_url=url, headers=headers, timeout=60.0) as client,
+        httpx.Client(base_url=url, headers=headers, timeout=180.0, limits=limits) as client,
         Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
+            RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             console=console,
         ) as progress,
     ):
-        try:
-            client.get("/healthz").raise_for_status()
-        except httpx.HTTPError as exc:
-            console.print(
-                f"Cannot reach the gateway at {url} ({exc}); is `memory-layer up` running?"
-            )
-            raise typer.Exit(1) from exc
+        _check_gateway(client, url)
+        task = progress.add_task(f"{file.name}", total=total)
         importer = Importer(
             client,
+            batch_items=batch_size,
+            in_flight=in_flight,
+            state=state,
             on_wait=lambda seconds, why: progress.console.print(f"{why}; waiting {seconds:.0f} s"),
+            on_progress=lambda n: progress.advance(task, n),
         )
-        total = importer.messages(conversations)
-        task = progress.add_task(f"{file.name}: {len(conversations)} conversations", total=total)
-        try:
-            for done in importer.run(conversations):
-                progress.advance(task, done)
-        except ImportRefused as exc:
-            console.print(f"Import stopped: {exc}")
-            raise typer.Exit(1) from exc
-    report = importer.report
+        if state.units_done:
+            progress.console.print("Continuing an interrupted import of this file.")
+        report = importer.run(export.phases())
+    elapsed = time.perf_counter() - started
+    sent = report.handled - report.resumed
+    where = f" from {export.conversations:,} conversations" if export.conversations else ""
     console.print(
-        f"Imported {report.prompts} prompts and {report.answers} answers "
-        f"from {len(conversations)} conversations."
+        f"Imported {report.handled:,} messages{where} in {elapsed:.1f} s "
+        f"({sent / elapsed if elapsed else 0:,.0f} messages/s): {report.stored:,} stored, "
+        f"{report.already_present:,} already present"
+        + (f", {report.resumed:,} done by an earlier run" if report.resumed else "")
+        + f", {report.refused.total():,} refused."
     )
-    for reason, count in sorted(report.skipped.items()):
-        console.print(f"  skipped {count}: {reason}")
+    for reason, count in sorted(report.refused.items()):
+        console.print(f"  refused {count:,}: {reason}")
+    for reason, count in sorted(export.skipped.items()):
+        console.print(f"  skipped {count:,}: {reason}")
+
+
+@app.command("export")
+def export_memories(
+    out: Annotated[Path, typer.Option("--out", help="The NDJSON file to write.")],
+    user: User = None,
+    url: Url = "http://127.0.0.1:8080",
+    bearer: Bearer = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Write every memory you own to an NDJSON file that `import` reads back as it was."""
+    token = _bearer(bearer, user, data_dir)
+    headers = {"Authorization": f"Bearer {token}"}
+    partial = out.with_name(out.name + ".partial")
+    lines = 0
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=600.0) as client:
+            _check_gateway(client, url)
+            with client.stream("GET", "/export") as response, partial.open("wb") as sink:
+                if response.status_code != 200:
+                    response.read()
+                    console.print(f"Export refused: {response.status_code} {_detail(response)}")
+                    raise typer.Exit(1)
+                for chunk in response.iter_bytes():
+                    sink.write(chunk)
+                    lines += chunk.count(b"\n")
+        os.replace(partial, out)
+    except (typer.Exit, typer.Abort):
+        partial.unlink(missing_ok=True)
+        raise
+    except (httpx.HTTPError, OSError) as exc:
+        partial.unlink(missing_ok=True)
+        console.print(f"Export failed: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"Exported {lines:,} memories to {out}.")
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("detail") or response.reason_phrase)
+    except (ValueError, AttributeError):
+        return response.reason_phrase
 
 
 @app.command("mcp")

@@ -223,7 +223,8 @@ def test_import_of_chatgpt_and_claude_exports(stack: Stack) -> None:
 
     first = run_import("chatgpt-conversations.json")
     assert first.returncode == 0, first.stderr
-    assert "Imported 3 prompts and 3 answers from 2 conversations." in first.stderr
+    assert "Imported 6 messages from 2 conversations" in first.stderr
+    assert "6 stored, 0 already present, 0 refused." in first.stderr
     assert run_import("claude-conversations.json").returncode == 0
     with client(stack, "erin") as erin, client(stack, "frank") as frank:
         memories = erin.get("/memories", params={"limit": 50}).json()["memories"]
