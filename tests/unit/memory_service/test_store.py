@@ -420,3 +420,18 @@ async def test_insert_new_refuses_an_id_held_by_another_user(store: MemoryStore)
     assert await store.count("mallory") == 0
     kept = await store.get("alice", alice.memory.id)
     assert kept is not None and kept.text == "alice's message"
+
+
+async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyone(
+    store: MemoryStore,
+) -> None:
+    a = [point("alice", f"alice batch {i}", i) for i in range(3)]
+    b = point("bob", "bob batch", 0)
+    await store.upsert([*a, b])
+    asked = [a[0].memory.id, a[2].memory.id, b.memory.id, str(uuid.uuid4())]
+
+    found = await store.get_many("alice", asked)
+    assert sorted(found) == sorted([a[0].memory.id, a[2].memory.id])
+    assert found[a[2].memory.id].text == "alice batch 2"
+    assert await store.get_many("alice", []) == {}
+    assert await store.taken_ids(asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}

@@ -1,0 +1,101 @@
+"""SaveMemories over real gRPC against the real model and embedded store: one store write per
+batch, ids brought from an export kept unless taken, and refusals that stay per item."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from memory_service import metrics
+from memory_service.server import MemoryServer
+from protos.memory.v1 import memory_pb2 as pb
+from protos.memory.v1 import memory_pb2_grpc
+from service_kit.identity import Identity, outgoing_metadata
+from tests.support.gateway_stack import SERVICE_TOKEN, new_user
+
+
+@pytest.fixture
+async def stub(memory_server: MemoryServer) -> AsyncIterator[memory_pb2_grpc.MemoryServiceStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{memory_server.port}") as channel:
+        yield memory_pb2_grpc.MemoryServiceStub(channel)
+
+
+def caller(user: str) -> tuple[tuple[str, str], ...]:
+    return outgoing_metadata(Identity(user), SERVICE_TOKEN)
+
+
+def upserts() -> float:
+    for family in metrics.STORE_SECONDS.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_count") and sample.labels.get("operation") == "upsert":
+                return sample.value
+    return 0.0
+
+
+async def test_a_batch_is_embedded_and_written_once(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+) -> None:
+    user = new_user()
+    items = [
+        pb.SaveItem(text=f"note number {n} about gardening", message_id=f"g{n}") for n in range(40)
+    ]
+    before = upserts()
+    reply = await stub.SaveMemories(pb.SaveMemoriesRequest(items=items), metadata=caller(user))
+    assert upserts() - before == 1
+    assert [r.status for r in reply.results] == [pb.SAVE_STATUS_STORED] * 40
+    found = await stub.Search(
+        pb.SearchRequest(query="note number 7 about gardening", top_k=1), metadata=caller(user)
+    )
+    assert found.results[0].memory.message_id == "g7"
+
+
+async def test_an_exported_id_is_kept_unless_another_user_has_it(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+) -> None:
+    alice, bob = new_user(), new_user()
+    own = str(uuid.uuid4())
+    item = pb.SaveItem(text="Saved without a message id", id=own)
+    first = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(alice))
+    assert first.results[0].status == pb.SAVE_STATUS_STORED
+    assert first.results[0].memory.id == own
+    again = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(alice))
+    assert again.results[0].status == pb.SAVE_STATUS_ALREADY_PRESENT
+
+    taken = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(bob))
+    assert taken.results[0].status == pb.SAVE_STATUS_REFUSED
+    assert taken.results[0].reason == f"id {own} is taken"
+    mine = await stub.GetMemory(pb.GetMemoryRequest(id=own), metadata=caller(alice))
+    assert mine.user_id == alice and mine.text == "Saved without a message id"
+
+
+async def test_unreadable_items_are_refused_alone_and_oversized_batches_whole(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+) -> None:
+    user = new_user()
+    items = [
+        pb.SaveItem(text="fine", message_id="ok"),
+        pb.SaveItem(text="odd kind", kind=7),  # type: ignore[arg-type]
+        pb.SaveItem(text="not a uuid", id="not-a-uuid"),
+        pb.SaveItem(text="an answer naming nothing", kind=pb.MEMORY_KIND_RESPONSE),
+    ]
+    reply = await stub.SaveMemories(pb.SaveMemoriesRequest(items=items), metadata=caller(user))
+    assert [r.status for r in reply.results] == [
+        pb.SAVE_STATUS_STORED,
+        pb.SAVE_STATUS_REFUSED,
+        pb.SAVE_STATUS_REFUSED,
+        pb.SAVE_STATUS_REFUSED,
+    ]
+    assert [r.reason for r in reply.results[1:]] == [
+        "unknown memory kind 7",
+        "id 'not-a-uuid' is not a UUID",
+        "a response names its prompt: prompt_id or prompt_message_id",
+    ]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.SaveMemories(
+            pb.SaveMemoriesRequest(items=[pb.SaveItem(text="x")] * 257), metadata=caller(user)
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at most 256 items" in (refused.value.details() or "")
