@@ -570,6 +570,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
     assert set(spec["paths"]) == {
         "/save-prompt",
         "/save-response",
+        "/memories/batch",
         "/search",
         "/context",
         "/chat",
