@@ -99,3 +99,28 @@ async def test_unreadable_items_are_refused_alone_and_oversized_batches_whole(
         )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "at most 256 items" in (refused.value.details() or "")
+
+
+async def test_without_message_ids_the_same_text_is_one_memory_unless_it_was_edited(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+) -> None:
+    user = new_user()
+    text = pb.SaveItem(text="Remember the spare key is under the mat")
+    first = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[text]), metadata=caller(user))
+    again = await stub.SaveMemories(
+        pb.SaveMemoriesRequest(items=[text, text]), metadata=caller(user)
+    )
+    original = first.results[0].memory.id
+    assert [r.status for r in again.results] == [pb.SAVE_STATUS_ALREADY_PRESENT] * 2
+    assert {r.memory.id for r in again.results} == {original}
+
+    await stub.UpdateMemory(
+        pb.UpdateMemoryRequest(id=original, text="The spare key moved to the neighbour"),
+        metadata=caller(user),
+    )
+    after_edit = await stub.SaveMemories(
+        pb.SaveMemoriesRequest(items=[text]), metadata=caller(user)
+    )
+    assert after_edit.results[0].status == pb.SAVE_STATUS_STORED
+    assert after_edit.results[0].memory.id != original
+    assert after_edit.results[0].memory.text == text.text
