@@ -109,9 +109,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         path_body_bytes={saves.BATCH_PATH: settings.max_batch_body_bytes},
     )
-    app.add_middleware(
-        UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS, bulk=BULK_PATHS
-    )
+    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS, bulk=BULK_PATHS)
     app.add_middleware(
         AuthMiddleware,
         verifier=verifier,
