@@ -1,0 +1,65 @@
+"""Fixtures of the browser tests: the dashboard in a real Chromium (Debian's, driven by
+Playwright) against the real stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.support.browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Stack,
+    Watched,
+    free_port,
+    start_gateway,
+    start_memory,
+    watch,
+)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    memory_port = free_port()
+    memory = start_memory(memory_port, tmp_path_factory.mktemp("memory-data"))
+    gateway = None
+    try:
+        gateway, url = start_gateway(f"127.0.0.1:{memory_port}")
+        yield Stack(url, f"127.0.0.1:{memory_port}")
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        memory.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def watched(browser: Browser, stack: Stack) -> Iterator[Watched]:
+    yield from watch(browser, stack.url)
+
+
+@pytest.fixture
+def phone(browser: Browser, stack: Stack) -> Iterator[Watched]:
+    yield from watch(browser, stack.url, viewport={"width": 360, "height": 740}, is_mobile=True)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-screenshot",
+        action="store_true",
+        help="write docs/dashboard.png, the screenshot of the dashboard the README shows",
+    )
