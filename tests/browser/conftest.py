@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from tests.support.browser import (
+    ANON_KEY,
     CHROMIUM,
     CHROMIUM_ARGS,
     Stack,
@@ -18,6 +19,7 @@ from tests.support.browser import (
     start_memory,
     watch,
 )
+from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
 
 
 @pytest.fixture(scope="session")
@@ -49,12 +51,14 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def watched(browser: Browser, stack: Stack) -> Iterator[Watched]:
-    yield from watch(browser, stack.url)
+    with watch(browser, stack.url) as watched:
+        yield watched
 
 
 @pytest.fixture
 def phone(browser: Browser, stack: Stack) -> Iterator[Watched]:
-    yield from watch(browser, stack.url, viewport={"width": 360, "height": 740}, is_mobile=True)
+    with watch(browser, stack.url, viewport={"width": 360, "height": 740}, is_mobile=True) as page:
+        yield page
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -63,3 +67,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="write docs/dashboard.png, the screenshot of the dashboard the README shows",
     )
+
+
+@pytest.fixture(scope="module")
+def supabase_stack(stack: Stack) -> Iterator[tuple[Stack, SupabaseAuthStandIn]]:
+    """A second gateway, on the same memory service, configured for Supabase sign-in."""
+    auth = SupabaseAuthStandIn().start()
+    gateway = None
+    try:
+        gateway, url = start_gateway(
+            stack.memory_addr, supabase_url=auth.url, supabase_anon_key=ANON_KEY
+        )
+        yield Stack(url, stack.memory_addr), auth
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        auth.stop()

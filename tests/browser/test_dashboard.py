@@ -8,18 +8,26 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
+from gateway.importer import read_export
 from tests.support.browser import (
+    ANON_KEY,
     SCREENSHOT,
     Stack,
     Watched,
     expired_token,
     forged_token,
+    token,
+    watch,
 )
+from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
+
+EXPORTS = Path(__file__).resolve().parents[1] / "data" / "exports"
 
 
 def user() -> str:
@@ -289,7 +297,22 @@ def test_api_docs_render_offline_with_the_bearer_scheme(stack: Stack, watched: W
     operations = page.locator(".opblock")
     expect(operations.first).to_be_visible()
     assert operations.count() >= 10
-    expect(page.get_by_role("button", name="Authorize")).to_be_visible()
+
+    # The bearer scheme works from the Authorize button: a tried-out call is authenticated.
+    me = user()
+    with stack.client(me) as mine:
+        save_exchange(mine, "Swagger UI can call me", "Yes.")
+    page.get_by_role("button", name="Authorize").first.click()
+    expect(page.get_by_role("heading", name="bearer (http, Bearer)")).to_be_visible()
+    page.get_by_role("textbox", name="auth-bearer-value").fill(token(me))
+    page.get_by_role("button", name="Apply credentials").click()
+    page.get_by_role("button", name="Close", exact=True).click()
+    listing = page.locator("#operations-memories-list_memories_memories_get")
+    listing.locator(".opblock-summary").click()
+    listing.get_by_role("button", name="Try it out").click()
+    listing.get_by_role("button", name="Execute").click()
+    expect(listing.locator(".live-responses-table td.response-col_status").last).to_have_text("200")
+    expect(listing.locator(".live-responses-table")).to_contain_text("Swagger UI can call me")
 
     page.goto(f"{stack.url}/redoc")
     expect(page.get_by_text("/save-prompt").first).to_be_attached()
@@ -336,4 +359,61 @@ def test_screenshot_of_the_dashboard(
     if request.config.getoption("--update-screenshot", default=False):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copyfile(shot, SCREENSHOT)
+    watched.assert_clean()
+
+
+def test_supabase_email_sign_in_comes_back_signed_in(
+    browser: Browser, supabase_stack: tuple[Stack, SupabaseAuthStandIn]
+) -> None:
+    stack, auth = supabase_stack
+    me = user()
+    with stack.client(me) as mine:
+        save_exchange(mine, "Remember the Supabase project ref", "It is in the dashboard URL.")
+    with watch(browser, stack.url) as watched:
+        watched.origins.add(auth.url)
+        page = watched.page
+        page.goto(f"{stack.url}/app/")
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        page.get_by_label("Email").fill("person@example.test")
+        page.get_by_role("button", name="Send me a sign-in link").click()
+        expect(page.get_by_text("Check your inbox")).to_be_visible()
+
+        [sent] = auth.otp_requests
+        assert sent.api_key == ANON_KEY
+        assert sent.body == {"email": "person@example.test", "create_user": True}
+        redirect = parse_qs(sent.query)["redirect_to"]
+        assert redirect == [f"{stack.url}/app/"]
+        # What the link in the email does: Supabase redirects with the session in the fragment.
+        page.goto(
+            f"{redirect[0]}#access_token={token(me)}&expires_in=3600"
+            "&refresh_token=r&token_type=bearer&type=magiclink"
+        )
+        expect(card_with(page, "Supabase project ref")).to_have_count(1)
+        assert page.url == f"{stack.url}/app/"
+        watched.assert_clean()
+
+
+def test_the_page_reads_exports_as_the_cli_importer_does(stack: Stack, watched: Watched) -> None:
+    page = watched.page
+    page.goto(f"{stack.url}/app/")
+    for name in ("chatgpt-conversations.json", "claude-conversations.json"):
+        path = EXPORTS / name
+        parsed = page.evaluate(
+            "async (text) => (await import('/app/imports.js')).itemsFromFile(text)",
+            path.read_text(),
+        )
+        expected = []
+        for conversation in read_export(path):
+            for exchange in conversation.exchanges():
+                expected.append(("prompt", exchange.prompt.text, exchange.prompt.id))
+                if exchange.answer is not None:
+                    expected.append(("response", exchange.answer.text, exchange.answer.id))
+        got = [
+            ("prompt", item["prompt"], item["message_id"])
+            if "prompt" in item
+            else ("response", item["response"], item["response_message_id"])
+            for item in parsed["items"]
+        ]
+        assert got == expected, name
+        assert all(item["provider"] == name.split("-")[0] for item in parsed["items"])
     watched.assert_clean()

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,8 @@ CHROMIUM_ARGS = [
 SERVICE_TOKEN = "browser-tests-service-token"
 HS_SECRET = "browser-tests-hs256-secret-0123456789abcdef"
 ISSUER = "memory-layer-local"
-ADMIN = "dashboard-admin"
+# Supabase's anon key is public by design; the page sends it to the auth server.
+ANON_KEY = "browser-tests-anon-key"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
 
@@ -175,6 +177,7 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+@contextmanager
 def watch(browser: Browser, stack_url: str, **context_options: Any) -> Iterator[Watched]:
     context = browser.new_context(accept_downloads=True, **context_options)
     page = context.new_page()
