@@ -14,11 +14,11 @@ from tests.support.browser import (
     CHROMIUM_ARGS,
     Stack,
     Watched,
-    free_port,
     start_gateway,
     start_memory,
     watch,
 )
+from tests.support.ports import free_port
 from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
 
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from gateway.importer import read_export
+from gateway.importing import read_export
 from tests.support.browser import (
     ANON_KEY,
     SCREENSHOT,

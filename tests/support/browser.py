@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from jose import jwt
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
 from gateway.tokens import mint_token
+from tests.support.ports import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -39,12 +39,6 @@ ISSUER = "memory-layer-local"
 ANON_KEY = "browser-tests-anon-key"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def token(user: str, *, ttl_seconds: int = 3600, admin: bool = False) -> str:
