@@ -289,6 +289,11 @@ def test_the_dashboard_is_served_with_a_strict_content_security_policy(stack: St
         assert directives["connect-src"] == "'self'"
         assert directives["frame-ancestors"] == "'none'"
     assert httpx.get(f"{stack.url}/app").headers["location"].endswith("/app/")
+    # Without Supabase sign-in configured the page is told nothing about it.
+    assert httpx.get(f"{stack.url}/app/config.json").json() == {
+        "supabase_url": None,
+        "supabase_anon_key": None,
+    }
 
 
 def test_api_docs_render_offline_with_the_bearer_scheme(stack: Stack, watched: Watched) -> None:
@@ -366,6 +371,12 @@ def test_supabase_email_sign_in_comes_back_signed_in(
     browser: Browser, supabase_stack: tuple[Stack, SupabaseAuthStandIn]
 ) -> None:
     stack, auth = supabase_stack
+    policy = httpx.get(f"{stack.url}/app/").headers["content-security-policy"]
+    assert f"connect-src 'self' {auth.url};" in policy
+    assert httpx.get(f"{stack.url}/app/config.json").json() == {
+        "supabase_url": auth.url,
+        "supabase_anon_key": ANON_KEY,
+    }
     me = user()
     with stack.client(me) as mine:
         save_exchange(mine, "Remember the Supabase project ref", "It is in the dashboard URL.")

@@ -156,6 +156,10 @@ function card(memory, { score } = {}) {
   time.dateTime = memory.created_at;
   time.textContent = dateFormat.format(new Date(memory.created_at));
   if (score !== undefined) article.querySelector(".score").textContent = `score ${score.toFixed(2)}`;
+  if (memory.updated_at) {
+    time.title = `Edited ${dateFormat.format(new Date(memory.updated_at))}`;
+    time.after(" (edited)");
+  }
   article.querySelector(".text").textContent = memory.text;
   article.querySelector(".edit").addEventListener("click", () => edit(article, memory.id));
   article.querySelector(".delete").addEventListener("click", () => remove(memory.id));
@@ -405,6 +409,8 @@ async function importFile(event) {
   const status = $("import-status");
   const progress = $("import-progress");
   if (!file) return;
+  status.textContent = `Reading ${file.name}…`;
+  progress.hidden = true;
   let parsed;
   try {
     parsed = itemsFromFile(await file.text());
