@@ -106,6 +106,26 @@ def test_an_expired_or_refused_token_sends_the_person_back_to_sign_in(
     assert watched.foreign == []
 
 
+def test_the_timeline_pages_newest_first_until_all_are_shown(
+    stack: Stack, watched: Watched
+) -> None:
+    me = user()
+    with stack.client(me) as mine:
+        for n in range(57):
+            saved = mine.post("/save-prompt", json={"prompt": f"Numbered note {n:02d}"})
+            assert saved.status_code == 200, saved.text
+    page = watched.page
+    page.goto(stack.sign_in_url(me))
+    expect(page.get_by_text("50 memories shown.")).to_be_visible()
+    # Scrolling to the end of the list loads the next page.
+    page.get_by_role("button", name="Load more").scroll_into_view_if_needed()
+    expect(page.get_by_text("57 memories shown, that is all of them.")).to_be_visible()
+    texts = cards(page).locator(".text").all_inner_texts()
+    assert texts == [f"Numbered note {n:02d}" for n in reversed(range(57))]
+    expect(page.get_by_role("button", name="Load more")).to_be_hidden()
+    watched.assert_clean()
+
+
 def test_search_finds_a_memory_by_a_word_in_it_with_its_score(
     stack: Stack, watched: Watched
 ) -> None:
