@@ -156,6 +156,44 @@ def test_search_finds_a_memory_by_a_word_in_it_with_its_score(
     watched.assert_clean()
 
 
+def test_edit_changes_a_memory_and_search_finds_the_new_text(
+    stack: Stack, watched: Watched
+) -> None:
+    me = user()
+    with stack.client(me) as mine:
+        edited = save_exchange(mine, "My gym locker is number 118", "Noted.")
+        page = watched.page
+        page.goto(stack.sign_in_url(me))
+        card = card_with(page, "locker is number 118")
+        expect(card).to_have_count(1)
+
+        card.get_by_role("button", name="Edit").click()
+        editor = page.get_by_label("Edit text")
+        expect(editor).to_be_focused()
+        editor.fill("My gym locker is number 242 since March")
+        page.get_by_role("button", name="Save").click()
+
+        expect(card_with(page, "number 242 since March")).to_have_count(1)
+        expect(card_with(page, "number 118")).to_have_count(0)
+        assert mine.get(f"/memories/{edited}").json()["text"] == (
+            "My gym locker is number 242 since March"
+        )
+        # Cancel leaves the text alone.
+        card = card_with(page, "number 242")
+        card.get_by_role("button", name="Edit").click()
+        page.get_by_label("Edit text").fill("Something else entirely")
+        page.get_by_role("button", name="Cancel").click()
+        expect(card.locator(".text")).to_have_text("My gym locker is number 242 since March")
+        assert "242" in mine.get(f"/memories/{edited}").json()["text"]
+
+        page.get_by_role("searchbox").fill("March")
+        page.get_by_label("Mode").select_option("keyword")
+        page.get_by_role("button", name="Search", exact=True).click()
+        results = page.get_by_role("list", name="Search results").get_by_role("article")
+        expect(results.first).to_contain_text("number 242 since March")
+    watched.assert_clean()
+
+
 def test_delete_removes_a_memory_after_confirmation(stack: Stack, watched: Watched) -> None:
     me = user()
     with stack.client(me) as mine:
