@@ -399,10 +399,6 @@ async function exportAll() {
   status.textContent = `Exported ${lines} memories.`;
 }
 
-function refused(result) {
-  return Boolean(result.error || result.reason || result.detail) || result.status === "refused";
-}
-
 async function importFile(event) {
   event.preventDefault();
   const file = $("import-file").files[0];
@@ -424,6 +420,7 @@ async function importFile(event) {
   progress.hidden = false;
   let stored = 0;
   let refusedCount = 0;
+  const reasons = new Set();
   for (let start = 0; start < items.length; start += BATCH_SIZE) {
     const batch = items.slice(start, start + BATCH_SIZE);
     let response;
@@ -439,15 +436,20 @@ async function importFile(event) {
       return;
     }
     const { results } = await response.json();
+    // Each item is stored, already present (an earlier import) or refused with its reason.
     for (const result of results) {
-      if (refused(result)) refusedCount += 1;
-      else stored += 1;
+      if (result.status === "refused") {
+        refusedCount += 1;
+        if (result.reason) reasons.add(result.reason);
+      } else {
+        stored += 1;
+      }
     }
     progress.value = start + batch.length;
     status.textContent = `Imported ${start + batch.length} of ${items.length} messages…`;
   }
   const notes = [];
-  if (refusedCount) notes.push(`${refusedCount} refused`);
+  if (refusedCount) notes.push(`${refusedCount} refused (${[...reasons].join("; ")})`);
   if (skipped.length) notes.push(`${skipped.length} skipped (${[...new Set(skipped)].join(", ")})`);
   status.textContent = `Imported ${stored} of ${items.length} messages${notes.length ? `; ${notes.join("; ")}` : ""}.`;
   await resetTimeline();
