@@ -163,8 +163,9 @@ function withTime(item, createdAt) {
   return item;
 }
 
-// Our own export: one memory per line. An answer names its prompt by the prompt's memory id,
-// which is not the id the prompt gets in another account, so it is linked by message id.
+// Our own export: one memory per line, an answer possibly before its prompt, so prompts go
+// first. An answer names its prompt by the prompt's client message id, which holds in any
+// account; a memory without one brings its old id, kept if it is free.
 function fromNdjson(text) {
   const memories = [];
   text.split("\n").forEach((line, n) => {
@@ -180,33 +181,39 @@ function fromNdjson(text) {
     }
     memories.push(memory);
   });
-  const clientId = (memory) => memory.message_id || memory.id;
-  const prompts = new Map(memories.filter((m) => m.kind === "prompt").map((m) => [m.id, m]));
   const items = [];
   const skipped = [];
-  const common = (memory) => {
-    const item = { provider: memory.provider || "chatgpt" };
-    if (memory.conversation_id) item.conversation_id = memory.conversation_id;
-    if (memory.url) item.url = memory.url;
+  const promptMessageIds = new Map();
+  const exported = (memory) => {
+    const item = { [memory.kind === "prompt" ? "prompt" : "response"]: memory.text };
+    for (const name of ["provider", "conversation_id", "url"]) {
+      if (memory[name]) item[name] = memory[name];
+    }
     if (memory.metadata && Object.keys(memory.metadata).length) item.metadata = memory.metadata;
-    return withTime(item, memory.created_at);
+    if (typeof memory.created_at === "string") item.created_at = memory.created_at;
+    if (memory.message_id) {
+      item[memory.kind === "prompt" ? "message_id" : "response_message_id"] = memory.message_id;
+    } else if (typeof memory.id === "string") {
+      item.id = memory.id;
+    }
+    return item;
   };
-  for (const memory of prompts.values()) {
-    items.push({ prompt: memory.text, message_id: clientId(memory), ...common(memory) });
+  for (const memory of memories) {
+    if (memory.kind !== "prompt") continue;
+    const item = exported(memory);
+    if (item.message_id) promptMessageIds.set(memory.id, item.message_id);
+    items.push(item);
   }
   for (const memory of memories) {
     if (memory.kind !== "response") continue;
-    const prompt = prompts.get(memory.prompt_id);
-    if (!prompt) {
-      skipped.push("an answer whose prompt is not in the file");
+    if (!memory.prompt_id) {
+      skipped.push("an answer whose prompt is not in the export");
       continue;
     }
-    items.push({
-      response: memory.text,
-      message_id: clientId(prompt),
-      response_message_id: clientId(memory),
-      ...common(memory),
-    });
+    const item = exported(memory);
+    if (promptMessageIds.has(memory.prompt_id)) item.message_id = promptMessageIds.get(memory.prompt_id);
+    else item.prompt_id = memory.prompt_id;
+    items.push(item);
   }
   return { items, skipped };
 }
