@@ -22,7 +22,7 @@ from tests.support.ports import free_port
 from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     memory_port = free_port()
     memory = start_memory(memory_port, tmp_path_factory.mktemp("memory-data"))
@@ -36,13 +36,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         memory.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: while Playwright's sync API runs, its event loop is the thread's running
+# loop, which the async tests of later modules could not start theirs under.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as running:
         yield running
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
