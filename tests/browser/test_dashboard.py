@@ -366,7 +366,7 @@ def test_api_docs_render_offline_with_the_bearer_scheme(stack: Stack, watched: W
     with stack.client(me) as mine:
         save_exchange(mine, "Swagger UI can call me", "Yes.")
     page.get_by_role("button", name="Authorize").first.click()
-    expect(page.get_by_role("heading", name="bearer (http, Bearer)")).to_be_visible()
+    expect(page.get_by_role("heading", name="SupabaseBearer (http, Bearer)")).to_be_visible()
     page.get_by_role("textbox", name="auth-bearer-value").fill(token(me))
     page.get_by_role("button", name="Apply credentials").click()
     page.get_by_role("button", name="Close", exact=True).click()

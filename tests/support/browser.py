@@ -115,6 +115,7 @@ def start_gateway(memory_addr: str, **settings: str) -> tuple[Process, str]:
             "GATEWAY_RATE_LIMIT_IP": "100000/minute",
             "GATEWAY_RATE_LIMIT_USER": "100000/minute",
             "GATEWAY_LOG_LEVEL": "WARNING",
+            "GATEWAY_METRICS_PORT": "-1",
             **{f"GATEWAY_{k.upper()}": v for k, v in settings.items()},
         }
     )
