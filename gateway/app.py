@@ -12,6 +12,8 @@ from gateway.auth import AuthMiddleware, JwksCache, TokenVerifier
 from gateway.clients import ChatClient, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.cors import OriginListCors
+from gateway.dashboard import mount_dashboard
+from gateway.docs import DOCS_ASSETS, create_documented_app
 from gateway.errors import install_error_handlers
 from gateway.mcp_http import (
     MCP_PATH,
@@ -32,9 +34,12 @@ PUBLIC_PATHS = PROBES | {
     "/docs/oauth2-redirect",
     "/redoc",
     "/openapi.json",
+    "/app",
     PROTECTED_RESOURCE_PATH,
     PROTECTED_RESOURCE_PATH + MCP_PATH,
 }
+# The dashboard's files and the docs' scripts; the page signs in once loaded.
+PUBLIC_PREFIXES = ("/app/", f"{DOCS_ASSETS}/")
 EXPOSED_HEADERS = [
     "Retry-After",
     "RateLimit-Limit",
@@ -87,7 +92,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             if jwks is not None:
                 await jwks.close()
 
-    app = FastAPI(
+    app = create_documented_app(
         title="Memory Layer",
         summary="Memories of your AI chats: save, search, build context, chat with them.",
         version="0.1.0",
@@ -100,6 +105,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     for module in (saves, search, chat, memories, admin, health, well_known):
         app.include_router(module.router)
     mcp_sessions = mount_mcp(app, mcp_server, settings)
+    mount_dashboard(app, settings)
 
     # add_middleware wraps what is already there, so the last added runs first: CORS, the
     # MCP Origin check, authentication (with the per-address limit for requests without a
@@ -117,6 +123,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         limits=limits,
         probes=PROBES,
         challenge=challenge_for(settings),
+        public_prefixes=PUBLIC_PREFIXES,
     )
     app.add_middleware(McpOriginGuard, settings=settings)
     app.add_middleware(

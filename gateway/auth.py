@@ -365,7 +365,8 @@ def plain_bearer(scope: Scope) -> str:
 
 
 class AuthMiddleware:
-    """Every path outside `public` needs a valid token; the identity goes into scope state.
+    """Every path outside `public` (exact) and `public_prefixes` needs a valid token; the
+    identity goes into scope state.
 
     A request without a valid identity counts against its address's budget (a signed-in
     request counts against its user's, later), so a flood from one address without a
@@ -382,6 +383,7 @@ class AuthMiddleware:
         limits: RateLimits,
         probes: frozenset[str],
         challenge: Challenge = plain_bearer,
+        public_prefixes: tuple[str, ...] = (),
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -389,11 +391,12 @@ class AuthMiddleware:
         self.limits = limits
         self.probes = probes
         self.challenge = challenge
+        self.public_prefixes = public_prefixes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probes:
             return await self.app(scope, receive, send)
-        public = scope["path"] in self.public
+        public = scope["path"] in self.public or scope["path"].startswith(self.public_prefixes)
         if not public:
             try:
                 token = bearer_token(Headers(scope=scope).get("authorization"))

@@ -55,6 +55,9 @@ class GatewaySettings(BaseSettings):
 
     # Supabase project URL: ES256/RS256 tokens verified against its JWKS.
     supabase_url: str | None = None
+    # Supabase's public "anon" key: with supabase_url set, the dashboard offers sign-in by
+    # email link through the project's auth server.
+    supabase_anon_key: str | None = None
     # Legacy HS256 secret (Supabase's JWT secret, or the one `memory-layer up` generates).
     supabase_jwt_secret: SecretStr | None = None
     # Expected `iss`; unset: `<supabase_url>/auth/v1`.

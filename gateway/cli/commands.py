@@ -1,5 +1,6 @@
-"""The `memory-layer` command: run the whole stack locally, mint development tokens, import
-exports and export memories, bridge desktop apps' MCP over stdio to a gateway."""
+"""The `memory-layer` command: run the whole stack locally, mint development tokens, open the
+dashboard signed in, import exports and export memories, bridge desktop apps' MCP over stdio
+to a gateway."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import hashlib
 import json
 import os
 import time
+import webbrowser
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +67,9 @@ app = typer.Typer(
 # No wrapping: the printed commands must stay copy-pasteable.
 console = Console(stderr=True, soft_wrap=True)
 
+
+# Whose dashboard `up` links to and `open` opens when no --user is given.
+DEFAULT_DASHBOARD_USER = "me"
 
 DataDir = Annotated[
     Path,
@@ -126,8 +131,14 @@ def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_pro
             "CHAT_LLM_PROVIDER, CHAT_LLM_MODEL and CHAT_LLM_API_KEY for a language model."
         )
     if supabase:
+        console.print(f"Dashboard:    {url}/app/ (sign in with your Supabase account)")
         console.print("Tokens: Supabase access tokens of your project (GATEWAY_SUPABASE_URL).")
     else:
+        auth = load_or_create_local_auth(data_dir)
+        link = dashboard_link(
+            url, mint_token(auth.jwt_secret, DEFAULT_DASHBOARD_USER, issuer=auth.issuer)
+        )
+        console.print(f"Dashboard:    {link}")
         token_command = f"memory-layer token --user alice --data-dir {data_dir}"
         console.print(f"Get a token:  [bold]export TOKEN=$({token_command})[/bold]")
         console.print(
@@ -155,6 +166,36 @@ def token(
         raise typer.Exit(1)
     auth = load_or_create_local_auth(data_dir.resolve())
     typer.echo(mint_token(auth.jwt_secret, user, issuer=auth.issuer, ttl_seconds=ttl, admin=admin))
+
+
+def dashboard_link(url: str, access_token: str) -> str:
+    """The page reads the token from the fragment, which browsers never send to a server."""
+    return f"{url.rstrip('/')}/app/#access_token={access_token}"
+
+
+@app.command("open")
+def open_dashboard(
+    user: Annotated[
+        str, typer.Option("--user", help="Whose memories (a local token for this user id).")
+    ] = DEFAULT_DASHBOARD_USER,
+    url: Annotated[str, typer.Option(help="The gateway.")] = "http://127.0.0.1:8080",
+    data_dir: DataDir = Path("data"),
+    admin: Annotated[bool, typer.Option(help="Sign in with the admin role.")] = False,
+) -> None:
+    """Open the dashboard in the default browser, signed in as USER (local mode)."""
+    path = local_auth_path(data_dir.resolve())
+    if not path.exists():
+        console.print(
+            f"No local secret at {path}; run `memory-layer up` with this --data-dir, "
+            f"or sign in with Supabase at {url.rstrip('/')}/app/."
+        )
+        raise typer.Exit(1)
+    auth = load_or_create_local_auth(data_dir.resolve())
+    link = dashboard_link(url, mint_token(auth.jwt_secret, user, issuer=auth.issuer, admin=admin))
+    if not webbrowser.open(link):
+        console.print(f"No browser could be started; open this link:\n{link}")
+        raise typer.Exit(1)
+    console.print(f"Opened the dashboard for {user} at {url.rstrip('/')}/app/.")
 
 
 Url = Annotated[str, typer.Option(help="The gateway.")]

@@ -58,7 +58,8 @@ async def list_memories(
     created_after: datetime | None = None,
     created_before: datetime | None = None,
 ) -> MemoryPage:
-    """One page of the caller's memories; pass `next_cursor` back as `cursor` for the next."""
+    """One page of the caller's memories, newest first; pass `next_cursor` back as `cursor`
+    for the next."""
     filters = _filters(provider, conversation_id, kind, created_after, created_before)
     return await memory.list(caller, limit, cursor, filters)
 

@@ -38,13 +38,15 @@ from memory_service.store.base import (
     StoreError,
     candidate,
     decode_cursor,
-    encode_cursor,
     from_payload,
     memory_conditions,
+    newest_first_page,
     prefetch_limit,
+    scroll_window,
     stored_or_own,
     tenant_conditions,
     to_payload,
+    with_created_at,
 )
 
 MANIFEST = "memory-layer.json"
@@ -515,16 +517,18 @@ class EdgeMemoryStore(MemoryStore):
     async def scroll(
         self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
     ) -> tuple[list[Memory], str | None]:
-        offset = decode_cursor(cursor) if cursor else None
+        position = decode_cursor(cursor) if cursor else None
+        start, window = scroll_window(limit, position)
         request = qe.ScrollRequest(
-            offset=offset,
-            limit=limit,
+            limit=window,
             filter=_filter(tenant_conditions(user_id, filters)),
             with_payload=True,
+            order_by=qe.OrderBy("created_at", qe.Direction.Desc, start),
         )
-        records, next_offset = await self._run(self.shard.scroll, request)
-        memories = [from_payload(r.id, r.payload or {}) for r in records]
-        return memories, (encode_cursor(next_offset) if next_offset is not None else None)
+        records, _ = await self._run(self.shard.scroll, request)
+        return newest_first_page(
+            [with_created_at(r.id, r.payload or {}) for r in records], limit, position
+        )
 
     async def count(self, user_id: str | None = None) -> int:
         flt = _filter(tenant_conditions(user_id)) if user_id is not None else None

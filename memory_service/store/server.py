@@ -32,13 +32,15 @@ from memory_service.store.base import (
     StoreUnavailableError,
     candidate,
     decode_cursor,
-    encode_cursor,
     from_payload,
     memory_conditions,
+    newest_first_page,
     prefetch_limit,
+    scroll_window,
     stored_or_own,
     tenant_conditions,
     to_payload,
+    with_created_at,
 )
 
 
@@ -311,16 +313,20 @@ class ServerMemoryStore(MemoryStore):
     async def scroll(
         self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
     ) -> tuple[list[Memory], str | None]:
-        offset = decode_cursor(cursor) if cursor else None
-        records, next_offset = await self.client.scroll(
+        position = decode_cursor(cursor) if cursor else None
+        start, window = scroll_window(limit, position)
+        records, _ = await self.client.scroll(
             self.name,
             scroll_filter=_filter(tenant_conditions(user_id, filters)),
-            limit=limit,
-            offset=offset,
+            limit=window,
             with_payload=True,
+            order_by=models.OrderBy(
+                key="created_at", direction=models.Direction.DESC, start_from=start
+            ),
         )
-        memories = [from_payload(r.id, r.payload or {}) for r in records]
-        return memories, (encode_cursor(next_offset) if next_offset is not None else None)
+        return newest_first_page(
+            [with_created_at(r.id, r.payload or {}) for r in records], limit, position
+        )
 
     @_translated
     async def count(self, user_id: str | None = None) -> int:

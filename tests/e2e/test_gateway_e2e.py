@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import stat
@@ -257,6 +258,15 @@ async def test_a_desktop_app_reaches_its_memories_through_the_stdio_bridge(stack
     with client(stack, "gina") as gina, client(stack, "alice") as alice:
         assert gina.get(f"/memories/{saved['id']}").json() == saved
         assert alice.get(f"/memories/{saved['id']}").status_code == 404
+
+
+def test_up_prints_a_dashboard_link_that_signs_in(stack: Stack) -> None:
+    [link] = re.findall(r"Dashboard: +(\S+)", stack.printed)
+    page, _, access_token = link.partition("#access_token=")
+    assert page == f"{stack.url}/app/"
+    assert httpx.get(page).status_code == 200
+    listed = httpx.get(f"{stack.url}/memories", headers={"Authorization": f"Bearer {access_token}"})
+    assert listed.status_code == 200, listed.text
 
 
 def test_ctrl_c_stops_every_service(stack: Stack) -> None:

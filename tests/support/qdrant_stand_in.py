@@ -61,6 +61,7 @@ def _scroll(engine: QdrantClient, name: str, body: Any) -> models.ScrollResult:
         scroll_filter=request.filter,
         limit=request.limit or 10,
         offset=request.offset,
+        order_by=request.order_by,
         with_payload=request.with_payload if request.with_payload is not None else True,
         with_vectors=request.with_vector or False,
     )

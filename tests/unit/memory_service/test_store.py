@@ -252,9 +252,10 @@ async def test_filters_narrow_results(store: MemoryStore) -> None:
     assert await ids(SearchFilters(kind=MemoryKind.RESPONSE)) == {answer.memory.id}
 
 
-async def test_scroll_pages_cover_everything_once(store: MemoryStore) -> None:
-    points = [point("u", f"note {i}", i) for i in range(7)]
-    await store.upsert([*points, point("other", "not mine", 0)])
+async def test_scroll_pages_newest_first_and_cover_everything_once(store: MemoryStore) -> None:
+    now = datetime.now(UTC)
+    points = [point("u", f"note {i}", i, created=now - timedelta(minutes=i)) for i in range(7)]
+    await store.upsert([*reversed(points), point("other", "not mine", 0, created=now)])
     seen: list[str] = []
     cursor: str | None = None
     pages = 0
@@ -265,9 +266,30 @@ async def test_scroll_pages_cover_everything_once(store: MemoryStore) -> None:
         if cursor is None:
             break
     assert pages == 3
-    assert sorted(seen) == sorted(p.memory.id for p in points)
+    assert seen == [p.memory.id for p in points]
     with pytest.raises(ValueError, match="malformed cursor"):
         await store.scroll("u", SearchFilters(), 3, "not-a-cursor!")
+
+
+async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -> None:
+    # A batch import can give many memories the same creation time; paging through them
+    # must neither repeat nor drop any.
+    same = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
+    newer = point("u", "newer", 0, created=same + timedelta(seconds=1))
+    tied = [point("u", f"tied {i}", i, created=same) for i in range(5)]
+    older = point("u", "older", 1, created=same - timedelta(seconds=1))
+    await store.upsert([older, *tied, newer])
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await store.scroll("u", SearchFilters(), 2, cursor)
+        assert page
+        seen += [m.id for m in page]
+        if cursor is None:
+            break
+    assert len(seen) == 7
+    assert seen[0] == newer.memory.id and seen[-1] == older.memory.id
+    assert set(seen[1:6]) == {p.memory.id for p in tied}
 
 
 async def test_upsert_same_id_keeps_one_point(store: MemoryStore) -> None:

@@ -1,0 +1,87 @@
+"""Fixtures of the browser tests: the dashboard in a real Chromium (Debian's, driven by
+Playwright) against the real stack."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.support.browser import (
+    ANON_KEY,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Stack,
+    Watched,
+    start_gateway,
+    start_memory,
+    watch,
+)
+from tests.support.ports import free_port
+from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    memory_port = free_port()
+    memory = start_memory(memory_port, tmp_path_factory.mktemp("memory-data"))
+    gateway = None
+    try:
+        gateway, url = start_gateway(f"127.0.0.1:{memory_port}")
+        yield Stack(url, f"127.0.0.1:{memory_port}")
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        memory.stop()
+
+
+# Module scope: while Playwright's sync API runs, its event loop is the thread's running
+# loop, which the async tests of later modules could not start theirs under.
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def watched(browser: Browser, stack: Stack) -> Iterator[Watched]:
+    with watch(browser, stack.url) as watched:
+        yield watched
+
+
+@pytest.fixture
+def phone(browser: Browser, stack: Stack) -> Iterator[Watched]:
+    with watch(browser, stack.url, viewport={"width": 360, "height": 740}, is_mobile=True) as page:
+        yield page
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-screenshot",
+        action="store_true",
+        help="write docs/dashboard.png, the screenshot of the dashboard the README shows",
+    )
+
+
+@pytest.fixture(scope="module")
+def supabase_stack(stack: Stack) -> Iterator[tuple[Stack, SupabaseAuthStandIn]]:
+    """A second gateway, on the same memory service, configured for Supabase sign-in."""
+    auth = SupabaseAuthStandIn().start()
+    gateway = None
+    try:
+        gateway, url = start_gateway(
+            stack.memory_addr, supabase_url=auth.url, supabase_anon_key=ANON_KEY
+        )
+        yield Stack(url, stack.memory_addr), auth
+    finally:
+        if gateway is not None:
+            gateway.stop()
+        auth.stop()

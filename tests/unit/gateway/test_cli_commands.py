@@ -1,0 +1,56 @@
+"""`memory-layer open`: the dashboard opens in the person's browser, signed in by a local
+token in the link's fragment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from jose import jwt
+
+from gateway.cli.local_auth import load_or_create_local_auth
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def run_open(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    opened = tmp_path / "opened.txt"
+    # webbrowser runs $BROWSER with the link in place of %s: a real program, not a patch.
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": f"{browser} %s", "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "open", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result, opened
+
+
+def test_open_opens_the_dashboard_signed_in_as_the_user(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    auth = load_or_create_local_auth(data_dir)
+    result, opened = run_open(
+        tmp_path, "--user", "bob", "--data-dir", str(data_dir), "--url", "http://127.0.0.1:9100/"
+    )
+    assert result.returncode == 0, result.stderr
+    link = opened.read_text()
+    page, _, fragment = link.partition("#access_token=")
+    assert page == "http://127.0.0.1:9100/app/"
+    claims = jwt.decode(fragment, auth.jwt_secret, audience="authenticated", issuer=auth.issuer)
+    assert claims["sub"] == "bob"
+    assert "app_metadata" not in claims
+
+
+def test_open_without_a_local_secret_says_where_to_sign_in(tmp_path: Path) -> None:
+    result, opened = run_open(tmp_path, "--data-dir", str(tmp_path / "nothing-here"))
+    assert result.returncode == 1
+    assert "run `memory-layer up` with this --data-dir" in result.stderr
+    assert "http://127.0.0.1:8080/app/" in result.stderr
+    assert not opened.exists()
