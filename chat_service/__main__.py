@@ -2,23 +2,12 @@
 
 import sys
 
-import uvloop
-from pydantic import ValidationError
-
 from chat_service.server import serve
-from service_kit.settings import describe_settings_error
+from service_kit.grpc_server import run_main
 
 
 def main() -> int:
-    try:
-        uvloop.run(serve())
-    except ValidationError as exc:
-        print(f"chat_service: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:
-        print(f"chat_service: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main("chat_service", serve)
 
 
 if __name__ == "__main__":

@@ -2,24 +2,13 @@
 
 import sys
 
-import uvloop
-from pydantic import ValidationError
-
 from memory_service.server import serve
 from memory_service.store import StoreError
-from service_kit.settings import describe_settings_error
+from service_kit.grpc_server import run_main
 
 
 def main() -> int:
-    try:
-        uvloop.run(serve())
-    except ValidationError as exc:
-        print(f"memory_service: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
-        return 1
-    except (StoreError, RuntimeError) as exc:
-        print(f"memory_service: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main("memory_service", serve, (StoreError, RuntimeError))
 
 
 if __name__ == "__main__":

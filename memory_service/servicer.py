@@ -12,21 +12,20 @@ from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
+from service_kit.grpc_server import Pending
 from service_kit.identity import require_identity
 
 
 class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
     def __init__(self) -> None:
-        self._memories: Memories | None = None
+        self._memories = Pending[Memories]("memory service is starting", StoreUnavailableError)
 
     def ready(self, memories: Memories) -> None:
-        self._memories = memories
+        self._memories.ready(memories)
 
     @property
     def memories(self) -> Memories:
-        if self._memories is None:
-            raise StoreUnavailableError("memory service is starting")
-        return self._memories
+        return self._memories.get()
 
     async def SaveMemory(
         self, request: pb.SaveMemoryRequest, context: grpc.aio.ServicerContext

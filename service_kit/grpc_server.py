@@ -7,24 +7,29 @@ import abc
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
+import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
 
+from service_kit.errors import UnavailableError
 from service_kit.interceptor import ServiceInterceptor
 from service_kit.logs import configure_logging
 from service_kit.metrics import start_metrics
-from service_kit.settings import ServiceSettings
+from service_kit.settings import ServiceSettings, describe_settings_error
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=ServiceSettings)
+T = TypeVar("T")
 
 MAX_RECEIVE_MESSAGE_BYTES = 4 * 1024 * 1024
 
@@ -156,3 +161,39 @@ async def serve(
     spoken = name.replace("_", " ")
     log.info("%s listening on %s:%d", spoken, settings.host, running.port)
     await run_until_signalled(spoken, running.start_serving, running.stop)
+
+
+class Pending(Generic[T]):
+    """What a servicer serves with once startup has built it; until then every RPC fails
+    with `unavailable`, which callers may retry."""
+
+    def __init__(self, message: str, error: type[UnavailableError] = UnavailableError) -> None:
+        self._message = message
+        self._error = error
+        self._value: T | None = None
+
+    def ready(self, value: T) -> None:
+        self._value = value
+
+    def get(self) -> T:
+        if self._value is None:
+            raise self._error(self._message)
+        return self._value
+
+
+def run_main(
+    name: str,
+    serve: Callable[[], Coroutine[object, object, None]],
+    failures: tuple[type[Exception], ...] = (RuntimeError,),
+) -> int:
+    """A service's `python -m` entry: run `serve` and turn bad settings and the startup
+    failures it names into a message on stderr and exit status 1."""
+    try:
+        uvloop.run(serve())
+    except ValidationError as exc:
+        print(f"{name}: invalid settings:\n{describe_settings_error(exc)}", file=sys.stderr)
+        return 1
+    except failures as exc:
+        print(f"{name}: {exc}", file=sys.stderr)
+        return 1
+    return 0

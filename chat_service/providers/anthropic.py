@@ -10,7 +10,7 @@ import httpx
 
 from chat_service.errors import ProviderRateLimitedError, ProviderUnavailableError
 from chat_service.models import Completion, Prompt, Role, StreamEnd, TextDelta, Turn, Usage
-from chat_service.providers.base import StreamEvent, raise_for_status, sse_data, transport_errors
+from chat_service.providers.base import StreamEvent, post_json, sse_stream, transport_errors
 
 API_VERSION = "2023-06-01"
 
@@ -46,12 +46,14 @@ class AnthropicProvider:
         return body
 
     async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
+        body = await post_json(
+            self.name,
+            self.client,
+            self.url,
+            self.payload(prompt, model, max_tokens, False),
+            self.headers,
+        )
         with transport_errors(self.name):
-            response = await self.client.post(
-                self.url, json=self.payload(prompt, model, max_tokens, False), headers=self.headers
-            )
-            await raise_for_status(self.name, response)
-            body = response.json()
             text = "".join(
                 block["text"] for block in body["content"] if block.get("type") == "text"
             )
@@ -72,31 +74,27 @@ class AnthropicProvider:
         input_tokens = output_tokens = 0
         finish_reason = ""
         stopped = False
-        with transport_errors(self.name):
-            async with self.client.stream(
-                "POST", self.url, json=payload, headers=self.headers
-            ) as response:
-                await raise_for_status(self.name, response)
-                async for data in sse_data(response.aiter_lines()):
-                    event = json.loads(data)
-                    kind = event.get("type")
-                    if kind == "content_block_delta":
-                        delta = event["delta"]
-                        if delta.get("type") == "text_delta" and delta.get("text"):
-                            yield TextDelta(delta["text"])
-                    elif kind == "message_start":
-                        usage = event["message"].get("usage") or {}
-                        input_tokens = int(usage.get("input_tokens") or 0)
-                        output_tokens = int(usage.get("output_tokens") or 0)
-                    elif kind == "message_delta":
-                        finish_reason = event.get("delta", {}).get("stop_reason") or finish_reason
-                        usage = event.get("usage") or {}
-                        output_tokens = int(usage.get("output_tokens") or output_tokens)
-                    elif kind == "message_stop":
-                        stopped = True
-                        break
-                    elif kind == "error":
-                        raise stream_error(self.name, event.get("error") or {})
+        async with sse_stream(self.name, self.client, self.url, payload, self.headers) as events:
+            async for data in events:
+                event = json.loads(data)
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    delta = event["delta"]
+                    if delta.get("type") == "text_delta" and delta.get("text"):
+                        yield TextDelta(delta["text"])
+                elif kind == "message_start":
+                    usage = event["message"].get("usage") or {}
+                    input_tokens = int(usage.get("input_tokens") or 0)
+                    output_tokens = int(usage.get("output_tokens") or 0)
+                elif kind == "message_delta":
+                    finish_reason = event.get("delta", {}).get("stop_reason") or finish_reason
+                    usage = event.get("usage") or {}
+                    output_tokens = int(usage.get("output_tokens") or output_tokens)
+                elif kind == "message_stop":
+                    stopped = True
+                    break
+                elif kind == "error":
+                    raise stream_error(self.name, event.get("error") or {})
         if not stopped:
             raise ProviderUnavailableError(f"{self.name} ended the answer stream early")
         yield StreamEnd(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Protocol
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any, Protocol
 
 import httpx
 
@@ -107,3 +107,33 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
             data.append(value.removeprefix(" "))
     if data:
         yield "\n".join(data)
+
+
+async def post_json(
+    provider: str,
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+) -> Any:
+    """POST the request and return the answer's JSON body, failures as provider errors."""
+    with transport_errors(provider):
+        response = await client.post(url, json=payload, headers=headers)
+        await raise_for_status(provider, response)
+        return response.json()
+
+
+@asynccontextmanager
+async def sse_stream(
+    provider: str,
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+) -> AsyncIterator[AsyncIterator[str]]:
+    """POST the request and yield the data of its Server-Sent Events; failures, the
+    reader's too, as provider errors."""
+    with transport_errors(provider):
+        async with client.stream("POST", url, json=payload, headers=headers) as response:
+            await raise_for_status(provider, response)
+            yield sse_data(response.aiter_lines())

@@ -12,7 +12,7 @@ import httpx
 
 from chat_service.errors import ProviderUnavailableError
 from chat_service.models import Completion, Prompt, StreamEnd, TextDelta, Usage
-from chat_service.providers.base import StreamEvent, raise_for_status, sse_data, transport_errors
+from chat_service.providers.base import StreamEvent, post_json, sse_stream, transport_errors
 
 
 class OpenAIProvider:
@@ -51,12 +51,14 @@ class OpenAIProvider:
         return body
 
     async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
+        body = await post_json(
+            self.name,
+            self.client,
+            self.url,
+            self.payload(prompt, model, max_tokens, False),
+            self.headers,
+        )
         with transport_errors(self.name):
-            response = await self.client.post(
-                self.url, json=self.payload(prompt, model, max_tokens, False), headers=self.headers
-            )
-            await raise_for_status(self.name, response)
-            body = response.json()
             choice = body["choices"][0]
             return Completion(
                 text=choice["message"].get("content") or "",
@@ -71,24 +73,20 @@ class OpenAIProvider:
         usage: Usage | None = None
         finish_reason = ""
         done = False
-        with transport_errors(self.name):
-            async with self.client.stream(
-                "POST", self.url, json=payload, headers=self.headers
-            ) as response:
-                await raise_for_status(self.name, response)
-                async for data in sse_data(response.aiter_lines()):
-                    if data.strip() == "[DONE]":
-                        done = True
-                        break
-                    event = json.loads(data)
-                    if event.get("error"):
-                        raise ProviderUnavailableError(f"{self.name} failed mid-answer")
-                    usage = parse_usage(event.get("usage")) or usage
-                    for choice in event.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content")
-                        if text:
-                            yield TextDelta(text)
-                        finish_reason = choice.get("finish_reason") or finish_reason
+        async with sse_stream(self.name, self.client, self.url, payload, self.headers) as events:
+            async for data in events:
+                if data.strip() == "[DONE]":
+                    done = True
+                    break
+                event = json.loads(data)
+                if event.get("error"):
+                    raise ProviderUnavailableError(f"{self.name} failed mid-answer")
+                usage = parse_usage(event.get("usage")) or usage
+                for choice in event.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        yield TextDelta(text)
+                    finish_reason = choice.get("finish_reason") or finish_reason
         if not (done or finish_reason):
             raise ProviderUnavailableError(f"{self.name} ended the answer stream early")
         yield StreamEnd(usage=usage, finish_reason=finish_reason)

@@ -226,12 +226,15 @@ class ServerMemoryStore(MemoryStore):
             return None
         return from_payload(records[0].id, records[0].payload or {})
 
-    @_translated
-    async def _nearest(
-        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
-    ) -> list[list[ScoredMemory]]:
+    async def _query_batch(
+        self,
+        user_id: str,
+        filters: SearchFilters,
+        queries: Sequence[NearestQuery],
+        with_payload: bool | models.PayloadSelector,
+    ) -> list[models.QueryResponse]:
         flt = _filter(tenant_conditions(user_id, filters))
-        responses = await self.client.query_batch_points(
+        return await self.client.query_batch_points(
             self.name,
             requests=[
                 models.QueryRequest(
@@ -239,11 +242,17 @@ class ServerMemoryStore(MemoryStore):
                     using=q.using,
                     filter=flt,
                     limit=q.limit,
-                    with_payload=True,
+                    with_payload=with_payload,
                 )
                 for q in queries
             ],
         )
+
+    @_translated
+    async def _nearest(
+        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    ) -> list[list[ScoredMemory]]:
+        responses = await self._query_batch(user_id, filters, queries, with_payload=True)
         return [
             [
                 ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
@@ -256,19 +265,11 @@ class ServerMemoryStore(MemoryStore):
     async def _candidates(
         self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
     ) -> list[list[Candidate]]:
-        flt = _filter(tenant_conditions(user_id, filters))
-        responses = await self.client.query_batch_points(
-            self.name,
-            requests=[
-                models.QueryRequest(
-                    query=_vector(q.vector),
-                    using=q.using,
-                    filter=flt,
-                    limit=q.limit,
-                    with_payload=models.PayloadSelectorInclude(include=CANDIDATE_FIELDS),
-                )
-                for q in queries
-            ],
+        responses = await self._query_batch(
+            user_id,
+            filters,
+            queries,
+            with_payload=models.PayloadSelectorInclude(include=CANDIDATE_FIELDS),
         )
         return [
             [candidate(p.id, float(p.score), p.payload) for p in response.points]
