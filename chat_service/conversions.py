@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
+from typing import Any
 
 from chat_service.errors import InvalidChatRequestError
 from chat_service.models import (
@@ -59,14 +61,16 @@ def context_memories(response: memory_pb2.SearchResponse) -> list[ContextMemory]
     ]
 
 
+def _scalar_fields(value: Any, *nested: str) -> dict[str, Any]:
+    """A domain dataclass's fields by name, for a message whose fields have the same names
+    and types; the `nested` ones are left for the caller to convert."""
+    return {
+        f.name: getattr(value, f.name) for f in dataclasses.fields(value) if f.name not in nested
+    }
+
+
 def context_memory_pb(memory: ContextMemory) -> chat_pb2.ContextMemory:
-    message = chat_pb2.ContextMemory(
-        id=memory.id,
-        text=memory.text,
-        score=memory.score,
-        provider=memory.provider,
-        truncated=memory.truncated,
-    )
+    message = chat_pb2.ContextMemory(**_scalar_fields(memory, "created_at"))
     if memory.created_at is not None:
         message.created_at.FromDatetime(memory.created_at)
     return message
@@ -75,17 +79,8 @@ def context_memory_pb(memory: ContextMemory) -> chat_pb2.ContextMemory:
 def answer_details_pb(details: AnswerDetails) -> chat_pb2.AnswerDetails:
     return chat_pb2.AnswerDetails(
         context_used=[context_memory_pb(memory) for memory in details.context_used],
-        usage=chat_pb2.Usage(
-            prompt_tokens=details.usage.prompt_tokens,
-            completion_tokens=details.usage.completion_tokens,
-            estimated=details.usage.estimated,
-        ),
-        offline=details.offline,
-        context_unavailable=details.context_unavailable,
-        notice=details.notice,
-        provider=details.provider,
-        model=details.model,
-        finish_reason=details.finish_reason,
+        usage=chat_pb2.Usage(**_scalar_fields(details.usage)),
+        **_scalar_fields(details, "context_used", "usage"),
     )
 
 

@@ -164,14 +164,7 @@ def scored_from_pb(msg: pb.SearchResponse) -> list[schemas.ScoredMemory]:
 
 
 def stats_from_pb(msg: pb.Stats) -> schemas.Stats:
-    return schemas.Stats(
-        total_memories=msg.total_memories,
-        users=msg.users,
-        collection=msg.collection,
-        model=msg.model,
-        dimension=msg.dimension,
-        backend=msg.backend,
-    )
+    return schemas.Stats.model_validate({f: getattr(msg, f) for f in schemas.Stats.model_fields})
 
 
 def llm_provider(requested: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -64,28 +65,26 @@ def filters_from_pb(msg: pb.Filters) -> SearchFilters:
     )
 
 
-def new_memory_from_pb(msg: pb.SaveMemoryRequest) -> NewMemory:
+def _new_memory(
+    msg: pb.SaveMemoryRequest | pb.AttachResponseRequest, kind: MemoryKind
+) -> NewMemory:
     return NewMemory(
         text=msg.text,
-        kind=kind_from_pb(msg.kind, MemoryKind.PROMPT) or MemoryKind.PROMPT,
+        kind=kind,
         provider=msg.provider,
         conversation_id=msg.conversation_id,
         message_id=msg.message_id,
         url=msg.url,
         metadata=dict(msg.metadata),
     )
+
+
+def new_memory_from_pb(msg: pb.SaveMemoryRequest) -> NewMemory:
+    return _new_memory(msg, kind_from_pb(msg.kind, MemoryKind.PROMPT) or MemoryKind.PROMPT)
 
 
 def response_from_pb(msg: pb.AttachResponseRequest) -> NewMemory:
-    return NewMemory(
-        text=msg.text,
-        kind=MemoryKind.RESPONSE,
-        provider=msg.provider,
-        conversation_id=msg.conversation_id,
-        message_id=msg.message_id,
-        url=msg.url,
-        metadata=dict(msg.metadata),
-    )
+    return _new_memory(msg, MemoryKind.RESPONSE)
 
 
 def update_from_pb(msg: pb.UpdateMemoryRequest) -> tuple[str | None, dict[str, str] | None]:
@@ -176,11 +175,4 @@ def scored_to_pb(results: list[ScoredMemory]) -> pb.SearchResponse:
 
 
 def stats_to_pb(stats: StoreStats) -> pb.Stats:
-    return pb.Stats(
-        total_memories=stats.total_memories,
-        users=stats.users,
-        collection=stats.collection,
-        model=stats.model,
-        dimension=stats.dimension,
-        backend=stats.backend,
-    )
+    return pb.Stats(**dataclasses.asdict(stats))
