@@ -11,20 +11,17 @@ from chat_service import conversions
 from chat_service.assistant import Assistant
 from chat_service.models import TextDelta
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
-from service_kit.grpc_server import Pending
+from service_kit.grpc_server import ServicerOf
 from service_kit.identity import current_request_id, require_identity
 
 
-class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+class ChatServicer(ServicerOf[Assistant], chat_pb2_grpc.ChatServiceServicer):
     def __init__(self) -> None:
-        self._assistant = Pending[Assistant]("chat service is starting")
-
-    def ready(self, assistant: Assistant) -> None:
-        self._assistant.ready(assistant)
+        super().__init__("chat service is starting")
 
     @property
     def assistant(self) -> Assistant:
-        return self._assistant.get()
+        return self.served
 
     async def Chat(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext

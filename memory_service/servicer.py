@@ -12,20 +12,17 @@ from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
-from service_kit.grpc_server import Pending
+from service_kit.grpc_server import ServicerOf
 from service_kit.identity import require_identity
 
 
-class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
+class MemoryServicer(ServicerOf[Memories], memory_pb2_grpc.MemoryServiceServicer):
     def __init__(self) -> None:
-        self._memories = Pending[Memories]("memory service is starting", StoreUnavailableError)
-
-    def ready(self, memories: Memories) -> None:
-        self._memories.ready(memories)
+        super().__init__("memory service is starting", StoreUnavailableError)
 
     @property
     def memories(self) -> Memories:
-        return self._memories.get()
+        return self.served
 
     async def SaveMemory(
         self, request: pb.SaveMemoryRequest, context: grpc.aio.ServicerContext

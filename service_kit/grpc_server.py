@@ -163,22 +163,23 @@ async def serve(
     await run_until_signalled(spoken, running.start_serving, running.stop)
 
 
-class Pending(Generic[T]):
-    """What a servicer serves with once startup has built it; until then every RPC fails
-    with `unavailable`, which callers may retry."""
+class ServicerOf(Generic[T]):
+    """A servicer that serves with what startup builds (`ready`); until then every RPC
+    fails with `unavailable`, which callers may retry."""
 
-    def __init__(self, message: str, error: type[UnavailableError] = UnavailableError) -> None:
-        self._message = message
+    def __init__(self, starting: str, error: type[UnavailableError] = UnavailableError) -> None:
+        self._starting = starting
         self._error = error
-        self._value: T | None = None
+        self._served: T | None = None
 
-    def ready(self, value: T) -> None:
-        self._value = value
+    def ready(self, served: T) -> None:
+        self._served = served
 
-    def get(self) -> T:
-        if self._value is None:
-            raise self._error(self._message)
-        return self._value
+    @property
+    def served(self) -> T:
+        if self._served is None:
+            raise self._error(self._starting)
+        return self._served
 
 
 def run_main(

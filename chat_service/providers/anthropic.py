@@ -10,12 +10,12 @@ import httpx
 
 from chat_service.errors import ProviderRateLimitedError, ProviderUnavailableError
 from chat_service.models import Completion, Prompt, Role, StreamEnd, TextDelta, Turn, Usage
-from chat_service.providers.base import StreamEvent, post_json, sse_stream, transport_errors
+from chat_service.providers.base import JsonApiProvider, StreamEvent
 
 API_VERSION = "2023-06-01"
 
 
-class AnthropicProvider:
+class AnthropicProvider(JsonApiProvider):
     name = "anthropic"
 
     def __init__(
@@ -25,13 +25,17 @@ class AnthropicProvider:
         api_key: str,
         temperature: float | None = None,
     ) -> None:
-        self.client = client
-        self.url = f"{base_url.rstrip('/')}/v1/messages"
-        self.headers = {"x-api-key": api_key, "anthropic-version": API_VERSION}
-        self.temperature = temperature
+        super().__init__(
+            client,
+            f"{base_url.rstrip('/')}/v1/messages",
+            {"x-api-key": api_key, "anthropic-version": API_VERSION},
+            temperature,
+        )
 
-    def payload(self, prompt: Prompt, model: str, max_tokens: int, stream: bool) -> dict[str, Any]:
-        body: dict[str, Any] = {
+    def request_body(
+        self, prompt: Prompt, model: str, max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        return {
             "model": model,
             "system": prompt.system,
             "messages": [
@@ -41,40 +45,26 @@ class AnthropicProvider:
             "max_tokens": max_tokens,
             "stream": stream,
         }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
-        return body
 
-    async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
-        body = await post_json(
-            self.name,
-            self.client,
-            self.url,
-            self.payload(prompt, model, max_tokens, False),
-            self.headers,
+    def completion(self, body: Any) -> Completion:
+        text = "".join(block["text"] for block in body["content"] if block.get("type") == "text")
+        usage = body.get("usage") or {}
+        return Completion(
+            text=text,
+            usage=Usage(
+                prompt_tokens=int(usage.get("input_tokens") or 0),
+                completion_tokens=int(usage.get("output_tokens") or 0),
+            ),
+            finish_reason=body.get("stop_reason") or "",
         )
-        with transport_errors(self.name):
-            text = "".join(
-                block["text"] for block in body["content"] if block.get("type") == "text"
-            )
-            usage = body.get("usage") or {}
-            return Completion(
-                text=text,
-                usage=Usage(
-                    prompt_tokens=int(usage.get("input_tokens") or 0),
-                    completion_tokens=int(usage.get("output_tokens") or 0),
-                ),
-                finish_reason=body.get("stop_reason") or "",
-            )
 
     async def stream(
         self, prompt: Prompt, model: str, max_tokens: int
     ) -> AsyncGenerator[StreamEvent, None]:
-        payload = self.payload(prompt, model, max_tokens, True)
         input_tokens = output_tokens = 0
         finish_reason = ""
         stopped = False
-        async with sse_stream(self.name, self.client, self.url, payload, self.headers) as events:
+        async with self.events(prompt, model, max_tokens) as events:
             async for data in events:
                 event = json.loads(data)
                 kind = event.get("type")

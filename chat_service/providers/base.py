@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -137,3 +139,56 @@ async def sse_stream(
         async with client.stream("POST", url, json=payload, headers=headers) as response:
             await raise_for_status(provider, response)
             yield sse_data(response.aiter_lines())
+
+
+class JsonApiProvider(abc.ABC):
+    """A provider whose API takes one JSON body, answered with JSON or a stream of
+    Server-Sent Events; subclasses say how the body is built and the answer read."""
+
+    name: str
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: str,
+        headers: dict[str, str],
+        temperature: float | None,
+    ) -> None:
+        self.client = client
+        self.url = url
+        self.headers = headers
+        self.temperature = temperature
+
+    @abc.abstractmethod
+    def request_body(
+        self, prompt: Prompt, model: str, max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
+        """The API's request body, without the sampling options every API shares."""
+
+    @abc.abstractmethod
+    def completion(self, body: Any) -> Completion:
+        """The completion a non-streamed answer's JSON body holds."""
+
+    def payload(self, prompt: Prompt, model: str, max_tokens: int, stream: bool) -> dict[str, Any]:
+        body = self.request_body(prompt, model, max_tokens, stream)
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        return body
+
+    async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
+        body = await post_json(
+            self.name,
+            self.client,
+            self.url,
+            self.payload(prompt, model, max_tokens, False),
+            self.headers,
+        )
+        with transport_errors(self.name):
+            return self.completion(body)
+
+    def events(
+        self, prompt: Prompt, model: str, max_tokens: int
+    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[str]]:
+        """The data of the streamed answer's events."""
+        payload = self.payload(prompt, model, max_tokens, True)
+        return sse_stream(self.name, self.client, self.url, payload, self.headers)

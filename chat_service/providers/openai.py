@@ -12,10 +12,10 @@ import httpx
 
 from chat_service.errors import ProviderUnavailableError
 from chat_service.models import Completion, Prompt, StreamEnd, TextDelta, Usage
-from chat_service.providers.base import StreamEvent, post_json, sse_stream, transport_errors
+from chat_service.providers.base import JsonApiProvider, StreamEvent
 
 
-class OpenAIProvider:
+class OpenAIProvider(JsonApiProvider):
     name = "openai"
 
     def __init__(
@@ -25,17 +25,21 @@ class OpenAIProvider:
         api_key: str | None = None,
         temperature: float | None = None,
     ) -> None:
-        self.client = client
-        self.url = f"{base_url.rstrip('/')}/chat/completions"
-        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.temperature = temperature
+        super().__init__(
+            client,
+            f"{base_url.rstrip('/')}/chat/completions",
+            {"Authorization": f"Bearer {api_key}"} if api_key else {},
+            temperature,
+        )
         # OpenAI's newer models refuse max_tokens; most compatible servers only know it.
         host = urlsplit(base_url).hostname or ""
         self.max_tokens_field = (
             "max_completion_tokens" if host.endswith("api.openai.com") else "max_tokens"
         )
 
-    def payload(self, prompt: Prompt, model: str, max_tokens: int, stream: bool) -> dict[str, Any]:
+    def request_body(
+        self, prompt: Prompt, model: str, max_tokens: int, stream: bool
+    ) -> dict[str, Any]:
         messages = [{"role": "system", "content": prompt.system}]
         messages += [{"role": turn.role.value, "content": turn.content} for turn in prompt.turns]
         body: dict[str, Any] = {
@@ -46,34 +50,23 @@ class OpenAIProvider:
         }
         if stream:
             body["stream_options"] = {"include_usage": True}
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
         return body
 
-    async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
-        body = await post_json(
-            self.name,
-            self.client,
-            self.url,
-            self.payload(prompt, model, max_tokens, False),
-            self.headers,
+    def completion(self, body: Any) -> Completion:
+        choice = body["choices"][0]
+        return Completion(
+            text=choice["message"].get("content") or "",
+            usage=parse_usage(body.get("usage")),
+            finish_reason=choice.get("finish_reason") or "",
         )
-        with transport_errors(self.name):
-            choice = body["choices"][0]
-            return Completion(
-                text=choice["message"].get("content") or "",
-                usage=parse_usage(body.get("usage")),
-                finish_reason=choice.get("finish_reason") or "",
-            )
 
     async def stream(
         self, prompt: Prompt, model: str, max_tokens: int
     ) -> AsyncGenerator[StreamEvent, None]:
-        payload = self.payload(prompt, model, max_tokens, True)
         usage: Usage | None = None
         finish_reason = ""
         done = False
-        async with sse_stream(self.name, self.client, self.url, payload, self.headers) as events:
+        async with self.events(prompt, model, max_tokens) as events:
             async for data in events:
                 if data.strip() == "[DONE]":
                     done = True
