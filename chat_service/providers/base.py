@@ -6,7 +6,7 @@ import abc
 import contextlib
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import httpx
@@ -111,36 +111,6 @@ async def sse_data(lines: AsyncIterable[str]) -> AsyncIterator[str]:
         yield "\n".join(data)
 
 
-async def post_json(
-    provider: str,
-    client: httpx.AsyncClient,
-    url: str,
-    payload: dict[str, Any],
-    headers: dict[str, str],
-) -> Any:
-    """POST the request and return the answer's JSON body, failures as provider errors."""
-    with transport_errors(provider):
-        response = await client.post(url, json=payload, headers=headers)
-        await raise_for_status(provider, response)
-        return response.json()
-
-
-@asynccontextmanager
-async def sse_stream(
-    provider: str,
-    client: httpx.AsyncClient,
-    url: str,
-    payload: dict[str, Any],
-    headers: dict[str, str],
-) -> AsyncIterator[AsyncIterator[str]]:
-    """POST the request and yield the data of its Server-Sent Events; failures, the
-    reader's too, as provider errors."""
-    with transport_errors(provider):
-        async with client.stream("POST", url, json=payload, headers=headers) as response:
-            await raise_for_status(provider, response)
-            yield sse_data(response.aiter_lines())
-
-
 class JsonApiProvider(abc.ABC):
     """A provider whose API takes one JSON body, answered with JSON or a stream of
     Server-Sent Events; subclasses say how the body is built and the answer read."""
@@ -176,19 +146,23 @@ class JsonApiProvider(abc.ABC):
         return body
 
     async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion:
-        body = await post_json(
-            self.name,
-            self.client,
-            self.url,
-            self.payload(prompt, model, max_tokens, False),
-            self.headers,
-        )
         with transport_errors(self.name):
-            return self.completion(body)
+            response = await self.client.post(
+                self.url, json=self.payload(prompt, model, max_tokens, False), headers=self.headers
+            )
+            await raise_for_status(self.name, response)
+            return self.completion(response.json())
 
-    def events(
+    @contextlib.asynccontextmanager
+    async def events(
         self, prompt: Prompt, model: str, max_tokens: int
-    ) -> contextlib.AbstractAsyncContextManager[AsyncIterator[str]]:
-        """The data of the streamed answer's events."""
+    ) -> AsyncIterator[AsyncIterator[str]]:
+        """The data of the streamed answer's events; failures, the reader's too, as provider
+        errors."""
         payload = self.payload(prompt, model, max_tokens, True)
-        return sse_stream(self.name, self.client, self.url, payload, self.headers)
+        with transport_errors(self.name):
+            async with self.client.stream(
+                "POST", self.url, json=payload, headers=self.headers
+            ) as response:
+                await raise_for_status(self.name, response)
+                yield sse_data(response.aiter_lines())
