@@ -13,6 +13,18 @@ from memory_service.models import Memory, MemoryKind, ScoredMemory, SearchFilter
 from protos.memory.v1 import memory_pb2 as pb
 from service_kit.errors import InvalidArgumentError
 
+# Fields that a message and the domain type spell and type alike, copied as they are.
+_SOURCE_FIELDS = ("provider", "conversation_id", "message_id", "url")
+_MEMORY_FIELDS = (
+    "id",
+    "user_id",
+    "text",
+    *_SOURCE_FIELDS,
+    "metadata",
+    "prompt_id",
+    "response_id",
+)
+
 _KIND_TO_PB = {
     MemoryKind.PROMPT: pb.MEMORY_KIND_PROMPT,
     MemoryKind.RESPONSE: pb.MEMORY_KIND_RESPONSE,
@@ -69,13 +81,9 @@ def _new_memory(
     msg: pb.SaveMemoryRequest | pb.AttachResponseRequest, kind: MemoryKind
 ) -> NewMemory:
     return NewMemory(
-        text=msg.text,
         kind=kind,
-        provider=msg.provider,
-        conversation_id=msg.conversation_id,
-        message_id=msg.message_id,
-        url=msg.url,
         metadata=dict(msg.metadata),
+        **{name: getattr(msg, name) for name in ("text", *_SOURCE_FIELDS)},
     )
 
 
@@ -152,19 +160,10 @@ def memory_to_pb(memory: Memory) -> pb.Memory:
         updated = Timestamp()
         updated.FromDatetime(memory.updated_at)
     return pb.Memory(
-        id=memory.id,
-        user_id=memory.user_id,
         kind=_KIND_TO_PB[memory.kind],
-        text=memory.text,
-        provider=memory.provider,
-        conversation_id=memory.conversation_id,
-        message_id=memory.message_id,
-        url=memory.url,
-        metadata=memory.metadata,
         created_at=created,
-        prompt_id=memory.prompt_id,
-        response_id=memory.response_id,
         updated_at=updated,
+        **{name: getattr(memory, name) for name in _MEMORY_FIELDS},
     )
 
 
