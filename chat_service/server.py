@@ -76,7 +76,7 @@ class ChatServer(ServiceServer):
             MemoryRetriever(self.memory, self.service_token),
             build_providers(self.settings, self.http),
         )
-        self.servicer.ready(assistant)
+        self.servicer.assistant = assistant
         await self.set_status(SERVING)
         log.info(
             "chat service ready on port %d (provider %s, memory at %s)",

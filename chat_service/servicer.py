@@ -11,17 +11,12 @@ from chat_service import conversions
 from chat_service.assistant import Assistant
 from chat_service.models import TextDelta
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
-from service_kit.grpc_server import ServicerOf
+from service_kit.grpc_server import SetAtStartup
 from service_kit.identity import current_request_id, require_identity
 
 
-class ChatServicer(ServicerOf[Assistant], chat_pb2_grpc.ChatServiceServicer):
-    def __init__(self) -> None:
-        super().__init__("chat service is starting")
-
-    @property
-    def assistant(self) -> Assistant:
-        return self.served
+class ChatServicer(chat_pb2_grpc.ChatServiceServicer):
+    assistant = SetAtStartup[Assistant]("chat service is starting")
 
     async def Chat(
         self, request: chat_pb2.ChatRequest, context: grpc.aio.ServicerContext

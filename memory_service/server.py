@@ -89,7 +89,7 @@ class MemoryServer(ServiceServer):
         await asyncio.to_thread(release_free_memory)
         self.embedder, self.store = embedder, store
         self.memories = Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
-        self.servicer.ready(self.memories)
+        self.servicer.memories = self.memories
         if isinstance(store, EdgeMemoryStore) and self.settings.maintenance_interval_seconds > 0:
             # A Qdrant server optimizes its own segments; the embedded engine only when told.
             self.maintenance = StoreMaintenance(

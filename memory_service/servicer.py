@@ -12,17 +12,12 @@ from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
-from service_kit.grpc_server import ServicerOf
+from service_kit.grpc_server import SetAtStartup
 from service_kit.identity import require_identity
 
 
-class MemoryServicer(ServicerOf[Memories], memory_pb2_grpc.MemoryServiceServicer):
-    def __init__(self) -> None:
-        super().__init__("memory service is starting", StoreUnavailableError)
-
-    @property
-    def memories(self) -> Memories:
-        return self.served
+class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
+    memories = SetAtStartup[Memories]("memory service is starting", StoreUnavailableError)
 
     async def SaveMemory(
         self, request: pb.SaveMemoryRequest, context: grpc.aio.ServicerContext

@@ -163,23 +163,26 @@ async def serve(
     await run_until_signalled(spoken, running.start_serving, running.stop)
 
 
-class ServicerOf(Generic[T]):
-    """A servicer that serves with what startup builds (`ready`); until then every RPC
-    fails with `unavailable`, which callers may retry."""
+class SetAtStartup(Generic[T]):
+    """A servicer attribute that startup sets (models loaded, store opened); read before
+    then, it fails with `unavailable`, which callers may retry."""
 
     def __init__(self, starting: str, error: type[UnavailableError] = UnavailableError) -> None:
         self._starting = starting
         self._error = error
-        self._served: T | None = None
+        self._attribute = ""
 
-    def ready(self, served: T) -> None:
-        self._served = served
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._attribute = f"_{name}"
 
-    @property
-    def served(self) -> T:
-        if self._served is None:
+    def __get__(self, instance: object, owner: type | None = None) -> T:
+        value: T | None = getattr(instance, self._attribute, None)
+        if value is None:
             raise self._error(self._starting)
-        return self._served
+        return value
+
+    def __set__(self, instance: object, value: T) -> None:
+        setattr(instance, self._attribute, value)
 
 
 def run_main(
