@@ -14,6 +14,7 @@ deliberately pessimistic so a prompt built to fit the budget fits the real windo
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -165,11 +166,4 @@ def build_prompt(
 
 
 def _truncated(memory: ContextMemory, text: str) -> ContextMemory:
-    return ContextMemory(
-        id=memory.id,
-        text=text,
-        score=memory.score,
-        provider=memory.provider,
-        created_at=memory.created_at,
-        truncated=True,
-    )
+    return dataclasses.replace(memory, text=text, truncated=True)
