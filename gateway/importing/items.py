@@ -94,22 +94,24 @@ class ExportItems:
                 if record["kind"] == kind:
                     yield record
 
-    def _exported_prompts(self) -> Iterator[Unit]:
-        for record in self._exported("prompt"):
-            item = _exported_item(record, "prompt")
+    def _exported_items(self, kind: str) -> Iterator[tuple[Item, Item]]:
+        """Each exported memory of `kind` with the item it imports as; malformed ones are
+        counted and passed over."""
+        for record in self._exported(kind):
+            item = _exported_item(record, kind)
             if item is None:
                 self.skipped["an exported memory with malformed fields"] += 1
                 continue
+            yield record, item
+
+    def _exported_prompts(self) -> Iterator[Unit]:
+        for record, item in self._exported_items("prompt"):
             if item.get("message_id") and isinstance(record.get("id"), str):
                 self._prompt_message_ids[record["id"]] = item["message_id"]
             yield [item]
 
     def _exported_answers(self) -> Iterator[Unit]:
-        for record in self._exported("response"):
-            item = _exported_item(record, "response")
-            if item is None:
-                self.skipped["an exported memory with malformed fields"] += 1
-                continue
+        for record, item in self._exported_items("response"):
             prompt_id = record.get("prompt_id")
             if not isinstance(prompt_id, str) or not prompt_id:
                 self.skipped["an answer whose prompt is not in the export"] += 1
