@@ -405,11 +405,21 @@ class MemoryStore(abc.ABC):
     ) -> list[ScoredMemory]:
         """The engine's own reciprocal-rank fusion of dense and BM25 prefetches."""
 
-    @abc.abstractmethod
     async def scroll(
         self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
     ) -> tuple[list[Memory], str | None]:
-        """One page in id order, and the cursor of the next page (None at the end)."""
+        """One page, newest first, and the cursor of the next page (None at the end)."""
+        position = decode_cursor(cursor) if cursor else None
+        start, window = scroll_window(limit, position)
+        records = await self._newest(user_id, filters, start, window)
+        return newest_first_page(records, limit, position)
+
+    @abc.abstractmethod
+    async def _newest(
+        self, user_id: str, filters: SearchFilters, start: float | None, window: int
+    ) -> list[tuple[float, Memory]]:
+        """Up to `window` of the user's memories, newest first from creation time `start`
+        (None: the newest), each with its stored creation time."""
 
     @abc.abstractmethod
     async def count(self, user_id: str | None = None) -> int:

@@ -37,12 +37,9 @@ from memory_service.store.base import (
     Range,
     StoreError,
     candidate,
-    decode_cursor,
     from_payload,
     memory_conditions,
-    newest_first_page,
     prefetch_limit,
-    scroll_window,
     stored_or_own,
     tenant_conditions,
     to_payload,
@@ -514,11 +511,9 @@ class EdgeMemoryStore(MemoryStore):
         points = await self._run(self.shard.query, request)
         return [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
 
-    async def scroll(
-        self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
-    ) -> tuple[list[Memory], str | None]:
-        position = decode_cursor(cursor) if cursor else None
-        start, window = scroll_window(limit, position)
+    async def _newest(
+        self, user_id: str, filters: SearchFilters, start: float | None, window: int
+    ) -> list[tuple[float, Memory]]:
         request = qe.ScrollRequest(
             limit=window,
             filter=_filter(tenant_conditions(user_id, filters)),
@@ -526,9 +521,7 @@ class EdgeMemoryStore(MemoryStore):
             order_by=qe.OrderBy("created_at", qe.Direction.Desc, start),
         )
         records, _ = await self._run(self.shard.scroll, request)
-        return newest_first_page(
-            [with_created_at(r.id, r.payload or {}) for r in records], limit, position
-        )
+        return [with_created_at(r.id, r.payload or {}) for r in records]
 
     async def count(self, user_id: str | None = None) -> int:
         flt = _filter(tenant_conditions(user_id)) if user_id is not None else None

@@ -31,12 +31,9 @@ from memory_service.store.base import (
     StoreError,
     StoreUnavailableError,
     candidate,
-    decode_cursor,
     from_payload,
     memory_conditions,
-    newest_first_page,
     prefetch_limit,
-    scroll_window,
     stored_or_own,
     tenant_conditions,
     to_payload,
@@ -311,11 +308,9 @@ class ServerMemoryStore(MemoryStore):
         ]
 
     @_translated
-    async def scroll(
-        self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
-    ) -> tuple[list[Memory], str | None]:
-        position = decode_cursor(cursor) if cursor else None
-        start, window = scroll_window(limit, position)
+    async def _newest(
+        self, user_id: str, filters: SearchFilters, start: float | None, window: int
+    ) -> list[tuple[float, Memory]]:
         records, _ = await self.client.scroll(
             self.name,
             scroll_filter=_filter(tenant_conditions(user_id, filters)),
@@ -325,9 +320,7 @@ class ServerMemoryStore(MemoryStore):
                 key="created_at", direction=models.Direction.DESC, start_from=start
             ),
         )
-        return newest_first_page(
-            [with_created_at(r.id, r.payload or {}) for r in records], limit, position
-        )
+        return [with_created_at(r.id, r.payload or {}) for r in records]
 
     @_translated
     async def count(self, user_id: str | None = None) -> int:
