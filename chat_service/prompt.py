@@ -105,10 +105,10 @@ def build_prompt(
     instructions = INSTRUCTIONS + (MEMORIES_UNAVAILABLE if memories_unavailable else "")
     if not memories_unavailable:
         instructions += MEMORIES_HEADING
-    # The fixed part; "(none)" is reserved so an empty memory list still fits.
-    fixed = estimate_prompt_tokens(instructions, [Turn(Role.USER, question)])
-    if not memories_unavailable:
-        fixed += estimate_tokens(NO_MEMORIES)
+    # The fixed part, "(none)" included so an empty memory list still fits: estimated as the
+    # one text it is, since the estimate of a whole is below the sum of its parts'.
+    reserved = "" if memories_unavailable else NO_MEMORIES
+    fixed = estimate_prompt_tokens(instructions + reserved, [Turn(Role.USER, question)])
     if fixed > budget:
         raise InvalidChatRequestError("the message is too long for the model's context window")
     room = budget - fixed
