@@ -4,10 +4,13 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any, ClassVar, Self
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import conversions as conv
@@ -33,21 +36,40 @@ class Caller:
 class ServiceClient:
     """What every downstream client shares: its channel, credentials, deadline and health."""
 
-    service: str
+    # The service called, and the generated stub that calls it.
+    descriptor: ClassVar[ServiceDescriptor]
+    stub_type: ClassVar[type]
 
     def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
         self.channel = channel
+        self.stub = self.stub_type(channel)
         self.health = health_pb2_grpc.HealthStub(channel)
         self.service_token = service_token
         self.timeout = timeout
 
-    def _metadata(self, caller: Caller) -> tuple[tuple[str, str], ...]:
-        return outgoing_metadata(caller.identity, self.service_token, caller.request_id)
+    @classmethod
+    def connect(cls, address: str, service_token: str, timeout: float) -> Self:
+        return cls(service_channel(address, cls.descriptor), service_token, timeout)
+
+    def _call(
+        self,
+        rpc: Callable[..., Any],
+        request: Message,
+        caller: Caller,
+        timeout: float | None = None,
+    ) -> Any:
+        """Start one call as the caller, within the client's deadline unless given another."""
+        return rpc(
+            request,
+            timeout=self.timeout if timeout is None else timeout,
+            metadata=outgoing_metadata(caller.identity, self.service_token, caller.request_id),
+        )
 
     async def serving(self, probe_seconds: float = 2.0) -> bool:
         try:
             reply = await self.health.Check(
-                health_pb2.HealthCheckRequest(service=self.service), timeout=probe_seconds
+                health_pb2.HealthCheckRequest(service=self.descriptor.full_name),
+                timeout=probe_seconds,
             )
         except grpc.aio.AioRpcError:
             return False
@@ -58,36 +80,20 @@ class ServiceClient:
 
 
 class MemoryClient(ServiceClient):
-    service = MEMORY_SERVICE.full_name
-
-    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
-        super().__init__(channel, service_token, timeout)
-        self.stub = memory_pb2_grpc.MemoryServiceStub(channel)
-
-    @classmethod
-    def connect(cls, address: str, service_token: str, timeout: float) -> MemoryClient:
-        channel = service_channel(address, MEMORY_SERVICE)
-        return cls(channel, service_token, timeout)
+    descriptor = MEMORY_SERVICE
+    stub_type = memory_pb2_grpc.MemoryServiceStub
 
     async def save_prompt(
         self, caller: Caller, body: schemas.SavePrompt, message_id: str
     ) -> schemas.Memory:
-        reply = await self.stub.SaveMemory(
-            conv.save_prompt_to_pb(body, message_id),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
-        return conv.memory_from_pb(reply)
+        request = conv.save_prompt_to_pb(body, message_id)
+        return conv.memory_from_pb(await self._call(self.stub.SaveMemory, request, caller))
 
     async def save_response(
         self, caller: Caller, body: schemas.SaveResponse, message_id: str
     ) -> schemas.Memory:
-        reply = await self.stub.AttachResponse(
-            conv.save_response_to_pb(body, message_id),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
-        return conv.memory_from_pb(reply)
+        request = conv.save_response_to_pb(body, message_id)
+        return conv.memory_from_pb(await self._call(self.stub.AttachResponse, request, caller))
 
     async def save_batch(
         self,
@@ -95,87 +101,50 @@ class MemoryClient(ServiceClient):
         items: list[schemas.BatchPrompt | schemas.BatchResponse],
         deadline_seconds: float,
     ) -> list[schemas.SaveResult]:
-        reply = await self.stub.SaveMemories(
-            pb.SaveMemoriesRequest(items=[conv.batch_item_to_pb(item) for item in items]),
-            timeout=deadline_seconds,
-            metadata=self._metadata(caller),
-        )
+        request = pb.SaveMemoriesRequest(items=[conv.batch_item_to_pb(item) for item in items])
+        reply = await self._call(self.stub.SaveMemories, request, caller, deadline_seconds)
         return [conv.save_result_from_pb(result) for result in reply.results]
 
     async def search(
-        self,
-        caller: Caller,
-        query: str,
-        top_k: int,
-        mode: str,
-        filters: schemas.Filters | None,
-        *,
-        min_score: float = 0.0,
-        relevant_only: bool = False,
+        self, caller: Caller, body: schemas.SearchQuery | schemas.ContextQuery
     ) -> list[schemas.ScoredMemory]:
-        reply = await self.stub.Search(
-            conv.search_to_pb(
-                query, top_k, mode, filters, min_score=min_score, relevant_only=relevant_only
-            ),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
+        reply = await self._call(self.stub.Search, conv.query_to_pb(body), caller)
         return conv.scored_from_pb(reply)
 
     async def get(self, caller: Caller, memory_id: str) -> schemas.Memory:
-        reply = await self.stub.GetMemory(
-            pb.GetMemoryRequest(id=memory_id), timeout=self.timeout, metadata=self._metadata(caller)
-        )
-        return conv.memory_from_pb(reply)
+        request = pb.GetMemoryRequest(id=memory_id)
+        return conv.memory_from_pb(await self._call(self.stub.GetMemory, request, caller))
 
     async def update(
         self, caller: Caller, memory_id: str, body: schemas.MemoryUpdate
     ) -> schemas.Memory:
-        reply = await self.stub.UpdateMemory(
-            conv.update_to_pb(memory_id, body),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
-        return conv.memory_from_pb(reply)
+        request = conv.update_to_pb(memory_id, body)
+        return conv.memory_from_pb(await self._call(self.stub.UpdateMemory, request, caller))
 
     async def list(
         self, caller: Caller, page_size: int, cursor: str, filters: schemas.Filters
     ) -> schemas.MemoryPage:
-        reply = await self.stub.ListMemories(
-            pb.ListMemoriesRequest(
-                page_size=page_size, cursor=cursor, filters=conv.filters_to_pb(filters)
-            ),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
+        request = pb.ListMemoriesRequest(
+            page_size=page_size, cursor=cursor, filters=conv.filters_to_pb(filters)
         )
+        reply = await self._call(self.stub.ListMemories, request, caller)
         return schemas.MemoryPage(
             memories=[conv.memory_from_pb(m) for m in reply.memories],
             next_cursor=reply.next_cursor or None,
         )
 
     async def delete(self, caller: Caller, memory_id: str) -> None:
-        await self.stub.DeleteMemory(
-            pb.DeleteMemoryRequest(id=memory_id),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
+        await self._call(self.stub.DeleteMemory, pb.DeleteMemoryRequest(id=memory_id), caller)
 
     async def delete_user(self, caller: Caller, user_id: str = "") -> int:
-        reply = await self.stub.DeleteUserMemories(
-            pb.DeleteUserMemoriesRequest(user_id=user_id),
-            timeout=self.timeout,
-            metadata=self._metadata(caller),
-        )
-        return int(reply.deleted)
+        request = pb.DeleteUserMemoriesRequest(user_id=user_id)
+        return int((await self._call(self.stub.DeleteUserMemories, request, caller)).deleted)
 
     async def export(
         self, caller: Caller, filters: schemas.Filters | None, stream_seconds: float
     ) -> AsyncIterator[schemas.Memory]:
-        call = self.stub.ExportMemories(
-            pb.ExportMemoriesRequest(filters=conv.filters_to_pb(filters)),
-            timeout=stream_seconds,
-            metadata=self._metadata(caller),
-        )
+        request = pb.ExportMemoriesRequest(filters=conv.filters_to_pb(filters))
+        call = self._call(self.stub.ExportMemories, request, caller, stream_seconds)
         try:
             async for msg in call:
                 yield conv.memory_from_pb(msg)
@@ -183,28 +152,16 @@ class MemoryClient(ServiceClient):
             call.cancel()
 
     async def stats(self, caller: Caller) -> schemas.Stats:
-        reply = await self.stub.GetStats(
-            pb.GetStatsRequest(), timeout=self.timeout, metadata=self._metadata(caller)
-        )
+        reply = await self._call(self.stub.GetStats, pb.GetStatsRequest(), caller)
         return conv.stats_from_pb(reply)
 
 
 class ChatClient(ServiceClient):
-    service = CHAT_SERVICE.full_name
-
-    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
-        super().__init__(channel, service_token, timeout)
-        self.stub = chat_pb2_grpc.ChatServiceStub(channel)
-
-    @classmethod
-    def connect(cls, address: str, service_token: str, timeout: float) -> ChatClient:
-        channel = service_channel(address, CHAT_SERVICE)
-        return cls(channel, service_token, timeout)
+    descriptor = CHAT_SERVICE
+    stub_type = chat_pb2_grpc.ChatServiceStub
 
     async def chat(self, caller: Caller, body: schemas.ChatQuery) -> schemas.ChatAnswer:
-        reply = await self.stub.Chat(
-            conv.chat_to_pb(body), timeout=self.timeout, metadata=self._metadata(caller)
-        )
+        reply = await self._call(self.stub.Chat, conv.chat_to_pb(body), caller)
         return conv.chat_answer_from_pb(reply)
 
     async def stream(
@@ -212,9 +169,7 @@ class ChatClient(ServiceClient):
     ) -> AsyncGenerator[str | schemas.ChatDone, None]:
         """The answer's text pieces, then its details; closing the iterator early cancels the
         call, which makes chat_service close its request to the provider."""
-        call = self.stub.ChatStream(
-            conv.chat_to_pb(body), timeout=self.timeout, metadata=self._metadata(caller)
-        )
+        call = self._call(self.stub.ChatStream, conv.chat_to_pb(body), caller)
         try:
             async for event in call:
                 if event.WhichOneof("event") == "delta":

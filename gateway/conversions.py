@@ -122,6 +122,21 @@ def search_to_pb(
     )
 
 
+def query_to_pb(body: schemas.SearchQuery | schemas.ContextQuery) -> pb.SearchRequest:
+    """A /search body as asked; a /context body's memories are about to be injected, so only
+    those at or above the relevance floor."""
+    if isinstance(body, schemas.ContextQuery):
+        return search_to_pb(
+            body.prompt,
+            body.top_k,
+            body.mode,
+            body.filters,
+            min_score=body.min_score,
+            relevant_only=True,
+        )
+    return search_to_pb(body.query, body.top_k, body.mode, body.filters, min_score=body.min_score)
+
+
 def update_to_pb(memory_id: str, body: schemas.MemoryUpdate) -> pb.UpdateMemoryRequest:
     msg = pb.UpdateMemoryRequest(id=memory_id, text=body.text)
     if body.metadata is not None:

@@ -18,10 +18,7 @@ async def search(
     """The caller's memories ranked by relevance to `query` (hybrid, semantic or keyword),
     each with a score in [0, 1]; none below `min_score`."""
     check_user_id(caller, body.user_id)
-    results = await memory.search(
-        caller, body.query, body.top_k, body.mode, body.filters, min_score=body.min_score
-    )
-    return SearchResults(results=results)
+    return SearchResults(results=await memory.search(caller, body))
 
 
 @router.post("/context", response_model=Context)
@@ -30,13 +27,4 @@ async def context(body: ContextQuery, caller: CurrentCallerDep, memory: MemoryCl
     (estimated as characters / 4), plus the memories it uses. Only memories at or above the
     relevance floor go in: a prompt no memory is about gets an empty block."""
     check_user_id(caller, body.user_id)
-    results = await memory.search(
-        caller,
-        body.prompt,
-        body.top_k,
-        body.mode,
-        body.filters,
-        min_score=body.min_score,
-        relevant_only=True,
-    )
-    return build_context(results, body.max_tokens)
+    return build_context(await memory.search(caller, body), body.max_tokens)
