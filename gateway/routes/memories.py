@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -26,7 +26,7 @@ router = APIRouter(tags=["memories"])
 EXPORT_TIMEOUT_SECONDS = 600.0
 
 
-def _filters(
+def _query_filters(
     provider: Annotated[list[str] | None, Query(max_length=16)] = None,
     conversation_id: Annotated[str | None, Query(max_length=512)] = None,
     kind: Kind | None = None,
@@ -46,21 +46,19 @@ def _filters(
         raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
+QueryFilters = Annotated[Filters, Depends(_query_filters)]
+
+
 @router.get("/memories", response_model=MemoryPage)
 async def list_memories(
     caller: CurrentCallerDep,
     memory: MemoryClientDep,
+    filters: QueryFilters,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 50,
     cursor: Annotated[str, Query(max_length=1024)] = "",
-    provider: Annotated[list[str] | None, Query(max_length=16)] = None,
-    conversation_id: Annotated[str | None, Query(max_length=512)] = None,
-    kind: Kind | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
 ) -> MemoryPage:
     """One page of the caller's memories, newest first; pass `next_cursor` back as `cursor`
     for the next."""
-    filters = _filters(provider, conversation_id, kind, created_after, created_before)
     return await memory.list(caller, limit, cursor, filters)
 
 
@@ -100,16 +98,9 @@ async def delete_all_memories(caller: CurrentCallerDep, memory: MemoryClientDep)
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def export(
-    caller: CurrentCallerDep,
-    memory: MemoryClientDep,
-    provider: Annotated[list[str] | None, Query(max_length=16)] = None,
-    conversation_id: Annotated[str | None, Query(max_length=512)] = None,
-    kind: Kind | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    caller: CurrentCallerDep, memory: MemoryClientDep, filters: QueryFilters
 ) -> StreamingResponse:
     """Everything the caller owns as NDJSON, one memory per line."""
-    filters = _filters(provider, conversation_id, kind, created_after, created_before)
     memories = memory.export(caller, filters, EXPORT_TIMEOUT_SECONDS)
     # Wait for the first memory so a failing service still gets a proper status code.
     first: Memory | None = await anext(memories, None)
