@@ -364,6 +364,7 @@ def plain_bearer(scope: Scope) -> str:
     return "Bearer"
 
 
+@dataclass(frozen=True, slots=True)
 class AuthMiddleware:
     """Every path outside `public` (exact) and `public_prefixes` needs a valid token; the
     identity goes into scope state.
@@ -375,23 +376,13 @@ class AuthMiddleware:
     so a path can point its clients at where to get a token.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        verifier: TokenVerifier,
-        public: frozenset[str],
-        limits: RateLimits,
-        probes: frozenset[str],
-        challenge: Challenge = plain_bearer,
-        public_prefixes: tuple[str, ...] = (),
-    ) -> None:
-        self.app = app
-        self.verifier = verifier
-        self.public = public
-        self.limits = limits
-        self.probes = probes
-        self.challenge = challenge
-        self.public_prefixes = public_prefixes
+    app: ASGIApp
+    verifier: TokenVerifier
+    public: frozenset[str]
+    limits: RateLimits
+    probes: frozenset[str]
+    challenge: Challenge = plain_bearer
+    public_prefixes: tuple[str, ...] = ()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probes:
