@@ -1,4 +1,4 @@
-"""The store interface, and the payload and filter shapes both adapters share."""
+"""The store interface, the filter shapes both adapters translate, and the listing cursor."""
 
 from __future__ import annotations
 
@@ -7,20 +7,27 @@ import base64
 import binascii
 import math
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from memory_service import ranking
 from memory_service.models import (
     Memory,
-    MemoryKind,
     MemoryPoint,
     ScoredMemory,
     SearchFilters,
     SearchMode,
     SparseVector,
+)
+from memory_service.store.payload import (
+    CANDIDATE_FIELDS,
+    ScoredPoint,
+    StoredPoint,
+    candidate,
+    memory_of,
+    scored,
+    with_created_at,
 )
 from service_kit.errors import UnavailableError
 
@@ -116,54 +123,6 @@ def memory_conditions(user_id: str, memory_id: str) -> list[Condition]:
     return [*tenant_conditions(user_id), HasId(memory_id)]
 
 
-def to_payload(memory: Memory) -> dict[str, Any]:
-    payload: dict[str, Any] = {
-        "user_id": memory.user_id,
-        "kind": memory.kind.value,
-        "text": memory.text,
-        "provider": memory.provider,
-        "conversation_id": memory.conversation_id,
-        "message_id": memory.message_id,
-        "url": memory.url,
-        "metadata": dict(memory.metadata),
-        "created_at": memory.created_at.timestamp(),
-        "prompt_id": memory.prompt_id,
-        "response_id": memory.response_id,
-        "seen_count": memory.seen_count,
-    }
-    if memory.updated_at is not None:
-        payload["updated_at"] = memory.updated_at.timestamp()
-    return payload
-
-
-def _time(value: Any) -> datetime | None:
-    return datetime.fromtimestamp(float(value), tz=UTC) if value is not None else None
-
-
-def from_payload(point_id: Any, payload: dict[str, Any]) -> Memory:
-    return Memory(
-        id=str(point_id),
-        user_id=payload["user_id"],
-        kind=MemoryKind(payload.get("kind", MemoryKind.PROMPT.value)),
-        text=payload.get("text", ""),
-        created_at=datetime.fromtimestamp(float(payload.get("created_at", 0.0)), tz=UTC),
-        provider=payload.get("provider", ""),
-        conversation_id=payload.get("conversation_id", ""),
-        message_id=payload.get("message_id", ""),
-        url=payload.get("url", ""),
-        metadata={str(k): str(v) for k, v in (payload.get("metadata") or {}).items()},
-        prompt_id=payload.get("prompt_id", ""),
-        response_id=payload.get("response_id", ""),
-        updated_at=_time(payload.get("updated_at")),
-        seen_count=int(payload.get("seen_count", 1)),
-    )
-
-
-def with_created_at(point_id: Any, payload: dict[str, Any]) -> tuple[float, Memory]:
-    """The memory with its stored creation time, the exact value listings order by."""
-    return float(payload.get("created_at", 0.0)), from_payload(point_id, payload)
-
-
 @dataclass(frozen=True)
 class ListCursor:
     """Where a newest-first listing stopped: the creation time of the last memory returned,
@@ -226,14 +185,15 @@ def newest_first_page(
 
 
 def stored_or_own(
-    points: Sequence[MemoryPoint], stored: dict[str, tuple[Any, dict[str, Any]]]
+    points: Sequence[MemoryPoint], records: Iterable[StoredPoint]
 ) -> tuple[list[MemoryPoint], list[Memory]]:
     """Split a write into the points to insert and what each point's id holds afterwards.
 
-    stored maps the ids already in the store to (point id, payload). Ids are UUIDv5 of
+    records are the points already stored under the write's ids. Ids are UUIDv5 of
     (user, client message id), so a stored id of another user means the id was forged or
     collided, which no write may paper over.
     """
+    stored = {str(record.id): record for record in records}
     fresh: list[MemoryPoint] = []
     held: dict[str, Memory] = {}
     result: list[Memory] = []
@@ -241,10 +201,10 @@ def stored_or_own(
         memory_id = point.memory.id
         if memory_id not in held:
             if memory_id in stored:
-                point_id, payload = stored[memory_id]
-                if payload.get("user_id") != point.memory.user_id:
+                record = stored[memory_id]
+                if (record.payload or {}).get("user_id") != point.memory.user_id:
                     raise StoreError(f"point {memory_id} belongs to another user")
-                held[memory_id] = from_payload(point_id, payload)
+                held[memory_id] = memory_of(record)
             else:
                 held[memory_id] = point.memory
                 fresh.append(point)
@@ -254,20 +214,6 @@ def stored_or_own(
 
 def prefetch_limit(limit: int) -> int:
     return min(max(limit * 4, 40), 400)
-
-
-# The payload fields fusion reads from every candidate; the rest only for results kept.
-CANDIDATE_FIELDS = ["conversation_id", "created_at"]
-
-
-def candidate(point_id: Any, score: float, payload: dict[str, Any] | None) -> ranking.Candidate:
-    payload = payload or {}
-    return ranking.Candidate(
-        id=str(point_id),
-        score=score,
-        conversation_id=str(payload.get("conversation_id", "")),
-        created_at=float(payload.get("created_at", 0.0)),
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -335,7 +281,13 @@ class MemoryStore(abc.ABC):
         if mode is SearchMode.RRF:
             if dense is None or sparse is None:
                 raise ValueError("rrf search needs both vectors")
-            return await self._rrf(user_id, filters, dense, sparse, limit)
+            depth = prefetch_limit(limit)
+            prefetches = [
+                NearestQuery(DENSE_VECTOR, dense, depth),
+                NearestQuery(SPARSE_VECTOR, sparse, depth),
+            ]
+            points = await self._rrf(tenant_conditions(user_id, filters), prefetches, limit)
+            return [scored(p) for p in points]
         if mode is SearchMode.HYBRID:
             if dense is None or sparse is None:
                 raise ValueError("hybrid search needs both vectors")
@@ -377,33 +329,41 @@ class MemoryStore(abc.ABC):
         best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
         return ranking.keyword(hits[0], best, limit)
 
-    @abc.abstractmethod
     async def _nearest(
         self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
     ) -> list[list[ScoredMemory]]:
         """For each query, the user's nearest memories with their raw scores (cosine, BM25),
         run together as one batch."""
+        batches = await self._query(tenant_conditions(user_id, filters), queries, None)
+        return [[scored(p) for p in points] for points in batches]
 
-    @abc.abstractmethod
     async def _candidates(
         self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
     ) -> list[list[ranking.Candidate]]:
-        """Like _nearest, with only what fusion needs of each hit (CANDIDATE_FIELDS)."""
+        """Like _nearest, with only what fusion needs of each hit."""
+        batches = await self._query(tenant_conditions(user_id, filters), queries, CANDIDATE_FIELDS)
+        return [[candidate(p) for p in points] for points in batches]
 
-    @abc.abstractmethod
     async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
         """The memories with these ids, whoever owns them: callers check the owner."""
+        return {str(p.id): memory_of(p) for p in await self._retrieve(memory_ids)}
+
+    @abc.abstractmethod
+    async def _query(
+        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+    ) -> Sequence[Sequence[ScoredPoint]]:
+        """For each query, the nearest points that meet the conditions, with their raw scores,
+        run together as one batch; with `fields`, only those payload fields."""
+
+    @abc.abstractmethod
+    async def _retrieve(self, memory_ids: Sequence[str]) -> Sequence[StoredPoint]:
+        """The points with these ids, whoever owns them."""
 
     @abc.abstractmethod
     async def _rrf(
-        self,
-        user_id: str,
-        filters: SearchFilters,
-        dense: list[float],
-        sparse: SparseVector,
-        limit: int,
-    ) -> list[ScoredMemory]:
-        """The engine's own reciprocal-rank fusion of dense and BM25 prefetches."""
+        self, conditions: list[Condition], prefetches: Sequence[NearestQuery], limit: int
+    ) -> Sequence[ScoredPoint]:
+        """The engine's own reciprocal-rank fusion of the prefetches' results."""
 
     async def scroll(
         self, user_id: str, filters: SearchFilters, limit: int, cursor: str | None
@@ -411,15 +371,15 @@ class MemoryStore(abc.ABC):
         """One page, newest first, and the cursor of the next page (None at the end)."""
         position = decode_cursor(cursor) if cursor else None
         start, window = scroll_window(limit, position)
-        records = await self._newest(user_id, filters, start, window)
-        return newest_first_page(records, limit, position)
+        records = await self._newest(tenant_conditions(user_id, filters), start, window)
+        return newest_first_page([with_created_at(r) for r in records], limit, position)
 
     @abc.abstractmethod
     async def _newest(
-        self, user_id: str, filters: SearchFilters, start: float | None, window: int
-    ) -> list[tuple[float, Memory]]:
-        """Up to `window` of the user's memories, newest first from creation time `start`
-        (None: the newest), each with its stored creation time."""
+        self, conditions: list[Condition], start: float | None, window: int
+    ) -> Sequence[StoredPoint]:
+        """Up to `window` of the points that meet the conditions, newest first from creation
+        time `start` (None: the newest)."""
 
     @abc.abstractmethod
     async def count(self, user_id: str | None = None) -> int:

@@ -18,11 +18,9 @@ from typing import Any
 
 import qdrant_edge as qe
 
-from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
+from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
-from memory_service.ranking import Candidate
 from memory_service.store.base import (
-    CANDIDATE_FIELDS,
     DENSE_VECTOR,
     RRF_K,
     SPARSE_VECTOR,
@@ -36,15 +34,11 @@ from memory_service.store.base import (
     NearestQuery,
     Range,
     StoreError,
-    candidate,
-    from_payload,
     memory_conditions,
-    prefetch_limit,
     stored_or_own,
     tenant_conditions,
-    to_payload,
-    with_created_at,
 )
+from memory_service.store.payload import memory_of, to_payload
 
 MANIFEST = "memory-layer.json"
 POOL_THREADS = 4
@@ -343,8 +337,7 @@ class EdgeMemoryStore(MemoryStore):
         # An id lookup in the same call as the write: no filtered scroll, no second thread
         # hop, and no other write in between.
         ids: list[qe.PointId] = list(dict.fromkeys(p.memory.id for p in points))
-        stored = {str(r.id): (r.id, r.payload or {}) for r in self.shard.retrieve(ids, True, False)}
-        fresh, result = stored_or_own(points, stored)
+        fresh, result = stored_or_own(points, self.shard.retrieve(ids, True, False))
         if fresh:
             self._apply(
                 qe.UpdateOperation.upsert_points(
@@ -438,90 +431,52 @@ class EdgeMemoryStore(MemoryStore):
         conditions = memory_conditions(user_id, memory_id)
         request = qe.ScrollRequest(limit=1, filter=_filter(conditions), with_payload=True)
         records, _ = await self._run(self.shard.scroll, request)
-        if not records:
-            return None
-        return from_payload(records[0].id, records[0].payload or {})
+        return memory_of(records[0]) if records else None
 
-    async def _nearest(
-        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
-    ) -> list[list[ScoredMemory]]:
-        flt = _filter(tenant_conditions(user_id, filters))
+    async def _query(
+        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+    ) -> list[list[qe.ScoredPoint]]:
+        flt = _filter(conditions)
+        payload = qe.PayloadSelector.Include(fields) if fields is not None else True
         batch = qe.QueryBatchRequest(
             [
                 qe.QueryRequest(
-                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=True
+                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=payload
                 )
                 for q in queries
             ]
         )
-        results = await self._run(self.shard.query_batch, batch)
-        return [
-            [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
-            for points in results
-        ]
+        return list(await self._run(self.shard.query_batch, batch))
 
-    async def _candidates(
-        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
-    ) -> list[list[Candidate]]:
-        flt = _filter(tenant_conditions(user_id, filters))
-        fields = qe.PayloadSelector.Include(CANDIDATE_FIELDS)
-        batch = qe.QueryBatchRequest(
-            [
-                qe.QueryRequest(
-                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=fields
-                )
-                for q in queries
-            ]
-        )
-        results = await self._run(self.shard.query_batch, batch)
-        return [[candidate(p.id, float(p.score), p.payload) for p in points] for points in results]
-
-    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        records = await self._run(self.shard.retrieve, list(memory_ids), True, False)
-        return {str(r.id): from_payload(r.id, r.payload or {}) for r in records}
+    async def _retrieve(self, memory_ids: Sequence[str]) -> list[qe.Record]:
+        return list(await self._run(self.shard.retrieve, list(memory_ids), True, False))
 
     async def _rrf(
-        self,
-        user_id: str,
-        filters: SearchFilters,
-        dense: list[float],
-        sparse: Sparse,
-        limit: int,
-    ) -> list[ScoredMemory]:
-        flt = _filter(tenant_conditions(user_id, filters))
-        depth = prefetch_limit(limit)
+        self, conditions: list[Condition], prefetches: Sequence[NearestQuery], limit: int
+    ) -> list[qe.ScoredPoint]:
+        flt = _filter(conditions)
         request = qe.QueryRequest(
             limit=limit,
             prefetches=[
-                qe.Prefetch(
-                    limit=depth,
-                    query=_nearest_query(NearestQuery(DENSE_VECTOR, dense, depth)),
-                    filter=flt,
-                ),
-                qe.Prefetch(
-                    limit=depth,
-                    query=_nearest_query(NearestQuery(SPARSE_VECTOR, sparse, depth)),
-                    filter=flt,
-                ),
+                qe.Prefetch(limit=q.limit, query=_nearest_query(q), filter=flt) for q in prefetches
             ],
             query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
             filter=flt,
             with_payload=True,
         )
-        points = await self._run(self.shard.query, request)
-        return [ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score)) for p in points]
+        return list(await self._run(self.shard.query, request))
 
     async def _newest(
-        self, user_id: str, filters: SearchFilters, start: float | None, window: int
-    ) -> list[tuple[float, Memory]]:
+        self, conditions: list[Condition], start: float | None, window: int
+    ) -> list[qe.Record]:
         request = qe.ScrollRequest(
             limit=window,
-            filter=_filter(tenant_conditions(user_id, filters)),
+            filter=_filter(conditions),
             with_payload=True,
             order_by=qe.OrderBy("created_at", qe.Direction.Desc, start),
         )
         records, _ = await self._run(self.shard.scroll, request)
-        return [with_created_at(r.id, r.payload or {}) for r in records]
+        return list(records)
 
     async def count(self, user_id: str | None = None) -> int:
         flt = _filter(tenant_conditions(user_id)) if user_id is not None else None

@@ -11,11 +11,9 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from memory_service.models import Memory, MemoryPoint, ScoredMemory, SearchFilters
+from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
-from memory_service.ranking import Candidate
 from memory_service.store.base import (
-    CANDIDATE_FIELDS,
     DENSE_VECTOR,
     RRF_K,
     SPARSE_VECTOR,
@@ -30,15 +28,11 @@ from memory_service.store.base import (
     Range,
     StoreError,
     StoreUnavailableError,
-    candidate,
-    from_payload,
     memory_conditions,
-    prefetch_limit,
     stored_or_own,
     tenant_conditions,
-    to_payload,
-    with_created_at,
 )
+from memory_service.store.payload import memory_of, to_payload
 
 
 def _condition(cond: Condition) -> Any:
@@ -198,8 +192,7 @@ class ServerMemoryStore(MemoryStore):
     async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
         ids = list(dict.fromkeys(p.memory.id for p in points))
         records = await self.client.retrieve(self.name, ids, with_payload=True)
-        stored = {str(r.id): (r.id, r.payload or {}) for r in records}
-        fresh, result = stored_or_own(points, stored)
+        fresh, result = stored_or_own(points, records)
         if fresh:
             # Insert-only: a replica or another pod that stored the same id in the meantime
             # keeps its copy instead of being overwritten.
@@ -219,19 +212,15 @@ class ServerMemoryStore(MemoryStore):
             limit=1,
             with_payload=True,
         )
-        if not records:
-            return None
-        return from_payload(records[0].id, records[0].payload or {})
+        return memory_of(records[0]) if records else None
 
-    async def _query_batch(
-        self,
-        user_id: str,
-        filters: SearchFilters,
-        queries: Sequence[NearestQuery],
-        with_payload: bool | models.PayloadSelector,
-    ) -> list[models.QueryResponse]:
-        flt = _filter(tenant_conditions(user_id, filters))
-        return await self.client.query_batch_points(
+    @_translated
+    async def _query(
+        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+    ) -> list[list[models.ScoredPoint]]:
+        flt = _filter(conditions)
+        payload = models.PayloadSelectorInclude(include=fields) if fields is not None else True
+        responses = await self.client.query_batch_points(
             self.name,
             requests=[
                 models.QueryRequest(
@@ -239,88 +228,49 @@ class ServerMemoryStore(MemoryStore):
                     using=q.using,
                     filter=flt,
                     limit=q.limit,
-                    with_payload=with_payload,
+                    with_payload=payload,
                 )
                 for q in queries
             ],
         )
+        return [response.points for response in responses]
 
     @_translated
-    async def _nearest(
-        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
-    ) -> list[list[ScoredMemory]]:
-        responses = await self._query_batch(user_id, filters, queries, with_payload=True)
-        return [
-            [
-                ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
-                for p in response.points
-            ]
-            for response in responses
-        ]
-
-    @_translated
-    async def _candidates(
-        self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
-    ) -> list[list[Candidate]]:
-        responses = await self._query_batch(
-            user_id,
-            filters,
-            queries,
-            with_payload=models.PayloadSelectorInclude(include=CANDIDATE_FIELDS),
-        )
-        return [
-            [candidate(p.id, float(p.score), p.payload) for p in response.points]
-            for response in responses
-        ]
-
-    @_translated
-    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        records = await self.client.retrieve(self.name, list(memory_ids), with_payload=True)
-        return {str(r.id): from_payload(r.id, r.payload or {}) for r in records}
+    async def _retrieve(self, memory_ids: Sequence[str]) -> list[models.Record]:
+        return await self.client.retrieve(self.name, list(memory_ids), with_payload=True)
 
     @_translated
     async def _rrf(
-        self,
-        user_id: str,
-        filters: SearchFilters,
-        dense: list[float],
-        sparse: Sparse,
-        limit: int,
-    ) -> list[ScoredMemory]:
-        flt = _filter(tenant_conditions(user_id, filters))
-        depth = prefetch_limit(limit)
+        self, conditions: list[Condition], prefetches: Sequence[NearestQuery], limit: int
+    ) -> list[models.ScoredPoint]:
+        flt = _filter(conditions)
         response = await self.client.query_points(
             self.name,
             prefetch=[
-                models.Prefetch(query=dense, using=DENSE_VECTOR, limit=depth, filter=flt),
-                models.Prefetch(
-                    query=_vector(sparse), using=SPARSE_VECTOR, limit=depth, filter=flt
-                ),
+                models.Prefetch(query=_vector(q.vector), using=q.using, limit=q.limit, filter=flt)
+                for q in prefetches
             ],
             query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
             query_filter=flt,
             limit=limit,
             with_payload=True,
         )
-        return [
-            ScoredMemory(from_payload(p.id, p.payload or {}), float(p.score))
-            for p in response.points
-        ]
+        return response.points
 
     @_translated
     async def _newest(
-        self, user_id: str, filters: SearchFilters, start: float | None, window: int
-    ) -> list[tuple[float, Memory]]:
+        self, conditions: list[Condition], start: float | None, window: int
+    ) -> list[models.Record]:
         records, _ = await self.client.scroll(
             self.name,
-            scroll_filter=_filter(tenant_conditions(user_id, filters)),
+            scroll_filter=_filter(conditions),
             limit=window,
             with_payload=True,
             order_by=models.OrderBy(
                 key="created_at", direction=models.Direction.DESC, start_from=start
             ),
         )
-        return [with_created_at(r.id, r.payload or {}) for r in records]
+        return records
 
     @_translated
     async def count(self, user_id: str | None = None) -> int:
