@@ -8,7 +8,7 @@ import binascii
 import math
 import re
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from memory_service import ranking
@@ -218,11 +218,13 @@ def prefetch_limit(limit: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class NearestQuery:
-    """One nearest-neighbour query of a search: which vector, the query vector, how many."""
+    """One nearest-neighbour query of a search: which vector, the query vector, how many, and
+    which payload fields each hit brings (None: all of them)."""
 
     using: str
     vector: list[float] | SparseVector
     limit: int
+    fields: list[str] | None = None
 
 
 class MemoryStore(abc.ABC):
@@ -334,14 +336,15 @@ class MemoryStore(abc.ABC):
     ) -> list[list[ScoredMemory]]:
         """For each query, the user's nearest memories with their raw scores (cosine, BM25),
         run together as one batch."""
-        batches = await self._query(tenant_conditions(user_id, filters), queries, None)
+        batches = await self._query(tenant_conditions(user_id, filters), queries)
         return [[scored(p) for p in points] for points in batches]
 
     async def _candidates(
         self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
     ) -> list[list[ranking.Candidate]]:
         """Like _nearest, with only what fusion needs of each hit."""
-        batches = await self._query(tenant_conditions(user_id, filters), queries, CANDIDATE_FIELDS)
+        only_fused = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+        batches = await self._query(tenant_conditions(user_id, filters), only_fused)
         return [[candidate(p) for p in points] for points in batches]
 
     async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
@@ -350,10 +353,10 @@ class MemoryStore(abc.ABC):
 
     @abc.abstractmethod
     async def _query(
-        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+        self, conditions: list[Condition], queries: Sequence[NearestQuery]
     ) -> Sequence[Sequence[ScoredPoint]]:
         """For each query, the nearest points that meet the conditions, with their raw scores,
-        run together as one batch; with `fields`, only those payload fields."""
+        run together as one batch."""
 
     @abc.abstractmethod
     async def _retrieve(self, memory_ids: Sequence[str]) -> Sequence[StoredPoint]:

@@ -20,24 +20,7 @@ import qdrant_edge as qe
 
 from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
-from memory_service.store.base import (
-    DENSE_VECTOR,
-    RRF_K,
-    SPARSE_VECTOR,
-    CollectionSpec,
-    Condition,
-    DimensionMismatchError,
-    HasId,
-    Match,
-    MatchAny,
-    MemoryStore,
-    NearestQuery,
-    Range,
-    StoreError,
-    memory_conditions,
-    stored_or_own,
-    tenant_conditions,
-)
+from memory_service.store import base
 from memory_service.store.payload import memory_of, to_payload
 
 MANIFEST = "memory-layer.json"
@@ -45,28 +28,32 @@ POOL_THREADS = 4
 COARSE_CLOCK_SLACK_SECONDS = 1.0
 
 
-def _condition(cond: Condition) -> Any:
+def _condition(cond: base.Condition) -> Any:
     match cond:
-        case Match(key, value):
+        case base.Match(key, value):
             return qe.FieldCondition(key, match=qe.MatchValue(value))
-        case MatchAny(key, values):
+        case base.MatchAny(key, values):
             return qe.FieldCondition(key, match=qe.MatchAny(list(values)))
-        case Range(key, gte, lte):
+        case base.Range(key, gte, lte):
             return qe.FieldCondition(key, range=qe.RangeFloat(gte=gte, lte=lte))
-        case HasId(point_id):
+        case base.HasId(point_id):
             return qe.HasIdCondition({point_id})
     raise ValueError(f"unknown condition {cond!r}")
 
 
-def _filter(conditions: list[Condition]) -> qe.Filter:
+def _filter(conditions: list[base.Condition]) -> qe.Filter:
     return qe.Filter(must=[_condition(c) for c in conditions])
 
 
-def _nearest_query(query: NearestQuery) -> Any:
+def _nearest_query(query: base.NearestQuery) -> Any:
     vector = query.vector
     if isinstance(vector, Sparse):
         return qe.Query.Nearest(qe.SparseVector(vector.indices, vector.values), using=query.using)
     return qe.Query.Nearest(vector, using=query.using)
+
+
+def _payload(fields: list[str] | None) -> Any:
+    return True if fields is None else qe.PayloadSelector.Include(fields)
 
 
 def edge_config(dimension: int) -> qe.EdgeConfig:
@@ -78,12 +65,12 @@ def edge_config(dimension: int) -> qe.EdgeConfig:
     cold = qe.Memory.Cold
     return qe.EdgeConfig(
         vectors={
-            DENSE_VECTOR: qe.EdgeVectorParams(
+            base.DENSE_VECTOR: qe.EdgeVectorParams(
                 size=dimension, distance=qe.Distance.Cosine, memory=cold
             )
         },
         sparse_vectors={
-            SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)
+            base.SPARSE_VECTOR: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf, memory=cold)
         },
         payload_memory=cold,
         id_tracker_memory=cold,
@@ -105,8 +92,8 @@ def _point(p: MemoryPoint) -> qe.Point:
     return qe.Point(
         p.memory.id,
         {
-            DENSE_VECTOR: p.dense,
-            SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
+            base.DENSE_VECTOR: p.dense,
+            base.SPARSE_VECTOR: qe.SparseVector(p.sparse.indices, p.sparse.values),
         },
         to_payload(p.memory),
     )
@@ -165,10 +152,10 @@ def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
         shard.update(op)
 
 
-class EdgeMemoryStore(MemoryStore):
+class EdgeMemoryStore(base.MemoryStore):
     backend = "embedded"
 
-    def __init__(self, data_dir: Path, spec: CollectionSpec) -> None:
+    def __init__(self, data_dir: Path, spec: base.CollectionSpec) -> None:
         self.data_dir = Path(data_dir)
         self.spec = spec
         self._shard: qe.EdgeShard | None = None
@@ -195,17 +182,17 @@ class EdgeMemoryStore(MemoryStore):
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
-        except StoreError:
+        except base.StoreError:
             raise
         except Exception as exc:
             # The engine raises bare Exception for every failure (I/O, a closed shard), so
             # there is nothing narrower to catch; the caller learns the store failed.
-            raise StoreError(f"embedded store failed: {exc}") from exc
+            raise base.StoreError(f"embedded store failed: {exc}") from exc
 
     @property
     def shard(self) -> qe.EdgeShard:
         if self._shard is None:
-            raise StoreError("store is not open")
+            raise base.StoreError("store is not open")
         return self._shard
 
     async def open(self) -> None:
@@ -221,7 +208,7 @@ class EdgeMemoryStore(MemoryStore):
             try:
                 self._shard = qe.EdgeShard.load(str(self.shard_dir), config)
             except Exception as exc:
-                raise StoreError(f"cannot open the store at {self.shard_dir}: {exc}") from exc
+                raise base.StoreError(f"cannot open the store at {self.shard_dir}: {exc}") from exc
         else:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
             self._shard = qe.EdgeShard.create(str(self.shard_dir), config)
@@ -249,7 +236,7 @@ class EdgeMemoryStore(MemoryStore):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
-            raise StoreError(
+            raise base.StoreError(
                 f"data dir {self.data_dir} is in use by another memory_service process"
             ) from exc
         self._lock_fd = fd
@@ -260,7 +247,7 @@ class EdgeMemoryStore(MemoryStore):
             return
         manifest = json.loads(path.read_text())
         if int(manifest["dimension"]) != self.spec.dimension:
-            raise DimensionMismatchError(
+            raise base.DimensionMismatchError(
                 f"data dir {self.data_dir} holds {manifest['dimension']}-dimensional embeddings "
                 f"of model {manifest['model']!r}, but the configured model {self.spec.model!r} "
                 f"produces {self.spec.dimension}-dimensional embeddings; "
@@ -337,7 +324,7 @@ class EdgeMemoryStore(MemoryStore):
         # An id lookup in the same call as the write: no filtered scroll, no second thread
         # hop, and no other write in between.
         ids: list[qe.PointId] = list(dict.fromkeys(p.memory.id for p in points))
-        fresh, result = stored_or_own(points, self.shard.retrieve(ids, True, False))
+        fresh, result = base.stored_or_own(points, self.shard.retrieve(ids, True, False))
         if fresh:
             self._apply(
                 qe.UpdateOperation.upsert_points(
@@ -384,7 +371,7 @@ class EdgeMemoryStore(MemoryStore):
         it was copied, switch the manifest to it, and release the old shard."""
         journal = self._journal
         if journal is None:
-            raise StoreError("no maintenance copy is being kept up to date")
+            raise base.StoreError("no maintenance copy is being kept up to date")
         shard = await self._run(qe.EdgeShard.load, str(target), edge_config(self.spec.dimension))
         try:
             # Catch up outside the write lock while writes keep coming, so the final step
@@ -428,20 +415,22 @@ class EdgeMemoryStore(MemoryStore):
         )
 
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
-        conditions = memory_conditions(user_id, memory_id)
+        conditions = base.memory_conditions(user_id, memory_id)
         request = qe.ScrollRequest(limit=1, filter=_filter(conditions), with_payload=True)
         records, _ = await self._run(self.shard.scroll, request)
         return memory_of(records[0]) if records else None
 
     async def _query(
-        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+        self, conditions: list[base.Condition], queries: Sequence[base.NearestQuery]
     ) -> list[list[qe.ScoredPoint]]:
         flt = _filter(conditions)
-        payload = qe.PayloadSelector.Include(fields) if fields is not None else True
         batch = qe.QueryBatchRequest(
             [
                 qe.QueryRequest(
-                    limit=q.limit, query=_nearest_query(q), filter=flt, with_payload=payload
+                    limit=q.limit,
+                    query=_nearest_query(q),
+                    filter=flt,
+                    with_payload=_payload(q.fields),
                 )
                 for q in queries
             ]
@@ -452,7 +441,7 @@ class EdgeMemoryStore(MemoryStore):
         return list(await self._run(self.shard.retrieve, list(memory_ids), True, False))
 
     async def _rrf(
-        self, conditions: list[Condition], prefetches: Sequence[NearestQuery], limit: int
+        self, conditions: list[base.Condition], prefetches: Sequence[base.NearestQuery], limit: int
     ) -> list[qe.ScoredPoint]:
         flt = _filter(conditions)
         request = qe.QueryRequest(
@@ -460,14 +449,14 @@ class EdgeMemoryStore(MemoryStore):
             prefetches=[
                 qe.Prefetch(limit=q.limit, query=_nearest_query(q), filter=flt) for q in prefetches
             ],
-            query=qe.Fusion.Rrf(k=RRF_K),  # type: ignore[arg-type]
+            query=qe.Fusion.Rrf(k=base.RRF_K),  # type: ignore[arg-type]
             filter=flt,
             with_payload=True,
         )
         return list(await self._run(self.shard.query, request))
 
     async def _newest(
-        self, conditions: list[Condition], start: float | None, window: int
+        self, conditions: list[base.Condition], start: float | None, window: int
     ) -> list[qe.Record]:
         request = qe.ScrollRequest(
             limit=window,
@@ -479,7 +468,7 @@ class EdgeMemoryStore(MemoryStore):
         return list(records)
 
     async def count(self, user_id: str | None = None) -> int:
-        flt = _filter(tenant_conditions(user_id)) if user_id is not None else None
+        flt = _filter(base.tenant_conditions(user_id)) if user_id is not None else None
         return int(await self._run(self.shard.count, qe.CountRequest(exact=True, filter=flt)))
 
     async def count_users(self) -> int:
@@ -490,7 +479,7 @@ class EdgeMemoryStore(MemoryStore):
     async def delete(self, user_id: str, memory_id: str) -> bool:
         if await self.get(user_id, memory_id) is None:
             return False
-        conditions = memory_conditions(user_id, memory_id)
+        conditions = base.memory_conditions(user_id, memory_id)
         await self._write(
             self._apply, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
         )
@@ -498,14 +487,14 @@ class EdgeMemoryStore(MemoryStore):
         return True
 
     async def delete_user(self, user_id: str) -> int:
-        flt = _filter(tenant_conditions(user_id))
+        flt = _filter(base.tenant_conditions(user_id))
         count = int(await self._run(self.shard.count, qe.CountRequest(exact=True, filter=flt)))
         await self._write(self._apply, qe.UpdateOperation.delete_points_by_filter(flt))
         self.deleted_since_maintenance += count
         return count
 
     async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
-        conditions = memory_conditions(user_id, memory_id)
+        conditions = base.memory_conditions(user_id, memory_id)
         await self._write(
             self._apply, qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields)
         )

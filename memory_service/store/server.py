@@ -13,42 +13,24 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
-from memory_service.store.base import (
-    DENSE_VECTOR,
-    RRF_K,
-    SPARSE_VECTOR,
-    CollectionSpec,
-    Condition,
-    DimensionMismatchError,
-    HasId,
-    Match,
-    MatchAny,
-    MemoryStore,
-    NearestQuery,
-    Range,
-    StoreError,
-    StoreUnavailableError,
-    memory_conditions,
-    stored_or_own,
-    tenant_conditions,
-)
+from memory_service.store import base
 from memory_service.store.payload import memory_of, to_payload
 
 
-def _condition(cond: Condition) -> Any:
+def _condition(cond: base.Condition) -> Any:
     match cond:
-        case Match(key, value):
+        case base.Match(key, value):
             return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-        case MatchAny(key, values):
+        case base.MatchAny(key, values):
             return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
-        case Range(key, gte, lte):
+        case base.Range(key, gte, lte):
             return models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
-        case HasId(point_id):
+        case base.HasId(point_id):
             return models.HasIdCondition(has_id=[point_id])
     raise ValueError(f"unknown condition {cond!r}")
 
 
-def _filter(conditions: list[Condition]) -> models.Filter:
+def _filter(conditions: list[base.Condition]) -> models.Filter:
     return models.Filter(must=[_condition(c) for c in conditions])
 
 
@@ -72,16 +54,18 @@ def _translated(
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
         except TimeoutError as exc:
-            raise StoreUnavailableError(f"Qdrant did not answer within {self.timeout:g} s") from exc
+            raise base.StoreUnavailableError(
+                f"Qdrant did not answer within {self.timeout:g} s"
+            ) from exc
         except (ResponseHandlingException, OSError) as exc:
-            raise StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
+            raise base.StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
         except UnexpectedResponse as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:
-                raise StoreUnavailableError(
+                raise base.StoreUnavailableError(
                     f"Qdrant answered {exc.status_code} {exc.reason_phrase}"
                 ) from exc
-            raise StoreError(
+            raise base.StoreError(
                 f"Qdrant refused a request: {exc.status_code} {exc.reason_phrase}"
             ) from exc
 
@@ -94,24 +78,30 @@ def _vector(vector: list[float] | Sparse) -> Any:
     return vector
 
 
+def _payload(fields: list[str] | None) -> bool | models.PayloadSelectorInclude:
+    return True if fields is None else models.PayloadSelectorInclude(include=fields)
+
+
 def _point(p: MemoryPoint) -> models.PointStruct:
     return models.PointStruct(
         id=p.memory.id,
         vector={
-            DENSE_VECTOR: p.dense,
-            SPARSE_VECTOR: models.SparseVector(indices=p.sparse.indices, values=p.sparse.values),
+            base.DENSE_VECTOR: p.dense,
+            base.SPARSE_VECTOR: models.SparseVector(
+                indices=p.sparse.indices, values=p.sparse.values
+            ),
         },
         payload=to_payload(p.memory),
     )
 
 
-class ServerMemoryStore(MemoryStore):
+class ServerMemoryStore(base.MemoryStore):
     backend = "server"
 
     def __init__(
         self,
         client: AsyncQdrantClient,
-        spec: CollectionSpec,
+        spec: base.CollectionSpec,
         *,
         replication_factor: int = 1,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -126,7 +116,7 @@ class ServerMemoryStore(MemoryStore):
         cls,
         url: str,
         api_key: str | None,
-        spec: CollectionSpec,
+        spec: base.CollectionSpec,
         *,
         replication_factor: int = 1,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -146,9 +136,9 @@ class ServerMemoryStore(MemoryStore):
         if await self.client.collection_exists(self.name):
             info = await self.client.get_collection(self.name)
             vectors = info.config.params.vectors
-            size = vectors[DENSE_VECTOR].size if isinstance(vectors, dict) else None
+            size = vectors[base.DENSE_VECTOR].size if isinstance(vectors, dict) else None
             if size != self.spec.dimension:
-                raise DimensionMismatchError(
+                raise base.DimensionMismatchError(
                     f"collection {self.name!r} holds {size}-dimensional embeddings, but the "
                     f"configured model {self.spec.model!r} produces {self.spec.dimension}"
                 )
@@ -156,12 +146,12 @@ class ServerMemoryStore(MemoryStore):
             await self.client.create_collection(
                 self.name,
                 vectors_config={
-                    DENSE_VECTOR: models.VectorParams(
+                    base.DENSE_VECTOR: models.VectorParams(
                         size=self.spec.dimension, distance=models.Distance.COSINE
                     )
                 },
                 sparse_vectors_config={
-                    SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    base.SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
                 replication_factor=self.replication_factor,
                 # A write is acknowledged once a majority of the copies have it.
@@ -192,7 +182,7 @@ class ServerMemoryStore(MemoryStore):
     async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
         ids = list(dict.fromkeys(p.memory.id for p in points))
         records = await self.client.retrieve(self.name, ids, with_payload=True)
-        fresh, result = stored_or_own(points, records)
+        fresh, result = base.stored_or_own(points, records)
         if fresh:
             # Insert-only: a replica or another pod that stored the same id in the meantime
             # keeps its copy instead of being overwritten.
@@ -208,7 +198,7 @@ class ServerMemoryStore(MemoryStore):
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         records, _ = await self.client.scroll(
             self.name,
-            scroll_filter=_filter(memory_conditions(user_id, memory_id)),
+            scroll_filter=_filter(base.memory_conditions(user_id, memory_id)),
             limit=1,
             with_payload=True,
         )
@@ -216,10 +206,9 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def _query(
-        self, conditions: list[Condition], queries: Sequence[NearestQuery], fields: list[str] | None
+        self, conditions: list[base.Condition], queries: Sequence[base.NearestQuery]
     ) -> list[list[models.ScoredPoint]]:
         flt = _filter(conditions)
-        payload = models.PayloadSelectorInclude(include=fields) if fields is not None else True
         responses = await self.client.query_batch_points(
             self.name,
             requests=[
@@ -228,7 +217,7 @@ class ServerMemoryStore(MemoryStore):
                     using=q.using,
                     filter=flt,
                     limit=q.limit,
-                    with_payload=payload,
+                    with_payload=_payload(q.fields),
                 )
                 for q in queries
             ],
@@ -241,7 +230,7 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def _rrf(
-        self, conditions: list[Condition], prefetches: Sequence[NearestQuery], limit: int
+        self, conditions: list[base.Condition], prefetches: Sequence[base.NearestQuery], limit: int
     ) -> list[models.ScoredPoint]:
         flt = _filter(conditions)
         response = await self.client.query_points(
@@ -250,7 +239,7 @@ class ServerMemoryStore(MemoryStore):
                 models.Prefetch(query=_vector(q.vector), using=q.using, limit=q.limit, filter=flt)
                 for q in prefetches
             ],
-            query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)),
+            query=models.RrfQuery(rrf=models.Rrf(k=base.RRF_K)),
             query_filter=flt,
             limit=limit,
             with_payload=True,
@@ -259,7 +248,7 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def _newest(
-        self, conditions: list[Condition], start: float | None, window: int
+        self, conditions: list[base.Condition], start: float | None, window: int
     ) -> list[models.Record]:
         records, _ = await self.client.scroll(
             self.name,
@@ -274,7 +263,7 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def count(self, user_id: str | None = None) -> int:
-        flt = _filter(tenant_conditions(user_id)) if user_id is not None else None
+        flt = _filter(base.tenant_conditions(user_id)) if user_id is not None else None
         result = await self.client.count(self.name, count_filter=flt, exact=True)
         return int(result.count)
 
@@ -290,7 +279,7 @@ class ServerMemoryStore(MemoryStore):
         await self.client.delete(
             self.name,
             points_selector=models.FilterSelector(
-                filter=_filter(memory_conditions(user_id, memory_id))
+                filter=_filter(base.memory_conditions(user_id, memory_id))
             ),
             wait=True,
         )
@@ -298,7 +287,7 @@ class ServerMemoryStore(MemoryStore):
 
     @_translated
     async def delete_user(self, user_id: str) -> int:
-        flt = _filter(tenant_conditions(user_id))
+        flt = _filter(base.tenant_conditions(user_id))
         count = (await self.client.count(self.name, count_filter=flt, exact=True)).count
         await self.client.delete(
             self.name, points_selector=models.FilterSelector(filter=flt), wait=True
@@ -310,9 +299,11 @@ class ServerMemoryStore(MemoryStore):
         await self.client.set_payload(
             self.name,
             payload=fields,
-            points=models.FilterSelector(filter=_filter(memory_conditions(user_id, memory_id))),
+            points=models.FilterSelector(
+                filter=_filter(base.memory_conditions(user_id, memory_id))
+            ),
             wait=True,
         )
 
 
-__all__ = ["ServerMemoryStore", "StoreError"]
+__all__ = ["ServerMemoryStore"]
