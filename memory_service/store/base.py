@@ -343,8 +343,8 @@ class MemoryStore(abc.ABC):
         self, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
     ) -> list[list[ranking.Candidate]]:
         """Like _nearest, with only what fusion needs of each hit."""
-        only_fused = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
-        batches = await self._query(tenant_conditions(user_id, filters), only_fused)
+        slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+        batches = await self._query(tenant_conditions(user_id, filters), slim)
         return [[candidate(p) for p in points] for points in batches]
 
     async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
