@@ -64,9 +64,13 @@ class Embedder:
     run packed (see packed.py): compute goes to real tokens, not to padding; any other
     model goes through `SentenceTransformer.encode`.
 
-    Texts wait per owner (the user they are embedded for). A batch takes one text from each
-    waiting owner in turn, and an owner has at most `owner_workers` batches running, so
-    with two or more workers a user flooding the service leaves a worker free for others.
+    Texts wait per owner (the user they are embedded for), and batches run in two lanes of
+    `workers` threads each. An owner with a backlog (more than one text waiting or being
+    embedded, or a long text) is served in the bulk lane, whose threads run at lower CPU
+    priority; every other owner's text goes to the interactive lane. So one user's import
+    has all the cores while nobody else needs them, and another user's text neither waits
+    for a free worker nor for the CPU. Within a lane a batch takes one text from each
+    waiting owner in turn, and an owner has at most `owner_workers` batches running.
     """
 
     def __init__(
@@ -113,8 +117,10 @@ class Embedder:
         # worker keeps the cores busy without the workers waiting on each other, and holds up
         # better than one many-threaded call when other processes take CPU.
         self.workers = workers
-        # 0: all workers but one (one of one), so another user's text always finds a worker.
-        self.owner_workers = owner_workers or max(1, workers - 1)
+        # 0: all of a lane's workers.
+        self.owner_workers = owner_workers or workers
+        # Batches running in each lane (True: bulk).
+        self._lane_busy = {False: 0, True: 0}
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="embedder",
@@ -215,31 +221,48 @@ class Embedder:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        free = asyncio.Semaphore(self.workers)
         running: set[asyncio.Task[None]] = set()
         try:
             while True:
-                # A batch is gathered once a worker is free, so requests that arrive while
-                # every worker is busy ride along in the next batch.
-                await free.acquire()
+                # A batch is gathered once its lane has a free worker, so requests that
+                # arrive while the lane is busy ride along in its next batch.
                 batch, bulk = await self._gather(loop)
-                if not batch:
-                    free.release()
-                    continue
-                task = asyncio.create_task(self._embed_batch(loop, batch, bulk, free))
+                self._lane_busy[bulk] += 1
+                task = asyncio.create_task(self._embed_batch(loop, batch, bulk))
                 running.add(task)
                 task.add_done_callback(running.discard)
         finally:
             for task in running:
                 task.cancel()
 
-    def _ready_owners(self) -> list[str]:
+    def _is_bulk(self, owner: str) -> bool:
+        """Whether an owner's next text goes to the bulk lane: the owner has more than one
+        text waiting or being embedded, or the text is long."""
+        queue = self._waiting[owner]
+        return (
+            len(queue) > 1
+            or self._running.get(owner, 0) > 0
+            or len(queue[0].text) >= BULK_TEXT_CHARS
+        )
+
+    def _ready_owners(self, bulk: bool) -> list[str]:
+        if self._lane_busy[bulk] >= self.workers:
+            return []
         return [
-            owner for owner in self._waiting if self._running.get(owner, 0) < self.owner_workers
+            owner
+            for owner in self._waiting
+            if self._running.get(owner, 0) < self.owner_workers and self._is_bulk(owner) == bulk
         ]
 
-    def _ready_count(self) -> int:
-        return sum(len(self._waiting[owner]) for owner in self._ready_owners())
+    def _ready_lane(self) -> bool | None:
+        """The lane with texts ready and a free worker, the interactive one first."""
+        for bulk in (False, True):
+            if self._ready_owners(bulk):
+                return bulk
+        return None
+
+    def _ready_count(self, bulk: bool) -> int:
+        return sum(len(self._waiting[owner]) for owner in self._ready_owners(bulk))
 
     async def _wait_for_change(self, seconds: float | None) -> bool:
         self._changed.clear()
@@ -251,32 +274,36 @@ class Embedder:
         return True
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> tuple[list[_Pending], bool]:
-        while not self._ready_owners():
-            await self._wait_for_change(None)
-        # Waiting for company only pays under load; a lone request is encoded at once, and
-        # so is the only text ready while the other owners wait for their running batches.
-        linger = self.max_wait if self._last_batch > 1 and self._ready_count() > 1 else 0.0
-        deadline = loop.time() + linger
-        while self._ready_count() < self.batch_size:
-            remaining = deadline - loop.time()
-            if remaining <= 0 or not await self._wait_for_change(remaining):
-                break
-        batch, bulk = self._take()
-        self._last_batch = len(batch)
-        return batch, bulk
+        while True:
+            while (bulk := self._ready_lane()) is None:
+                await self._wait_for_change(None)
+            # Waiting for company only pays under load; a lone request is encoded at once,
+            # and so is the only text ready while the other owners wait for their batches.
+            ready = self._ready_count(bulk)
+            linger = self.max_wait if self._last_batch > 1 and ready > 1 else 0.0
+            deadline = loop.time() + linger
+            while self._ready_count(bulk) < self.batch_size:
+                remaining = deadline - loop.time()
+                if remaining <= 0 or not await self._wait_for_change(remaining):
+                    break
+            # Texts that arrived meanwhile may have moved an owner to the other lane.
+            batch = self._take(bulk)
+            if batch:
+                self._last_batch = len(batch)
+                return batch, bulk
 
-    def _take(self) -> tuple[list[_Pending], bool]:
-        """Up to batch_size texts, one per ready owner in turn, and whether the batch is
-        bulk: every owner in it has a backlog (more than one text in it, or texts left
-        waiting) or sent a long text."""
+    def _take(self, bulk: bool) -> list[_Pending]:
+        """Up to batch_size texts of the lane's ready owners, one per owner in turn."""
         batch: list[_Pending] = []
-        owners = self._ready_owners()
+        owners = self._ready_owners(bulk)
+        taken: set[str] = set()
         while owners and len(batch) < self.batch_size:
             for owner in list(owners):
                 queue = self._waiting[owner]
                 item = queue.popleft()
                 if not item.future.cancelled():
                     batch.append(item)
+                    taken.add(owner)
                 # Served owners go to the back of the line for the next batch.
                 del self._waiting[owner]
                 if queue:
@@ -285,19 +312,12 @@ class Embedder:
                     owners.remove(owner)
                 if len(batch) >= self.batch_size:
                     break
-        owners_in_batch = {item.owner for item in batch}
-        for owner in owners_in_batch:
+        for owner in taken:
             self._running[owner] = self._running.get(owner, 0) + 1
-        counts: dict[str, int] = {}
-        for item in batch:
-            weight = 2 if len(item.text) >= BULK_TEXT_CHARS else 1
-            counts[item.owner] = counts.get(item.owner, 0) + weight
-        bulk = bool(batch) and all(
-            counts[owner] > 1 or owner in self._waiting for owner in owners_in_batch
-        )
-        return batch, bulk
+        return batch
 
-    def _finished(self, batch: list[_Pending]) -> None:
+    def _finished(self, batch: list[_Pending], bulk: bool) -> None:
+        self._lane_busy[bulk] -= 1
         for owner in {item.owner for item in batch}:
             left = self._running.get(owner, 0) - 1
             if left > 0:
@@ -311,7 +331,6 @@ class Embedder:
         loop: asyncio.AbstractEventLoop,
         batch: list[_Pending],
         bulk: bool,
-        free: asyncio.Semaphore,
     ) -> None:
         texts = [p.text for p in batch]
         whole = [not p.first_window_only for p in batch]
@@ -325,8 +344,7 @@ class Embedder:
                     p.future.set_exception(exc)
             return
         finally:
-            self._finished(batch)
-            free.release()
+            self._finished(batch, bulk)
         for p, vector in zip(batch, vectors, strict=True):
             if not p.future.done():
                 p.future.set_result(vector)

@@ -26,8 +26,12 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
-# Tokens per forward pass: bounds the memory of the padded attention view.
+# Tokens per forward pass: bounds the memory of the padded attention views.
 MAX_PASS_TOKENS = 8_192
+# Attention runs on groups of similar length: a group's longest sequence is at most this
+# many times its shortest, or this many tokens longer.
+ATTENTION_PAD_RATIO = 1.25
+ATTENTION_PAD_TOKENS = 8
 
 
 def _modules(model: SentenceTransformer) -> list[Any]:
@@ -143,12 +147,13 @@ class PackedBertEncoder:
         return out
 
     def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden states (float32), one row per sequence."""
+        """Mean-pooled last hidden states (float32), one row per sequence; sequences come
+        sorted by length."""
         import torch
         import torch.nn.functional as F
 
         lengths = torch.tensor([len(s) for s in sequences])
-        batch, longest = len(sequences), int(lengths.max())
+        batch = len(sequences)
         ids = torch.tensor([t for s in sequences for t in s])
         starts = torch.cumsum(lengths, 0) - lengths
         positions = torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
@@ -157,25 +162,11 @@ class PackedBertEncoder:
         x = emb.word_embeddings(ids) + emb.position_embeddings(positions)
         x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
 
-        # Where each packed token sits in a [batch, longest] padded view, and which keys
-        # are real: attention is the one step that needs texts apart.
-        real = torch.arange(longest)[None, :] < lengths[:, None]
-        slots = real.reshape(-1).nonzero().squeeze(1)
-        key_mask = real[:, None, None, :]
-        head_dim = self.hidden // self.heads
+        groups = attention_groups([len(s) for s in sequences], self.heads, self.hidden)
         dtype = self.dtype
-
-        def padded(t: torch.Tensor) -> torch.Tensor:
-            view = t.new_zeros(batch * longest, self.hidden)
-            view[slots] = t
-            return view.view(batch, longest, self.heads, head_dim).transpose(1, 2)
-
         for layer in self.layers:
-            q, k, v = F.linear(x.to(dtype), *layer.qkv).split(self.hidden, dim=1)
-            ctx = F.scaled_dot_product_attention(
-                padded(q), padded(k), padded(v), attn_mask=key_mask
-            )
-            ctx = ctx.transpose(1, 2).reshape(batch * longest, self.hidden)[slots]
+            qkv = F.linear(x.to(dtype), *layer.qkv)
+            ctx = torch.cat([group.attend(qkv) for group in groups])
             x = layer.attn_norm(F.linear(ctx, *layer.attn_out).float() + x)
             inner = self.activation(F.linear(x.to(dtype), *layer.inner))
             x = layer.out_norm(F.linear(inner, *layer.out).float() + x)
@@ -183,3 +174,61 @@ class PackedBertEncoder:
         owner = torch.repeat_interleave(torch.arange(batch), lengths)
         sums = torch.zeros(batch, self.hidden).index_add_(0, owner, x)
         return sums / lengths[:, None].float()
+
+
+class AttentionGroup:
+    """Attention over consecutive sequences of similar length, in a padded view of their
+    own: the padding attention computes on stays small whatever else is in the batch."""
+
+    def __init__(self, lengths: list[int], first_token: int, heads: int, hidden: int) -> None:
+        import torch
+
+        self.tokens = slice(first_token, first_token + sum(lengths))
+        self.batch, self.longest = len(lengths), max(lengths)
+        self.heads, self.hidden = heads, hidden
+        # Sequences of one length need neither a mask nor a scatter into the padded view.
+        self.even = min(lengths) == self.longest
+        if not self.even:
+            real = torch.arange(self.longest)[None, :] < torch.tensor(lengths)[:, None]
+            self.slots = real.reshape(-1).nonzero().squeeze(1)
+            self.key_mask = real[:, None, None, :]
+
+    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
+        """The attention output (packed tokens x hidden) for this group's slice of qkv."""
+        import torch.nn.functional as F
+
+        q, k, v = qkv[self.tokens].split(self.hidden, dim=1)
+        if self.even:
+            ctx = F.scaled_dot_product_attention(self._view(q), self._view(k), self._view(v))
+            return ctx.transpose(1, 2).reshape(-1, self.hidden)
+        ctx = F.scaled_dot_product_attention(
+            self._padded(q), self._padded(k), self._padded(v), attn_mask=self.key_mask
+        )
+        return ctx.transpose(1, 2).reshape(self.batch * self.longest, self.hidden)[self.slots]
+
+    def _view(self, t: torch.Tensor) -> torch.Tensor:
+        head_dim = self.hidden // self.heads
+        return t.reshape(self.batch, self.longest, self.heads, head_dim).transpose(1, 2)
+
+    def _padded(self, t: torch.Tensor) -> torch.Tensor:
+        view = t.new_zeros(self.batch * self.longest, self.hidden)
+        view[self.slots] = t
+        return self._view(view)
+
+
+def attention_groups(lengths: list[int], heads: int, hidden: int) -> list[AttentionGroup]:
+    """Consecutive runs of the (sorted) lengths in which the longest is at most
+    ATTENTION_PAD_RATIO times the shortest, or within ATTENTION_PAD_TOKENS of it."""
+    groups: list[AttentionGroup] = []
+    start, token = 0, 0
+    for end in range(1, len(lengths) + 1):
+        if end < len(lengths) and (
+            lengths[end] <= lengths[start] * ATTENTION_PAD_RATIO
+            or lengths[end] - lengths[start] <= ATTENTION_PAD_TOKENS
+        ):
+            continue
+        run = lengths[start:end]
+        groups.append(AttentionGroup(run, token, heads, hidden))
+        token += sum(run)
+        start = end
+    return groups

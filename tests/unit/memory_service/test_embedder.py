@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -20,7 +22,7 @@ from memory_service.model import (
     native_bfloat16,
     resolve_precision,
 )
-from memory_service.packed import PackedBertEncoder
+from memory_service.packed import PackedBertEncoder, attention_groups
 
 
 async def test_concurrent_requests_share_model_calls(sentence_model) -> None:  # type: ignore[no-untyped-def]
@@ -180,10 +182,55 @@ async def test_one_owners_backlog_does_not_hold_back_another_owners_text(sentenc
         await asyncio.gather(*flood)
     finally:
         await embedder.stop()
-    # The flooding owner holds one worker at a time; the quiet one gets the other at once,
-    # so its text is done before the flood's second batch of 8.
+    # The flood runs in the bulk lane; the quiet text goes to the interactive lane at once,
+    # so it is done before the flood's first two batches of 8.
     assert finished.index("quiet") < 16
     assert finished.count("flooding") == 40
+
+
+async def test_one_owners_backlog_runs_on_every_worker(sentence_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    embedder = Embedder(model, name, batch_size=4, max_wait_ms=1, workers=2, model_threads=1)
+    encode = embedder._encode
+    lock = threading.Lock()
+    active, peak = 0, 0
+
+    def counted(texts: list[str], whole: list[bool] | None = None) -> list[np.ndarray]:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.05)
+            return encode(texts, whole)
+        finally:
+            with lock:
+                active -= 1
+
+    monkeypatch.setattr(embedder, "_encode", counted)
+    try:
+        await asyncio.gather(*(embedder.embed(f"imported note {i}", "importer") for i in range(24)))
+    finally:
+        await embedder.stop()
+    # Nobody else is waiting: the one owner's import has both workers.
+    assert peak == 2
+
+
+def testattention_groups_keep_padding_small() -> None:
+    lengths = [3, 3, 4, 9, 10, 11, 40, 41, 60, 256, 256]
+    groups = attention_groups(lengths, heads=12, hidden=384)
+    assert [(g.batch, g.longest, g.even) for g in groups] == [
+        (6, 11, False),
+        (2, 41, False),
+        (1, 60, True),
+        (2, 256, True),
+    ]
+    assert [g.tokens for g in groups] == [
+        slice(0, 40),
+        slice(40, 121),
+        slice(121, 181),
+        slice(181, 693),
+    ]
 
 
 async def test_a_query_is_embedded_from_its_first_window_only(embedder) -> None:  # type: ignore[no-untyped-def]
