@@ -56,8 +56,8 @@ class MemorySettings(ServiceSettings):
     # Batches embedded at once, each on torch_threads / embed_workers threads; 0: one worker
     # per thread.
     embed_workers: int = Field(default=0, ge=0, le=64)
-    # Workers one user's batches may hold at once; 0: all but one (so another user's text
-    # always finds a free worker), or the one if there is only one.
+    # Workers of a lane (bulk or interactive, see embedder.py) one user's batches may hold
+    # at once; 0: all of them.
     embed_workers_per_user: int = Field(default=0, ge=0, le=64)
     # Threads for the model; 0: torch's default, which counts the node's cores, not the
     # container's CPU limit.

@@ -38,6 +38,9 @@ BULK_NICENESS = 10
 MAX_WINDOWS_PER_TEXT = 32
 # A text this long costs a full model window or more.
 BULK_TEXT_CHARS = 1_000
+# Bulk batches may hold every worker only once no interactive batch has started for this
+# long; until then they leave one worker's cores to the interactive lane.
+SHARED_SECONDS = 2.0
 
 
 def _bulk_thread(model_threads: int) -> None:
@@ -69,8 +72,10 @@ class Embedder:
     embedded, or a long text) is served in the bulk lane, whose threads run at lower CPU
     priority; every other owner's text goes to the interactive lane. So one user's import
     has all the cores while nobody else needs them, and another user's text neither waits
-    for a free worker nor for the CPU. Within a lane a batch takes one text from each
-    waiting owner in turn, and an owner has at most `owner_workers` batches running.
+    for a free worker nor for the CPU: while interactive batches keep coming (within
+    SHARED_SECONDS of each other), bulk batches leave one worker's cores to them. Within
+    a lane a batch takes one text from each waiting owner in turn, and an owner has at
+    most `owner_workers` batches running.
     """
 
     def __init__(
@@ -121,6 +126,7 @@ class Embedder:
         self.owner_workers = owner_workers or workers
         # Batches running in each lane (True: bulk).
         self._lane_busy = {False: 0, True: 0}
+        self._interactive_at = -SHARED_SECONDS
         self._pool = ThreadPoolExecutor(
             max_workers=workers,
             thread_name_prefix="embedder",
@@ -245,8 +251,13 @@ class Embedder:
             or len(queue[0].text) >= BULK_TEXT_CHARS
         )
 
+    def _lane_workers(self, bulk: bool) -> int:
+        if bulk and time.monotonic() - self._interactive_at < SHARED_SECONDS:
+            return max(1, self.workers - 1)
+        return self.workers
+
     def _ready_owners(self, bulk: bool) -> list[str]:
-        if self._lane_busy[bulk] >= self.workers:
+        if self._lane_busy[bulk] >= self._lane_workers(bulk):
             return []
         return [
             owner
@@ -290,6 +301,8 @@ class Embedder:
             batch = self._take(bulk)
             if batch:
                 self._last_batch = len(batch)
+                if not bulk:
+                    self._interactive_at = time.monotonic()
                 return batch, bulk
 
     def _take(self, bulk: bool) -> list[_Pending]:
