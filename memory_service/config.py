@@ -30,14 +30,19 @@ class MemorySettings(ServiceSettings):
     # three times still ends as a 503 the client can retry, not a 504.
     qdrant_timeout_seconds: float = Field(default=3.0, gt=0, le=300)
     data_dir: Path = Path("./data/memory")
+    # Embedded store: shards a new store is split into (users spread by a hash of their
+    # id); an existing store keeps its own.
+    embedded_shards: int = Field(default=8, ge=1, le=256)
     collection_prefix: str = "memories"
     # Copies of each shard when the service creates the collection on a Qdrant cluster.
     qdrant_replication_factor: int = Field(default=1, ge=1)
     # Embedded store: how often the service checks whether to merge segments and drop
-    # deleted points (0: never), and the share of points deleted since the last run that
-    # makes a run worth it.
+    # deleted points (0: never), the share of points deleted since the last run that
+    # makes a run worth it, and the points in the appendable segment that make one worth
+    # it (the engine keeps that segment's indexes in memory until it is sealed).
     maintenance_interval_seconds: float = Field(default=600.0, ge=0)
     maintenance_min_deleted_share: float = Field(default=0.02, ge=0, le=1)
+    maintenance_min_appendable_points: int = Field(default=50_000, ge=1)
 
     # A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2.
     model: str | None = None

@@ -1,10 +1,11 @@
-"""Maintenance of the embedded store: merge segments and drop deleted points without
-stopping the service.
+"""Maintenance of the embedded store: seal appendable segments into on-disk ones, merge
+segments and drop deleted points without stopping the service.
 
-The engine's optimizer holds the GIL for its whole run (~3.5 s per 100,000 points here), so
-it never runs in the serving process: the shard is copied, a child process optimizes the
-copy, the service applies to it the writes made meanwhile and then serves from it.
-Searches are served from the old shard throughout; saves wait only while files are copied.
+The engine's optimizer holds the GIL for its whole run (~5 s per 100,000 points here), so
+it never runs in the serving process: a shard is copied, a child process optimizes the
+copy, the service applies to it the writes made meanwhile and then serves from it, one
+shard at a time. Searches are served from the old shard throughout; saves wait only while
+files are copied.
 
     python -m memory_service.maintenance SHARD_DIR DIMENSION   # what the child runs
 """
@@ -14,13 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from memory_service.store.edge import EdgeMemoryStore, edge_config
+from memory_service.allocator import release_free_memory
+from memory_service.store.edge import (
+    EdgeMemoryStore,
+    EdgeShardSlot,
+    edge_config,
+    ensure_payload_indexes,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +41,7 @@ class MaintenanceRun:
     seconds: float
     bytes_before: int
     bytes_after: int
+    shards: int
 
 
 def directory_bytes(path: Path) -> int:
@@ -46,59 +55,91 @@ def directory_bytes(path: Path) -> int:
 
 
 class StoreMaintenance:
-    """Runs maintenance when enough points were deleted since the last run, checked every
-    interval_seconds by the service itself."""
+    """Runs maintenance on the shards where enough points were deleted since the last run,
+    or whose appendable segment holds enough points, checked every interval_seconds by the
+    service itself.
+
+    The engine keeps an appendable segment's payload indexes, sparse index and id tracker
+    in memory (~1.5 KB per point here), and new points go to that segment: sealing it into
+    an on-disk segment is what keeps resident memory from growing with the store, as
+    Qdrant's own indexing optimizer does past its indexing threshold.
+    """
 
     def __init__(
-        self, store: EdgeMemoryStore, *, interval_seconds: float, min_deleted_share: float
+        self,
+        store: EdgeMemoryStore,
+        *,
+        interval_seconds: float,
+        min_deleted_share: float,
+        min_appendable_points: int,
     ) -> None:
         self.store = store
         self.interval_seconds = interval_seconds
         self.min_deleted_share = min_deleted_share
+        # Split evenly over the shards: a shard is sealed once it holds its share.
+        self.min_appendable_points = min_appendable_points
         self.runs: list[MaintenanceRun] = []
         self._lock = asyncio.Lock()
 
-    async def due(self) -> bool:
-        deleted = self.store.deleted_since_maintenance
-        if deleted == 0:
-            return False
-        remaining = await self.store.count(None)
-        return deleted >= self.min_deleted_share * (remaining + deleted)
+    async def due_shards(self) -> list[EdgeShardSlot]:
+        slots = list(self.store.slots)
+        per_shard = math.ceil(self.min_appendable_points / max(1, len(slots)))
+        due = []
+        for slot in slots:
+            if await self.store.appendable_points(slot) >= per_shard:
+                due.append(slot)
+                continue
+            deleted = slot.deleted_since_maintenance
+            if deleted == 0:
+                continue
+            remaining = await self.store.shard_points(slot)
+            if deleted >= self.min_deleted_share * (remaining + deleted):
+                due.append(slot)
+        return due
 
     async def run_forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval_seconds)
             try:
-                if await self.due():
-                    await self.run()
+                if due := await self.due_shards():
+                    await self.run(due)
             except Exception:
-                # The service goes on from the shard it has; the next interval tries again.
+                # The service goes on from the shards it has; the next interval tries again.
                 log.exception("store maintenance failed")
 
-    async def run(self) -> MaintenanceRun:
-        """One maintenance pass; the service keeps serving throughout."""
+    async def run(self, slots: list[EdgeShardSlot] | None = None) -> MaintenanceRun:
+        """One maintenance pass over the given shards (None: those that are due), one after
+        another; the service keeps serving throughout."""
         async with self._lock:
             started = time.perf_counter()
-            # Walking a large shard takes a while: off the event loop.
-            before = await asyncio.to_thread(directory_bytes, self.store.shard_dir)
-            target = self.store.next_copy_dir()
-            await self.store.copy_for_maintenance(target)
-            try:
-                await optimize_in_child(target, self.store.spec.dimension)
-                await self.store.take_over(target)
-            except BaseException:
-                self.store.abandon_copy(target)
-                raise
-            after = await asyncio.to_thread(directory_bytes, self.store.shard_dir)
-            done = MaintenanceRun(time.perf_counter() - started, before, after)
+            chosen = await self.due_shards() if slots is None else slots
+            # Walking a large store takes a while: off the event loop.
+            before = await asyncio.to_thread(directory_bytes, self.store.collections_dir)
+            for slot in chosen:
+                await self._maintain(slot)
+            # The old shards' in-memory indexes were freed with them: hand them to the OS.
+            await asyncio.to_thread(release_free_memory)
+            after = await asyncio.to_thread(directory_bytes, self.store.collections_dir)
+            done = MaintenanceRun(time.perf_counter() - started, before, after, len(chosen))
             self.runs.append(done)
             log.info(
-                "store maintenance took %.1f s; shard %d -> %d bytes",
+                "store maintenance of %d shards took %.1f s; store %d -> %d bytes",
+                done.shards,
                 done.seconds,
                 done.bytes_before,
                 done.bytes_after,
             )
             return done
+
+    async def _maintain(self, slot: EdgeShardSlot) -> None:
+        target = self.store.next_copy_dir(slot)
+        await self.store.copy_for_maintenance(slot, target)
+        try:
+            await optimize_in_child(target, self.store.spec.dimension)
+            await self.store.take_over(slot, target)
+        except BaseException:
+            self.store.abandon_copy(slot, target)
+            raise
 
 
 async def optimize_in_child(shard_dir: Path, dimension: int) -> None:
@@ -125,11 +166,14 @@ async def optimize_in_child(shard_dir: Path, dimension: int) -> None:
 
 
 def optimize(shard_dir: Path, dimension: int) -> None:
-    """Merge the shard's segments and drop deleted points, in this process."""
+    """Seal the shard's appendable segments, merge segments and drop deleted points, in
+    this process."""
     import qdrant_edge
 
     shard = qdrant_edge.EdgeShard.load(str(shard_dir), edge_config(dimension))
     try:
+        # Before the optimizer runs, so that the segments it writes get indexes on disk.
+        ensure_payload_indexes(shard, rebuild_misplaced=True)
         shard.optimize()
         shard.flush()
     finally:

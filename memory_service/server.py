@@ -38,7 +38,7 @@ def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
             replication_factor=settings.qdrant_replication_factor,
             timeout=settings.qdrant_timeout_seconds,
         )
-    return EdgeMemoryStore(settings.data_dir, spec)
+    return EdgeMemoryStore(settings.data_dir, spec, shards=settings.embedded_shards)
 
 
 @dataclass
@@ -96,6 +96,7 @@ class MemoryServer(ServiceServer):
                 store,
                 interval_seconds=self.settings.maintenance_interval_seconds,
                 min_deleted_share=self.settings.maintenance_min_deleted_share,
+                min_appendable_points=self.settings.maintenance_min_appendable_points,
             )
             self._maintenance_task = asyncio.create_task(self.maintenance.run_forever())
         await self.set_status(SERVING)

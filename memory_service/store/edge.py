@@ -11,8 +11,10 @@ import re
 import shutil
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,11 @@ from memory_service.store.payload import memory_of, to_payload
 
 MANIFEST = "memory-layer.json"
 POOL_THREADS = 4
+# Shards of a new store; opening one holds the GIL for ~0.3 s per million points here.
+DEFAULT_SHARDS = 8
 COARSE_CLOCK_SLACK_SECONDS = 1.0
+# Above any one user's vectors (KB): a search is always an exact scan of the user's points.
+EXACT_SEARCH_KB = 1 << 40
 
 
 def _condition(cond: base.Condition) -> Any:
@@ -61,7 +67,8 @@ def edge_config(dimension: int) -> qe.EdgeConfig:
     # Vectors, payloads and the id tracker stay on disk (Cold) and are paged in when a
     # query touches them: every query is one user's, so resident memory follows the
     # users being served, not the size of the store. The placement is fixed when a
-    # segment is created.
+    # segment is created, and holds only for sealed (non-appendable) segments: the engine
+    # keeps an appendable segment's indexes and id tracker in memory whatever it says.
     cold = qe.Memory.Cold
     return qe.EdgeConfig(
         vectors={
@@ -77,15 +84,48 @@ def edge_config(dimension: int) -> qe.EdgeConfig:
         wal_enabled=True,
         # Every query is filtered to one user, whose memories the tenant index finds and
         # scores exactly; an HNSW graph over everyone's vectors would not be used for that
-        # and took ~8 minutes per 100,000 points to build here. Optimization therefore only
-        # merges segments and drops deleted points (~3.5 s per 100,000).
+        # and took ~8 minutes per 100,000 points to build here. So the index built when a
+        # segment is sealed has no graph (m and payload_m 0) and every search scores the
+        # user's points exactly, however many they are (full_scan_threshold).
+        hnsw_config=qe.HnswIndexConfig(
+            m=0, ef_construct=100, full_scan_threshold=EXACT_SEARCH_KB, payload_m=0
+        ),
+        # The engine optimizes only when maintenance tells it to (see maintenance.py); it
+        # then seals every appendable segment that holds anything, merges segments and
+        # drops deleted points (~5 s per 100,000 points here).
         optimizers=qe.EdgeOptimizersConfig(
-            indexing_threshold=0,
+            indexing_threshold=1,
             default_segment_number=1,
             deleted_threshold=0.01,
             vacuum_min_vector_number=100,
         ),
     )
+
+
+def payload_indexes() -> dict[str, Any]:
+    """The payload fields that queries filter or order by, with their index parameters.
+
+    On disk (Cold) like the rest: in a sealed segment the engine otherwise keeps each index
+    in memory (~1 KB per point here for these five)."""
+    cold = qe.Memory.Cold
+    return {
+        "user_id": qe.KeywordIndexParams(is_tenant=True, memory=cold),
+        "provider": qe.KeywordIndexParams(memory=cold),
+        "conversation_id": qe.KeywordIndexParams(memory=cold),
+        "kind": qe.KeywordIndexParams(memory=cold),
+        "created_at": qe.FloatIndexParams(memory=cold),
+    }
+
+
+def ensure_payload_indexes(shard: qe.EdgeShard, *, rebuild_misplaced: bool) -> None:
+    """Create the payload indexes the shard lacks; with rebuild_misplaced, also rebuild
+    those held in memory (a store created before they were placed on disk)."""
+    schema = shard.info().payload_schema
+    for key, params in payload_indexes().items():
+        present = schema.get(key)
+        misplaced = present is not None and getattr(present.params, "memory", None) != params.memory
+        if present is None or (rebuild_misplaced and misplaced):
+            shard.update(qe.UpdateOperation.create_field_index(key, params))
 
 
 def _point(p: MemoryPoint) -> qe.Point:
@@ -152,32 +192,87 @@ def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
         shard.update(op)
 
 
+def _flush_for_copy(shard: qe.EdgeShard) -> float:
+    # File times come from the kernel's coarse clock: step back a little, so a write just
+    # after the flush cannot carry an earlier time.
+    started = time.time() - COARSE_CLOCK_SLACK_SECONDS
+    shard.flush()
+    return started
+
+
+def _read_ahead(path: Path) -> None:
+    """Ask the kernel to read every file under path into the page cache."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                try:
+                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                finally:
+                    os.close(fd)
+
+
+@dataclass(eq=False)
+class EdgeShardSlot:
+    """One of the store's shards: the directory in use and what maintenance keeps of it."""
+
+    base: str
+    name: str
+    engine: qe.EdgeShard | None = None
+    # While maintenance works on a copy of this shard, every write applied here is also
+    # kept to be applied to the copy before it takes over.
+    journal: list[qe.UpdateOperation] | None = None
+    deleted_since_maintenance: int = 0
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self.engine is None:
+            raise base.StoreError("store is not open")
+        return self.engine
+
+
 class EdgeMemoryStore(base.MemoryStore):
+    """Users are spread over several shards by a hash of their id, and every query is one
+    user's, so it goes to one shard. The engine holds the GIL while it opens a shard
+    (~0.3 s per million points here), which stalls everything in the process: maintenance
+    replaces one shard at a time, so each pause is a fraction of that."""
+
     backend = "embedded"
 
-    def __init__(self, data_dir: Path, spec: base.CollectionSpec) -> None:
+    def __init__(
+        self, data_dir: Path, spec: base.CollectionSpec, *, shards: int = DEFAULT_SHARDS
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.spec = spec
-        self._shard: qe.EdgeShard | None = None
+        # For a new store; an existing one keeps the shards its manifest names.
+        self.new_store_shards = shards
+        self.slots: list[EdgeShardSlot] = []
         self._lock_fd: int | None = None
         # The engine releases the GIL; a small pool lets reads overlap with a write.
         self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="edge-store")
         self._writes = asyncio.Lock()
-        # While maintenance works on a copy, every write applied here is also kept to be
-        # applied to the copy before it takes over.
-        self._journal: list[qe.UpdateOperation] | None = None
-        # Maintenance replaces the shard with an optimized copy in a sibling directory;
-        # the manifest names the one in use.
-        self._shard_name = spec.name
-        self.deleted_since_maintenance = 0
 
     @property
     def collections_dir(self) -> Path:
         return self.data_dir / "collections"
 
+    def shard_dir(self, slot: EdgeShardSlot) -> Path:
+        return self.collections_dir / slot.name
+
     @property
-    def shard_dir(self) -> Path:
-        return self.collections_dir / self._shard_name
+    def shard_dirs(self) -> list[Path]:
+        return [self.shard_dir(slot) for slot in self.slots]
+
+    @property
+    def deleted_since_maintenance(self) -> int:
+        return sum(slot.deleted_since_maintenance for slot in self.slots)
+
+    def _slot_index(self, user_id: str) -> int:
+        return zlib.crc32(user_id.encode()) % len(self.slots)
+
+    def slot_of(self, user_id: str) -> EdgeShardSlot:
+        """The shard that holds the user's memories."""
+        return self.slots[self._slot_index(user_id)]
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
@@ -189,11 +284,15 @@ class EdgeMemoryStore(base.MemoryStore):
             # there is nothing narrower to catch; the caller learns the store failed.
             raise base.StoreError(f"embedded store failed: {exc}") from exc
 
-    @property
-    def shard(self) -> qe.EdgeShard:
-        if self._shard is None:
-            raise base.StoreError("store is not open")
-        return self._shard
+    def _shard(self, user_id: str) -> qe.EdgeShard:
+        return self.slot_of(user_id).shard
+
+    def _shard_for(self, conditions: list[base.Condition]) -> qe.EdgeShard:
+        """The shard of the user every read's conditions start from."""
+        for cond in conditions:
+            if isinstance(cond, base.Match) and cond.key == "user_id":
+                return self._shard(cond.value)
+        raise ValueError("a user id is required for every store read")
 
     async def open(self) -> None:
         await self._run(self._open)
@@ -201,33 +300,20 @@ class EdgeMemoryStore(base.MemoryStore):
     def _open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_data_dir()
-        self._check_manifest()
+        self.slots = [EdgeShardSlot(base, name) for base, name in self._shard_names()]
         self._remove_stale_copies()
         config = edge_config(self.spec.dimension)
-        if (self.shard_dir / "segments").exists():
-            try:
-                self._shard = qe.EdgeShard.load(str(self.shard_dir), config)
-            except Exception as exc:
-                raise base.StoreError(f"cannot open the store at {self.shard_dir}: {exc}") from exc
-        else:
-            self.shard_dir.mkdir(parents=True, exist_ok=True)
-            self._shard = qe.EdgeShard.create(str(self.shard_dir), config)
-        schema = self._shard.info().payload_schema
-        if "user_id" not in schema:
-            self._shard.update(
-                qe.UpdateOperation.create_field_index(
-                    "user_id", qe.KeywordIndexParams(is_tenant=True)
-                )
-            )
-        for key in ("provider", "conversation_id", "kind"):
-            if key not in schema:
-                self._shard.update(
-                    qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword)
-                )
-        if "created_at" not in schema:
-            self._shard.update(
-                qe.UpdateOperation.create_field_index("created_at", qe.PayloadSchemaType.Float)
-            )
+        for slot in self.slots:
+            path = self.shard_dir(slot)
+            if (path / "segments").exists():
+                try:
+                    slot.engine = qe.EdgeShard.load(str(path), config)
+                except Exception as exc:
+                    raise base.StoreError(f"cannot open the store at {path}: {exc}") from exc
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+                slot.engine = qe.EdgeShard.create(str(path), config)
+            ensure_payload_indexes(slot.engine, rebuild_misplaced=False)
         self._write_manifest()
 
     def _lock_data_dir(self) -> None:
@@ -241,12 +327,11 @@ class EdgeMemoryStore(base.MemoryStore):
             ) from exc
         self._lock_fd = fd
 
-    def _check_manifest(self) -> None:
+    def _shard_names(self) -> list[tuple[str, str]]:
+        """(base, directory in use) of each shard: as the manifest says, else new ones."""
         path = self.data_dir / MANIFEST
-        if not path.exists():
-            return
-        manifest = json.loads(path.read_text())
-        if int(manifest["dimension"]) != self.spec.dimension:
+        manifest = json.loads(path.read_text()) if path.exists() else {}
+        if manifest and int(manifest["dimension"]) != self.spec.dimension:
             raise base.DimensionMismatchError(
                 f"data dir {self.data_dir} holds {manifest['dimension']}-dimensional embeddings "
                 f"of model {manifest['model']!r}, but the configured model {self.spec.model!r} "
@@ -254,32 +339,41 @@ class EdgeMemoryStore(base.MemoryStore):
                 "use another MEMORY_DATA_DIR or the original model"
             )
         if manifest.get("collection") == self.spec.name:
-            self._shard_name = str(manifest.get("shard", self.spec.name))
+            names = manifest.get("shards") or [manifest.get("shard", self.spec.name)]
+            return [(re.sub(r"\.\d+$", "", str(n)), str(n)) for n in names]
+        if (self.collections_dir / self.spec.name / "segments").exists():
+            # A store from before shards had their own directories: one shard.
+            return [(self.spec.name, self.spec.name)]
+        count = self.new_store_shards
+        bases = [self.spec.name] if count == 1 else [f"{self.spec.name}-{i}" for i in range(count)]
+        return [(base, base) for base in bases]
 
-    def shard_copies(self) -> list[Path]:
-        """This collection's shard directories: the one in use and any maintenance copies."""
+    def shard_copies(self, slot: EdgeShardSlot) -> list[Path]:
+        """A shard's directories: the one in use and any maintenance copies."""
         if not self.collections_dir.exists():
             return []
-        pattern = re.compile(re.escape(self.spec.name) + r"(\.\d+)?")
+        pattern = re.compile(re.escape(slot.base) + r"(\.\d+)?")
         return [p for p in self.collections_dir.iterdir() if pattern.fullmatch(p.name)]
 
     def _remove_stale_copies(self) -> None:
         # A copy left by maintenance that stopped before taking over holds nothing that
         # the shard in use lacks: writes were acknowledged from the shard in use only.
-        for path in self.shard_copies():
-            if path.name != self._shard_name:
-                shutil.rmtree(path, ignore_errors=True)
+        for slot in self.slots:
+            for path in self.shard_copies(slot):
+                if path.name != slot.name:
+                    shutil.rmtree(path, ignore_errors=True)
 
-    def next_copy_dir(self) -> Path:
-        numbers = [int(p.suffix[1:]) for p in self.shard_copies() if p.suffix[1:].isdigit()]
-        return self.collections_dir / f"{self.spec.name}.{max(numbers, default=0) + 1}"
+    def next_copy_dir(self, slot: EdgeShardSlot) -> Path:
+        suffixes = [p.name[len(slot.base) + 1 :] for p in self.shard_copies(slot)]
+        numbers = [int(n) for n in suffixes if n.isdigit()]
+        return self.collections_dir / f"{slot.base}.{max(numbers, default=0) + 1}"
 
     def _write_manifest(self) -> None:
         manifest = {
             "collection": self.spec.name,
             "model": self.spec.model,
             "dimension": self.spec.dimension,
-            "shard": self._shard_name,
+            "shards": [slot.name for slot in self.slots],
         }
         tmp = self.data_dir / (MANIFEST + ".tmp")
         with open(tmp, "w") as f:
@@ -295,9 +389,10 @@ class EdgeMemoryStore(base.MemoryStore):
             os.close(dir_fd)
 
     async def close(self) -> None:
-        if self._shard is not None:
-            shard, self._shard = self._shard, None
-            await self._run(shard.close)
+        for slot in self.slots:
+            if slot.engine is not None:
+                engine, slot.engine = slot.engine, None
+                await self._run(engine.close)
         self._pool.shutdown(wait=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
@@ -307,33 +402,43 @@ class EdgeMemoryStore(base.MemoryStore):
         async with self._writes:
             return await self._run(fn, *args)
 
-    def _apply(self, op: qe.UpdateOperation) -> None:
-        # The update returns once the operation is in the write-ahead log.
-        self.shard.update(op)
-        if self._journal is not None:
-            self._journal.append(op)
+    def _apply(self, slot: EdgeShardSlot, op: qe.UpdateOperation) -> None:
+        # The update returns once the operation is in the shard's write-ahead log.
+        slot.shard.update(op)
+        if slot.journal is not None:
+            slot.journal.append(op)
+
+    def _upsert(self, points: Sequence[MemoryPoint], mode: qe.UpdateMode | None = None) -> None:
+        # One update per shard the points belong to; the call returns once every one is in
+        # its shard's log. A failure part way fails the whole call, and a retry writes the
+        # same ids again.
+        groups: dict[int, list[MemoryPoint]] = {}
+        for p in points:
+            groups.setdefault(self._slot_index(p.memory.user_id), []).append(p)
+        for index, group in groups.items():
+            op = qe.UpdateOperation.upsert_points([_point(p) for p in group], update_mode=mode)
+            self._apply(self.slots[index], op)
 
     async def upsert(self, points: Sequence[MemoryPoint]) -> None:
-        op = qe.UpdateOperation.upsert_points([_point(p) for p in points])
-        await self._write(self._apply, op)
+        await self._write(self._upsert, points)
 
     async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
         return list(await self._write(self._insert_new, points))
+
+    def _retrieve_everywhere(self, ids: list[qe.PointId], with_payload: bool) -> list[qe.Record]:
+        # An id may be any user's, so every shard is asked.
+        return [r for slot in self.slots for r in slot.shard.retrieve(ids, with_payload, False)]
 
     def _insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
         # An id lookup in the same call as the write: no filtered scroll, no second thread
         # hop, and no other write in between.
         ids: list[qe.PointId] = list(dict.fromkeys(p.memory.id for p in points))
-        fresh, result = base.stored_or_own(points, self.shard.retrieve(ids, True, False))
+        fresh, result = base.stored_or_own(points, self._retrieve_everywhere(ids, True))
         if fresh:
-            self._apply(
-                qe.UpdateOperation.upsert_points(
-                    [_point(p) for p in fresh], update_mode=qe.UpdateMode.InsertOnly
-                )
-            )
+            self._upsert(fresh, qe.UpdateMode.InsertOnly)
         return result
 
-    async def copy_for_maintenance(self, target: Path) -> None:
+    async def copy_for_maintenance(self, slot: EdgeShardSlot, target: Path) -> None:
         """Copy the shard to target as of one instant, then keep every later write for it.
 
         A copy taken while the engine writes could be torn, so it goes in two passes. The
@@ -343,35 +448,32 @@ class EdgeMemoryStore(base.MemoryStore):
         only what was modified since the first flush. Writes wait only for that second,
         short pass; reads never wait.
         """
-        since = await self._run(self._flush_for_copy)
+        source = self.shard_dir(slot)
+        since = await self._run(_flush_for_copy, slot.shard)
         with contextlib.suppress(shutil.Error):
             # Files the engine replaces meanwhile fail to copy here; the second pass
             # copies whatever they became.
-            await self._run(shutil.copytree, self.shard_dir, target, False, None, _copy_sparse)
+            await self._run(shutil.copytree, source, target, False, None, _copy_sparse)
         async with self._writes:
-            await self._run(self._flush_for_copy)
-            await self._run(_copy_modified, self.shard_dir, target, since)
-            self._journal = []
+            await self._run(_flush_for_copy, slot.shard)
+            await self._run(_copy_modified, source, target, since)
+            slot.journal = []
 
-    def _flush_for_copy(self) -> float:
-        # File times come from the kernel's coarse clock: step back a little, so a
-        # write just after the flush cannot carry an earlier time.
-        started = time.time() - COARSE_CLOCK_SLACK_SECONDS
-        self.shard.flush()
-        return started
-
-    def abandon_copy(self, target: Path) -> None:
+    def abandon_copy(self, slot: EdgeShardSlot, target: Path) -> None:
         """Drop a maintenance copy that will not take over (never the shard in use)."""
-        self._journal = None
-        if target.name != self._shard_name:
+        slot.journal = None
+        if target.name != slot.name:
             shutil.rmtree(target, ignore_errors=True)
 
-    async def take_over(self, target: Path) -> None:
-        """Serve from the maintained copy at target: open it, apply the writes made since
-        it was copied, switch the manifest to it, and release the old shard."""
-        journal = self._journal
+    async def take_over(self, slot: EdgeShardSlot, target: Path) -> None:
+        """Serve the shard from the maintained copy at target: open it, apply the writes
+        made since it was copied, switch the manifest to it, and release the old one."""
+        journal = slot.journal
         if journal is None:
             raise base.StoreError("no maintenance copy is being kept up to date")
+        # Opening reads the copy's files; read them into the page cache first, off the GIL,
+        # so that the part that holds it does not also wait for the disk.
+        await self._run(_read_ahead, target)
         shard = await self._run(qe.EdgeShard.load, str(target), edge_config(self.spec.dimension))
         try:
             # Catch up outside the write lock while writes keep coming, so the final step
@@ -383,26 +485,26 @@ class EdgeMemoryStore(base.MemoryStore):
                 done = upto
             async with self._writes:
                 await self._run(_replay, shard, journal[done:])
-                old, old_dir = self.shard, self.shard_dir
+                old, old_name = slot.shard, slot.name
                 await self._run(shard.flush)
-                self._shard_name = target.name
+                slot.name = target.name
                 try:
                     # fsync can take a while on a busy disk: off the event loop.
                     await self._run(self._write_manifest)
                 except BaseException:
                     # Writes go on to the old shard, so the manifest must name it.
-                    self._shard_name = old_dir.name
+                    slot.name = old_name
                     await self._run(self._write_manifest)
                     raise
-                self._shard, self._journal = shard, None
+                slot.engine, slot.journal = shard, None
         except BaseException:
-            self._journal = None
+            slot.journal = None
             await self._run(shard.close)
             raise
-        self.deleted_since_maintenance = 0
+        slot.deleted_since_maintenance = 0
         await self._drain_pool()
         await self._run(old.close)
-        await self._run(shutil.rmtree, old_dir)
+        await self._run(shutil.rmtree, self.collections_dir / old_name)
 
     async def _drain_pool(self) -> None:
         """Wait for every store call started before now to finish."""
@@ -414,10 +516,22 @@ class EdgeMemoryStore(base.MemoryStore):
             *(loop.run_in_executor(self._pool, barrier.wait) for _ in range(POOL_THREADS))
         )
 
+    async def appendable_points(self, slot: EdgeShardSlot) -> int:
+        """At least how many points the shard's appendable segments hold (maintenance
+        seals them)."""
+        info = await self._run(slot.shard.info)
+        # Every point has both vectors. The engine counts a sparse vector as indexed in any
+        # segment and a dense one only in a sealed segment, where a deleted point still
+        # counts until the segment is rewritten; hence "at least".
+        return max(0, 2 * int(info.points_count) - int(info.indexed_vectors_count))
+
+    async def shard_points(self, slot: EdgeShardSlot) -> int:
+        return int(await self._run(slot.shard.count, qe.CountRequest(exact=True)))
+
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         conditions = base.memory_conditions(user_id, memory_id)
         request = qe.ScrollRequest(limit=1, filter=_filter(conditions), with_payload=True)
-        records, _ = await self._run(self.shard.scroll, request)
+        records, _ = await self._run(self._shard(user_id).scroll, request)
         return memory_of(records[0]) if records else None
 
     async def _query(
@@ -435,10 +549,10 @@ class EdgeMemoryStore(base.MemoryStore):
                 for q in queries
             ]
         )
-        return list(await self._run(self.shard.query_batch, batch))
+        return list(await self._run(self._shard_for(conditions).query_batch, batch))
 
     async def _retrieve(self, memory_ids: Sequence[str]) -> list[qe.Record]:
-        return list(await self._run(self.shard.retrieve, list(memory_ids), True, False))
+        return list(await self._run(self._retrieve_everywhere, list(memory_ids), True))
 
     async def _rrf(
         self, conditions: list[base.Condition], prefetches: Sequence[base.NearestQuery], limit: int
@@ -453,7 +567,7 @@ class EdgeMemoryStore(base.MemoryStore):
             filter=flt,
             with_payload=True,
         )
-        return list(await self._run(self.shard.query, request))
+        return list(await self._run(self._shard_for(conditions).query, request))
 
     async def _newest(
         self, conditions: list[base.Condition], start: float | None, window: int
@@ -464,37 +578,47 @@ class EdgeMemoryStore(base.MemoryStore):
             with_payload=True,
             order_by=qe.OrderBy("created_at", qe.Direction.Desc, start),
         )
-        records, _ = await self._run(self.shard.scroll, request)
+        records, _ = await self._run(self._shard_for(conditions).scroll, request)
         return list(records)
 
     async def count(self, user_id: str | None = None) -> int:
-        flt = _filter(base.tenant_conditions(user_id)) if user_id is not None else None
-        return int(await self._run(self.shard.count, qe.CountRequest(exact=True, filter=flt)))
+        if user_id is None:
+            return sum([await self.shard_points(slot) for slot in self.slots])
+        request = qe.CountRequest(exact=True, filter=_filter(base.tenant_conditions(user_id)))
+        return int(await self._run(self._shard(user_id).count, request))
 
     async def count_users(self) -> int:
+        # Each user's memories are in one shard only.
         request = qe.FacetRequest(key="user_id", limit=1_000_000, exact=False)
-        response = await self._run(self.shard.facet, request)
-        return len(response.hits)
+        total = 0
+        for slot in self.slots:
+            response = await self._run(slot.shard.facet, request)
+            total += len(response.hits)
+        return total
 
     async def delete(self, user_id: str, memory_id: str) -> bool:
         if await self.get(user_id, memory_id) is None:
             return False
         conditions = base.memory_conditions(user_id, memory_id)
+        slot = self.slot_of(user_id)
         await self._write(
-            self._apply, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
+            self._apply, slot, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
         )
-        self.deleted_since_maintenance += 1
+        slot.deleted_since_maintenance += 1
         return True
 
     async def delete_user(self, user_id: str) -> int:
+        slot = self.slot_of(user_id)
         flt = _filter(base.tenant_conditions(user_id))
-        count = int(await self._run(self.shard.count, qe.CountRequest(exact=True, filter=flt)))
-        await self._write(self._apply, qe.UpdateOperation.delete_points_by_filter(flt))
-        self.deleted_since_maintenance += count
+        count = int(await self._run(slot.shard.count, qe.CountRequest(exact=True, filter=flt)))
+        await self._write(self._apply, slot, qe.UpdateOperation.delete_points_by_filter(flt))
+        slot.deleted_since_maintenance += count
         return count
 
     async def set_fields(self, user_id: str, memory_id: str, fields: dict[str, Any]) -> None:
         conditions = base.memory_conditions(user_id, memory_id)
         await self._write(
-            self._apply, qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields)
+            self._apply,
+            self.slot_of(user_id),
+            qe.UpdateOperation.set_payload_by_filter(_filter(conditions), fields),
         )

@@ -26,7 +26,7 @@ from memory_service.models import (
 )
 from memory_service.server import create_server
 from memory_service.store import CollectionSpec
-from memory_service.store.edge import EdgeMemoryStore
+from memory_service.store.edge import EdgeMemoryStore, edge_config, payload_indexes
 from service_kit.identity import Identity
 
 DIM = 32
@@ -70,8 +70,24 @@ async def search(store: EdgeMemoryStore, user: str, n: int) -> list[str]:
     return [r.memory.id for r in results]
 
 
-def maintenance(store: EdgeMemoryStore) -> StoreMaintenance:
-    return StoreMaintenance(store, interval_seconds=0.05, min_deleted_share=0.05)
+def neighbour(store: EdgeMemoryStore, user: str) -> str:
+    """Another user whose memories are in the same shard as user's."""
+    return next(
+        name
+        for name in (f"carol-{n}" for n in range(1000))
+        if store.slot_of(name) is store.slot_of(user)
+    )
+
+
+def maintenance(
+    store: EdgeMemoryStore, *, min_appendable_points: int = 1_000_000
+) -> StoreMaintenance:
+    return StoreMaintenance(
+        store,
+        interval_seconds=0.05,
+        min_deleted_share=0.05,
+        min_appendable_points=min_appendable_points,
+    )
 
 
 async def test_deleted_points_leave_the_disk_and_the_rest_stay(tmp_path: Path) -> None:
@@ -81,21 +97,27 @@ async def test_deleted_points_leave_the_disk_and_the_rest_stay(tmp_path: Path) -
     await store.upsert(alice + bob)
     for p in alice[::2]:
         await store.delete("alice", p.memory.id)
-    before = directory_bytes(store.shard_dir)
+    before = directory_bytes(store.collections_dir)
     bob_results = await search(store, "bob", 3)
+    untouched = [slot.name for slot in store.slots if slot is not store.slot_of("alice")]
 
     run = await maintenance(store).run()
 
     assert run.bytes_before == before
     assert run.bytes_after < before
-    assert directory_bytes(store.shard_dir) == run.bytes_after
+    assert directory_bytes(store.collections_dir) == run.bytes_after
     assert await store.count("alice") == 1500
     assert await store.count("bob") == 1000
     assert await search(store, "bob", 3) == bob_results
     assert await store.get("alice", alice[1].memory.id) == alice[1].memory
     assert await store.get("alice", alice[0].memory.id) is None
-    # The optimized copy is the shard now; the old one is gone from the disk.
-    assert [p.name for p in store.shard_copies()] == [store.shard_dir.name]
+    # The optimized copy is alice's shard now; the old one is gone from the disk. Shards
+    # where nothing was deleted were left as they were.
+    alices = store.slot_of("alice")
+    assert [p.name for p in store.shard_copies(alices)] == [alices.name]
+    assert alices.name != alices.base
+    assert [slot.name for slot in store.slots if slot is not alices] == untouched
+    assert run.shards == 1
     await store.close()
 
 
@@ -105,7 +127,9 @@ async def test_writes_during_maintenance_are_kept_across_a_restart(tmp_path: Pat
     await store.upsert(seeded)
     await store.delete_user("alice")
     await store.upsert([point("bob", n) for n in range(500)])
-    during = [point("carol", n) for n in range(200)]
+    # In the shard being maintained, so that these writes reach it through its journal.
+    carol = neighbour(store, "alice")
+    during = [point(carol, n) for n in range(200)]
     searches: list[list[str]] = []
 
     async def keep_writing() -> None:
@@ -120,15 +144,16 @@ async def test_writes_during_maintenance_are_kept_across_a_restart(tmp_path: Pat
     assert len(searches) == len(during) and all(len(found) == 5 for found in searches)
     await store.close()
     manifest = json.loads((tmp_path / "data" / "memory-layer.json").read_text())
-    assert manifest["shard"] == store.shard_dir.name != SPEC.name
+    assert manifest["shards"] == [slot.name for slot in store.slots]
+    assert store.slot_of("alice").name in manifest["shards"]
 
     reopened = await open_store(tmp_path / "data")
-    assert reopened.shard_dir.name == manifest["shard"]
-    assert await reopened.count("carol") == 200
+    assert [slot.name for slot in reopened.slots] == manifest["shards"]
+    assert await reopened.count(carol) == 200
     assert await reopened.count("bob") == 500
     assert await reopened.count("alice") == 0
     for p in during[::37]:
-        assert await reopened.get("carol", p.memory.id) == p.memory
+        assert await reopened.get(carol, p.memory.id) == p.memory
     await reopened.close()
 
 
@@ -136,8 +161,9 @@ async def test_a_copy_left_by_an_interrupted_run_is_dropped_at_open(tmp_path: Pa
     store = await open_store(tmp_path / "data")
     kept = point("alice", 1)
     await store.upsert([kept])
-    target = store.next_copy_dir()
-    await store.copy_for_maintenance(target)
+    slot = store.slot_of("alice")
+    target = store.next_copy_dir(slot)
+    await store.copy_for_maintenance(slot, target)
     await store.upsert([point("alice", 2)])
     await store.close()
     assert target.exists()
@@ -145,7 +171,7 @@ async def test_a_copy_left_by_an_interrupted_run_is_dropped_at_open(tmp_path: Pa
     reopened = await open_store(tmp_path / "data")
 
     assert not target.exists()
-    assert reopened.shard_dir.name == SPEC.name
+    assert reopened.slot_of("alice").name == slot.base
     assert await reopened.count("alice") == 2
     await reopened.close()
 
@@ -171,6 +197,66 @@ async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None
         runner.cancel()
     assert store.deleted_since_maintenance == 0
     assert scheduled.runs[0].bytes_after < scheduled.runs[0].bytes_before
+    await store.close()
+
+
+async def test_the_schedule_seals_a_store_that_took_many_points(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    points = [point("alice", n) for n in range(1500)]
+    await store.upsert(points[:100])
+    scheduled = maintenance(store, min_appendable_points=1000)
+    runner = asyncio.create_task(scheduled.run_forever())
+    try:
+        await asyncio.sleep(0.3)
+        assert scheduled.runs == []
+        await store.upsert(points[100:])
+        async with asyncio.timeout(60):
+            while not scheduled.runs:
+                await asyncio.sleep(0.05)
+        # Sealed: the points are in an on-disk segment, none are left to seal.
+        assert [await store.appendable_points(slot) for slot in store.slots] == [0] * 8
+        await asyncio.sleep(0.3)
+        assert len(scheduled.runs) == 1
+    finally:
+        runner.cancel()
+    assert await store.count("alice") == 1500
+    assert await store.get("alice", points[1234].memory.id) == points[1234].memory
+    await store.upsert([point("alice", 1500)])
+    assert await store.appendable_points(store.slot_of("alice")) == 1
+    await store.close()
+
+
+async def test_maintenance_moves_payload_indexes_kept_in_memory_to_disk(tmp_path: Path) -> None:
+    # A store whose indexes were created without a placement, which in a sealed segment
+    # the engine keeps in memory.
+    shard_dir = tmp_path / "data" / "collections" / SPEC.name
+    shard_dir.mkdir(parents=True)
+    shard = qdrant_edge.EdgeShard.create(str(shard_dir), edge_config(DIM))
+    shard.update(
+        qdrant_edge.UpdateOperation.create_field_index(
+            "user_id", qdrant_edge.KeywordIndexParams(is_tenant=True)
+        )
+    )
+    shard.update(
+        qdrant_edge.UpdateOperation.create_field_index(
+            "kind", qdrant_edge.PayloadSchemaType.Keyword
+        )
+    )
+    shard.close()
+    store = await open_store(tmp_path / "data")
+    points = [point("alice", n) for n in range(300)]
+    await store.upsert(points)
+    before = await search(store, "alice", 7)
+
+    # A store from before shards had their own directories is one shard.
+    assert [slot.name for slot in store.slots] == [SPEC.name]
+    await maintenance(store).run(store.slots)
+
+    schema = store.slots[0].shard.info().payload_schema
+    assert set(schema) == set(payload_indexes())
+    assert all(index.params.memory == qdrant_edge.Memory.Cold for index in schema.values())
+    assert await search(store, "alice", 7) == before
+    assert await store.count("alice") == 300
     await store.close()
 
 

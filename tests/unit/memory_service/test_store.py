@@ -457,3 +457,22 @@ async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyo
     assert found[a[2].memory.id].text == "alice batch 2"
     assert await store.get_many("alice", []) == {}
     assert await store.taken_ids(asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}
+
+
+async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path) -> None:
+    store = EdgeMemoryStore(tmp_path / "data", SPEC)
+    await store.open()
+    users = [f"user-{i}" for i in range(40)]
+    await store.upsert([point(u, f"{u} note", i) for i, u in enumerate(users)])
+
+    held = [await store.shard_points(slot) for slot in store.slots]
+    assert len(held) == 8 and sum(held) == 40 and min(held) > 0
+    assert await store.count() == 40
+    assert await store.count_users() == 40
+    await store.close()
+    # The shards a store was created with stay, whatever a later start asks for.
+    again = EdgeMemoryStore(tmp_path / "data", SPEC, shards=2)
+    await again.open()
+    assert len(again.slots) == 8
+    assert await again.count("user-3") == 1
+    await again.close()

@@ -99,7 +99,10 @@ def _filters(rng: random.Random) -> SearchFilters:
 @pytest.fixture(scope="module")
 async def adapters(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[list[MemoryStore]]:
     stores: list[MemoryStore] = [
-        EdgeMemoryStore(Path(tmp_path_factory.mktemp("congruence")), SPEC),
+        # One shard, like the server's one collection: the engine takes BM25's IDF from the
+        # shard's own points, so keyword scores agree to the last digits only over the
+        # same points.
+        EdgeMemoryStore(Path(tmp_path_factory.mktemp("congruence")), SPEC, shards=1),
         ServerMemoryStore(AsyncQdrantClient(location=":memory:"), SPEC),
     ]
     points = _points(random.Random(20260601))
