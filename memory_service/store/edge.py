@@ -192,12 +192,34 @@ def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
         shard.update(op)
 
 
-def _flush_for_copy(shard: qe.EdgeShard) -> float:
+def _write_back(path: Path) -> None:
+    """Write every file under path to disk, off the GIL.
+
+    The engine holds the GIL while it flushes or closes a shard, and most of that time goes
+    to waiting for the disk (a flush after some writes: ~200 ms here, ~20 ms once this ran
+    first). Written back first, its flush finds little left to write."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(root, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def _flush_for_copy(shard: qe.EdgeShard, path: Path) -> float:
+    _write_back(path)
     # File times come from the kernel's coarse clock: step back a little, so a write just
     # after the flush cannot carry an earlier time.
     started = time.time() - COARSE_CLOCK_SLACK_SECONDS
     shard.flush()
     return started
+
+
+def _close(shard: qe.EdgeShard, path: Path) -> None:
+    _write_back(path)
+    shard.close()
 
 
 def _read_ahead(path: Path) -> None:
@@ -449,13 +471,13 @@ class EdgeMemoryStore(base.MemoryStore):
         short pass; reads never wait.
         """
         source = self.shard_dir(slot)
-        since = await self._run(_flush_for_copy, slot.shard)
+        since = await self._run(_flush_for_copy, slot.shard, source)
         with contextlib.suppress(shutil.Error):
             # Files the engine replaces meanwhile fail to copy here; the second pass
             # copies whatever they became.
             await self._run(shutil.copytree, source, target, False, None, _copy_sparse)
         async with self._writes:
-            await self._run(_flush_for_copy, slot.shard)
+            await self._run(_flush_for_copy, slot.shard, source)
             await self._run(_copy_modified, source, target, since)
             slot.journal = []
 
@@ -485,8 +507,9 @@ class EdgeMemoryStore(base.MemoryStore):
                 done = upto
             async with self._writes:
                 await self._run(_replay, shard, journal[done:])
+                # No flush: what was replayed is in the copy's write-ahead log, like any
+                # acknowledged write, and a flush here would hold the GIL.
                 old, old_name = slot.shard, slot.name
-                await self._run(shard.flush)
                 slot.name = target.name
                 try:
                     # fsync can take a while on a busy disk: off the event loop.
@@ -503,7 +526,7 @@ class EdgeMemoryStore(base.MemoryStore):
             raise
         slot.deleted_since_maintenance = 0
         await self._drain_pool()
-        await self._run(old.close)
+        await self._run(_close, old, self.collections_dir / old_name)
         await self._run(shutil.rmtree, self.collections_dir / old_name)
 
     async def _drain_pool(self) -> None:
