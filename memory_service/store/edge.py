@@ -20,6 +20,7 @@ from typing import Any
 
 import qdrant_edge as qe
 
+from memory_service.allocator import release_mapped_pages
 from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
 from memory_service.store import base
@@ -337,6 +338,8 @@ class EdgeMemoryStore(base.MemoryStore):
                 slot.engine = qe.EdgeShard.create(str(path), config)
             ensure_payload_indexes(slot.engine, rebuild_misplaced=False)
         self._write_manifest()
+        # Nothing else runs on the store yet.
+        release_mapped_pages(self.collections_dir)
 
     def _lock_data_dir(self) -> None:
         fd = os.open(self.data_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
@@ -528,6 +531,10 @@ class EdgeMemoryStore(base.MemoryStore):
         await self._drain_pool()
         await self._run(_close, old, self.collections_dir / old_name)
         await self._run(shutil.rmtree, self.collections_dir / old_name)
+        async with self._writes:
+            # Opening the copy read through its log; with writes held (and this the only
+            # maintenance), nothing unmaps the store's files meanwhile.
+            await self._run(release_mapped_pages, self.shard_dir(slot))
 
     async def _drain_pool(self) -> None:
         """Wait for every store call started before now to finish."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import mmap
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
+
+from memory_service.allocator import release_mapped_pages
 
 # Run in a fresh interpreter: a long-lived test process has free small chunks everywhere,
 # so the layout below would not hold there.
@@ -50,3 +54,31 @@ def test_freed_heap_is_returned() -> None:
     )
     released_kb = int(result.stdout.strip())
     assert released_kb > 150 * 1024
+
+
+def resident_kb(path: Path) -> int:
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and ":" not in fields[0]:
+            inside = len(fields) > 5 and fields[5] == str(path)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on /proc/self/maps")
+def test_mapped_file_pages_are_released_and_keep_their_data(tmp_path: Path) -> None:
+    path = tmp_path / "log"
+    path.write_bytes(bytes(range(256)) * 4096 * 16)  # 16 MiB
+    with open(path, "r+b") as f, mmap.mmap(f.fileno(), 0) as mapped:
+        assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == 0
+        mapped[5] = 77
+        assert resident_kb(path) >= 16 * 1024
+
+        assert release_mapped_pages(tmp_path) == 16 * 1024 * 1024
+
+        assert resident_kb(path) < 64
+        assert mapped[5] == 77 and mapped[4096 * 10 + 3] == 3
+        mapped.flush()
+    assert path.read_bytes()[5] == 77
