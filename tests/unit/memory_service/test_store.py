@@ -476,3 +476,31 @@ async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path)
     assert len(again.slots) == 8
     assert await again.count("user-3") == 1
     await again.close()
+
+
+def resident_kb_under(directory: Path) -> int:
+    """This process's resident pages of files under directory."""
+    total, inside = 0, False
+    prefix = str(directory.resolve())
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split()
+        if "-" in fields[0] and ":" not in fields[0]:
+            inside = len(fields) > 5 and fields[5].startswith(prefix)
+        elif inside and fields[0] == "Rss:":
+            total += int(fields[1])
+    return total
+
+
+async def test_embedded_store_keeps_no_pages_it_read_while_opening(tmp_path: Path) -> None:
+    store = EdgeMemoryStore(tmp_path / "data", SPEC)
+    await store.open()
+    points = [point(f"user-{i % 20}", f"note {i}", i) for i in range(2000)]
+    await store.upsert(points)
+    await store.close()
+
+    reopened = EdgeMemoryStore(tmp_path / "data", SPEC)
+    await reopened.open()
+    # The engine read each shard's log and appendable indexes (megabytes) while opening.
+    assert resident_kb_under(tmp_path / "data") < 1024
+    assert await reopened.get("user-3", points[3].memory.id) == points[3].memory
+    await reopened.close()
