@@ -103,6 +103,9 @@ class StoreMaintenance:
             try:
                 if due := await self.due_shards():
                     await self.run(due)
+                else:
+                    async with self._lock:
+                        await self.store.flush_written()
             except Exception:
                 # The service goes on from the shards it has; the next interval tries again.
                 log.exception("store maintenance failed")
