@@ -203,8 +203,14 @@ async def maintenance_under_load(
 
         await asyncio.gather(delete_then_watch(), searcher(), saver(), saver())
         print(f"  deleted {figures.deleted} of {HEAVY_USER}'s memories", flush=True)
-        # The old shard is removed once in-flight reads are done.
-        await asyncio.sleep(2)
+        # Deletions made after the copy was taken may make the shard due again: measure
+        # once no maintenance copy is left beside the shards in use.
+        deadline = time.monotonic() + args.maintenance_timeout
+        while time.monotonic() < deadline:
+            in_use = set(current_shards(data_dir))
+            if {p.name for p in collections.iterdir()} == in_use:
+                break
+            await asyncio.sleep(0.5)
         figures.disk_after = directory_bytes(data_dir)
 
 
