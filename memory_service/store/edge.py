@@ -31,6 +31,10 @@ POOL_THREADS = 4
 # Shards of a new store; opening one holds the GIL for ~0.3 s per million points here.
 DEFAULT_SHARDS = 8
 COARSE_CLOCK_SLACK_SECONDS = 1.0
+# A shard is flushed once this many updates reached it since its last flush. The engine
+# holds the GIL while it flushes, for as long as it takes to write what changed, so many
+# small flushes pause the service less than one after a burst of writes.
+FLUSH_EVERY_UPDATES = 2_000
 # Above any one user's vectors (KB): a search is always an exact scan of the user's points.
 EXACT_SEARCH_KB = 1 << 40
 
@@ -246,8 +250,12 @@ class EdgeShardSlot:
     # kept to be applied to the copy before it takes over.
     journal: list[qe.UpdateOperation] | None = None
     deleted_since_maintenance: int = 0
-    # Written to since its last flush.
-    written: bool = False
+    # Updates applied since its last flush.
+    updates_since_flush: int = 0
+
+    @property
+    def written(self) -> bool:
+        return self.updates_since_flush > 0
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -427,12 +435,21 @@ class EdgeMemoryStore(base.MemoryStore):
 
     async def _write(self, fn: Any, *args: Any) -> Any:
         async with self._writes:
-            return await self._run(fn, *args)
+            result = await self._run(fn, *args)
+        # Outside the write lock, as flush_written: other writes need not wait for the disk.
+        for slot in self.slots:
+            if slot.updates_since_flush >= FLUSH_EVERY_UPDATES:
+                await self._flush(slot)
+        return result
+
+    async def _flush(self, slot: EdgeShardSlot) -> None:
+        slot.updates_since_flush = 0
+        await self._run(_flush_for_copy, slot.shard, self.shard_dir(slot))
 
     def _apply(self, slot: EdgeShardSlot, op: qe.UpdateOperation) -> None:
         # The update returns once the operation is in the shard's write-ahead log.
         slot.shard.update(op)
-        slot.written = True
+        slot.updates_since_flush += 1
         if slot.journal is not None:
             slot.journal.append(op)
 
@@ -556,8 +573,7 @@ class EdgeMemoryStore(base.MemoryStore):
         shard, to what was written in between."""
         for slot in self.slots:
             if slot.written:
-                slot.written = False
-                await self._run(_flush_for_copy, slot.shard, self.shard_dir(slot))
+                await self._flush(slot)
 
     async def appendable_points(self, slot: EdgeShardSlot) -> int:
         """At least how many points the shard's appendable segments hold (maintenance

@@ -25,7 +25,7 @@ from memory_service.models import (
     SparseVector,
 )
 from memory_service.server import create_server
-from memory_service.store import CollectionSpec
+from memory_service.store import CollectionSpec, edge
 from memory_service.store.edge import EdgeMemoryStore, edge_config, payload_indexes
 from service_kit.identity import Identity
 
@@ -200,6 +200,30 @@ async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None
         runner.cancel()
     assert store.deleted_since_maintenance == 0
     assert scheduled.runs[0].bytes_after < scheduled.runs[0].bytes_before
+    await store.close()
+
+
+async def test_a_shard_is_flushed_every_so_many_updates(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(edge, "FLUSH_EVERY_UPDATES", 3)
+    store = await open_store(tmp_path / "data")
+    slot = store.slot_of("alice")
+    points = [point("alice", n) for n in range(5)]
+    flushed: list[int] = []
+    flush = store._flush
+
+    async def counted(s: edge.EdgeShardSlot) -> None:
+        flushed.append(s.updates_since_flush)
+        await flush(s)
+
+    monkeypatch.setattr(store, "_flush", counted)
+    for p in points:
+        await store.upsert([p])
+    # The third update flushed the shard; two came after.
+    assert flushed == [3] and slot.updates_since_flush == 2
+    for p in points[:2]:
+        await store.delete("alice", p.memory.id)
+    assert flushed == [3, 3] and slot.updates_since_flush == 1
+    assert await store.count("alice") == 3
     await store.close()
 
 
