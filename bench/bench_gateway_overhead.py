@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -115,11 +117,11 @@ async def wait_ready(memory_addr: str, gateway_url: str, within: float = 300.0) 
     raise TimeoutError("services not ready")
 
 
-def p50_ms(samples: list[float]) -> float:
-    return statistics.median(samples) * 1000
-
-
-async def bench(args: argparse.Namespace, data_dir: Path) -> None:
+@contextlib.asynccontextmanager
+async def gateway_stack(data_dir: Path) -> AsyncIterator[tuple[str, str]]:
+    """memory_service (embedded store under data_dir) and the gateway as child processes on
+    free ports, limits out of the way; yields their addresses once both are ready. If
+    anything fails, the tails of their logs go to stderr."""
     memory_port, gateway_port = free_port(), free_port()
     memory_addr = f"127.0.0.1:{memory_port}"
     gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -140,14 +142,16 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
         GATEWAY_RATE_LIMIT_IP="1000000/minute",
         GATEWAY_RATE_LIMIT_USER="1000000/minute",
         GATEWAY_LOG_LEVEL="WARNING",
+        HF_HUB_OFFLINE="1",
     )
+    env.pop("MEMORY_QDRANT_URL", None)
     processes = [
         start("memory_service", env, data_dir / "memory.log"),
         start("gateway", env, data_dir / "gateway.log"),
     ]
     try:
         await wait_ready(memory_addr, gateway_url)
-        await measure(args, memory_addr, gateway_url)
+        yield memory_addr, gateway_url
     except BaseException:
         for log in ("memory.log", "gateway.log"):
             tail = (data_dir / log).read_text(errors="replace").splitlines()[-15:]
@@ -156,6 +160,15 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
     finally:
         for process in reversed(processes):
             stop(process)
+
+
+def p50_ms(samples: list[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+async def bench(args: argparse.Namespace, data_dir: Path) -> None:
+    async with gateway_stack(data_dir) as (memory_addr, gateway_url):
+        await measure(args, memory_addr, gateway_url)
 
 
 async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) -> None:

@@ -35,9 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -47,16 +45,13 @@ from typing import Any
 
 import grpc
 import httpx
-from bench_gateway_overhead import free_port, start, stop, wait_ready
+from bench_gateway_overhead import ISSUER, JWT_SECRET, SERVICE_TOKEN, gateway_stack
 
 from gateway.tokens import mint_token
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 from service_kit.identity import Identity, outgoing_metadata
 
-SERVICE_TOKEN = "bench-retrieval-service-token"  # noqa: S105 - a throwaway local stack
-JWT_SECRET = "bench-retrieval-jwt-secret-0123456789abcdef"  # noqa: S105
-ISSUER = "memory-layer-bench"
 TOP_K = 10
 KS = (1, 5, 10)
 SKIPPED_CATEGORY = 5
@@ -161,42 +156,8 @@ async def bounded(calls: Iterable[Callable[[], Awaitable[None]]], concurrency: i
 
 
 async def bench(args: argparse.Namespace, data_dir: Path) -> None:
-    memory_port, gateway_port = free_port(), free_port()
-    memory_addr = f"127.0.0.1:{memory_port}"
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    env = dict(
-        os.environ,
-        MEMORY_HOST="127.0.0.1",
-        MEMORY_PORT=str(memory_port),
-        MEMORY_DATA_DIR=str(data_dir / "memory"),
-        MEMORY_METRICS_PORT="-1",
-        MEMORY_LOG_LEVEL="WARNING",
-        MEMORY_LAYER_SERVICE_TOKEN=SERVICE_TOKEN,
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(gateway_port),
-        GATEWAY_MEMORY_ADDR=memory_addr,
-        GATEWAY_SUPABASE_JWT_SECRET=JWT_SECRET,
-        GATEWAY_JWT_ISSUER=ISSUER,
-        GATEWAY_RATE_LIMIT_IP="1000000/minute",
-        GATEWAY_RATE_LIMIT_USER="1000000/minute",
-        GATEWAY_LOG_LEVEL="WARNING",
-    )
-    env.pop("MEMORY_QDRANT_URL", None)
-    processes = [
-        start("memory_service", env, data_dir / "memory.log"),
-        start("gateway", env, data_dir / "gateway.log"),
-    ]
-    try:
-        await wait_ready(memory_addr, gateway_url)
+    async with gateway_stack(data_dir) as (memory_addr, gateway_url):
         await measure(args, memory_addr, gateway_url)
-    except BaseException:
-        for log in ("memory.log", "gateway.log"):
-            tail = (data_dir / log).read_text(errors="replace").splitlines()[-15:]
-            print(f"--- {log}", *tail, sep="\n", file=sys.stderr)
-        raise
-    finally:
-        for process in reversed(processes):
-            stop(process)
 
 
 def dia_ids(results: list[dict[str, Any]]) -> list[str]:

@@ -36,15 +36,7 @@ from typing import Any
 
 import aiohttp
 import torch
-from bench_gateway_overhead import (
-    ISSUER,
-    JWT_SECRET,
-    SERVICE_TOKEN,
-    free_port,
-    start,
-    stop,
-    wait_ready,
-)
+from bench_gateway_overhead import ISSUER, JWT_SECRET, gateway_stack
 from corpus import prompt_texts, query_texts
 
 from gateway.tokens import mint_token
@@ -130,43 +122,8 @@ async def run_ours(
     queries: list[tuple[str, str]],
     data_dir: Path,
 ) -> list[dict[str, Any]]:
-    memory_port, gateway_port = free_port(), free_port()
-    memory_addr = f"127.0.0.1:{memory_port}"
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    env = dict(
-        os.environ,
-        MEMORY_HOST="127.0.0.1",
-        MEMORY_PORT=str(memory_port),
-        MEMORY_DATA_DIR=str(data_dir / "memory"),
-        MEMORY_METRICS_PORT="-1",
-        MEMORY_LOG_LEVEL="WARNING",
-        MEMORY_LAYER_SERVICE_TOKEN=SERVICE_TOKEN,
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(gateway_port),
-        GATEWAY_MEMORY_ADDR=memory_addr,
-        GATEWAY_SUPABASE_JWT_SECRET=JWT_SECRET,
-        GATEWAY_JWT_ISSUER=ISSUER,
-        GATEWAY_RATE_LIMIT_IP="1000000/minute",
-        GATEWAY_RATE_LIMIT_USER="1000000/minute",
-        GATEWAY_LOG_LEVEL="WARNING",
-        HF_HUB_OFFLINE="1",
-    )
-    env.pop("MEMORY_QDRANT_URL", None)
-    processes = [
-        start("memory_service", env, data_dir / "memory.log"),
-        start("gateway", env, data_dir / "gateway.log"),
-    ]
-    try:
-        await wait_ready(memory_addr, gateway_url)
+    async with gateway_stack(data_dir) as (_, gateway_url):
         return await measure_ours(args, gateway_url, saves, queries)
-    except BaseException:
-        for log in ("memory.log", "gateway.log"):
-            tail = (data_dir / log).read_text(errors="replace").splitlines()[-15:]
-            print(f"--- {log}", *tail, sep="\n", file=sys.stderr)
-        raise
-    finally:
-        for process in reversed(processes):
-            stop(process)
 
 
 async def measure_ours(
