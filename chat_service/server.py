@@ -20,6 +20,7 @@ from chat_service.servicer import ChatServicer
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
+from service_kit.heap import freeze_startup_heap
 from service_kit.llm_apis import OFFLINE
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,7 @@ class ChatServer(ServiceServer):
             build_providers(self.settings, self.http),
         )
         self.servicer.assistant = assistant
+        freeze_startup_heap()
         await self.set_status(SERVING)
         log.info(
             "chat service ready on port %d (provider %s, memory at %s)",

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
+from service_kit.heap import freeze_startup_heap
 from service_kit.logs import configure_logging
 from service_kit.metrics import start_metrics
 from service_kit.settings import describe_settings_error
@@ -23,8 +24,10 @@ def main() -> int:
     configure_logging("gateway", settings.log_level)
     # Metrics on a port of their own, as the other services do: the API port is public.
     start_metrics(settings.metrics_port)
+    app = create_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         loop="uvloop",

@@ -22,6 +22,7 @@ from memory_service.store.server import ServerMemoryStore
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
+from service_kit.heap import freeze_startup_heap
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class MemoryServer(ServiceServer):
         store = build_store(self.settings, spec)
         await store.open()
         await embedder.start()
+        freeze_startup_heap()
         # Loading the model and replaying the store's log leave freed heap behind.
         await asyncio.to_thread(release_free_memory)
         self.embedder, self.store = embedder, store
