@@ -28,6 +28,7 @@ from memory_service.store.edge import (
     EdgeShardSlot,
     edge_config,
     ensure_payload_indexes,
+    write_back,
 )
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,10 @@ def optimize(shard_dir: Path, dimension: int) -> None:
         shard.flush()
     finally:
         shard.close()
+    # The service opens and writes to these files next: on disk first, so none of their
+    # pages is still being written back then (a write to such a page waits for the disk,
+    # holding the GIL).
+    write_back(shard_dir)
 
 
 def main(argv: list[str]) -> int:

@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import shutil
 import threading
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,8 @@ COARSE_CLOCK_SLACK_SECONDS = 1.0
 # holds the GIL while it flushes, for as long as it takes to write what changed, so many
 # small flushes pause the service less than one after a burst of writes.
 FLUSH_EVERY_UPDATES = 2_000
+# Writes made while maintenance worked on a copy are applied to it in slices of this long.
+REPLAY_SLICE_SECONDS = 0.01
 # Above any one user's vectors (KB): a search is always an exact scan of the user's points.
 EXACT_SEARCH_KB = 1 << 40
 
@@ -144,25 +147,31 @@ def _point(p: MemoryPoint) -> qe.Point:
     )
 
 
+def _data_ranges(fd: int) -> Iterator[tuple[int, int]]:
+    """The [start, end) byte ranges of an open file that hold data (not holes)."""
+    size = os.fstat(fd).st_size
+    offset = 0
+    while offset < size:
+        try:
+            start = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError:  # nothing but a hole up to the end
+            return
+        end = os.lseek(fd, start, os.SEEK_HOLE)
+        yield start, end
+        offset = end
+
+
 def _copy_sparse(src: str, dst: str) -> None:
     """Copy a file's data ranges only: the engine preallocates its log and vector files,
     and a plain copy would write their holes out in full."""
     with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fin.fileno(), offset, os.SEEK_DATA)
-            except OSError:  # nothing but a hole up to the end
-                break
-            end = os.lseek(fin.fileno(), start, os.SEEK_HOLE)
+        for start, end in _data_ranges(fin.fileno()):
             while start < end:
                 copied = os.copy_file_range(fin.fileno(), fout.fileno(), end - start, start, start)
                 if copied == 0:
                     raise OSError(f"{src} shrank while being copied")
                 start += copied
-            offset = end
-        fout.truncate(size)
+        fout.truncate(os.fstat(fin.fileno()).st_size)
     shutil.copystat(src, dst)
 
 
@@ -192,12 +201,23 @@ def _copy_modified(source: Path, target: Path, since: float) -> None:
             Path(root).rmdir()
 
 
-def _replay(shard: qe.EdgeShard, ops: Sequence[qe.UpdateOperation]) -> None:
-    for op in ops:
-        shard.update(op)
+def _replay(
+    shard: qe.EdgeShard,
+    ops: Sequence[qe.UpdateOperation],
+    start: int = 0,
+    budget_seconds: float = math.inf,
+) -> int:
+    """Apply ops[start:] in order until done or past budget_seconds; returns the index of
+    the first op not applied."""
+    started = time.perf_counter()
+    for index in range(start, len(ops)):
+        shard.update(ops[index])
+        if time.perf_counter() - started >= budget_seconds:
+            return index + 1
+    return len(ops)
 
 
-def _write_back(path: Path) -> None:
+def write_back(path: Path) -> None:
     """Write every file under path to disk, off the GIL.
 
     The engine holds the GIL while it flushes or closes a shard, and most of that time goes
@@ -214,7 +234,7 @@ def _write_back(path: Path) -> None:
 
 
 def _flush_for_copy(shard: qe.EdgeShard, path: Path) -> float:
-    _write_back(path)
+    write_back(path)
     # File times come from the kernel's coarse clock: step back a little, so a write just
     # after the flush cannot carry an earlier time.
     started = time.time() - COARSE_CLOCK_SLACK_SECONDS
@@ -223,18 +243,29 @@ def _flush_for_copy(shard: qe.EdgeShard, path: Path) -> float:
 
 
 def _close(shard: qe.EdgeShard, path: Path) -> None:
-    _write_back(path)
+    write_back(path)
     shard.close()
 
 
-def _read_ahead(path: Path) -> None:
-    """Ask the kernel to read every file under path into the page cache."""
+def _read_through(path: Path) -> None:
+    """Read every file under path into the page cache, and wait until it is there.
+
+    The engine drops an on-disk segment's pages from the page cache when it closes the
+    segment, so a copy the optimizer has just written is on disk only; and it holds the
+    GIL while a query reads, so a query that waits for the disk stalls the process
+    (~160 reads, ~0.4 s for the first search of a user with 100,000 memories)."""
+    chunk = bytearray(1 << 20)
     for root, _, files in os.walk(path):
         for name in files:
             with contextlib.suppress(OSError):
                 fd = os.open(os.path.join(root, name), os.O_RDONLY)
                 try:
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+                    for start, end in _data_ranges(fd):
+                        while start < end:
+                            read = os.preadv(fd, [memoryview(chunk)[: end - start]], start)
+                            if read == 0:
+                                break
+                            start += read
                 finally:
                     os.close(fd)
 
@@ -516,20 +547,23 @@ class EdgeMemoryStore(base.MemoryStore):
         journal = slot.journal
         if journal is None:
             raise base.StoreError("no maintenance copy is being kept up to date")
-        # Opening reads the copy's files; read them into the page cache first, off the GIL,
-        # so that the part that holds it does not also wait for the disk.
-        await self._run(_read_ahead, target)
+        # Opening and the searches that follow read the copy's files: write them back and
+        # read them into the page cache first, off the GIL, so that what holds it does not
+        # also wait for the disk.
+        await self._run(write_back, target)
+        await self._run(_read_through, target)
         shard = await self._run(qe.EdgeShard.load, str(target), edge_config(self.spec.dimension))
         try:
             # Catch up outside the write lock while writes keep coming, so the final step
-            # under the lock is short.
+            # under the lock is short. The engine holds the GIL for each update, and a loop
+            # of them would leave every other thread waiting for it at each switch (a
+            # search needs it dozens of times): replay in slices, with pauses as long.
             done = 0
             while len(journal) - done > 64:
-                upto = len(journal)
-                await self._run(_replay, shard, journal[done:upto])
-                done = upto
+                done = await self._run(_replay, shard, journal, done, REPLAY_SLICE_SECONDS)
+                await asyncio.sleep(REPLAY_SLICE_SECONDS)
             async with self._writes:
-                await self._run(_replay, shard, journal[done:])
+                await self._run(_replay, shard, journal, done)
                 # No flush: what was replayed is in the copy's write-ahead log, like any
                 # acknowledged write, and a flush here would hold the GIL.
                 old, old_name = slot.shard, slot.name
@@ -585,13 +619,20 @@ class EdgeMemoryStore(base.MemoryStore):
         return max(0, 2 * int(info.points_count) - int(info.indexed_vectors_count))
 
     async def shard_points(self, slot: EdgeShardSlot) -> int:
-        return int(await self._run(slot.shard.count, qe.CountRequest(exact=True)))
+        # From the shard's info, which the engine keeps: an exact count walks every point
+        # and holds the GIL while it does (~26 ms at 200,000 points).
+        info = await self._run(slot.shard.info)
+        return int(info.points_count)
 
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
-        conditions = base.memory_conditions(user_id, memory_id)
-        request = qe.ScrollRequest(limit=1, filter=_filter(conditions), with_payload=True)
-        records, _ = await self._run(self._shard(user_id).scroll, request)
-        return memory_of(records[0]) if records else None
+        # By id, then the owner checked here: a read filtered on both walks the user's
+        # tenant index (~4 ms for a user with 100,000 memories), this takes ~0.03 ms.
+        shard = self._shard(user_id)
+        records = await self._run(shard.retrieve, [memory_id], True, False)
+        for record in records:
+            if (record.payload or {}).get("user_id") == user_id:
+                return memory_of(record)
+        return None
 
     async def _query(
         self, conditions: list[base.Condition], queries: Sequence[base.NearestQuery]
@@ -658,11 +699,10 @@ class EdgeMemoryStore(base.MemoryStore):
     async def delete(self, user_id: str, memory_id: str) -> bool:
         if await self.get(user_id, memory_id) is None:
             return False
-        conditions = base.memory_conditions(user_id, memory_id)
+        # The memory is the user's, and an id never changes owner (a new memory never takes
+        # an id in use): deleted by id, without the filter walking the user's index.
         slot = self.slot_of(user_id)
-        await self._write(
-            self._apply, slot, qe.UpdateOperation.delete_points_by_filter(_filter(conditions))
-        )
+        await self._write(self._apply, slot, qe.UpdateOperation.delete_points([memory_id]))
         slot.deleted_since_maintenance += 1
         return True
 

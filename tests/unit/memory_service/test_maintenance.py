@@ -4,17 +4,23 @@ write survives, and the store answers throughout."""
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
+import math
+import mmap
 import random
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import qdrant_edge
 
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.maintenance import StoreMaintenance, directory_bytes
+from memory_service.maintenance import StoreMaintenance, directory_bytes, optimize_in_child
 from memory_service.memories import NewMemory
 from memory_service.models import (
     Memory,
@@ -155,6 +161,79 @@ async def test_writes_during_maintenance_are_kept_across_a_restart(tmp_path: Pat
     for p in during[::37]:
         assert await reopened.get(carol, p.memory.id) == p.memory
     await reopened.close()
+
+
+async def test_deletes_during_maintenance_reach_the_copy_in_slices(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    # Every update its own slice: the catch-up goes back to the event loop after each one.
+    monkeypatch.setattr(edge, "REPLAY_SLICE_SECONDS", 0.0)
+    slices: list[int] = []
+    replay = edge._replay
+
+    def counted(shard, ops, start=0, budget_seconds=math.inf):  # type: ignore[no-untyped-def]
+        slices.append(start)
+        return replay(shard, ops, start, budget_seconds)
+
+    monkeypatch.setattr(edge, "_replay", counted)
+    store = await open_store(tmp_path / "data")
+    alice = [point("alice", n) for n in range(2000)]
+    carol = neighbour(store, "alice")
+    theirs = [point(carol, n) for n in range(400)]
+    await store.upsert(alice + theirs)
+    await store.delete_user("alice")
+    slot = store.slot_of("alice")
+    target = store.next_copy_dir(slot)
+    await store.copy_for_maintenance(slot, target)
+    # Made after the copy was taken: they reach it through the journal.
+    for p in theirs[::2]:
+        assert await store.delete(carol, p.memory.id)
+    await optimize_in_child(target, DIM)
+    await store.take_over(slot, target)
+
+    assert len(slices) > 100
+    assert await store.count(carol) == 200
+    assert await store.get(carol, theirs[0].memory.id) is None
+    assert await store.get(carol, theirs[1].memory.id) == theirs[1].memory
+    await store.close()
+    reopened = await open_store(tmp_path / "data")
+    assert await reopened.count(carol) == 200 and await reopened.count("alice") == 0
+    await reopened.close()
+
+
+def resident_share(path: Path) -> float:
+    """The share of a file's pages that are in the page cache."""
+    size = path.stat().st_size
+    pages = (size + mmap.PAGESIZE - 1) // mmap.PAGESIZE
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int]
+    libc.mmap.argtypes += [ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p]
+    with open(path, "rb") as f:
+        address = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, f.fileno(), 0)
+        try:
+            vec = ctypes.create_string_buffer(pages)
+            assert libc.mincore(address, size, vec) == 0, ctypes.get_errno()
+        finally:
+            libc.munmap(address, size)
+    return sum(b & 1 for b in vec.raw) / pages
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the page cache by mincore")
+async def test_the_copy_taking_over_is_in_the_page_cache(tmp_path: Path) -> None:
+    store = await open_store(tmp_path / "data")
+    await store.upsert([point("alice", n) for n in range(3000)])
+    await maintenance(store).run([store.slot_of("alice")])
+
+    # The engine dropped the optimized segment's pages when the child closed it; the first
+    # search after the take-over would have read them from the disk while holding the GIL.
+    dense = list(
+        store.shard_dir(store.slot_of("alice")).glob("segments/*/vector_storage-*/matrix.dat")
+    )
+    assert dense and all(resident_share(path) == 1.0 for path in dense)
+    await store.close()
 
 
 async def test_a_copy_left_by_an_interrupted_run_is_dropped_at_open(tmp_path: Path) -> None:

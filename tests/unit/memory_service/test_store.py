@@ -504,3 +504,23 @@ async def test_embedded_store_keeps_no_pages_it_read_while_opening(tmp_path: Pat
     assert resident_kb_under(tmp_path / "data") < 1024
     assert await reopened.get("user-3", points[3].memory.id) == points[3].memory
     await reopened.close()
+
+
+async def test_embedded_store_reads_and_deletes_by_id_only_for_the_owner(tmp_path: Path) -> None:
+    store = EdgeMemoryStore(tmp_path / "data", SPEC)
+    await store.open()
+    # Two users whose memories share a shard, so the owner check is what keeps them apart.
+    alice = "alice"
+    neighbour = next(
+        f"carol-{n}" for n in range(1000) if store.slot_of(f"carol-{n}") is store.slot_of(alice)
+    )
+    mine, theirs = point(alice, "alice note", 0), point(neighbour, "carol note", 1)
+    await store.upsert([mine, theirs])
+
+    assert await store.get(neighbour, mine.memory.id) is None
+    assert not await store.delete(neighbour, mine.memory.id)
+    assert await store.get(alice, mine.memory.id) == mine.memory
+    assert await store.delete(neighbour, theirs.memory.id)
+    assert await store.get(neighbour, theirs.memory.id) is None
+    assert await store.count(alice) == 1 and await store.count(neighbour) == 0
+    await store.close()
