@@ -7,7 +7,8 @@ copy, the service applies to it the writes made meanwhile and then serves from i
 shard at a time. Searches are served from the old shard throughout; saves wait only while
 files are copied.
 
-    python -m memory_service.maintenance SHARD_DIR DIMENSION   # what the child runs
+    python -m memory_service.maintenance SHARD_DIR DIMENSION [WARM_TENANT_POINTS]
+                                            # what the child runs
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import qdrant_edge
+
+from memory_service import ranking
 from memory_service.allocator import release_free_memory
+from memory_service.store import base
 from memory_service.store.edge import (
     EdgeMemoryStore,
     EdgeShardSlot,
@@ -30,11 +35,16 @@ from memory_service.store.edge import (
     ensure_payload_indexes,
     write_back,
 )
+from memory_service.store.payload import CANDIDATE_FIELDS
 
 log = logging.getLogger(__name__)
 
 # The child yields the CPU to the serving process, which shares the same cores.
 CHILD_NICENESS = 10
+# Users with at least this many memories in a shard have what their searches read left in
+# the page cache by the child (see warm_large_tenants); at most this many of them.
+WARM_TENANT_POINTS = 10_000
+WARM_TENANTS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +83,10 @@ class StoreMaintenance:
         interval_seconds: float,
         min_deleted_share: float,
         min_appendable_points: int,
+        warm_tenant_points: int = WARM_TENANT_POINTS,
     ) -> None:
         self.store = store
+        self.warm_tenant_points = warm_tenant_points
         self.interval_seconds = interval_seconds
         self.min_deleted_share = min_deleted_share
         # Split evenly over the shards: a shard is sealed once it holds its share.
@@ -139,20 +151,23 @@ class StoreMaintenance:
         target = self.store.next_copy_dir(slot)
         await self.store.copy_for_maintenance(slot, target)
         try:
-            await optimize_in_child(target, self.store.spec.dimension)
+            await optimize_in_child(target, self.store.spec.dimension, self.warm_tenant_points)
             await self.store.take_over(slot, target)
         except BaseException:
             self.store.abandon_copy(slot, target)
             raise
 
 
-async def optimize_in_child(shard_dir: Path, dimension: int) -> None:
+async def optimize_in_child(
+    shard_dir: Path, dimension: int, warm_tenant_points: int = WARM_TENANT_POINTS
+) -> None:
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "memory_service.maintenance",
         str(shard_dir),
         str(dimension),
+        str(warm_tenant_points),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -172,8 +187,6 @@ async def optimize_in_child(shard_dir: Path, dimension: int) -> None:
 def optimize(shard_dir: Path, dimension: int) -> None:
     """Seal the shard's appendable segments, merge segments and drop deleted points, in
     this process."""
-    import qdrant_edge
-
     shard = qdrant_edge.EdgeShard.load(str(shard_dir), edge_config(dimension))
     try:
         # Before the optimizer runs, so that the segments it writes get indexes on disk.
@@ -188,13 +201,52 @@ def optimize(shard_dir: Path, dimension: int) -> None:
     write_back(shard_dir)
 
 
+def warm_large_tenants(shard_dir: Path, dimension: int, min_points: int) -> qdrant_edge.EdgeShard:
+    """Open the shard and search as each of its largest users, so that what their searches
+    read is in the page cache; returns the shard, which the caller must not close.
+
+    The engine drops an on-disk segment's pages from the page cache when it closes it, and
+    holds the GIL while a query reads: the service's first search of a user with 100,000
+    memories would wait for the disk (~160 reads, ~0.4 s here) and stall every request
+    meanwhile. Only large users, because a search maps the neighbouring pages of every page
+    it touches that is in the page cache: with the whole shard there, the other users'
+    searches left ~3x the pages resident. The page cache is shared, so what is read here
+    is there for the service; closing the shard would drop it again."""
+    shard = qdrant_edge.EdgeShard.load(str(shard_dir), edge_config(dimension))
+    request = qdrant_edge.FacetRequest(key="user_id", limit=WARM_TENANTS, exact=False)
+    probe = [1.0 / math.sqrt(dimension)] * dimension
+    for hit in shard.facet(request).hits:
+        if hit.count < min_points:
+            break
+        user = qdrant_edge.Filter(
+            must=[qdrant_edge.FieldCondition("user_id", match=qdrant_edge.MatchValue(hit.value))]
+        )
+        # An exact search reads every one of the user's vectors, as the service's do.
+        shard.query(
+            qdrant_edge.QueryRequest(
+                limit=ranking.CANDIDATE_DEPTH,
+                query=qdrant_edge.Query.Nearest(probe, using=base.DENSE_VECTOR),
+                filter=user,
+                with_payload=qdrant_edge.PayloadSelector.Include(CANDIDATE_FIELDS),
+            )
+        )
+    return shard
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2:
+    if len(argv) not in (2, 3):
         print(__doc__, file=sys.stderr)
         return 2
     os.nice(CHILD_NICENESS)
-    optimize(Path(argv[0]), int(argv[1]))
-    return 0
+    shard_dir, dimension = Path(argv[0]), int(argv[1])
+    optimize(shard_dir, dimension)
+    warm_tenant_points = int(argv[2]) if len(argv) == 3 else WARM_TENANT_POINTS
+    warmed = warm_large_tenants(shard_dir, dimension, warm_tenant_points)
+    # Exit with the warmed shard open (nothing was written to it since it was flushed and
+    # closed above): closing it, which dropping the last reference or the interpreter's
+    # teardown would do, drops its pages from the page cache again.
+    sys.stderr.flush()
+    os._exit(0 if warmed is not None else 1)
 
 
 if __name__ == "__main__":

@@ -256,7 +256,7 @@ class MemoryStore(abc.ABC):
         """The user's memories among memory_ids, by id, in one read."""
         if not memory_ids:
             return {}
-        found = await self._fetch(memory_ids)
+        found = await self._fetch(memory_ids, user_id)
         return {i: memory for i, memory in found.items() if memory.user_id == user_id}
 
     async def taken_ids(self, memory_ids: Sequence[str]) -> set[str]:
@@ -303,7 +303,7 @@ class MemoryStore(abc.ABC):
                 ],
             )
             ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
-            memories = await self._fetch([memory_id for memory_id, _ in ranked])
+            memories = await self._fetch([memory_id for memory_id, _ in ranked], user_id)
             # The ids come from a search scoped to the user; checking the owner again keeps
             # "every read is the caller's" true of this by-id read too.
             return ranking.collapse_duplicates(
@@ -347,9 +347,12 @@ class MemoryStore(abc.ABC):
         batches = await self._query(tenant_conditions(user_id, filters), slim)
         return [[candidate(p) for p in points] for points in batches]
 
-    async def _fetch(self, memory_ids: Sequence[str]) -> dict[str, Memory]:
-        """The memories with these ids, whoever owns them: callers check the owner."""
-        return {str(p.id): memory_of(p) for p in await self._retrieve(memory_ids)}
+    async def _fetch(
+        self, memory_ids: Sequence[str], owner: str | None = None
+    ) -> dict[str, Memory]:
+        """The memories with these ids (looked for where owner's memories are kept, given
+        one), whoever owns them: callers check the owner."""
+        return {str(p.id): memory_of(p) for p in await self._retrieve(memory_ids, owner)}
 
     @abc.abstractmethod
     async def _query(
@@ -359,8 +362,11 @@ class MemoryStore(abc.ABC):
         run together as one batch."""
 
     @abc.abstractmethod
-    async def _retrieve(self, memory_ids: Sequence[str]) -> Sequence[StoredPoint]:
-        """The points with these ids, whoever owns them."""
+    async def _retrieve(
+        self, memory_ids: Sequence[str], owner: str | None = None
+    ) -> Sequence[StoredPoint]:
+        """The points with these ids, whoever owns them; with an owner, a backend that keeps
+        users apart (the embedded store's shards) looks only where that user's are."""
 
     @abc.abstractmethod
     async def _rrf(

@@ -225,7 +225,10 @@ class ServerMemoryStore(base.MemoryStore):
         return [response.points for response in responses]
 
     @_translated
-    async def _retrieve(self, memory_ids: Sequence[str]) -> list[models.Record]:
+    async def _retrieve(
+        self, memory_ids: Sequence[str], owner: str | None = None
+    ) -> list[models.Record]:
+        # One collection for every user: the owner narrows nothing here.
         return await self.client.retrieve(self.name, list(memory_ids), with_payload=True)
 
     @_translated
