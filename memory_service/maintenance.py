@@ -39,8 +39,9 @@ from memory_service.store.payload import CANDIDATE_FIELDS
 
 log = logging.getLogger(__name__)
 
-# The child yields the CPU to the serving process, which shares the same cores.
-CHILD_NICENESS = 10
+# The child yields the CPU to the serving process, which shares the same cores: where the
+# OS has it, it runs only on a core nothing else wants (SCHED_IDLE), else at nice 19.
+CHILD_NICENESS = 19
 # Users with at least this many memories in a shard have what their searches read left in
 # the page cache by the child (see warm_large_tenants); at most this many of them.
 WARM_TENANT_POINTS = 10_000
@@ -238,6 +239,9 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     os.nice(CHILD_NICENESS)
+    with contextlib.suppress(AttributeError, OSError):
+        # The engine's worker threads, started later, inherit it.
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     shard_dir, dimension = Path(argv[0]), int(argv[1])
     optimize(shard_dir, dimension)
     warm_tenant_points = int(argv[2]) if len(argv) == 3 else WARM_TENANT_POINTS

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -38,6 +39,10 @@ from service_kit.limits import (
 )
 
 DEFAULT_PAGE_SIZE = 50
+# One user's deletes and edits run this many at a time, however many arrive at once: a
+# burst from one user (a client deleting thousands of memories concurrently) then takes a
+# bounded share of the cores, and everyone else's searches keep theirs.
+WRITES_PER_USER = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +101,34 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return metadata
 
 
+class PerUserLimit:
+    """At most `limit` holders at a time for each user; a user nobody holds for costs
+    nothing."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        # user id -> (its semaphore, how many hold or wait for it)
+        self._users: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def hold(self, user_id: str) -> AsyncIterator[None]:
+        entry = self._users.get(user_id)
+        if entry is None:
+            entry = self._users[user_id] = (asyncio.Semaphore(self.limit), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._users[user_id]
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+
 class Memories:
     """One user's memories, as seen through a verified identity."""
 
@@ -106,6 +139,7 @@ class Memories:
         self.store = store
         self.relevance_floor = relevance_floor
         self.commits = GroupCommit(store)
+        self.user_writes = PerUserLimit(WRITES_PER_USER)
         self.bm25 = qdrant_edge.Bm25()
 
     def _sparse_document(self, text: str) -> SparseVector:
@@ -250,6 +284,12 @@ class Memories:
             _check_text(text)
         if metadata is not None:
             metadata = _check_metadata(metadata)
+        async with self.user_writes.hold(who.user_id):
+            return await self._update(who, memory_id, text, metadata)
+
+    async def _update(
+        self, who: Identity, memory_id: str, text: str | None, metadata: dict[str, str] | None
+    ) -> Memory:
         memory = await self.get(who, memory_id)
         memory.updated_at = datetime.now(UTC)
         if metadata is not None:
@@ -280,8 +320,9 @@ class Memories:
             raise InvalidArgumentError(str(exc)) from exc
 
     async def delete(self, who: Identity, memory_id: str) -> None:
-        with _timed("delete"):
-            deleted = await self.store.delete(who.user_id, _check_id(memory_id))
+        async with self.user_writes.hold(who.user_id):
+            with _timed("delete"):
+                deleted = await self.store.delete(who.user_id, _check_id(memory_id))
         if not deleted:
             raise NotFoundError("memory not found")
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from memory_service.embedder import Embedder
-from memory_service.memories import Memories, NewMemory
+from memory_service.memories import WRITES_PER_USER, Memories, NewMemory
 from memory_service.models import MemoryKind, SearchFilters, SearchMode
 from memory_service.store import CollectionSpec
 from memory_service.store.edge import EdgeMemoryStore
@@ -66,3 +67,41 @@ async def test_a_text_saved_again_after_its_memory_was_edited_is_a_memory_of_its
 
     assert again.id != first.id and again.text == "Dinner with Sam on Friday."
     assert (await memories.get(ALICE, first.id)).text == "Dinner with Sam moved to Saturday."
+
+
+async def test_one_users_concurrent_deletes_run_a_few_at_a_time(
+    memories: Memories, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice, bob = Identity("alice"), Identity("bob")
+    mine = [await memories.save(alice, NewMemory(text=f"alice note {n}")) for n in range(12)]
+    theirs = await memories.save(bob, NewMemory(text="bob's note"))
+    running: dict[str, int] = {"alice": 0, "bob": 0}
+    most: dict[str, int] = {"alice": 0, "bob": 0}
+    delete = memories.store.delete
+
+    async def observed(user_id: str, memory_id: str) -> bool:
+        running[user_id] += 1
+        most[user_id] = max(most[user_id], running[user_id])
+        try:
+            await asyncio.sleep(0.01)
+            return await delete(user_id, memory_id)
+        finally:
+            running[user_id] -= 1
+
+    monkeypatch.setattr(memories.store, "delete", observed)
+    bob_done = asyncio.Event()
+
+    async def bob_deletes() -> None:
+        await memories.delete(bob, theirs.id)
+        bob_done.set()
+
+    alices = [asyncio.create_task(memories.delete(alice, m.id)) for m in mine]
+    await asyncio.sleep(0)
+    await bob_deletes()
+    # Bob did not wait for Alice's burst to drain.
+    assert sum(not task.done() for task in alices) > 0 and bob_done.is_set()
+    await asyncio.gather(*alices)
+
+    assert most["alice"] == WRITES_PER_USER and most["bob"] == 1
+    assert await memories.store.count("alice") == 0
+    assert len(memories.user_writes) == 0
