@@ -245,12 +245,13 @@ def main(argv: list[str]) -> int:
     shard_dir, dimension = Path(argv[0]), int(argv[1])
     optimize(shard_dir, dimension)
     warm_tenant_points = int(argv[2]) if len(argv) == 3 else WARM_TENANT_POINTS
-    warmed = warm_large_tenants(shard_dir, dimension, warm_tenant_points)
-    # Exit with the warmed shard open (nothing was written to it since it was flushed and
-    # closed above): closing it, which dropping the last reference or the interpreter's
-    # teardown would do, drops its pages from the page cache again.
+    # Held until the process ends: the warmed shard stays open (nothing was written to it
+    # since it was flushed and closed above), because closing it, which dropping the last
+    # reference or the interpreter's teardown would do, drops its pages from the page
+    # cache again. os._exit skips that teardown.
+    _warmed = warm_large_tenants(shard_dir, dimension, warm_tenant_points)
     sys.stderr.flush()
-    os._exit(0 if warmed is not None else 1)
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -101,28 +101,33 @@ def _check_metadata(metadata: dict[str, str] | None) -> dict[str, str]:
     return metadata
 
 
+@dataclass
+class _UserSlots:
+    semaphore: asyncio.Semaphore
+    # Calls that hold or wait for the semaphore.
+    users: int = 0
+
+
 class PerUserLimit:
     """At most `limit` holders at a time for each user; a user nobody holds for costs
     nothing."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        # user id -> (its semaphore, how many hold or wait for it)
-        self._users: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+        self._users: dict[str, _UserSlots] = {}
 
     @asynccontextmanager
     async def hold(self, user_id: str) -> AsyncIterator[None]:
-        entry = self._users.get(user_id)
-        if entry is None:
-            entry = self._users[user_id] = (asyncio.Semaphore(self.limit), [0])
-        semaphore, users = entry
-        users[0] += 1
+        slots = self._users.get(user_id)
+        if slots is None:
+            slots = self._users[user_id] = _UserSlots(asyncio.Semaphore(self.limit))
+        slots.users += 1
         try:
-            async with semaphore:
+            async with slots.semaphore:
                 yield
         finally:
-            users[0] -= 1
-            if users[0] == 0:
+            slots.users -= 1
+            if slots.users == 0:
                 del self._users[user_id]
 
     def __len__(self) -> int:
