@@ -8,7 +8,8 @@ all of the compute) run on the batch's tokens packed end to end; only attention,
 tokens within a text, sees a padded view. Mean pooling over each text's tokens then gives the
 vectors `encode()` gives, to float rounding. The weights are laid out once for this (query,
 key and value fused; bfloat16 copies when asked), so a call costs the same per token
-whether it carries one short query or a full batch.
+whether it carries one short query or a full batch. The pass itself is one TorchScript
+graph (packed_graph.py), which runs without the GIL.
 
 It applies to sentence-transformers models made of a BERT transformer, mean pooling and
 optionally normalization (all-MiniLM-L6-v2 and its family); `PackedBertEncoder.supports`
@@ -26,28 +27,19 @@ if TYPE_CHECKING:
     import torch
     from sentence_transformers import SentenceTransformer
 
+
 # Tokens per forward pass: bounds the memory of the padded attention views.
 MAX_PASS_TOKENS = 8_192
 # Attention runs on groups of similar length: a group's longest sequence is at most this
 # many times its shortest, or this many tokens longer.
 ATTENTION_PAD_RATIO = 1.25
 ATTENTION_PAD_TOKENS = 8
+# transformers' names for the activations the encoder has: exact and tanh GELU.
+ACTIVATIONS = {"gelu": "none", "gelu_pytorch_tanh": "tanh", "gelu_new": "tanh"}
 
 
 def _modules(model: SentenceTransformer) -> list[Any]:
     return list(model.children())
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """One encoder layer's weights in the compute dtype; layer norms stay float32."""
-
-    qkv: tuple[torch.Tensor, torch.Tensor]
-    attn_out: tuple[torch.Tensor, torch.Tensor]
-    attn_norm: torch.nn.LayerNorm
-    inner: tuple[torch.Tensor, torch.Tensor]
-    out: tuple[torch.Tensor, torch.Tensor]
-    out_norm: torch.nn.LayerNorm
 
 
 class PackedBertEncoder:
@@ -65,6 +57,8 @@ class PackedBertEncoder:
     ) -> None:
         import torch
 
+        from memory_service.packed_graph import encoder_graph
+
         if not self.supports(model):
             raise ValueError("model is not a BERT encoder with mean pooling")
         bert = _modules(model)[0].auto_model
@@ -73,8 +67,6 @@ class PackedBertEncoder:
         self.hidden = int(config.hidden_size)
         self.truncate_dim = truncate_dim
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        self.embeddings = bert.embeddings
-        self.activation = bert.encoder.layer[0].intermediate.intermediate_act_fn
 
         def linear(*layers: Any) -> tuple[torch.Tensor, torch.Tensor]:
             # One layer in float32 shares the model's own tensors; only fused or converted
@@ -86,20 +78,32 @@ class PackedBertEncoder:
                 bias = torch.cat([layer.bias.detach() for layer in layers])
             return weight.to(self.dtype).contiguous(), bias.to(self.dtype).contiguous()
 
-        self.layers = [
-            _Layer(
-                # Query, key and value in one product.
-                qkv=linear(
-                    layer.attention.self.query, layer.attention.self.key, layer.attention.self.value
-                ),
-                attn_out=linear(layer.attention.output.dense),
-                attn_norm=layer.attention.output.LayerNorm,
-                inner=linear(layer.intermediate.dense),
-                out=linear(layer.output.dense),
-                out_norm=layer.output.LayerNorm,
+        layers = [
+            (
+                {
+                    # Query, key and value in one product.
+                    "qkv": linear(
+                        layer.attention.self.query,
+                        layer.attention.self.key,
+                        layer.attention.self.value,
+                    ),
+                    "attn_out": linear(layer.attention.output.dense),
+                    "inner": linear(layer.intermediate.dense),
+                    "out": linear(layer.output.dense),
+                },
+                (layer.attention.output.LayerNorm, layer.output.LayerNorm),
             )
             for layer in bert.encoder.layer
         ]
+        self.graph = encoder_graph(
+            bert.embeddings,
+            layers,
+            self.heads,
+            self.hidden,
+            self.dtype,
+            ACTIVATIONS[config.hidden_act],
+            truncate_dim or 0,
+        )
 
     @staticmethod
     def supports(model: SentenceTransformer) -> bool:
@@ -111,6 +115,8 @@ class PackedBertEncoder:
         if type(bert).__name__ != "BertModel" or config is None:
             return False
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            return False
+        if getattr(config, "hidden_act", None) not in ACTIVATIONS:
             return False
         if getattr(modules[0], "do_lower_case", False):
             return False
@@ -139,84 +145,42 @@ class PackedBertEncoder:
                     tokens += len(sequences[order[end]])
                     end += 1
                 part = order[start:end]
-                pooled = self._forward([sequences[i] for i in part])
-                if self.truncate_dim:
-                    pooled = pooled[:, : self.truncate_dim]
-                out[part] = torch.nn.functional.normalize(pooled, dim=1).numpy()
+                out[part] = self._forward([sequences[i] for i in part]).numpy()
                 start = end
         return out
 
     def _forward(self, sequences: list[list[int]]) -> torch.Tensor:
-        """Mean-pooled last hidden states (float32), one row per sequence; sequences come
-        sorted by length."""
-        import torch
-        import torch.nn.functional as F
-
-        lengths = torch.tensor([len(s) for s in sequences])
-        batch = len(sequences)
-        ids = torch.tensor([t for s in sequences for t in s])
-        starts = torch.cumsum(lengths, 0) - lengths
-        positions = torch.arange(len(ids)) - torch.repeat_interleave(starts, lengths)
-
-        emb = self.embeddings
-        x = emb.word_embeddings(ids) + emb.position_embeddings(positions)
-        x = emb.LayerNorm(x + emb.token_type_embeddings.weight[0])
-
-        groups = attention_groups([len(s) for s in sequences], self.heads, self.hidden)
-        dtype = self.dtype
-        for layer in self.layers:
-            qkv = F.linear(x.to(dtype), *layer.qkv)
-            ctx = torch.cat([group.attend(qkv) for group in groups])
-            x = layer.attn_norm(F.linear(ctx, *layer.attn_out).float() + x)
-            inner = self.activation(F.linear(x.to(dtype), *layer.inner))
-            x = layer.out_norm(F.linear(inner, *layer.out).float() + x)
-
-        owner = torch.repeat_interleave(torch.arange(batch), lengths)
-        sums = torch.zeros(batch, self.hidden).index_add_(0, owner, x)
-        return sums / lengths[:, None].float()
-
-
-class AttentionGroup:
-    """Attention over consecutive sequences of similar length, in a padded view of their
-    own: the padding attention computes on stays small whatever else is in the batch."""
-
-    def __init__(self, lengths: list[int], first_token: int, heads: int, hidden: int) -> None:
+        """Unit vectors, one row per sequence; sequences come sorted by length. All tensor
+        work is in the graph: each operation run from here would take the GIL back."""
         import torch
 
-        self.tokens = slice(first_token, first_token + sum(lengths))
-        self.batch, self.longest = len(lengths), max(lengths)
-        self.heads, self.hidden = heads, hidden
-        # Sequences of one length need neither a mask nor a scatter into the padded view.
-        self.even = min(lengths) == self.longest
-        if not self.even:
-            real = torch.arange(self.longest)[None, :] < torch.tensor(lengths)[:, None]
-            self.slots = real.reshape(-1).nonzero().squeeze(1)
-            self.key_mask = real[:, None, None, :]
-
-    def attend(self, qkv: torch.Tensor) -> torch.Tensor:
-        """The attention output (packed tokens x hidden) for this group's slice of qkv."""
-        import torch.nn.functional as F
-
-        q, k, v = qkv[self.tokens].split(self.hidden, dim=1)
-        if self.even:
-            ctx = F.scaled_dot_product_attention(self._view(q), self._view(k), self._view(v))
-            return ctx.transpose(1, 2).reshape(-1, self.hidden)
-        ctx = F.scaled_dot_product_attention(
-            self._padded(q), self._padded(k), self._padded(v), attn_mask=self.key_mask
+        lengths = [len(s) for s in sequences]
+        groups = attention_groups(lengths)
+        return self.graph(
+            torch.tensor([t for s in sequences for t in s]),
+            torch.tensor(lengths),
+            [
+                (g.tokens.start, g.tokens.stop - g.tokens.start, g.first, g.batch, g.longest)
+                for g in groups
+            ],
         )
-        return ctx.transpose(1, 2).reshape(self.batch * self.longest, self.hidden)[self.slots]
-
-    def _view(self, t: torch.Tensor) -> torch.Tensor:
-        head_dim = self.hidden // self.heads
-        return t.reshape(self.batch, self.longest, self.heads, head_dim).transpose(1, 2)
-
-    def _padded(self, t: torch.Tensor) -> torch.Tensor:
-        view = t.new_zeros(self.batch * self.longest, self.hidden)
-        view[self.slots] = t
-        return self._view(view)
 
 
-def attention_groups(lengths: list[int], heads: int, hidden: int) -> list[AttentionGroup]:
+@dataclass(frozen=True, slots=True)
+class AttentionGroup:
+    """Consecutive sequences of similar length, which attend in a padded view of their own:
+    the padding attention computes on stays small whatever else is in the batch."""
+
+    tokens: slice
+    # Index of the group's first sequence, the number of them and the longest's length.
+    first: int
+    batch: int
+    longest: int
+    # All of one length: neither a mask nor a scatter into the padded view.
+    even: bool
+
+
+def attention_groups(lengths: list[int]) -> list[AttentionGroup]:
     """Consecutive runs of the (sorted) lengths in which the longest is at most
     ATTENTION_PAD_RATIO times the shortest, or within ATTENTION_PAD_TOKENS of it."""
     groups: list[AttentionGroup] = []
@@ -228,7 +192,8 @@ def attention_groups(lengths: list[int], heads: int, hidden: int) -> list[Attent
         ):
             continue
         run = lengths[start:end]
-        groups.append(AttentionGroup(run, token, heads, hidden))
-        token += sum(run)
+        tokens = slice(token, token + sum(run))
+        groups.append(AttentionGroup(tokens, start, len(run), max(run), min(run) == max(run)))
+        token = tokens.stop
         start = end
     return groups

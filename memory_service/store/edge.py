@@ -305,6 +305,11 @@ class EdgeMemoryStore(base.MemoryStore):
         return [self.shard_dir(slot) for slot in self.slots]
 
     @property
+    def maintaining(self) -> bool:
+        """Whether maintenance is working on a copy of one of the shards."""
+        return any(slot.journal is not None for slot in self.slots)
+
+    @property
     def deleted_since_maintenance(self) -> int:
         return sum(slot.deleted_since_maintenance for slot in self.slots)
 
@@ -445,9 +450,14 @@ class EdgeMemoryStore(base.MemoryStore):
         async with self._writes:
             result = await self._run(fn, *args)
         # Outside the write lock, as flush_written: other writes need not wait for the disk.
-        for slot in self.slots:
-            if slot.updates_since_flush >= FLUSH_EVERY_UPDATES:
-                await self._flush(slot)
+        # None while maintenance works on a copy: what it copied is in the copy, later
+        # writes are in the log, and the optimizer writing the copy keeps the disk busy, so
+        # a flush (which holds the GIL) would wait for the disk (~120 ms here) and stall the
+        # service meanwhile. The first write after the copy takes over flushes again.
+        if not self.maintaining:
+            for slot in self.slots:
+                if slot.updates_since_flush >= FLUSH_EVERY_UPDATES:
+                    await self._flush(slot)
         return result
 
     async def _flush(self, slot: EdgeShardSlot) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import sys
 import threading
 import time
 
@@ -105,6 +106,36 @@ async def test_packed_encoder_keeps_a_truncated_dimension() -> None:
     await embedder.stop()
     reference = model.encode(MIXED_TEXTS[:3], normalize_embeddings=True)
     assert vectors.shape == (3, 128)
+    assert np.abs(vectors - reference).max() < 1e-5
+
+
+def test_the_packed_forward_pass_runs_its_tensor_operations_outside_python(
+    sentence_model,
+) -> None:  # type: ignore[no-untyped-def]
+    # Each tensor operation called from Python takes the GIL back when it returns; inside
+    # the graph none does. What Python calls during a pass is counted here: building the
+    # two input tensors and reading the result, not the ~100 operations of six layers.
+    model, _ = sentence_model
+    encoder = PackedBertEncoder(model)
+    texts = ["hi", "hello there my friend", "one two three four five six seven eight nine"]
+    sequences = [model.tokenizer(t)["input_ids"] for t in texts]
+    encoder.encode(sequences)
+    called: list[str] = []
+
+    def profile(frame, event, arg) -> None:  # type: ignore[no-untyped-def]
+        if event == "c_call":
+            called.append(getattr(arg, "__qualname__", ""))
+
+    sys.setprofile(profile)
+    try:
+        vectors = encoder.encode(sequences)
+    finally:
+        sys.setprofile(None)
+    tensor_ops = [
+        name for name in called if name.startswith(("Tensor.", "_VariableFunctionsClass."))
+    ]
+    assert tensor_ops == ["_VariableFunctionsClass.tensor"] * 2 + ["Tensor.numpy"]
+    reference = model.encode(texts, normalize_embeddings=True)
     assert np.abs(vectors - reference).max() < 1e-5
 
 
@@ -216,9 +247,9 @@ async def test_one_owners_backlog_runs_on_every_worker(sentence_model, monkeypat
     assert peak == 2
 
 
-def testattention_groups_keep_padding_small() -> None:
+def test_attention_groups_keep_padding_small() -> None:
     lengths = [3, 3, 4, 9, 10, 11, 40, 41, 60, 256, 256]
-    groups = attention_groups(lengths, heads=12, hidden=384)
+    groups = attention_groups(lengths)
     assert [(g.batch, g.longest, g.even) for g in groups] == [
         (6, 11, False),
         (2, 41, False),

@@ -318,6 +318,42 @@ async def test_a_shard_is_flushed_every_so_many_updates(tmp_path: Path, monkeypa
     await store.close()
 
 
+async def test_no_shard_is_flushed_while_maintenance_works_on_a_copy(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(edge, "FLUSH_EVERY_UPDATES", 3)
+    store = await open_store(tmp_path / "data")
+    slot = store.slot_of("alice")
+    other = next(s for s in store.slots if s is not slot)
+    bob = next(f"bob-{n}" for n in range(1000) if store.slot_of(f"bob-{n}") is other)
+    await store.upsert([point("alice", n) for n in range(2)])
+    target = store.next_copy_dir(slot)
+    await store.copy_for_maintenance(slot, target)
+    flushed: list[edge.EdgeShardSlot] = []
+    flush = store._flush
+
+    async def counted(s: edge.EdgeShardSlot) -> None:
+        flushed.append(s)
+        await flush(s)
+
+    monkeypatch.setattr(store, "_flush", counted)
+    assert store.maintaining
+    # Past the flush count on the shard being copied and on another one.
+    for n in range(2, 8):
+        await store.upsert([point("alice", n), point(bob, n)])
+    assert flushed == []
+    await optimize_in_child(target, DIM)
+    await store.take_over(slot, target)
+    assert not store.maintaining
+    await store.upsert([point(bob, 8)])
+    assert set(flushed) == {slot, other}
+    assert await store.count("alice") == 8 and await store.count(bob) == 7
+    await store.close()
+    reopened = await open_store(tmp_path / "data")
+    assert await reopened.count("alice") == 8 and await reopened.count(bob) == 7
+    await reopened.close()
+
+
 async def test_the_schedule_seals_a_store_that_took_many_points(tmp_path: Path) -> None:
     store = await open_store(tmp_path / "data")
     points = [point("alice", n) for n in range(1500)]
