@@ -258,6 +258,9 @@ class EdgeShardSlot:
     # kept to be applied to the copy before it takes over.
     journal: list[qe.UpdateOperation] | None = None
     deleted_since_maintenance: int = 0
+    # Of those, how many were deleted before the maintenance copy was taken: the ones after
+    # it are still in the copy (applied to it as deletions) and count for the next run.
+    deleted_before_copy: int = 0
     # Updates applied since its last flush.
     updates_since_flush: int = 0
 
@@ -521,6 +524,7 @@ class EdgeMemoryStore(base.MemoryStore):
             await self._run(_flush_for_copy, slot.shard, source)
             await self._run(_copy_modified, source, target, since)
             slot.journal = []
+            slot.deleted_before_copy = slot.deleted_since_maintenance
 
     def abandon_copy(self, slot: EdgeShardSlot, target: Path) -> None:
         """Drop a maintenance copy that will not take over (never the shard in use)."""
@@ -566,7 +570,8 @@ class EdgeMemoryStore(base.MemoryStore):
             slot.journal = None
             await self._run(shard.close)
             raise
-        slot.deleted_since_maintenance = 0
+        slot.deleted_since_maintenance -= slot.deleted_before_copy
+        slot.deleted_before_copy = 0
         await self._drain_pool()
         await self._run(_close, old, self.collections_dir / old_name)
         await self._run(shutil.rmtree, self.collections_dir / old_name)
