@@ -8,6 +8,7 @@ every arena. Elsewhere (musl, macOS) these are no-ops.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import logging
@@ -39,6 +40,17 @@ def release_free_memory() -> bool:
         return False
     libc.malloc_trim(0)
     return True
+
+
+async def release_free_memory_every(seconds: float) -> None:
+    """Return free heap pages to the OS every so many seconds, off the event loop.
+
+    Tensors of every size come and go with the batches embedded, and glibc's arenas keep
+    what they free: 400 batches of random lengths left a process at 897 MB resident, 561 MB
+    once trimmed (trimming holds no lock of Python's)."""
+    while True:
+        await asyncio.sleep(seconds)
+        await asyncio.to_thread(release_free_memory)
 
 
 MADV_DONTNEED = 4

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from memory_service import metrics
-from memory_service.allocator import release_free_memory
+from memory_service.allocator import release_free_memory, release_free_memory_every
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.maintenance import StoreMaintenance
@@ -27,6 +27,8 @@ from service_kit.heap import freeze_startup_heap
 log = logging.getLogger(__name__)
 
 SERVICE = memory_pb2.DESCRIPTOR.services_by_name["MemoryService"]
+# How often the heap's free pages go back to the OS (see release_free_memory_every).
+HEAP_TRIM_SECONDS = 60.0
 
 
 def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
@@ -55,6 +57,7 @@ class MemoryServer(ServiceServer):
     maintenance: StoreMaintenance | None = None
     _owns_embedder: bool = field(default=True)
     _maintenance_task: asyncio.Task[None] | None = None
+    _trim_task: asyncio.Task[None] | None = None
 
     async def start_serving(self, embedder: Embedder | None = None) -> None:
         """Load the model and open the store, then report SERVING."""
@@ -89,6 +92,7 @@ class MemoryServer(ServiceServer):
         freeze_startup_heap()
         # Loading the model and replaying the store's log leave freed heap behind.
         await asyncio.to_thread(release_free_memory)
+        self._trim_task = asyncio.create_task(release_free_memory_every(HEAP_TRIM_SECONDS))
         self.embedder, self.store = embedder, store
         self.memories = Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
         self.servicer.memories = self.memories
@@ -113,11 +117,12 @@ class MemoryServer(ServiceServer):
     async def stop(self, grace: float | None = None) -> None:
         """Report NOT_SERVING, let in-flight calls finish, then release the store."""
         await self.drain(grace)
-        if self._maintenance_task is not None:
-            # A run cut short leaves the shard in use as it was and its copy is dropped.
-            self._maintenance_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._maintenance_task
+        # A maintenance run cut short leaves the shard in use as it was; its copy is dropped.
+        for task in (self._maintenance_task, self._trim_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self.memories is not None:
             await self.memories.commits.close()
         if self.store is not None:

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import qdrant_edge
 
+from memory_service import allocator
+from memory_service import server as memory_server
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.maintenance import StoreMaintenance, directory_bytes, optimize_in_child
@@ -447,3 +449,30 @@ async def test_the_service_maintains_its_embedded_store(embedder: Embedder, tmp_
         assert (await server.memories.get(bob, later.id)).text == "bob again"
     finally:
         await server.stop(0)
+
+
+async def test_the_service_returns_free_heap_to_the_os_while_it_runs(
+    embedder: Embedder, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    trims: list[float] = []
+    monkeypatch.setattr(memory_server, "HEAP_TRIM_SECONDS", 0.05)
+    monkeypatch.setattr(allocator, "release_free_memory", lambda: trims.append(0.0) or True)
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=0,
+            data_dir=tmp_path / "data",
+            service_token="trim-test-token",
+            metrics_port=-1,
+        )
+    )
+    await server.start_serving(embedder)
+    try:
+        async with asyncio.timeout(30):
+            while len(trims) < 3:
+                await asyncio.sleep(0.05)
+    finally:
+        await server.stop(0)
+    stopped = len(trims)
+    await asyncio.sleep(0.2)
+    assert len(trims) == stopped
