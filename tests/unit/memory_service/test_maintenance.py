@@ -419,16 +419,21 @@ async def test_maintenance_moves_payload_indexes_kept_in_memory_to_disk(tmp_path
     await store.close()
 
 
+def service_settings(tmp_path: Path, **settings: float) -> MemorySettings:
+    return MemorySettings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path / "data",
+        service_token="maintenance-test-token",
+        metrics_port=-1,
+        **settings,
+    )
+
+
 async def test_the_service_maintains_its_embedded_store(embedder: Embedder, tmp_path: Path) -> None:
     server = await create_server(
-        MemorySettings(
-            host="127.0.0.1",
-            port=0,
-            data_dir=tmp_path / "data",
-            service_token="maintenance-test-token",
-            metrics_port=-1,
-            maintenance_interval_seconds=0.1,
-            maintenance_min_deleted_share=0.2,
+        service_settings(
+            tmp_path, maintenance_interval_seconds=0.1, maintenance_min_deleted_share=0.2
         )
     )
     await server.start_serving(embedder)
@@ -457,15 +462,7 @@ async def test_the_service_returns_free_heap_to_the_os_while_it_runs(
     trims: list[float] = []
     monkeypatch.setattr(memory_server, "HEAP_TRIM_SECONDS", 0.05)
     monkeypatch.setattr(allocator, "release_free_memory", lambda: trims.append(0.0) or True)
-    server = await create_server(
-        MemorySettings(
-            host="127.0.0.1",
-            port=0,
-            data_dir=tmp_path / "data",
-            service_token="trim-test-token",
-            metrics_port=-1,
-        )
-    )
+    server = await create_server(service_settings(tmp_path))
     await server.start_serving(embedder)
     try:
         async with asyncio.timeout(30):
