@@ -210,11 +210,13 @@ def _replay(
     """Apply ops[start:] in order until done or past budget_seconds; returns the index of
     the first op not applied."""
     started = time.perf_counter()
-    for index in range(start, len(ops)):
+    # Writes on other threads may append to ops meanwhile: those are left for the next call.
+    end = len(ops)
+    for index in range(start, end):
         shard.update(ops[index])
         if time.perf_counter() - started >= budget_seconds:
             return index + 1
-    return len(ops)
+    return end
 
 
 def write_back(path: Path) -> None:

@@ -206,6 +206,49 @@ async def test_deletes_during_maintenance_reach_the_copy_in_slices(
     await reopened.close()
 
 
+async def test_a_write_journaled_while_a_slice_replays_reaches_the_copy(
+    tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    store = await open_store(tmp_path / "data")
+    alice = [point("alice", n) for n in range(300)]
+    await store.upsert(alice)
+    slot = store.slot_of("alice")
+    target = store.next_copy_dir(slot)
+    await store.copy_for_maintenance(slot, target)
+    for p in alice[:100]:
+        assert await store.delete("alice", p.memory.id)
+    late = point("alice", 1000)
+    replay = edge._replay
+
+    class WrittenMeanwhile:
+        """The copy, and a save on the store's other thread while its first update runs
+        (the catch-up is outside the write lock): that save goes to the shard in use and
+        into the journal being replayed."""
+
+        def __init__(self, shard: qdrant_edge.EdgeShard) -> None:
+            self.shard, self.saved = shard, False
+
+        def update(self, op: qdrant_edge.UpdateOperation) -> None:
+            if not self.saved:
+                self.saved = True
+                store._upsert([late])
+            self.shard.update(op)
+
+    def written_meanwhile(shard, ops, start=0, budget_seconds=math.inf):  # type: ignore[no-untyped-def]
+        return replay(WrittenMeanwhile(shard), ops, start, budget_seconds)
+
+    monkeypatch.setattr(edge, "_replay", written_meanwhile)
+    await optimize_in_child(target, DIM)
+    await store.take_over(slot, target)
+
+    assert await store.get("alice", late.memory.id) == late.memory
+    assert await store.count("alice") == 201
+    await store.close()
+    reopened = await open_store(tmp_path / "data")
+    assert await reopened.count("alice") == 201
+    await reopened.close()
+
+
 def resident_share(path: Path) -> float:
     """The share of a file's pages that are in the page cache."""
     size = path.stat().st_size
