@@ -50,6 +50,8 @@ class MemorySettings(ServiceSettings):
     embedding_dim: int | None = Field(default=None, ge=8)
     embed_batch_size: int = Field(default=32, ge=1, le=512)
     embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    # While another batch is being embedded: how long a batch waits for more texts.
+    embed_busy_wait_ms: float = Field(default=10.0, ge=0, le=1000)
     # BERT models with mean pooling (the bundled one) run packed: compute goes to real tokens
     # only. false, or any other model: sentence-transformers' padded encode().
     embed_packed: bool = True

@@ -73,6 +73,7 @@ class MemoryServer(ServiceServer):
                 name,
                 batch_size=self.settings.embed_batch_size,
                 max_wait_ms=self.settings.embed_batch_wait_ms,
+                busy_wait_ms=self.settings.embed_busy_wait_ms,
                 encode_batch_size=self.settings.embed_encode_batch_size,
                 precision=resolve_precision(self.settings.embed_precision),
                 packed=self.settings.embed_packed,

@@ -247,6 +247,63 @@ async def test_one_owners_backlog_runs_on_every_worker(sentence_model, monkeypat
     assert peak == 2
 
 
+def slowed_and_recorded(embedder: Embedder, seconds: float) -> list[tuple[float, list[str]]]:
+    """Make each model call take at least `seconds`; returns where each call's start time
+    and texts are recorded."""
+    calls: list[tuple[float, list[str]]] = []
+    encode = embedder._encode
+
+    def slowed(texts: list[str], whole: list[bool] | None = None) -> list[np.ndarray]:
+        calls.append((time.monotonic(), list(texts)))
+        time.sleep(seconds)
+        return encode(texts, whole)
+
+    embedder._encode = slowed  # type: ignore[method-assign]
+    return calls
+
+
+async def test_while_a_batch_runs_the_next_one_waits_for_the_texts_on_their_way(
+    sentence_model,
+) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    embedder = Embedder(model, name, max_wait_ms=1, busy_wait_ms=400, workers=2, model_threads=1)
+    calls = slowed_and_recorded(embedder, 0.6)
+
+    async def trickle() -> None:
+        # Saves of six users arriving one by one while the first batch runs.
+        await asyncio.sleep(0.05)
+        for n in range(6):
+            await asyncio.sleep(0.01)
+            pending.append(asyncio.create_task(embedder.embed(f"note {n}", f"user-{n}")))
+
+    pending: list[asyncio.Task[list[float]]] = []
+    try:
+        await asyncio.gather(embedder.embed("first note", "alice"), trickle())
+        await asyncio.gather(*pending)
+    finally:
+        await embedder.stop()
+    # Alone, the first text went at once; the second worker, free all along, waited for
+    # the six rather than starting on the first of them alone.
+    assert [len(texts) for _, texts in calls] == [1, 6]
+
+
+async def test_a_query_waits_for_no_batch_to_fill(sentence_model) -> None:  # type: ignore[no-untyped-def]
+    model, name = sentence_model
+    embedder = Embedder(model, name, max_wait_ms=1, busy_wait_ms=1_000, workers=2, model_threads=1)
+    calls = slowed_and_recorded(embedder, 0.3)
+    try:
+        save = asyncio.create_task(embedder.embed("first note", "alice"))
+        await asyncio.sleep(0.05)
+        asked = time.monotonic()
+        await embedder.embed("where did I park", "bob", first_window_only=True)
+        await save
+    finally:
+        await embedder.stop()
+    assert [texts for _, texts in calls] == [["first note"], ["where did I park"]]
+    # Started on the free worker at once, not after the busy wait.
+    assert calls[1][0] - asked < 0.5
+
+
 def test_attention_groups_keep_padding_small() -> None:
     lengths = [3, 3, 4, 9, 10, 11, 40, 41, 60, 256, 256]
     groups = attention_groups(lengths)
