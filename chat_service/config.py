@@ -19,45 +19,98 @@ ProviderName = str
 class ChatSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore", populate_by_name=True)
 
-    port: int = 50052
-    metrics_port: int = 9102
-
-    # The token the gateway presents here, and chat_service's own for memory_service.
-    gateway_token: SecretStr | None = None
-    own_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("CHAT_SERVICE_TOKEN")
+    port: int = Field(default=50052, description="gRPC listen port.")
+    metrics_port: int = Field(
+        default=9102,
+        description="Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns "
+        "metrics off.",
     )
 
-    memory_addr: str = "127.0.0.1:50051"
-    # Memory lookups get at most this long (or the caller's remaining deadline if shorter),
-    # so a slow memory service leaves time for the answer itself.
-    memory_timeout_seconds: float = Field(default=3.0, gt=0)
-    default_top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    gateway_token: SecretStr | None = Field(
+        default=None, description="The token the gateway presents here."
+    )
+    own_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CHAT_SERVICE_TOKEN"),
+        description="chat_service's own token for memory_service; unset: the shared "
+        "MEMORY_LAYER_SERVICE_TOKEN.",
+    )
 
-    # Unset: offline mode, answers quote the most relevant memories.
-    llm_provider: ProviderName | None = None
-    # Unset: the provider's public API.
-    llm_base_url: str | None = None
-    llm_api_key: SecretStr | None = None
-    llm_model: str | None = None
-    llm_temperature: float | None = Field(default=None, ge=0, le=2)
-    # Models a request may ask for by name (comma-separated); unset: CHAT_LLM_MODEL only.
-    # Every answer is paid with the operator's key, so the choice is the operator's.
-    llm_allowed_models: Annotated[list[str], NoDecode] = []
+    memory_addr: str = Field(
+        default="127.0.0.1:50051", description="memory_service's gRPC address (host:port)."
+    )
+    memory_timeout_seconds: float = Field(
+        default=3.0,
+        gt=0,
+        description="Memory lookups get at most this long (or the caller's remaining deadline "
+        "if shorter), so a slow memory service leaves time for the answer itself.",
+    )
+    default_top_k: int = Field(
+        default=5, ge=1, le=MAX_TOP_K, description="Memories retrieved when a request names none."
+    )
 
-    llm_connect_timeout_seconds: float = Field(default=5.0, gt=0)
-    # Longest silence tolerated from the provider, between any two bytes of an answer.
-    llm_read_timeout_seconds: float = Field(default=60.0, gt=0)
-    # Cap on a whole answer, streamed or not, when the caller's deadline is longer or absent.
-    llm_total_timeout_seconds: float = Field(default=120.0, gt=0)
-    llm_max_connections: int = Field(default=64, ge=1)
+    llm_provider: ProviderName | None = Field(
+        default=None,
+        description="openai (any OpenAI-compatible API: OpenAI, Ollama, vLLM, llama.cpp, LM "
+        "Studio), anthropic, or offline. Unset: offline mode, answers quote the most relevant "
+        "memories.",
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="The provider API's base URL; unset: the provider's public API."
+    )
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="The provider's API key (required by hosted providers)."
+    )
+    llm_model: str | None = Field(
+        default=None, description="The model answers come from; required with a provider."
+    )
+    llm_temperature: float | None = Field(
+        default=None, ge=0, le=2, description="Sampling temperature; unset: the provider's default."
+    )
+    llm_allowed_models: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Models a request may ask for by name (comma-separated); unset: "
+        "CHAT_LLM_MODEL only. Every answer is paid with the operator's key, so the choice is "
+        "the operator's.",
+    )
 
-    # The model's context window; the prompt plus max_output_tokens always fits in it.
-    context_window_tokens: int = Field(default=8192, ge=256)
-    max_output_tokens: int = Field(default=1024, ge=16)
-    # Share of the prompt's room (after instructions and question) memories may take;
-    # history gets the rest.
-    context_share: float = Field(default=0.5, gt=0, le=1)
+    llm_connect_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Longest wait to connect to the provider."
+    )
+    llm_read_timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest silence tolerated from the provider, between any two bytes of an "
+        "answer.",
+    )
+    llm_total_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Cap on a whole answer, streamed or not, when the caller's deadline is "
+        "longer or absent.",
+    )
+    llm_max_connections: int = Field(
+        default=64, ge=1, description="Most connections open to the provider at once."
+    )
+
+    context_window_tokens: int = Field(
+        default=8192,
+        ge=256,
+        description="The model's context window; the prompt plus CHAT_MAX_OUTPUT_TOKENS always "
+        "fits in it.",
+    )
+    max_output_tokens: int = Field(
+        default=1024,
+        ge=16,
+        description="Tokens kept for the answer; at most half the context window.",
+    )
+    context_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Share of the prompt's room (after instructions and question) memories may "
+        "take; history gets the rest.",
+    )
 
     @field_validator("llm_provider", "llm_base_url", "llm_model", mode="before")
     @classmethod

@@ -38,74 +38,154 @@ def _split(value: object) -> object:
 class GatewaySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", populate_by_name=True)
 
-    host: str = "0.0.0.0"
-    port: int = 8080
-    # Prometheus metrics on a port of their own, never on the public API port; 0 picks a
-    # free one, -1 turns them off.
-    metrics_port: int = 9100
+    host: str = Field(default="0.0.0.0", description="Address the HTTP server listens on.")
+    port: int = Field(default=8080, description="HTTP listen port.")
+    metrics_port: int = Field(
+        default=9100,
+        description="Port of the Prometheus metrics endpoint, never the public API port; 0 "
+        "picks a free one, -1 turns metrics off.",
+    )
 
-    memory_addr: str = "127.0.0.1:50051"
-    # Unset: the gateway serves no chat routes and /readyz says chat is not configured.
-    chat_addr: str | None = None
-    # The gateway's own service token (deployments), else the shared one (local mode).
+    memory_addr: str = Field(
+        default="127.0.0.1:50051", description="memory_service's gRPC address (host:port)."
+    )
+    chat_addr: str | None = Field(
+        default=None,
+        description="chat_service's gRPC address. Unset: the gateway serves no chat routes and "
+        "/readyz says chat is not configured.",
+    )
     service_token: SecretStr | None = Field(
         default=None,
         validation_alias=AliasChoices("GATEWAY_SERVICE_TOKEN", "MEMORY_LAYER_SERVICE_TOKEN"),
+        description="The token the gateway presents to the services: its own "
+        "(GATEWAY_SERVICE_TOKEN, deployments), else the shared one "
+        "(MEMORY_LAYER_SERVICE_TOKEN, local mode).",
     )
 
-    # Supabase project URL: ES256/RS256 tokens verified against its JWKS.
-    supabase_url: str | None = None
-    # Supabase's public "anon" key: with supabase_url set, the dashboard offers sign-in by
-    # email link through the project's auth server.
-    supabase_anon_key: str | None = None
-    # Legacy HS256 secret (Supabase's JWT secret, or the one `memory-layer up` generates).
-    supabase_jwt_secret: SecretStr | None = None
-    # Expected `iss`; unset: `<supabase_url>/auth/v1`.
-    jwt_issuer: str | None = None
-    jwt_audience: str = "authenticated"
-    jwt_leeway_seconds: int = Field(default=30, ge=0, le=300)
-    jwks_cache_seconds: float = Field(default=MAX_JWKS_CACHE_SECONDS, gt=0)
-    jwks_refetch_cooldown_seconds: float = Field(default=30.0, ge=0)
-    # A key set fetch, however slow the key server, ends within this.
-    jwks_fetch_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
-    admin_user_ids: CommaList = []
+    supabase_url: str | None = Field(
+        default=None,
+        description="Supabase project URL: ES256/RS256 tokens are verified against its JWKS "
+        "(<url>/auth/v1/.well-known/jwks.json). https unless on loopback.",
+    )
+    supabase_anon_key: str | None = Field(
+        default=None,
+        description="Supabase's public anon key: with GATEWAY_SUPABASE_URL set, the dashboard "
+        "offers sign-in by email link through the project's auth server.",
+    )
+    supabase_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Legacy HS256 secret (Supabase's JWT secret, or the one `memory-layer up` "
+        "generates); at least 32 characters.",
+    )
+    jwt_issuer: str | None = Field(
+        default=None, description="Expected `iss` claim; unset: `<GATEWAY_SUPABASE_URL>/auth/v1`."
+    )
+    jwt_audience: str = Field(default="authenticated", description="Expected `aud` claim.")
+    jwt_leeway_seconds: int = Field(
+        default=30, ge=0, le=300, description="Clock skew tolerated on `exp`, `iat` and `nbf`."
+    )
+    jwks_cache_seconds: float = Field(
+        default=MAX_JWKS_CACHE_SECONDS,
+        gt=0,
+        description="How long a fetched key set is used before it is fetched again (at most "
+        "600: Supabase keys rotate).",
+    )
+    jwks_refetch_cooldown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least time between two refetches caused by a token with an unknown `kid`.",
+    )
+    jwks_fetch_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        description="A key set fetch, however slow the key server, ends within this.",
+    )
+    admin_user_ids: CommaList = Field(
+        default=[],
+        description="Comma-separated user ids (`sub`) that have the admin role besides tokens "
+        "whose app_metadata.role is admin.",
+    )
 
-    cors_origins: CommaList = []
-    # The URL clients reach this gateway at, e.g. https://memory.example.com; unset: taken from
-    # each request. MCP clients are sent to <public_url>/.well-known/oauth-protected-resource.
-    public_url: str | None = None
+    cors_origins: CommaList = Field(
+        default=[],
+        description="Comma-separated origins allowed to call the API from a browser, e.g. "
+        "chrome-extension://<id>; '*' is refused.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL clients reach this gateway at, e.g. https://memory.example.com; "
+        "unset: taken from each request. MCP clients are sent to "
+        "<public_url>/.well-known/oauth-protected-resource.",
+    )
 
-    # Unset: counts live in this process only.
-    redis_url: str | None = None
-    # Kept out of the URL so the URL can sit in a ConfigMap and the password in a Secret.
-    redis_password: SecretStr | None = None
-    rate_limit_ip: str = "300/minute"
-    rate_limit_user: str = "120/minute"
-    rate_limit_chat: str = "20/minute"
-    # Items per user through POST /memories/batch (imports, bulk clients), counted instead
-    # of requests: the default takes a 20,000-message history in about a minute.
-    rate_limit_batch_items: str = "20000/minute"
-    # Peers whose X-Forwarded-For is believed (addresses or CIDR ranges).
-    trusted_proxies: CommaList = []
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis for rate-limit counts shared by replicas; unset: counts live in this "
+        "process only.",
+    )
+    redis_password: SecretStr | None = Field(
+        default=None,
+        description="Redis password, kept out of the URL so the URL can sit in a ConfigMap and "
+        "the password in a Secret.",
+    )
+    rate_limit_ip: str = Field(
+        default="300/minute", description="Requests per client address, counted before auth."
+    )
+    rate_limit_user: str = Field(
+        default="120/minute", description="Requests per user, counted after auth."
+    )
+    rate_limit_chat: str = Field(
+        default="20/minute", description="Chat requests per user (/chat, /chat/stream)."
+    )
+    rate_limit_batch_items: str = Field(
+        default="20000/minute",
+        description="Items per user through POST /memories/batch (imports, bulk clients), "
+        "counted instead of requests: the default takes a 20,000-message history in about a "
+        "minute.",
+    )
+    trusted_proxies: CommaList = Field(
+        default=[],
+        description="Comma-separated peers (addresses or CIDR ranges) whose X-Forwarded-For "
+        "is believed for the client address.",
+    )
 
-    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
-    # POST /memories/batch's own cap; at most what memory_service accepts in one message.
+    max_body_bytes: int = Field(
+        default=256 * 1024, ge=1024, description="Largest request body, except batches."
+    )
     max_batch_body_bytes: int = Field(
-        default=MAX_BATCH_BODY_BYTES, ge=1024, le=MAX_BATCH_BODY_BYTES
+        default=MAX_BATCH_BODY_BYTES,
+        ge=1024,
+        le=MAX_BATCH_BODY_BYTES,
+        description="Largest POST /memories/batch body; at most what memory_service accepts "
+        "in one message (4 MiB).",
     )
-    # Deadline of one batch save: embedding up to 256 texts while other batches queue.
-    batch_timeout_seconds: float = Field(default=120.0, gt=0)
-    grpc_timeout_seconds: float = Field(default=10.0, gt=0)
-    # Deadline of a whole chat answer, streamed or not: longer than chat_service's own cap
-    # on the provider (CHAT_LLM_TOTAL_TIMEOUT_SECONDS, 120 s by default), so that cap, with
-    # its clearer error, normally fires first.
-    chat_timeout_seconds: float = Field(default=125.0, gt=0)
-    retry_after_seconds: int = Field(default=2, ge=1)
-    # How long an idle HTTP connection stays open. A client reusing a connection just as
-    # the server closes it sees a dropped request; keeping connections longer than load
-    # balancers and clients do (60 s for many) leaves the closing to them.
-    keepalive_seconds: int = Field(default=65, ge=1)
-    log_level: str = "INFO"
+    batch_timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="Deadline of one batch save: embedding up to 256 texts while other batches "
+        "queue.",
+    )
+    grpc_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Deadline of every other call to the services."
+    )
+    chat_timeout_seconds: float = Field(
+        default=125.0,
+        gt=0,
+        description="Deadline of a whole chat answer, streamed or not: longer than "
+        "chat_service's own cap on the provider (CHAT_LLM_TOTAL_TIMEOUT_SECONDS), so that "
+        "cap, with its clearer error, normally fires first.",
+    )
+    retry_after_seconds: int = Field(
+        default=2, ge=1, description="Retry-After sent when a service is unavailable or busy."
+    )
+    keepalive_seconds: int = Field(
+        default=65,
+        ge=1,
+        description="How long an idle HTTP connection stays open; longer than load balancers "
+        "and clients keep theirs (60 s for many), so the closing is left to them.",
+    )
+    log_level: str = Field(default="INFO", description="Logging level (DEBUG, INFO, WARNING, ...).")
 
     _split_lists = field_validator(
         "admin_user_ids", "cors_origins", "trusted_proxies", mode="before"

@@ -26,21 +26,30 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 class ServiceSettings(BaseSettings):
-    host: str = "0.0.0.0"
-    # Prometheus metrics on their own port; 0 picks a free one, -1 turns them off.
-    metrics_port: int = 0
-
-    # The shared token for service-to-service calls (local mode); deployments give every
-    # calling service a token of its own instead (see peer_tokens).
-    service_token: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN")
+    host: str = Field(default="0.0.0.0", description="Address the gRPC server listens on.")
+    metrics_port: int = Field(
+        default=0,
+        description="Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns "
+        "metrics off.",
     )
-
-    # Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.
-    drain_seconds: float = Field(default=10.0, ge=0)
-    # Servers close connections after this age so clients rebalance onto new pods.
-    max_connection_age_seconds: float = Field(default=300.0, gt=0)
-    log_level: str = "INFO"
+    service_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN"),
+        description="The shared token for service-to-service calls (local mode). Deployments "
+        "give every calling service a token of its own instead.",
+    )
+    drain_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.",
+    )
+    max_connection_age_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="The server closes each client connection after this age, so that "
+        "clients rebalance onto new pods.",
+    )
+    log_level: str = Field(default="INFO", description="Logging level (DEBUG, INFO, WARNING, ...).")
 
     def caller_tokens(self) -> dict[str, Peer]:
         """Per-caller tokens this service accepts; subclasses name their callers."""
