@@ -43,10 +43,14 @@ class ChatSettings(ServiceSettings):
         default=3.0,
         gt=0,
         description="Memory lookups get at most this long (or the caller's remaining deadline "
-        "if shorter), so a slow memory service leaves time for the answer itself.",
+        "if shorter), so a slow memory service leaves time for the answer itself; past it the "
+        "answer is given without memories (context_unavailable).",
     )
     default_top_k: int = Field(
-        default=5, ge=1, le=MAX_TOP_K, description="Memories retrieved when a request names none."
+        default=5,
+        ge=1,
+        le=MAX_TOP_K,
+        description="Memories looked up when a request says top_k: 0.",
     )
 
     llm_provider: ProviderName | None = Field(
@@ -56,7 +60,9 @@ class ChatSettings(ServiceSettings):
         "memories.",
     )
     llm_base_url: str | None = Field(
-        default=None, description="The provider API's base URL; unset: the provider's public API."
+        default=None,
+        description="The provider API's base URL; unset: the provider's public API. "
+        "OpenAI-style URLs include /v1 (Ollama: http://localhost:11434/v1).",
     )
     llm_api_key: SecretStr | None = Field(
         default=None, description="The provider's API key (required by hosted providers)."
@@ -71,7 +77,7 @@ class ChatSettings(ServiceSettings):
         default=[],
         description="Models a request may ask for by name (comma-separated); unset: "
         "CHAT_LLM_MODEL only. Every answer is paid with the operator's key, so the choice is "
-        "the operator's.",
+        "the operator's; any other model is refused before the provider is called.",
     )
 
     llm_connect_timeout_seconds: float = Field(
@@ -97,7 +103,7 @@ class ChatSettings(ServiceSettings):
         default=8192,
         ge=256,
         description="The model's context window; the prompt plus CHAT_MAX_OUTPUT_TOKENS always "
-        "fits in it.",
+        "fits in it. Set it to the model's real size (tokens are estimated on the high side).",
     )
     max_output_tokens: int = Field(
         default=1024,

@@ -43,16 +43,18 @@ class GatewaySettings(BaseSettings):
     metrics_port: int = Field(
         default=9100,
         description="Port of the Prometheus metrics endpoint, never the public API port; 0 "
-        "picks a free one, -1 turns metrics off.",
+        "picks a free one, -1 turns metrics off (off under `memory-layer up` unless set).",
     )
 
     memory_addr: str = Field(
-        default="127.0.0.1:50051", description="memory_service's gRPC address (host:port)."
+        default="127.0.0.1:50051",
+        description="memory_service's gRPC address; calls are balanced round-robin over every "
+        "address the name resolves to (e.g. dns:///memory-service:50051).",
     )
     chat_addr: str | None = Field(
         default=None,
         description="chat_service's gRPC address. Unset: the gateway serves no chat routes and "
-        "/readyz says chat is not configured.",
+        "/readyz says chat is not configured (/chat and /chat/stream answer 503).",
     )
     service_token: SecretStr | None = Field(
         default=None,
@@ -65,7 +67,8 @@ class GatewaySettings(BaseSettings):
     supabase_url: str | None = Field(
         default=None,
         description="Supabase project URL: ES256/RS256 tokens are verified against its JWKS "
-        "(<url>/auth/v1/.well-known/jwks.json). https unless on loopback.",
+        "(<url>/auth/v1/.well-known/jwks.json), issuer <url>/auth/v1. https unless on loopback. "
+        "With it set, `memory-layer up` creates no local secret.",
     )
     supabase_anon_key: str | None = Field(
         default=None,
@@ -99,7 +102,9 @@ class GatewaySettings(BaseSettings):
         default=5.0,
         gt=0,
         le=60,
-        description="A key set fetch, however slow the key server, ends within this.",
+        description="A key set fetch, however slow the key server, ends within this; at most 64 "
+        "KiB is read. A token whose `kid` is known never waits for a fetch: a stale set is "
+        "served while one refresh runs in the background.",
     )
     admin_user_ids: CommaList = Field(
         default=[],
@@ -110,19 +115,22 @@ class GatewaySettings(BaseSettings):
     cors_origins: CommaList = Field(
         default=[],
         description="Comma-separated origins allowed to call the API from a browser, e.g. "
-        "chrome-extension://<id>; '*' is refused.",
+        "chrome-extension://<id>; '*' is refused. A request to /mcp with any other Origin gets "
+        "403 (in local mode loopback origins are allowed too).",
     )
     public_url: str | None = Field(
         default=None,
         description="The URL clients reach this gateway at, e.g. https://memory.example.com; "
         "unset: taken from each request. MCP clients are sent to "
-        "<public_url>/.well-known/oauth-protected-resource.",
+        "<public_url>/.well-known/oauth-protected-resource. Set it behind a proxy that "
+        "terminates TLS.",
     )
 
     redis_url: str | None = Field(
         default=None,
         description="Redis for rate-limit counts shared by replicas; unset: counts live in this "
-        "process only.",
+        "process only. If Redis does not answer within about a second, counting moves "
+        "in-process for 5 s at a time.",
     )
     redis_password: SecretStr | None = Field(
         default=None,
@@ -130,13 +138,16 @@ class GatewaySettings(BaseSettings):
         "the password in a Secret.",
     )
     rate_limit_ip: str = Field(
-        default="300/minute", description="Requests per client address, counted before auth."
+        default="300/minute",
+        description="Requests per client address (IPv6: per /64) without a valid token, "
+        "counted before auth.",
     )
     rate_limit_user: str = Field(
-        default="120/minute", description="Requests per user, counted after auth."
+        default="120/minute", description="Requests per user with a valid token, /mcp included."
     )
     rate_limit_chat: str = Field(
-        default="20/minute", description="Chat requests per user (/chat, /chat/stream)."
+        default="20/minute",
+        description="Chat requests per user (/chat, /chat/stream), on top of the user limit.",
     )
     rate_limit_batch_items: str = Field(
         default="20000/minute",
@@ -147,11 +158,14 @@ class GatewaySettings(BaseSettings):
     trusted_proxies: CommaList = Field(
         default=[],
         description="Comma-separated peers (addresses or CIDR ranges) whose X-Forwarded-For "
-        "is believed for the client address.",
+        "is believed (the rightmost untrusted hop is the client); otherwise the socket peer is "
+        "the client. Without it, every client behind an ingress shares one per-address budget.",
     )
 
     max_body_bytes: int = Field(
-        default=256 * 1024, ge=1024, description="Largest request body, except batches."
+        default=256 * 1024,
+        ge=1024,
+        description="Largest request body, except batches; larger ones get 413.",
     )
     max_batch_body_bytes: int = Field(
         default=MAX_BATCH_BODY_BYTES,
@@ -167,7 +181,9 @@ class GatewaySettings(BaseSettings):
         "queue.",
     )
     grpc_timeout_seconds: float = Field(
-        default=10.0, gt=0, description="Deadline of every other call to the services."
+        default=10.0,
+        gt=0,
+        description="Deadline of every other call to the services (504 when exceeded).",
     )
     chat_timeout_seconds: float = Field(
         default=125.0,

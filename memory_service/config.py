@@ -27,7 +27,9 @@ class MemorySettings(ServiceSettings):
         description="The token the gateway presents here. Only the gateway may act for an admin.",
     )
     chat_token: SecretStr | None = Field(
-        default=None, description="The token chat_service presents here."
+        default=None,
+        description="The token chat_service presents here; accepted without the admin role (no "
+        "stats, no other user's memories).",
     )
 
     qdrant_url: str | None = Field(
@@ -50,7 +52,8 @@ class MemorySettings(ServiceSettings):
         default=Path("./data/memory"),
         description="Embedded store: the directory it is persisted in. Its write-ahead logs "
         "are sparse files; back it up with `memory-layer export` or a copy that keeps sparse "
-        "files (docs/operations/deploy.md).",
+        "files (docs/operations/deploy.md). It remembers the model and dimension it was built "
+        "with, and one process at a time may open it.",
     )
     embedded_shards: int = Field(
         default=8,
@@ -92,7 +95,8 @@ class MemorySettings(ServiceSettings):
     model: str | None = Field(
         default=None,
         description="A sentence-transformers model directory or name; unset: the bundled "
-        "all-MiniLM-L6-v2.",
+        "all-MiniLM-L6-v2, loaded offline. Changing it changes the collection name; memories are "
+        "not re-embedded.",
     )
     embedding_dim: int | None = Field(
         default=None,
@@ -114,7 +118,8 @@ class MemorySettings(ServiceSettings):
         ge=0,
         le=1000,
         description="While another batch is being embedded: how long the next batch waits for "
-        "the texts on their way. A query never waits.",
+        "the texts on their way (a query never waits): a model call costs a fixed part whatever "
+        "its size, so waiting for texts on their way beats embedding one alone.",
     )
     embed_packed: bool = Field(
         default=True,
@@ -131,8 +136,8 @@ class MemorySettings(ServiceSettings):
     embed_precision: Literal["auto", "float32", "bfloat16"] = Field(
         default="auto",
         description="Precision of the model's matrix products. bfloat16 runs faster where the "
-        "CPU has it natively (AVX512-BF16, AMX) and gives vectors within cosine 0.999 of "
-        "float32 (docs/architecture.md); auto picks it there.",
+        "CPU has it natively (AVX512-BF16, AMX), about 2x float32, and gives vectors with cosine "
+        "above 0.999 to float32 (docs/architecture.md#bfloat16); auto picks it there.",
     )
     embed_workers: int = Field(
         default=0,
@@ -152,7 +157,7 @@ class MemorySettings(ServiceSettings):
         default=0,
         ge=0,
         description="Threads for the model; 0: torch's default, which counts the node's cores, "
-        "not the container's CPU limit.",
+        "not the container's CPU limit: set it to that limit.",
     )
 
     relevance_floor: float = Field(
@@ -162,7 +167,8 @@ class MemorySettings(ServiceSettings):
         description="Memories scoring below this are never injected into a prompt (/context, "
         "chat). Scores are calibrated (docs/api/http.md): 0.3 needs a best match of cosine "
         "0.30. Prompts about none of a user's memories were measured at score <= 0.12, "
-        "prompts about one of them at >= 0.42.",
+        "prompts about one of them at >= 0.42. /search applies it only when asked with "
+        "min_score.",
     )
 
     def caller_tokens(self) -> dict[str, Peer]:
