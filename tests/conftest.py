@@ -19,9 +19,10 @@ from tests.support.stack import Gateway, StartGateway, start_memory
 
 TESTS = Path(__file__).resolve().parent
 # Directory under tests/ -> the markers each of its tests carries. The browser tests start
-# the stack as processes and a Chromium: all of them are slow.
+# the stack as processes and a Chromium, the end-to-end ones `memory-layer up`: all slow.
 DIRECTORY_MARKERS = {
     "browser": (pytest.mark.browser, pytest.mark.slow),
+    "e2e": (pytest.mark.slow,),
     "deploy": (pytest.mark.deploy,),
 }
 

@@ -70,6 +70,7 @@ class Client(threading.Thread):
                     time.sleep(0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_acknowledged_saves_survive_sigkill_and_none_is_stored_twice(
     tmp_path: Path,

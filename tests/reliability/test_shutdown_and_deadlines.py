@@ -36,6 +36,7 @@ def watch_health(address: str, seen: list[tuple[float, int]], ended: threading.E
             ended.set()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving_first(
     tmp_path: Path,
