@@ -25,23 +25,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from service_process import NO_RATE_LIMITS, ProcessStack
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from gateway.tokens import mint_token  # noqa: E402
-from tests.support.llm_stand_in import StandInProvider  # noqa: E402
+from gateway.tokens import mint_token
+from tests.support.llm_stand_in import StandInProvider
 
 SERVICE_TOKEN = "bench-chat-service-token"  # noqa: S105 - a throwaway local stack
 JWT_SECRET = "bench-chat-jwt-secret-0123456789abcdef0123"  # noqa: S105
@@ -61,43 +55,6 @@ TOPICS = (
     "training for a first marathon",
     "window seats on long flights",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(module: str, env: dict[str, str], log_dir: Path) -> subprocess.Popen[bytes]:
-    with (log_dir / f"{module}.log").open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def log_tails(log_dir: Path) -> str:
-    return "\n".join(f.read_text()[-2000:] for f in sorted(log_dir.glob("*.log")))
-
-
-async def wait_ready(url: str, processes: list[subprocess.Popen[bytes]], log_dir: Path) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    async with httpx.AsyncClient(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if any(p.poll() is not None for p in processes):
-                raise RuntimeError(f"a service exited during startup:\n{log_tails(log_dir)}")
-            try:
-                ready = await client.get(f"{url}/readyz")
-                if ready.status_code == 200 and ready.json()["chat"] == "serving":
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.25)
-    raise RuntimeError("the stack did not become ready")
 
 
 async def direct_ttft(client: httpx.AsyncClient, url: str, question: str) -> float:
@@ -148,46 +105,26 @@ def percentile(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> int:
     stand_in = StandInProvider()
     await stand_in.start()
-    port, memory_port, chat_port = free_port(), free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="bench-chat-") as tmp:
         log_dir = Path(tmp)
-        env = dict(os.environ)
-        env.update(
-            {
-                "MEMORY_LAYER_SERVICE_TOKEN": SERVICE_TOKEN,
-                "MEMORY_HOST": "127.0.0.1",
-                "MEMORY_PORT": str(memory_port),
-                "MEMORY_DATA_DIR": str(log_dir / "memory"),
-                "MEMORY_METRICS_PORT": "-1",
-                "CHAT_HOST": "127.0.0.1",
-                "CHAT_PORT": str(chat_port),
-                "CHAT_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
-                "CHAT_METRICS_PORT": "-1",
+        stack = ProcessStack(
+            log_dir / "memory",
+            jwt_secret=JWT_SECRET,
+            issuer=ISSUER,
+            service_token=SERVICE_TOKEN,
+            chat={
                 "CHAT_LLM_PROVIDER": "openai",
                 "CHAT_LLM_BASE_URL": f"http://127.0.0.1:{stand_in.port}/v1",
                 "CHAT_LLM_API_KEY": "sk-bench",
                 "CHAT_LLM_MODEL": "bench",
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(port),
-                "GATEWAY_METRICS_PORT": "-1",
-                "GATEWAY_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
-                "GATEWAY_CHAT_ADDR": f"127.0.0.1:{chat_port}",
-                "GATEWAY_SUPABASE_JWT_SECRET": JWT_SECRET,
-                "GATEWAY_JWT_ISSUER": ISSUER,
-                "GATEWAY_RATE_LIMIT_IP": "1000000/minute",
-                "GATEWAY_RATE_LIMIT_USER": "1000000/minute",
-                "GATEWAY_RATE_LIMIT_CHAT": "1000000/minute",
-                "PYTHONUNBUFFERED": "1",
-            }
+            },
+            gateway=NO_RATE_LIMITS,
+            log_dir=log_dir,
+            inherit_settings=True,
         )
-        processes = [
-            start("memory_service", env, log_dir),
-            start("chat_service", env, log_dir),
-            start("gateway", env, log_dir),
-        ]
-        url = f"http://127.0.0.1:{port}"
+        url = stack.url
         try:
-            await wait_ready(url, processes, log_dir)
+            await stack.start_async(STARTUP_SECONDS)
             token = mint_token(JWT_SECRET, "bench-user", issuer=ISSUER, ttl_seconds=3600)
             headers = {"Authorization": f"Bearer {token}"}
             async with (
@@ -219,14 +156,7 @@ async def run(args: argparse.Namespace) -> int:
                         gateway_s.append(await gateway_ttft(gateway, question, args.top_k))
                         direct_s.append(await direct_ttft(direct, provider_url, question))
         finally:
-            for process in reversed(processes):
-                if process.poll() is None:
-                    process.send_signal(signal.SIGTERM)
-            for process in processes:
-                try:
-                    process.wait(20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+            stack.stop()
             await stand_in.close()
 
     paired = [(g - d) * 1000 for g, d in zip(gateway_s, direct_s, strict=True)]

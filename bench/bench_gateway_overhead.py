@@ -26,12 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,8 +36,7 @@ from pathlib import Path
 
 import aiohttp
 import grpc
-import httpx
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from service_process import NO_RATE_LIMITS, ProcessStack
 
 from gateway.tokens import mint_token
 from protos.memory.v1 import memory_pb2 as pb
@@ -78,88 +73,29 @@ def texts(count: int, seed: int) -> list[str]:
     return made
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(module: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-async def wait_ready(memory_addr: str, gateway_url: str, within: float = 300.0) -> None:
-    deadline = time.monotonic() + within
-    async with grpc.aio.insecure_channel(memory_addr) as channel, httpx.AsyncClient() as http:
-        health = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=2)
-                serving = reply.status == health_pb2.HealthCheckResponse.SERVING
-                if serving and (await http.get(f"{gateway_url}/readyz")).status_code == 200:
-                    return
-            except (grpc.aio.AioRpcError, httpx.HTTPError):
-                pass
-            await asyncio.sleep(0.25)
-    raise TimeoutError("services not ready")
-
-
 @contextlib.asynccontextmanager
 async def gateway_stack(data_dir: Path) -> AsyncIterator[tuple[str, str]]:
     """memory_service (embedded store under data_dir) and the gateway as child processes on
     free ports, limits out of the way; yields their addresses once both are ready. If
     anything fails, the tails of their logs go to stderr."""
-    memory_port, gateway_port = free_port(), free_port()
-    memory_addr = f"127.0.0.1:{memory_port}"
-    gateway_url = f"http://127.0.0.1:{gateway_port}"
-    env = dict(
-        os.environ,
-        MEMORY_HOST="127.0.0.1",
-        MEMORY_PORT=str(memory_port),
-        MEMORY_DATA_DIR=str(data_dir / "memory"),
-        MEMORY_METRICS_PORT="-1",
-        MEMORY_LOG_LEVEL="WARNING",
-        MEMORY_LAYER_SERVICE_TOKEN=SERVICE_TOKEN,
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(gateway_port),
-        GATEWAY_METRICS_PORT="-1",
-        GATEWAY_MEMORY_ADDR=memory_addr,
-        GATEWAY_SUPABASE_JWT_SECRET=JWT_SECRET,
-        GATEWAY_JWT_ISSUER=ISSUER,
-        GATEWAY_RATE_LIMIT_IP="1000000/minute",
-        GATEWAY_RATE_LIMIT_USER="1000000/minute",
-        GATEWAY_LOG_LEVEL="WARNING",
-        HF_HUB_OFFLINE="1",
+    stack = ProcessStack(
+        data_dir / "memory",
+        jwt_secret=JWT_SECRET,
+        issuer=ISSUER,
+        service_token=SERVICE_TOKEN,
+        memory={"MEMORY_LOG_LEVEL": "WARNING"},
+        gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
+        log_dir=data_dir,
+        inherit_settings=True,
     )
-    env.pop("MEMORY_QDRANT_URL", None)
-    processes = [
-        start("memory_service", env, data_dir / "memory.log"),
-        start("gateway", env, data_dir / "gateway.log"),
-    ]
     try:
-        await wait_ready(memory_addr, gateway_url)
-        yield memory_addr, gateway_url
+        await stack.start_async()
+        yield stack.memory_addr, stack.url
     except BaseException:
-        for log in ("memory.log", "gateway.log"):
-            tail = (data_dir / log).read_text(errors="replace").splitlines()[-15:]
-            print(f"--- {log}", *tail, sep="\n", file=sys.stderr)
+        print(stack.log_tails(), file=sys.stderr)
         raise
     finally:
-        for process in reversed(processes):
-            stop(process)
+        stack.stop()
 
 
 def p50_ms(samples: list[float]) -> float:

@@ -27,7 +27,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
-from service_process import REPO_ROOT, free_port
+from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
 
 from memory_service.model import (
     Precision,
@@ -146,38 +145,21 @@ class Stack:
         self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.up = ServiceProcess(
+            "memory-layer up",
+            [*CLI, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)],
+            os.environ,
+            log_path=self.data_dir / "up.log",
+            new_session=True,
+        )
 
     def __enter__(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "up.log").open("wb")
-        self.process = subprocess.Popen(
-            [*CLI, "up", "--port", str(self.port), "--data-dir", str(self.data_dir)],
-            cwd=REPO_ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError((self.data_dir / "up.log").read_text()[-3000:])
-            try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("the stack did not get ready in 300 s")
+        self.up.spawn().wait_ready(http_ready(f"{self.url}/readyz"), timeout=300)
+        return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        self.up.stop(timeout=60)
 
     def token(self, user: str) -> str:
         out = subprocess.run(

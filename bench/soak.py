@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import secrets
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +24,10 @@ from pathlib import Path
 
 import httpx
 from jose import jwt
+from service_process import NO_RATE_LIMITS, ProcessStack
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.support.processes import ServiceProcess
+
 ISSUER = "http://127.0.0.1/auth/v1"
 MAX_ERROR_RATE = 0.001
 MAX_RSS_GROWTH = 0.10
@@ -57,12 +56,6 @@ MIX = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def rss_kb(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -76,76 +69,31 @@ class Stack:
     log_dir: Path
     secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     service_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
     url: str = ""
+    running: ProcessStack | None = None
 
     def start(self) -> None:
-        memory_port, chat_port, gateway_port = free_port(), free_port(), free_port()
-        base = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("GATEWAY_", "MEMORY_", "CHAT_"))
-        }
-        base.update(
-            MEMORY_LAYER_SERVICE_TOKEN=self.service_token,
-            HF_HUB_OFFLINE="1",
-            TRANSFORMERS_OFFLINE="1",
+        """Builds the stack; wait_ready() starts it (chat_service in its offline mode)."""
+        self.running = ProcessStack(
+            self.data_dir,
+            jwt_secret=self.secret,
+            issuer=ISSUER,
+            service_token=self.service_token,
+            memory={"MEMORY_LOG_LEVEL": "WARNING"},
+            chat={"CHAT_LOG_LEVEL": "WARNING"},
+            gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
+            log_dir=self.log_dir,
         )
-        services = {
-            "memory_service": {
-                "MEMORY_HOST": "127.0.0.1",
-                "MEMORY_PORT": str(memory_port),
-                "MEMORY_DATA_DIR": str(self.data_dir),
-                "MEMORY_METRICS_PORT": "-1",
-                "MEMORY_LOG_LEVEL": "WARNING",
-            },
-            "chat_service": {
-                "CHAT_HOST": "127.0.0.1",
-                "CHAT_PORT": str(chat_port),
-                "CHAT_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
-                "CHAT_METRICS_PORT": "-1",
-                "CHAT_LOG_LEVEL": "WARNING",
-            },
-            "gateway": {
-                "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(gateway_port),
-                "GATEWAY_METRICS_PORT": "-1",
-                "GATEWAY_MEMORY_ADDR": f"127.0.0.1:{memory_port}",
-                "GATEWAY_CHAT_ADDR": f"127.0.0.1:{chat_port}",
-                "GATEWAY_SUPABASE_JWT_SECRET": self.secret,
-                "GATEWAY_JWT_ISSUER": ISSUER,
-                "GATEWAY_RATE_LIMIT_IP": "1000000/minute",
-                "GATEWAY_RATE_LIMIT_USER": "1000000/minute",
-                "GATEWAY_RATE_LIMIT_CHAT": "1000000/minute",
-                "GATEWAY_LOG_LEVEL": "WARNING",
-            },
-        }
-        for name, env in services.items():
-            log = (self.log_dir / f"{name}.log").open("wb")
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", name],
-                cwd=REPO_ROOT,
-                env={**base, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.url = f"http://127.0.0.1:{gateway_port}"
+        self.processes = self.running.processes
+        self.url = self.running.url
 
     async def wait_ready(self, within: float = 300.0) -> None:
-        deadline = time.monotonic() + within
-        async with httpx.AsyncClient(base_url=self.url, timeout=5.0) as client:
-            while time.monotonic() < deadline:
-                for name, process in self.processes.items():
-                    if process.poll() is not None:
-                        raise RuntimeError(f"{name} exited; see {self.log_dir}/{name}.log")
-                try:
-                    ready = (await client.get("/readyz")).json()
-                    if ready.get("memory") == "serving" and ready.get("chat") == "serving":
-                        return
-                except (httpx.HTTPError, ValueError):
-                    pass
-                await asyncio.sleep(0.5)
-        raise RuntimeError(f"stack not ready after {within}s; logs in {self.log_dir}")
+        assert self.running is not None
+        try:
+            await self.running.start_async(within)
+        except RuntimeError as error:
+            raise RuntimeError(f"stack not ready: {error}; logs in {self.log_dir}") from None
 
     def token(self, user: str) -> str:
         now = int(time.time())
@@ -159,14 +107,8 @@ class Stack:
         return str(jwt.encode(claims, self.secret, algorithm="HS256"))
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        if self.running is not None:
+            self.running.stop()
 
 
 @dataclass

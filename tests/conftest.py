@@ -1,9 +1,11 @@
 """Fixtures shared by every test: the real bundled model, loaded once per run, signing keys
-with their JWKS server, and a real MemoryService and gateway for the API tests."""
+with their JWKS server, and a real MemoryService and gateway for the API tests; and the
+markers every test under tests/browser/ and tests/deploy/ carries."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,16 +14,24 @@ import pytest
 from memory_service.embedder import Embedder
 from memory_service.model import load_sentence_transformer
 from memory_service.server import MemoryServer
-from tests.support.gateway_stack import (
-    Gateway,
-    JwksServer,
-    Keys,
-    StartGateway,
-    ec_key,
-    gateway_settings,
-    rsa_key,
-    start_memory,
-)
+from tests.support.auth import JwksServer, Keys, ec_key, gateway_settings, rsa_key
+from tests.support.stack import Gateway, StartGateway, start_memory
+
+TESTS = Path(__file__).resolve().parent
+# Directory under tests/ -> the markers each of its tests carries. The browser tests start
+# the stack as processes and a Chromium, the end-to-end ones `memory-layer up`: all slow.
+DIRECTORY_MARKERS = {
+    "browser": (pytest.mark.browser, pytest.mark.slow),
+    "e2e": (pytest.mark.slow,),
+    "deploy": (pytest.mark.deploy,),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        directory = item.path.relative_to(TESTS).parts[0]
+        for marker in DIRECTORY_MARKERS.get(directory, ()):
+            item.add_marker(marker)
 
 
 @pytest.fixture(scope="session")

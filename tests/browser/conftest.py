@@ -14,26 +14,20 @@ from tests.support.browser import (
     CHROMIUM_ARGS,
     Stack,
     Watched,
-    start_gateway,
-    start_memory,
+    gateway_process,
+    process_stack,
     watch,
 )
-from tests.support.ports import free_port
 from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    memory_port = free_port()
-    memory = start_memory(memory_port, tmp_path_factory.mktemp("memory-data"))
-    gateway = None
+    running = process_stack(tmp_path_factory.mktemp("memory-data")).start()
     try:
-        gateway, url = start_gateway(f"127.0.0.1:{memory_port}")
-        yield Stack(url, f"127.0.0.1:{memory_port}")
+        yield Stack(running.url, running.memory_addr)
     finally:
-        if gateway is not None:
-            gateway.stop()
-        memory.stop()
+        running.stop()
 
 
 # Module scope: while Playwright's sync API runs, its event loop is the thread's running
@@ -75,13 +69,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def supabase_stack(stack: Stack) -> Iterator[tuple[Stack, SupabaseAuthStandIn]]:
     """A second gateway, on the same memory service, configured for Supabase sign-in."""
     auth = SupabaseAuthStandIn().start()
-    gateway = None
+    gateway = gateway_process(stack.memory_addr, supabase_url=auth.url, supabase_anon_key=ANON_KEY)
     try:
-        gateway, url = start_gateway(
-            stack.memory_addr, supabase_url=auth.url, supabase_anon_key=ANON_KEY
-        )
-        yield Stack(url, stack.memory_addr), auth
+        gateway.start()
+        yield Stack(gateway.url, stack.memory_addr), auth
     finally:
-        if gateway is not None:
-            gateway.stop()
+        gateway.close()
         auth.stop()

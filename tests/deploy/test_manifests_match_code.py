@@ -316,6 +316,7 @@ def health_status(address: str, service: str) -> int:
         return stub.Check(request, timeout=2).status
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", sorted(GRPC_SERVICES))
 def test_grpc_service_serves_health_where_its_probes_ask(
     started: dict[str, Started], module: str
@@ -333,6 +334,7 @@ def test_grpc_service_serves_health_where_its_probes_ask(
         wait_until(item, serves)
 
 
+@pytest.mark.slow
 def test_gateway_answers_its_probes_on_the_manifest_port(started: dict[str, Started]) -> None:
     item = started["gateway"]
     for name in ("livenessProbe", "readinessProbe"):
@@ -347,6 +349,7 @@ def test_gateway_answers_its_probes_on_the_manifest_port(started: dict[str, Star
         wait_until(item, answers)
 
 
+@pytest.mark.slow
 def test_services_stop_cleanly_within_the_grace_period(started: dict[str, Started]) -> None:
     for module in ("gateway", "chat_service", "memory_service"):
         item = started[module]

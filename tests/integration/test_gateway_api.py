@@ -16,21 +16,19 @@ from jose import jwt
 
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
 from memory_service.embedder import Embedder
-from tests.support.gateway_stack import (
+from tests.support.auth import (
     EXTENSION_ORIGIN,
     REDIS_URL,
     REJECTED_CASES,
-    Gateway,
     Keys,
-    StartGateway,
     bearer,
     ec_key,
-    free_port,
     memory_rpcs,
     new_user,
     rejected_tokens,
-    start_memory,
 )
+from tests.support.ports import free_port
+from tests.support.stack import Gateway, StartGateway, start_memory
 
 # --- authentication ---------------------------------------------------------------------
 

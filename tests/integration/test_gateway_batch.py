@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from tests.support.gateway_stack import Keys, StartGateway, bearer, new_user
+from tests.support.auth import Keys, bearer, new_user
+from tests.support.stack import StartGateway
 
 
 async def test_a_mixed_batch_gets_one_result_per_item_and_stores_only_the_valid_ones(

@@ -22,16 +22,10 @@ from gateway.deps import CHAT_NOT_CONFIGURED
 from gateway.tokens import mint_token
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer
-from tests.support.gateway_stack import (
-    HS_SECRET,
-    SERVICE_TOKEN,
-    Gateway,
-    bearer,
-    free_port,
-    new_user,
-    start_memory,
-)
+from tests.support.auth import HS_SECRET, bearer, new_user
 from tests.support.llm_stand_in import ANSWER, Received, Reply, StandInProvider
+from tests.support.ports import free_port
+from tests.support.stack import SERVICE_TOKEN, Gateway, start_memory
 
 ISSUER = "gateway-chat-tests"
 WINDOW_SEATS = "I prefer window seats on long flights"

@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from service_kit.limits import MAX_FIELD_CHARS, MAX_METADATA_ENTRIES, MAX_TEXT_CHARS
-from tests.support.gateway_stack import Gateway, Keys, bearer, new_user
+from tests.support.auth import Keys, bearer, new_user
+from tests.support.stack import Gateway
 
 
 async def _search_texts(client: httpx.AsyncClient, query: str, mode: str) -> list[str]:

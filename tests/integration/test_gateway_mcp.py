@@ -12,15 +12,7 @@ from mcp_types import LATEST_PROTOCOL_VERSION
 from prometheus_client import REGISTRY
 
 from gateway.tokens import LOCAL_ISSUER, mint_token
-from tests.support.gateway_stack import (
-    EXTENSION_ORIGIN,
-    HS_SECRET,
-    Gateway,
-    Keys,
-    StartGateway,
-    bearer,
-    new_user,
-)
+from tests.support.auth import EXTENSION_ORIGIN, HS_SECRET, Keys, bearer, new_user
 from tests.support.mcp_client import (
     MCP_HEADERS,
     discovering_client,
@@ -30,6 +22,7 @@ from tests.support.mcp_client import (
 )
 from tests.support.metadata_recorder import MetadataRecorder
 from tests.support.ports import free_port
+from tests.support.stack import Gateway, StartGateway
 
 TOOLS = {
     "save_memory",

@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from memory_service.embedder import Embedder
 from memory_service.models import memory_point_id
+from tests.support.auth import Keys, bearer, new_user
 from tests.support.exports import START, chatgpt_export, run_cli, start_cli
-from tests.support.gateway_stack import Gateway, Keys, StartGateway, bearer, new_user, start_memory
+from tests.support.stack import Gateway, StartGateway, start_memory
+
+# Each starts the CLI as processes and imports a whole export.
+pytestmark = pytest.mark.slow
 
 
 async def all_memories(client: httpx.AsyncClient, headers: dict[str, str]) -> list[dict[str, Any]]:

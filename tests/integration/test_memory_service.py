@@ -299,6 +299,7 @@ async def test_bad_input_is_rejected_and_writes_nothing(start, tmp_path: Path) -
     assert stats.total_memories == 0
 
 
+@pytest.mark.slow
 async def test_long_text_is_embedded_from_all_of_it(start, tmp_path: Path, embedder) -> None:
     svc = await start(tmp_path / "data")
     filler = "We talked about the quarterly budget and the spreadsheet formulas. " * 60
@@ -332,6 +333,7 @@ async def test_health_serving_then_not_serving_on_stop(embedder: Embedder, tmp_p
     await server.stop(0)
 
 
+@pytest.mark.slow
 async def test_data_dir_refuses_another_dimension(start, tmp_path: Path) -> None:
     import os
     import subprocess
@@ -362,6 +364,7 @@ async def test_data_dir_refuses_another_dimension(start, tmp_path: Path) -> None
     assert re.search(r"holds 384-dimensional .* produces 128-dimensional", proc.stderr)
 
 
+@pytest.mark.slow
 async def test_process_serves_health_metrics_and_drains_on_sigterm(tmp_path: Path) -> None:
     import asyncio
     import os

@@ -14,7 +14,8 @@ from memory_service.server import MemoryServer
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 from service_kit.identity import Identity, outgoing_metadata
-from tests.support.gateway_stack import SERVICE_TOKEN, new_user
+from tests.support.auth import new_user
+from tests.support.stack import SERVICE_TOKEN
 
 
 @pytest.fixture

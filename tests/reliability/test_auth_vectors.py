@@ -20,12 +20,7 @@ from gateway.auth import (
     key_from_jwk,
     verify_signature,
 )
-from tests.support.gateway_stack import (
-    REJECTED_CASES,
-    Keys,
-    gateway_settings,
-    rejected_tokens,
-)
+from tests.support.auth import REJECTED_CASES, Keys, gateway_settings, rejected_tokens
 
 VECTORS = Path(__file__).parent.parent / "data" / "wycheproof" / "json_web_signature_test.json"
 SUPPORTED = {"ES256", "RS256", "HS256"}

@@ -12,13 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.stack import (
-    GatewayServer,
-    LoopThread,
-    MemoryProcess,
-    export_all,
-    gateway_settings,
-)
+from tests.support.reliability import client_for, export_all, gateway_settings, memory_process
+from tests.support.stack import GatewayServer, LoopThread
 
 CLIENTS = 16
 MIN_SAVES_PER_CLIENT = 5
@@ -51,7 +46,7 @@ class Client(threading.Thread):
             self.unexpected.append(repr(exc))
 
     def _save_all(self) -> None:
-        with GatewayServer.client_for(self.url, self.user, timeout=30.0) as client:
+        with client_for(self.url, self.user, timeout=30.0) as client:
             n = 0
             while n < MIN_SAVES_PER_CLIENT or not self.finish.is_set():
                 n += 1
@@ -75,12 +70,13 @@ class Client(threading.Thread):
                     time.sleep(0.2)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_acknowledged_saves_survive_sigkill_and_none_is_stored_twice(
     tmp_path: Path,
 ) -> None:
     rng = random.Random()
-    memory = MemoryProcess(tmp_path / "memory").start()
+    memory = memory_process(tmp_path / "memory").start()
     loop = LoopThread()
     gateway = GatewayServer(loop, gateway_settings(memory.port, grpc_timeout_seconds=10.0)).start()
     stop, finish = threading.Event(), threading.Event()
@@ -105,7 +101,7 @@ def test_acknowledged_saves_survive_sigkill_and_none_is_stored_twice(
         acknowledged = {m: i for c in clients for m, i in c.acknowledged.items()}
         stored: list[dict[str, str]] = []
         for user in range(USERS):
-            with GatewayServer.client_for(gateway.url, f"crash-user-{user}") as reader:
+            with client_for(gateway.url, f"crash-user-{user}") as reader:
                 stored.extend(export_all(reader))
         copies = Counter(memory_["message_id"] for memory_ in stored)
         lost = [m for m in acknowledged if copies[m] == 0]

@@ -16,12 +16,12 @@ from chat_service.config import ChatSettings
 from chat_service.server import ChatServer
 from chat_service.server import create_server as create_chat_server
 from memory_service.server import MemoryServer
+from tests.support.ports import free_port
+from tests.support.reliability import client_for, gateway_settings
 from tests.support.stack import (
     SERVICE_TOKEN,
     GatewayServer,
     LoopThread,
-    free_port,
-    gateway_settings,
     start_memory_in_process,
     stop_memory_in_process,
 )
@@ -47,7 +47,7 @@ def stack(
 def _hammer(gateway: GatewayServer, user: str, times: int) -> tuple[list[int], float]:
     statuses = []
     slowest = 0.0
-    with gateway.client(user, timeout=15.0) as client:
+    with client_for(gateway.url, user, timeout=15.0) as client:
         for _ in range(times):
             started = time.monotonic()
             statuses.append(client.get("/memories").status_code)
@@ -120,7 +120,7 @@ def test_with_the_llm_provider_down_chat_fails_fast_with_503(
     ).start()
     try:
         timings = []
-        with gateway.client("chat-user", timeout=30.0) as client:
+        with client_for(gateway.url, "chat-user", timeout=30.0) as client:
             saved = client.post("/save-prompt", json={"prompt": "my cat is called Miso"})
             assert saved.status_code == 200, saved.text
             for path in ("/chat", "/chat/stream"):

@@ -21,15 +21,18 @@ from pydantic import SecretStr
 
 from chat_service.config import ChatSettings
 from chat_service.server import create_server as create_chat_server
-from tests.support.stack import (
+from tests.support.reliability import (
     HS_SECRET,
     ISSUER,
+    bearer,
+    client_for,
+    export_all,
+    gateway_settings,
+)
+from tests.support.stack import (
     SERVICE_TOKEN,
     GatewayServer,
     LoopThread,
-    bearer,
-    export_all,
-    gateway_settings,
     start_memory_in_process,
     stop_memory_in_process,
 )
@@ -461,7 +464,7 @@ def test_every_hostile_request_gets_a_4xx_stores_nothing_and_the_next_one_works(
 ) -> None:
     user = f"hostile-user-{time.time_ns()}"
     wrong: list[str] = []
-    with GatewayServer.client_for(gateway, user) as client:
+    with client_for(gateway, user) as client:
         seed = client.post("/save-prompt", json={"prompt": "the one memory before the storm"})
         assert seed.status_code == 200, seed.text
         before = export_all(client)
@@ -484,7 +487,7 @@ def test_every_hostile_request_gets_a_4xx_stores_nothing_and_the_next_one_works(
 
 def test_path_ids_are_refused_without_being_echoed(gateway: str) -> None:
     marker = "ECHO-MARKER-" + "z" * 5000
-    with GatewayServer.client_for(gateway, "echo-user") as client:
+    with client_for(gateway, "echo-user") as client:
         for response in (
             client.get(f"/memories/{marker}"),
             client.delete(f"/memories/{marker}"),
@@ -493,7 +496,7 @@ def test_path_ids_are_refused_without_being_echoed(gateway: str) -> None:
         ):
             assert 400 <= response.status_code < 500
             assert "ECHO-MARKER" not in response.text
-    with GatewayServer.client_for(gateway, ADMIN) as admin:
+    with client_for(gateway, ADMIN) as admin:
         refused = admin.delete(f"/admin/users/{marker} x")
         assert refused.status_code == 422
         assert "ECHO-MARKER" not in refused.text
@@ -503,7 +506,7 @@ def test_captured_text_with_invalid_code_points_is_stored_with_replacement_chara
     gateway: str,
 ) -> None:
     user = f"unicode-user-{time.time_ns()}"
-    with GatewayServer.client_for(gateway, user) as client:
+    with client_for(gateway, user) as client:
         for bad in BAD_CODE_POINTS:
             prompt = f"half an emoji {bad} and more"
             saved = client.post(
@@ -546,7 +549,7 @@ def test_captured_text_with_invalid_code_points_is_stored_with_replacement_chara
 def test_maximum_size_saves_and_queries_are_answered_not_refused_or_timed_out(
     gateway: str,
 ) -> None:
-    with GatewayServer.client_for(gateway, "big-query-user") as client:
+    with client_for(gateway, "big-query-user") as client:
         for text in ("的" * 50_000, "word " * 10_000):
             saved = client.post("/save-prompt", json={"prompt": text})
             assert saved.status_code == 200, saved.text[:200]

@@ -15,11 +15,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_state_machine_as_test
 
+from tests.support.reliability import client_for, export_all, gateway_settings
 from tests.support.stack import (
     GatewayServer,
     LoopThread,
-    export_all,
-    gateway_settings,
     start_memory_in_process,
     stop_memory_in_process,
 )
@@ -59,7 +58,7 @@ class Isolation(RuleBasedStateMachine):
         super().__init__()
         run = uuid.uuid4().hex[:8]
         self.users = [f"{name}-{run}" for name in NAMES]
-        self.clients = {user: GatewayServer.client_for(self.url, user) for user in self.users}
+        self.clients = {user: client_for(self.url, user) for user in self.users}
         # What each user owns, as the gateway acknowledged it: memory id -> text.
         self.owned: dict[str, dict[str, str]] = {user: {} for user in self.users}
         self.saves = 0
@@ -210,7 +209,7 @@ def test_users_never_see_each_others_memories(gateway: str) -> None:
 
 
 def test_a_token_for_one_user_cannot_name_another(gateway: str) -> None:
-    with GatewayServer.client_for(gateway, "mallory") as mallory:
+    with client_for(gateway, "mallory") as mallory:
         for method, path, body in (
             ("POST", "/save-prompt", {"prompt": "x", "user_id": "victim"}),
             ("POST", "/search", {"query": "x", "user_id": "victim"}),

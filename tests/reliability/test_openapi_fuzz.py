@@ -19,12 +19,11 @@ from schemathesis.openapi import from_url
 
 from chat_service.config import ChatSettings
 from chat_service.server import create_server as create_chat_server
+from tests.support.reliability import bearer, client_for, gateway_settings
 from tests.support.stack import (
     SERVICE_TOKEN,
     GatewayServer,
     LoopThread,
-    bearer,
-    gateway_settings,
     start_memory_in_process,
     stop_memory_in_process,
 )
@@ -136,7 +135,7 @@ def test_every_operation_answers_without_5xx_and_as_documented(gateway_url: str)
 
 def test_a_blank_filter_value_is_a_4xx_not_a_server_error(gateway_url: str) -> None:
     # Found by the fuzzing above: the filter model rejected the blank value inside the route.
-    with GatewayServer.client_for(gateway_url, FUZZ_USER) as client:
+    with client_for(gateway_url, FUZZ_USER) as client:
         for path in ("/memories", "/export"):
             response = client.get(path, params={"provider": ""})
             assert response.status_code == 422, (path, response.status_code, response.text)

@@ -16,13 +16,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from protos.memory.v1 import memory_pb2_grpc
-from tests.support.stack import (
-    GatewayServer,
-    LoopThread,
-    MemoryProcess,
-    export_all,
-    gateway_settings,
-)
+from tests.support.reliability import client_for, export_all, gateway_settings, memory_process
+from tests.support.stack import GatewayServer, LoopThread
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -41,12 +36,13 @@ def watch_health(address: str, seen: list[tuple[float, int]], ended: threading.E
             ended.set()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving_first(
     tmp_path: Path,
 ) -> None:
     # The padded float32 path keeps the long saves below running for seconds.
-    memory = MemoryProcess(
+    memory = memory_process(
         tmp_path / "memory",
         drain_seconds=20.0,
         MEMORY_EMBED_PACKED="false",
@@ -70,7 +66,7 @@ def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving
                 "prompt": f"draft {n}: " + "words to embed slowly " * 1200,
                 "message_id": f"long-{n}",
             }
-            with gateway.client("drain-user", timeout=60.0) as client:
+            with client_for(gateway.url, "drain-user", timeout=60.0) as client:
                 response = client.post("/save-prompt", json=body)
                 return response, time.monotonic()
 
@@ -83,7 +79,7 @@ def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving
             assert _wait(lambda: seen[-1][1] == NOT_SERVING, timeout=10.0)
             not_serving_at = next(t for t, status in seen if status == NOT_SERVING)
 
-            with gateway.client("drain-user", timeout=30.0) as client:
+            with client_for(gateway.url, "drain-user", timeout=30.0) as client:
                 started = time.monotonic()
                 refused = client.post("/save-prompt", json={"prompt": "arrived during the drain"})
                 refused_after = time.monotonic() - started
@@ -106,7 +102,7 @@ def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving
         assert [status for _, status in seen][:2] == [SERVING, NOT_SERVING]
 
         memory.start()
-        with gateway.client("drain-user") as client:
+        with client_for(gateway.url, "drain-user") as client:
             stored = {m["message_id"] for m in export_all(client)}
         assert stored == {f"long-{n}" for n in range(IN_FLIGHT)}
     finally:
@@ -168,7 +164,7 @@ def test_a_slow_memory_service_gets_504_within_the_deadline_and_sees_the_cancell
     gateway = GatewayServer(loop, gateway_settings(port, grpc_timeout_seconds=deadline)).start()
     try:
         timings = []
-        with gateway.client("slow-user", timeout=30.0) as client:
+        with client_for(gateway.url, "slow-user", timeout=30.0) as client:
             for method, path, body in (
                 ("POST", "/save-prompt", {"prompt": "will time out"}),
                 ("GET", "/memories", None),

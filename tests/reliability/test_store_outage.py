@@ -15,7 +15,8 @@ from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
 from tests.support.qdrant_stand_in import QdrantStandIn
-from tests.support.stack import SERVICE_TOKEN, GatewayServer, LoopThread, gateway_settings
+from tests.support.reliability import client_for, gateway_settings
+from tests.support.stack import SERVICE_TOKEN, GatewayServer, LoopThread
 
 STORE_TIMEOUT_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 7
@@ -94,7 +95,7 @@ def test_a_silent_qdrant_is_a_503_and_the_service_recovers_without_losing_a_save
         "m-boat": "My sailing boat is called Albatross",
         "m-cat": "The cat's vet appointment is on Thursday",
     }
-    with gateway.client(f"outage-{outage}", timeout=30.0) as client:
+    with client_for(gateway.url, f"outage-{outage}", timeout=30.0) as client:
         acknowledged = {}
         for message_id, text in facts.items():
             saved = _save(client, text, message_id)

@@ -1,13 +1,8 @@
-"""Harness of the browser tests: memory_service and the gateway as processes on loopback,
-real tokens, and Chromium pages whose requests and console errors are recorded."""
+"""Harness of the browser tests: the stack's processes configured for the dashboard, real
+tokens, and Chromium pages whose requests and console errors are recorded."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +16,7 @@ from jose import jwt
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
 from gateway.tokens import mint_token
-from tests.support.ports import free_port
+from tests.support.stack import NO_RATE_LIMITS, GatewayProcess, ProcessStack
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -32,7 +27,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SERVICE_TOKEN = "browser-tests-service-token"
 HS_SECRET = "browser-tests-hs256-secret-0123456789abcdef"
 ISSUER = "memory-layer-local"
 # Supabase's anon key is public by design; the page sends it to the auth server.
@@ -56,82 +50,28 @@ def forged_token(user: str) -> str:
     return str(jwt.encode(claims, "not-the-servers-secret-0123456789abcdef", algorithm="HS256"))
 
 
-class Process:
-    def __init__(self, name: str, module: str, env: dict[str, str]) -> None:
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-
-    def check(self) -> None:
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited:\n{self.log_tail()}")
-
-    def log_tail(self, lines: int = 40) -> str:
-        self.log.flush()
-        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self.log.close()
-
-
-def base_env() -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_", "CHAT_"))
-    }
-    env.update(
-        {
-            "MEMORY_LAYER_SERVICE_TOKEN": SERVICE_TOKEN,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])),
-        }
+def process_stack(data_dir: Path) -> ProcessStack:
+    """memory_service and the gateway as processes, signing users in with HS_SECRET."""
+    return ProcessStack(
+        data_dir,
+        jwt_secret=HS_SECRET,
+        issuer=ISSUER,
+        # One model thread keeps a shared two-core machine usable for the browser.
+        memory={"MEMORY_TORCH_THREADS": "1"},
+        gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
     )
-    return env
 
 
-def start_gateway(memory_addr: str, **settings: str) -> tuple[Process, str]:
-    port = free_port()
-    env = base_env()
-    env.update(
-        {
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_MEMORY_ADDR": memory_addr,
-            "GATEWAY_SUPABASE_JWT_SECRET": HS_SECRET,
-            "GATEWAY_JWT_ISSUER": ISSUER,
-            "GATEWAY_RATE_LIMIT_IP": "100000/minute",
-            "GATEWAY_RATE_LIMIT_USER": "100000/minute",
-            "GATEWAY_LOG_LEVEL": "WARNING",
-            "GATEWAY_METRICS_PORT": "-1",
-            **{f"GATEWAY_{k.upper()}": v for k, v in settings.items()},
-        }
+def gateway_process(memory_addr: str, **settings: str) -> GatewayProcess:
+    """A further gateway on memory_addr; settings are GatewaySettings fields."""
+    return GatewayProcess(
+        memory_addr,
+        jwt_secret=HS_SECRET,
+        issuer=ISSUER,
+        GATEWAY_LOG_LEVEL="WARNING",
+        **NO_RATE_LIMITS,
+        **{f"GATEWAY_{k.upper()}": v for k, v in settings.items()},
     )
-    gateway = Process("gateway", "gateway", env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        gateway.check()
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return gateway, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    gateway.stop()
-    raise RuntimeError(f"gateway not ready:\n{gateway.log_tail()}")
 
 
 @dataclass
@@ -211,18 +151,3 @@ def watch(browser: Browser, stack_url: str, **context_options: Any) -> Iterator[
         yield watched
     finally:
         context.close()
-
-
-def start_memory(port: int, data_dir: Path) -> Process:
-    env = base_env()
-    env.update(
-        {
-            "MEMORY_HOST": "127.0.0.1",
-            "MEMORY_PORT": str(port),
-            "MEMORY_DATA_DIR": str(data_dir),
-            "MEMORY_METRICS_PORT": "-1",
-            # One model thread keeps a shared two-core machine usable for the browser.
-            "MEMORY_TORCH_THREADS": "1",
-        }
-    )
-    return Process("memory-service", "memory_service", env)

@@ -1,27 +1,27 @@
-"""The real stack for the reliability tests: memory_service as a child process (so it can be
-killed) or in process on a private event loop, and the gateway on uvicorn over loopback."""
+"""The memory_service + chat_service + gateway stack, started the ways tests and benches need it.
+
+In this process (the API, integration and reliability tests):
+- `start_memory` runs memory_service's gRPC server on an event loop, `Gateway` the gateway app
+  on uvicorn, both on free loopback ports;
+- `LoopThread` and `GatewayServer` do the same for synchronous tests, on a private loop.
+
+As child processes (the browser tests, crash tests and benches), each `python -m <service>`
+on a free loopback port, stopped with SIGTERM (tests/support/processes.py):
+- `MemoryProcess`, `ChatProcess`, `GatewayProcess`, one service each, restartable;
+- `ProcessStack`, memory_service, optionally chat_service, and the gateway wired together.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
-import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-import grpc
 import httpx
 import uvicorn
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from jose import jwt
-from pydantic import SecretStr
 
 from gateway.app import create_app
 from gateway.config import GatewaySettings
@@ -29,48 +29,79 @@ from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
 from tests.support.ports import free_port
+from tests.support.processes import ServiceProcess, grpc_serving, http_ready, service_env
 
-SERVICE_TOKEN = "reliability-service-token"
-HS_SECRET = "reliability-hs256-secret-0123456789abcdef"
-ISSUER = "http://127.0.0.1/auth/v1"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVICE_TOKEN = "test-stack-service-token"
+# Rate limits out of the way, for stacks that are not testing them.
+NO_RATE_LIMITS = {
+    "GATEWAY_RATE_LIMIT_IP": "1000000/minute",
+    "GATEWAY_RATE_LIMIT_USER": "1000000/minute",
+    "GATEWAY_RATE_LIMIT_CHAT": "1000000/minute",
+}
 
 T = TypeVar("T")
 
 
-def token(user: str) -> str:
-    now = int(time.time())
-    claims = {"sub": user, "aud": "authenticated", "iss": ISSUER, "iat": now, "exp": now + 3600}
-    return str(jwt.encode(claims, HS_SECRET, algorithm="HS256"))
+# ---- in this process ----------------------------------------------------------------------
 
 
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(user)}"}
+async def start_memory(
+    embedder: Embedder, data_dir: Path, port: int = 0, *, service_token: str = SERVICE_TOKEN
+) -> MemoryServer:
+    """memory_service's server on loopback (port 0: a free one), serving with embedder."""
+    server = await create_server(
+        MemorySettings(
+            host="127.0.0.1",
+            port=port,
+            data_dir=data_dir,
+            service_token=service_token,
+            metrics_port=-1,
+        )
+    )
+    await server.start_serving(embedder)
+    return server
 
 
-def gateway_settings(memory_port: int, **overrides: Any) -> GatewaySettings:
-    values: dict[str, Any] = {
-        "host": "127.0.0.1",
-        "memory_addr": f"127.0.0.1:{memory_port}",
-        "service_token": SERVICE_TOKEN,
-        "supabase_jwt_secret": HS_SECRET,
-        "jwt_issuer": ISSUER,
-        "rate_limit_ip": "1000000/minute",
-        "rate_limit_user": "1000000/minute",
-        "grpc_timeout_seconds": 20.0,
-    }
-    values.update(overrides)
-    return GatewaySettings(**values)
+class Gateway:
+    """The gateway app on uvicorn, on a free loopback port, on the running event loop."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        config = uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="on",
+            # As in `python -m gateway`: the app alone decides whom to believe about the client.
+            proxy_headers=False,
+        )
+        self.server = uvicorn.Server(config)
+        self.task: asyncio.Task[None] | None = None
+        self.url = ""
+
+    async def start(self) -> Gateway:
+        self.task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        kwargs.setdefault("timeout", 30.0)
+        return httpx.AsyncClient(base_url=self.url, **kwargs)
 
 
-def health_status(address: str, timeout: float = 2.0) -> int | None:
-    """The overall grpc.health.v1 status, or None when nothing answers."""
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            return int(stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout).status)
-        except grpc.RpcError:
-            return None
+# The `start_gateway` fixture: a further Gateway on the session's memory service.
+StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 class LoopThread:
@@ -91,72 +122,32 @@ class LoopThread:
 
 
 class GatewayServer:
-    """The gateway app on uvicorn, bound to a free loopback port, on a LoopThread."""
+    """A `Gateway` on a LoopThread, for synchronous tests."""
 
     def __init__(self, loop: LoopThread, settings: GatewaySettings) -> None:
         self.loop = loop
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-            proxy_headers=False,
-        )
-        self.server = uvicorn.Server(config)
+        self.gateway = Gateway(settings)
         self.url = ""
-        self._done: asyncio.Future[None] | None = None
 
     def start(self) -> GatewayServer:
-        async def _start() -> None:
-            task = asyncio.ensure_future(self.server.serve())
-            while not self.server.started:
-                if task.done():
-                    task.result()
-                await asyncio.sleep(0.01)
-            self._done = task
+        async def _start() -> Gateway:
+            return await self.gateway.start()
 
-        self.loop.run(_start())
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = self.loop.run(_start()).url
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        if self._done is not None:
-            done = self._done
-
-            async def _wait() -> None:
-                await done
-
-            self.loop.run(_wait())
-
-    def client(self, user: str | None = None, **kwargs: Any) -> httpx.Client:
-        return self.client_for(self.url, user, **kwargs)
-
-    @staticmethod
-    def client_for(url: str, user: str | None = None, **kwargs: Any) -> httpx.Client:
-        kwargs.setdefault("timeout", 60.0)
-        headers = bearer(user) if user else {}
-        return httpx.Client(base_url=url, headers=headers, **kwargs)
+        self.loop.run(self.gateway.stop())
 
 
 def start_memory_in_process(
     loop: LoopThread, model: Any, model_name: str, data_dir: Path
 ) -> tuple[MemoryServer, Embedder]:
+    """memory_service's server and its own embedder on a LoopThread."""
+
     async def _start() -> tuple[MemoryServer, Embedder]:
         embedder = Embedder(model, model_name, batch_size=32, max_wait_ms=2.0)
-        server = await create_server(
-            MemorySettings(
-                host="127.0.0.1",
-                port=0,
-                data_dir=data_dir,
-                service_token=SecretStr(SERVICE_TOKEN),
-                metrics_port=-1,
-            )
-        )
-        await server.start_serving(embedder)
-        return server, embedder
+        return await start_memory(embedder, data_dir), embedder
 
     return loop.run(_start())
 
@@ -169,87 +160,211 @@ def stop_memory_in_process(loop: LoopThread, server: MemoryServer, embedder: Emb
     loop.run(_stop())
 
 
-class MemoryProcess:
-    """`python -m memory_service` on a fixed port and data dir, restartable after a kill."""
+# ---- as child processes -------------------------------------------------------------------
 
-    def __init__(self, data_dir: Path, *, drain_seconds: float = 10.0, **env: str) -> None:
-        self.data_dir = data_dir
+
+class MemoryProcess(ServiceProcess):
+    """`python -m memory_service` on a free port and data_dir, with the embedded store.
+    `settings` are MEMORY_* variables; `start()` returns once the service is SERVING."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        service_token: str = SERVICE_TOKEN,
+        inherit_settings: bool = False,
+        log_path: Path | None = None,
+        **settings: str,
+    ) -> None:
+        self.data_dir = Path(data_dir)
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix="memory-service-", suffix=".log")  # noqa: SIM115
-        self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("MEMORY_")},
-            "MEMORY_HOST": "127.0.0.1",
-            "MEMORY_PORT": str(self.port),
-            "MEMORY_DATA_DIR": str(data_dir),
-            "MEMORY_METRICS_PORT": "-1",
-            "MEMORY_LAYER_SERVICE_TOKEN": SERVICE_TOKEN,
-            "MEMORY_LOG_LEVEL": "INFO",
-            "MEMORY_DRAIN_SECONDS": str(drain_seconds),
-            # One model thread each keeps a shared two-core machine usable.
-            "MEMORY_TORCH_THREADS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            **env,
-        }
+        env = service_env(
+            inherit_settings=inherit_settings,
+            MEMORY_HOST="127.0.0.1",
+            MEMORY_PORT=str(self.port),
+            MEMORY_DATA_DIR=str(self.data_dir),
+            MEMORY_METRICS_PORT="-1",
+            MEMORY_LAYER_SERVICE_TOKEN=service_token,
+            **settings,
+        )
+        env.pop("MEMORY_QDRANT_URL", None)
+        super().__init__(
+            "memory_service", [sys.executable, "-m", "memory_service"], env, log_path=log_path
+        )
 
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
+    def ready(self) -> bool:
+        return grpc_serving(self.address)()
 
     def start(self, timeout: float = 180.0) -> MemoryProcess:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "memory_service"],
-            cwd=REPO_ROOT,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+        self.spawn()
+        self.wait_ready(self.ready, timeout)
+        return self
+
+
+class ChatProcess(ServiceProcess):
+    """`python -m chat_service` on a free port, answering from memory_addr. Without
+    CHAT_LLM_* settings it runs in its offline mode."""
+
+    def __init__(
+        self,
+        memory_addr: str,
+        *,
+        service_token: str = SERVICE_TOKEN,
+        inherit_settings: bool = False,
+        log_path: Path | None = None,
+        **settings: str,
+    ) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        env = service_env(
+            inherit_settings=inherit_settings,
+            CHAT_HOST="127.0.0.1",
+            CHAT_PORT=str(self.port),
+            CHAT_MEMORY_ADDR=memory_addr,
+            CHAT_METRICS_PORT="-1",
+            MEMORY_LAYER_SERVICE_TOKEN=service_token,
+            **settings,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"memory_service exited:\n{self.log_tail()}")
-            if health_status(self.address, 1.0) == health_pb2.HealthCheckResponse.SERVING:
-                return self
-            time.sleep(0.2)
-        raise RuntimeError(f"memory_service not serving after {timeout}s:\n{self.log_tail()}")
+        super().__init__(
+            "chat_service", [sys.executable, "-m", "chat_service"], env, log_path=log_path
+        )
 
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(30)
+    def ready(self) -> bool:
+        return grpc_serving(self.address)()
 
-    def terminate(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
+    def start(self, timeout: float = 180.0) -> ChatProcess:
+        self.spawn()
+        self.wait_ready(self.ready, timeout)
+        return self
+
+
+class GatewayProcess(ServiceProcess):
+    """`python -m gateway` on a free port, in front of memory_addr (and chat_addr), signing
+    users in with an HS256 secret. `start()` returns once /readyz answers 200 (and, with a
+    chat service, reports it serving)."""
+
+    def __init__(
+        self,
+        memory_addr: str,
+        *,
+        jwt_secret: str,
+        issuer: str,
+        chat_addr: str | None = None,
+        service_token: str = SERVICE_TOKEN,
+        inherit_settings: bool = False,
+        log_path: Path | None = None,
+        **settings: str,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.with_chat = chat_addr is not None
+        wiring = {"GATEWAY_CHAT_ADDR": chat_addr} if chat_addr is not None else {}
+        env = service_env(
+            inherit_settings=inherit_settings,
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_METRICS_PORT="-1",
+            GATEWAY_MEMORY_ADDR=memory_addr,
+            GATEWAY_SUPABASE_JWT_SECRET=jwt_secret,
+            GATEWAY_JWT_ISSUER=issuer,
+            MEMORY_LAYER_SERVICE_TOKEN=service_token,
+            **wiring,
+            **settings,
+        )
+        super().__init__("gateway", [sys.executable, "-m", "gateway"], env, log_path=log_path)
+
+    def ready(self) -> bool:
+        def serving(response: httpx.Response) -> bool:
+            return not self.with_chat or response.json().get("chat") == "serving"
+
+        return http_ready(f"{self.url}/readyz", serving)()
+
+    def start(self, timeout: float = 180.0) -> GatewayProcess:
+        self.spawn()
+        self.wait_ready(self.ready, timeout)
+        return self
+
+
+class ProcessStack:
+    """memory_service (embedded store under data_dir), chat_service when `chat` is given (its
+    CHAT_* settings; empty: offline mode) and the gateway, each its own process on a free
+    loopback port. `start()` spawns all three at once and returns when the gateway reports
+    them ready; `stop()` sends each SIGTERM, the gateway first. Logs go to log_dir as
+    <module>.log, or to temp files."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        jwt_secret: str,
+        issuer: str,
+        service_token: str = SERVICE_TOKEN,
+        chat: dict[str, str] | None = None,
+        memory: dict[str, str] | None = None,
+        gateway: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        inherit_settings: bool = False,
+    ) -> None:
+        def log(module: str) -> Path | None:
+            return None if log_dir is None else log_dir / f"{module}.log"
+
+        common: dict[str, Any] = {
+            "service_token": service_token,
+            "inherit_settings": inherit_settings,
+        }
+        self.memory = MemoryProcess(
+            data_dir, log_path=log("memory_service"), **common, **(memory or {})
+        )
+        self.chat = (
+            None
+            if chat is None
+            else ChatProcess(self.memory.address, log_path=log("chat_service"), **common, **chat)
+        )
+        self.gateway = GatewayProcess(
+            self.memory.address,
+            jwt_secret=jwt_secret,
+            issuer=issuer,
+            chat_addr=None if self.chat is None else self.chat.address,
+            log_path=log("gateway"),
+            **common,
+            **(gateway or {}),
+        )
+        self.url = self.gateway.url
+        self.memory_addr = self.memory.address
+
+    @property
+    def processes(self) -> dict[str, ServiceProcess]:
+        started: list[ServiceProcess] = [self.memory, self.gateway]
+        if self.chat is not None:
+            started.insert(1, self.chat)
+        return {process.name: process for process in started}
+
+    def start(self, timeout: float = 300.0) -> ProcessStack:
+        try:
+            for process in self.processes.values():
+                process.spawn()
+
+            def ready() -> bool:
+                for process in self.processes.values():
+                    process.check()
+                return self.gateway.ready()
+
+            self.gateway.wait_ready(ready, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    async def start_async(self, timeout: float = 300.0) -> ProcessStack:
+        """start() on a worker thread, so this event loop keeps serving meanwhile."""
+        return await asyncio.to_thread(self.start, timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        for process in reversed(self.processes.values()):
+            process.close()
 
-    def log_tail(self, lines: int = 40) -> str:
-        self.log.flush()
-        text = Path(self.log.name).read_text(errors="replace")
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def export_all(client: httpx.Client) -> list[dict[str, Any]]:
-    response = client.get("/export")
-    assert response.status_code == 200, response.text
-    return [json.loads(line) for line in response.text.splitlines() if line.strip()]
-
-
-def until(condition: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(interval)
-    return False
+    def log_tails(self, lines: int = 15) -> str:
+        return "\n".join(
+            f"--- {name}\n{process.log_tail(lines)}" for name, process in self.processes.items()
+        )

@@ -1,9 +1,8 @@
-"""What the gateway tests share: signing keys and a JWKS server on loopback, the tokens a
-gateway must refuse, and a real MemoryService and gateway started on free ports."""
+"""What the gateway tests share about sign-in: signing keys and a JWKS server on loopback,
+the tokens a gateway must refuse, and the gateway settings that trust them."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -11,30 +10,17 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
-import httpx
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jws, jwt
 
-from gateway.app import create_app
 from gateway.config import GatewaySettings
 from memory_service import metrics as memory_metrics
-from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
-from memory_service.server import MemoryServer, create_server
-from tests.support.ports import free_port
-
-__all__ = ["free_port"]
-
-
-SERVICE_TOKEN = "gateway-integration-service-token"
+from tests.support.stack import SERVICE_TOKEN
 
 HS_SECRET = "integration-hs256-secret-0123456789abcdef"
 
@@ -226,59 +212,6 @@ def forged(header: dict[str, Any], claims: dict[str, Any], hmac_key: bytes | Non
         return signing_input + "."
     signature = hmac.new(hmac_key, signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
-
-
-async def start_memory(embedder: Embedder, data_dir: Path, port: int = 0) -> MemoryServer:
-    server = await create_server(
-        MemorySettings(
-            host="127.0.0.1",
-            port=port,
-            data_dir=data_dir,
-            service_token=SERVICE_TOKEN,
-            metrics_port=-1,
-        )
-    )
-    await server.start_serving(embedder)
-    return server
-
-
-class Gateway:
-    def __init__(self, settings: GatewaySettings) -> None:
-        self.settings = settings
-        config = uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="on",
-            # As in `python -m gateway`: the app alone decides whom to believe about the client.
-            proxy_headers=False,
-        )
-        self.server = uvicorn.Server(config)
-        self.task: asyncio.Task[None] | None = None
-        self.url = ""
-
-    async def start(self) -> Gateway:
-        self.task = asyncio.create_task(self.server.serve())
-        while not self.server.started:
-            if self.task.done():
-                self.task.result()
-            await asyncio.sleep(0.01)
-        port = self.server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
-
-    async def stop(self) -> None:
-        self.server.should_exit = True
-        if self.task is not None:
-            await self.task
-
-    def client(self, **kwargs: Any) -> httpx.AsyncClient:
-        kwargs.setdefault("timeout", 30.0)
-        return httpx.AsyncClient(base_url=self.url, **kwargs)
-
-
-StartGateway = Callable[..., Awaitable[Gateway]]
 
 
 def gateway_settings(keys: Keys, memory_port: int, **overrides: Any) -> GatewaySettings:
