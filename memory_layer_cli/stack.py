@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from gateway.cli.local_auth import LocalAuth
+from memory_layer_cli.local_auth import LocalAuth
 
 LOOPBACK = "127.0.0.1"
 
