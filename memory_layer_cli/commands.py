@@ -14,6 +14,7 @@ from typing import Annotated
 import anyio
 import httpx
 import typer
+from rich.markup import escape
 
 from gateway.tokens import mint_token
 from memory_layer_cli.local_auth import load_or_create_local_auth
@@ -29,11 +30,9 @@ from memory_layer_cli.options import (
     existing_local_auth,
     local_user,
 )
+from memory_layer_cli.ports import LOOPBACK, free_port, port_holder, port_is_free
 from memory_layer_cli.stack import (
-    LOOPBACK,
     Service,
-    free_port,
-    port_is_free,
     private_dir,
     sigterm_as_interrupt,
     stack_environment,
@@ -66,7 +65,10 @@ def up(
     log_dir = private_dir(private_dir(data_dir) / "logs")
     private_dir(data_dir / "memory")
     if not port_is_free(port):
-        console.print(f"[red]Port {port} is in use[/red]; pick another with --port.")
+        holder = port_holder(port)
+        # A command line may hold brackets that rich would read as markup.
+        by = f" by {escape(holder)}" if holder else ""
+        console.print(f"[red]Port {port} is in use[/red]{by}; pick another with --port.")
         raise typer.Exit(1)
     supabase = bool(os.environ.get("GATEWAY_SUPABASE_URL"))
     auth = None if supabase else load_or_create_local_auth(data_dir)

@@ -5,6 +5,7 @@ way to authenticate."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -76,3 +77,14 @@ def test_mcp_refuses_to_start_without_what_it_needs(
     )
     assert result.exit_code == code
     assert said in result.output
+
+
+def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(app, ["up", "--port", str(port), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"Port {port} is in use by pid {os.getpid()}: " in result.output
+    assert "pick another with --port" in result.output
