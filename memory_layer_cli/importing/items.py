@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.importing.parsers import (
+from memory_layer_cli.importing.parsers import (
     MAX_EXPORT_BYTES,
     Conversation,
     ExportFormat,

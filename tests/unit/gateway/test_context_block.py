@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from gateway.context import CHARS_PER_TOKEN, HEADER, build_context
+from gateway.context_block import CHARS_PER_TOKEN, HEADER, build_context
 from gateway.schemas import ScoredMemory
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,30 +18,13 @@ from typing import Any
 
 import httpx
 
-from gateway.cli.local_auth import LocalAuth
-
-LOOPBACK = "127.0.0.1"
-
+from memory_layer_cli.local_auth import LocalAuth
+from memory_layer_cli.ports import LOOPBACK
 
 STARTUP_TIMEOUT_SECONDS = 300.0
 
 
 STOP_TIMEOUT_SECONDS = 15.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-        except OSError:
-            return False
-    return True
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Importing chat histories: streaming export parsers, the batch items they become, and the
 uploader that sends them."""
 
-from gateway.importing.items import ExportItems
-from gateway.importing.parsers import Conversation, ExportError
-from gateway.importing.uploader import (
+from memory_layer_cli.importing.items import ExportItems
+from memory_layer_cli.importing.parsers import Conversation, ExportError
+from memory_layer_cli.importing.uploader import (
     Importer,
     ImportRefused,
     ImportReport,

@@ -3,8 +3,8 @@ from __future__ import annotations
 import httpx
 from jose import jwt
 
-from gateway.cli.mcp_bridge import LOCAL_TOKEN_MARGIN_SECONDS, LOCAL_TOKEN_SECONDS, LocalTokens
 from gateway.tokens import LOCAL_ISSUER
+from memory_layer_cli.mcp_bridge import LOCAL_TOKEN_MARGIN_SECONDS, LOCAL_TOKEN_SECONDS, LocalTokens
 
 SECRET = "unit-test-hs256-secret-0123456789abcdef"
 

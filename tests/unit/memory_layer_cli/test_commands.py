@@ -1,16 +1,21 @@
-"""`memory-layer open`: the dashboard opens in the person's browser, signed in by a local
-token in the link's fragment."""
+"""The `memory-layer` commands: `open` opens the dashboard in the person's browser, signed in
+by a local token in the link's fragment; `mcp` refuses to start without a gateway URL and a
+way to authenticate."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from jose import jwt
+from typer.testing import CliRunner
 
-from gateway.cli.local_auth import load_or_create_local_auth
+from memory_layer_cli import app
+from memory_layer_cli.local_auth import load_or_create_local_auth
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -23,7 +28,7 @@ def run_open(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[st
     browser.chmod(0o755)
     env = {**os.environ, "BROWSER": f"{browser} %s", "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "open", *args],
+        [sys.executable, "-m", "memory_layer_cli", "open", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -54,3 +59,32 @@ def test_open_without_a_local_secret_says_where_to_sign_in(tmp_path: Path) -> No
     assert "run `memory-layer up` with this --data-dir" in result.stderr
     assert "http://127.0.0.1:8080/app/" in result.stderr
     assert not opened.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "said"),
+    [
+        (["--url", "localhost:8080", "--token", "t"], 2, "http:// or https://"),
+        (["--url", "http://127.0.0.1:8080"], 2, "Give --token"),
+        (["--url", "http://127.0.0.1:8080", "--user", "alice"], 1, "No local secret"),
+    ],
+)
+def test_mcp_refuses_to_start_without_what_it_needs(
+    args: list[str], code: int, said: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(
+        app, ["mcp", *args, "--data-dir", str(tmp_path)], env={"MEMORY_LAYER_TOKEN": ""}
+    )
+    assert result.exit_code == code
+    assert said in result.output
+
+
+def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = CliRunner().invoke(app, ["up", "--port", str(port), "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert f"Port {port} is in use by pid {os.getpid()}: " in result.output
+    assert "pick another with --port" in result.output

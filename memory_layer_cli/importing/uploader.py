@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from gateway.importing.items import Item, Phase, Unit
+from memory_layer_cli.importing.items import Item, Phase, Unit
 from service_kit.limits import MAX_BATCH_ITEMS
 
 BATCH_PATH = "/memories/batch"

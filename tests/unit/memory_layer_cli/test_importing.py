@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.importing import (
+from memory_layer_cli.importing import (
     ExportError,
     ExportItems,
     Importer,
@@ -19,7 +19,7 @@ from gateway.importing import (
     ResumeState,
     count_items,
 )
-from gateway.importing.parsers import (
+from memory_layer_cli.importing.parsers import (
     Conversation,
     Skipped,
     detect_format,
