@@ -41,7 +41,7 @@ import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
 from service_process import REPO_ROOT, free_port
 
-from memory_service.model import (
+from memory_service.model_loading import (
     Precision,
     load_sentence_transformer,
     precision_scope,

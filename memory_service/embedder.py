@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from memory_service import metrics
-from memory_service.model import Precision, precision_scope, set_model_threads
+from memory_service.model_loading import Precision, precision_scope, set_model_threads
 from memory_service.packed import PackedBertEncoder
 
 if TYPE_CHECKING:

@@ -14,7 +14,11 @@ from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.maintenance import StoreMaintenance
 from memory_service.memories import Memories
-from memory_service.model import embed_parallelism, load_sentence_transformer, resolve_precision
+from memory_service.model_loading import (
+    embed_parallelism,
+    load_sentence_transformer,
+    resolve_precision,
+)
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.edge import EdgeMemoryStore

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from memory_service.embedder import Embedder
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
 from memory_service.server import MemoryServer
 from tests.support.gateway_stack import (
     Gateway,

@@ -17,7 +17,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from memory_service.config import MemorySettings
 from memory_service.embedder import CHUNK_OVERLAP_TOKENS, MAX_WINDOWS_PER_TEXT, Embedder
-from memory_service.model import (
+from memory_service.model_loading import (
     embed_parallelism,
     load_sentence_transformer,
     native_bfloat16,
