@@ -12,6 +12,7 @@ import pytest
 from memory_service.embedder import Embedder
 from memory_service.model_loading import load_sentence_transformer
 from memory_service.server import MemoryServer
+from memory_service.torch_encoder import TorchEncoder
 from tests.support.gateway_stack import (
     Gateway,
     JwksServer,
@@ -32,7 +33,7 @@ def sentence_model():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 async def embedder(sentence_model) -> AsyncIterator[Embedder]:  # type: ignore[no-untyped-def]
     model, name = sentence_model
-    emb = Embedder(model, name, batch_size=32, max_wait_ms=2.0)
+    emb = Embedder(TorchEncoder(model, name), batch_size=32, max_wait_ms=2.0)
     await emb.start()
     yield emb
     await emb.stop()

@@ -28,6 +28,7 @@ from gateway.config import GatewaySettings
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
+from memory_service.torch_encoder import TorchEncoder
 from tests.support.ports import free_port
 
 SERVICE_TOKEN = "reliability-service-token"
@@ -145,7 +146,7 @@ def start_memory_in_process(
     loop: LoopThread, model: Any, model_name: str, data_dir: Path
 ) -> tuple[MemoryServer, Embedder]:
     async def _start() -> tuple[MemoryServer, Embedder]:
-        embedder = Embedder(model, model_name, batch_size=32, max_wait_ms=2.0)
+        embedder = Embedder(TorchEncoder(model, model_name), batch_size=32, max_wait_ms=2.0)
         server = await create_server(
             MemorySettings(
                 host="127.0.0.1",
