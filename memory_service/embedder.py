@@ -46,8 +46,10 @@ class Clock(Protocol):
 
 
 class SystemClock:
+    """The event loop's clock, the one its timeouts run on."""
+
     def monotonic(self) -> float:
-        return time.monotonic()
+        return asyncio.get_running_loop().time()
 
     async def wait(self, event: asyncio.Event, seconds: float | None) -> bool:
         try:
