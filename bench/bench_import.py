@@ -40,7 +40,7 @@ import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
 from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
 
-from memory_service.model import (
+from memory_service.model_loading import (
     Precision,
     load_sentence_transformer,
     precision_scope,

@@ -29,7 +29,7 @@ from corpus import query_texts
 from seed import SeedPlan, collection_spec, seed_data_dir, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
 from memory_service.models import SearchFilters, SearchMode, SparseVector
 from memory_service.store.edge import EdgeMemoryStore
 from protos.memory.v1 import memory_pb2 as pb
