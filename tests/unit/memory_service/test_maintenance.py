@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import qdrant_edge
 
-from memory_service import allocator
+from memory_service import memory_release
 from memory_service import server as memory_server
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.maintenance import StoreMaintenance, directory_bytes, optimize_in_child
 from memory_service.memories import NewMemory
 from memory_service.models import (
     Memory,
@@ -32,9 +31,15 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
+from memory_service.search import search_memories
 from memory_service.server import create_server
-from memory_service.store import CollectionSpec, edge
-from memory_service.store.edge import EdgeMemoryStore, edge_config, payload_indexes
+from memory_service.store import CollectionSpec
+from memory_service.store.embedded import EdgeMemoryStore, EdgeShardSlot, takeover
+from memory_service.store.embedded import store as embedded_store
+from memory_service.store.embedded.engine import edge_config, payload_indexes
+from memory_service.store.embedded.files import directory_bytes
+from memory_service.store.embedded.maintenance import StoreMaintenance
+from memory_service.store.embedded.optimizer import optimize_in_child
 from service_kit.identity import Identity
 
 DIM = 32
@@ -66,7 +71,8 @@ async def open_store(data_dir: Path) -> EdgeMemoryStore:
 
 async def search(store: EdgeMemoryStore, user: str, n: int) -> list[str]:
     q = point(user, n)
-    results = await store.search(
+    results = await search_memories(
+        store,
         user,
         dense=q.dense,
         sparse=None,
@@ -107,7 +113,7 @@ async def test_deleted_points_leave_the_disk_and_the_rest_stay(tmp_path: Path) -
         await store.delete("alice", p.memory.id)
     before = directory_bytes(store.collections_dir)
     bob_results = await search(store, "bob", 3)
-    untouched = [slot.name for slot in store.slots if slot is not store.slot_of("alice")]
+    untouched = [slot.name for slot in store.shards() if slot is not store.slot_of("alice")]
 
     run = await maintenance(store).run()
 
@@ -124,7 +130,7 @@ async def test_deleted_points_leave_the_disk_and_the_rest_stay(tmp_path: Path) -
     alices = store.slot_of("alice")
     assert [p.name for p in store.shard_copies(alices)] == [alices.name]
     assert alices.name != alices.base
-    assert [slot.name for slot in store.slots if slot is not alices] == untouched
+    assert [slot.name for slot in store.shards() if slot is not alices] == untouched
     assert run.shards == 1
     await store.close()
 
@@ -152,11 +158,11 @@ async def test_writes_during_maintenance_are_kept_across_a_restart(tmp_path: Pat
     assert len(searches) == len(during) and all(len(found) == 5 for found in searches)
     await store.close()
     manifest = json.loads((tmp_path / "data" / "memory-layer.json").read_text())
-    assert manifest["shards"] == [slot.name for slot in store.slots]
+    assert manifest["shards"] == [slot.name for slot in store.shards()]
     assert store.slot_of("alice").name in manifest["shards"]
 
     reopened = await open_store(tmp_path / "data")
-    assert [slot.name for slot in reopened.slots] == manifest["shards"]
+    assert [slot.name for slot in reopened.shards()] == manifest["shards"]
     assert await reopened.count(carol) == 200
     assert await reopened.count("bob") == 500
     assert await reopened.count("alice") == 0
@@ -169,15 +175,15 @@ async def test_deletes_during_maintenance_reach_the_copy_in_slices(
     tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     # Every update its own slice: the catch-up goes back to the event loop after each one.
-    monkeypatch.setattr(edge, "REPLAY_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(takeover, "REPLAY_SLICE_SECONDS", 0.0)
     slices: list[int] = []
-    replay = edge._replay
+    replay = takeover.replay
 
     def counted(shard, ops, start=0, budget_seconds=math.inf):  # type: ignore[no-untyped-def]
         slices.append(start)
         return replay(shard, ops, start, budget_seconds)
 
-    monkeypatch.setattr(edge, "_replay", counted)
+    monkeypatch.setattr(takeover, "replay", counted)
     store = await open_store(tmp_path / "data")
     alice = [point("alice", n) for n in range(2000)]
     carol = neighbour(store, "alice")
@@ -218,7 +224,7 @@ async def test_a_write_journaled_while_a_slice_replays_reaches_the_copy(
     for p in alice[:100]:
         assert await store.delete("alice", p.memory.id)
     late = point("alice", 1000)
-    replay = edge._replay
+    replay = takeover.replay
 
     class WrittenMeanwhile:
         """The copy, and a save on the store's other thread while its first update runs
@@ -237,7 +243,7 @@ async def test_a_write_journaled_while_a_slice_replays_reaches_the_copy(
     def written_meanwhile(shard, ops, start=0, budget_seconds=math.inf):  # type: ignore[no-untyped-def]
         return replay(WrittenMeanwhile(shard), ops, start, budget_seconds)
 
-    monkeypatch.setattr(edge, "_replay", written_meanwhile)
+    monkeypatch.setattr(takeover, "replay", written_meanwhile)
     await optimize_in_child(target, DIM)
     await store.take_over(slot, target)
 
@@ -326,7 +332,7 @@ async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None
         assert scheduled.runs == []
         # Nothing was due, but what was written got flushed, so that the next flush (when
         # a run copies the shard) has only what came after to write.
-        assert not any(slot.written for slot in store.slots)
+        assert not any(slot.written for slot in store.shards())
         await store.delete("alice", points[0].memory.id)
         await asyncio.sleep(0.3)
         # One deletion in a thousand is below the share worth a run.
@@ -343,14 +349,14 @@ async def test_the_schedule_runs_once_enough_was_deleted(tmp_path: Path) -> None
 
 
 async def test_a_shard_is_flushed_every_so_many_updates(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(edge, "FLUSH_EVERY_UPDATES", 3)
+    monkeypatch.setattr(embedded_store, "FLUSH_EVERY_UPDATES", 3)
     store = await open_store(tmp_path / "data")
     slot = store.slot_of("alice")
     points = [point("alice", n) for n in range(5)]
     flushed: list[int] = []
     flush = store._flush
 
-    async def counted(s: edge.EdgeShardSlot) -> None:
+    async def counted(s: EdgeShardSlot) -> None:
         flushed.append(s.updates_since_flush)
         await flush(s)
 
@@ -369,18 +375,18 @@ async def test_a_shard_is_flushed_every_so_many_updates(tmp_path: Path, monkeypa
 async def test_no_shard_is_flushed_while_maintenance_works_on_a_copy(
     tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(edge, "FLUSH_EVERY_UPDATES", 3)
+    monkeypatch.setattr(embedded_store, "FLUSH_EVERY_UPDATES", 3)
     store = await open_store(tmp_path / "data")
     slot = store.slot_of("alice")
-    other = next(s for s in store.slots if s is not slot)
+    other = next(s for s in store.shards() if s is not slot)
     bob = next(f"bob-{n}" for n in range(1000) if store.slot_of(f"bob-{n}") is other)
     await store.upsert([point("alice", n) for n in range(2)])
     target = store.next_copy_dir(slot)
     await store.copy_for_maintenance(slot, target)
-    flushed: list[edge.EdgeShardSlot] = []
+    flushed: list[EdgeShardSlot] = []
     flush = store._flush
 
-    async def counted(s: edge.EdgeShardSlot) -> None:
+    async def counted(s: EdgeShardSlot) -> None:
         flushed.append(s)
         await flush(s)
 
@@ -416,7 +422,7 @@ async def test_the_schedule_seals_a_store_that_took_many_points(tmp_path: Path) 
             while not scheduled.runs:
                 await asyncio.sleep(0.05)
         # Sealed: the points are in an on-disk segment, none are left to seal.
-        assert [await store.appendable_points(slot) for slot in store.slots] == [0] * 8
+        assert [await store.appendable_points(slot) for slot in store.shards()] == [0] * 8
         await asyncio.sleep(0.3)
         assert len(scheduled.runs) == 1
     finally:
@@ -451,10 +457,10 @@ async def test_maintenance_moves_payload_indexes_kept_in_memory_to_disk(tmp_path
     before = await search(store, "alice", 7)
 
     # A store from before shards had their own directories is one shard.
-    assert [slot.name for slot in store.slots] == [SPEC.name]
-    await maintenance(store).run(store.slots)
+    assert [slot.name for slot in store.shards()] == [SPEC.name]
+    await maintenance(store).run(store.shards())
 
-    schema = store.slots[0].shard.info().payload_schema
+    schema = store.shards()[0].shard.info().payload_schema
     assert set(schema) == set(payload_indexes())
     assert all(index.params.memory == qdrant_edge.Memory.Cold for index in schema.values())
     assert await search(store, "alice", 7) == before
@@ -504,7 +510,7 @@ async def test_the_service_returns_free_heap_to_the_os_while_it_runs(
 ) -> None:  # type: ignore[no-untyped-def]
     trims: list[float] = []
     monkeypatch.setattr(memory_server, "HEAP_TRIM_SECONDS", 0.05)
-    monkeypatch.setattr(allocator, "release_free_memory", lambda: trims.append(0.0) or True)
+    monkeypatch.setattr(memory_release, "release_free_memory", lambda: trims.append(0.0) or True)
     server = await create_server(service_settings(tmp_path))
     await server.start_serving(embedder)
     try:

@@ -20,15 +20,18 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
+from memory_service.search import search_memories
 from memory_service.store import (
     CollectionSpec,
     DimensionMismatchError,
     MemoryStore,
     StoreError,
     StoreUnavailableError,
+    ownership,
+    paging,
 )
-from memory_service.store.edge import EdgeMemoryStore
-from memory_service.store.server import ServerMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.remote import ServerMemoryStore
 from tests.support.qdrant_stand_in import QdrantStandIn
 
 DIM = 8
@@ -99,7 +102,8 @@ async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
     got = await store.get("alice", a[0].memory.id)
     assert got is not None and got.text == "alice note 0" and got.user_id == "alice"
 
-    hits = await store.search(
+    hits = await search_memories(
+        store,
         "bob",
         dense=vector(0),
         sparse=None,
@@ -120,7 +124,8 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     query_sparse = BM25.embed_query("ERR_7731")
     sparse = SparseVector(list(query_sparse.indices), list(query_sparse.values))
 
-    semantic = await store.search(
+    semantic = await search_memories(
+        store,
         "u",
         dense=vector(1),
         sparse=None,
@@ -129,11 +134,18 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
         limit=3,
     )
     assert semantic[0].memory.id == near.memory.id
-    keyword = await store.search(
-        "u", dense=None, sparse=sparse, mode=SearchMode.KEYWORD, filters=SearchFilters(), limit=3
+    keyword = await search_memories(
+        store,
+        "u",
+        dense=None,
+        sparse=sparse,
+        mode=SearchMode.KEYWORD,
+        filters=SearchFilters(),
+        limit=3,
     )
     assert [h.memory.id for h in keyword] == [exact.memory.id]
-    hybrid = await store.search(
+    hybrid = await search_memories(
+        store,
         "u",
         dense=vector(2),
         sparse=sparse,
@@ -171,16 +183,22 @@ async def test_every_mode_scores_in_0_1_best_first(store: MemoryStore) -> None:
     dense, sparse = vector(1), sparse_query("staging deploy ERR_7731")
 
     for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
-        hits = await store.search(
-            "u", dense=dense, sparse=sparse, mode=mode, filters=SearchFilters(), limit=5
+        hits = await search_memories(
+            store, "u", dense=dense, sparse=sparse, mode=mode, filters=SearchFilters(), limit=5
         )
         scores = [h.score for h in hits]
         assert hits and scores == sorted(scores, reverse=True), mode
         assert all(0.0 <= s <= 1.0 for s in scores), mode
         # The vector is exactly the second turn's: its cosine is 1, so the top score is 1.
         assert scores[0] == pytest.approx(1.0), mode
-    rrf = await store.search(
-        "u", dense=dense, sparse=sparse, mode=SearchMode.RRF, filters=SearchFilters(), limit=5
+    rrf = await search_memories(
+        store,
+        "u",
+        dense=dense,
+        sparse=sparse,
+        mode=SearchMode.RRF,
+        filters=SearchFilters(),
+        limit=5,
     )
     assert rrf[0].memory.text.startswith("the deploy to staging failed")
 
@@ -193,7 +211,8 @@ async def test_hybrid_ranking_and_scores_are_the_same_on_both_backends(tmp_path:
     for s in (edge, server):
         await s.open()
         await s.upsert(points)
-        hits = await s.search(
+        hits = await search_memories(
+            s,
             "u",
             dense=vector(1),
             sparse=sparse_query("staging deploy ERR_7731"),
@@ -217,7 +236,8 @@ async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -
     await store.upsert([first, again, other])
 
     for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
-        hits = await store.search(
+        hits = await search_memories(
+            store,
             "u",
             dense=vector(1),
             sparse=sparse_query("dog Biscuit car"),
@@ -237,8 +257,14 @@ async def test_filters_narrow_results(store: MemoryStore) -> None:
     await store.upsert([old, new, answer])
 
     async def ids(filters: SearchFilters) -> set[str]:
-        hits = await store.search(
-            "u", dense=vector(0), sparse=None, mode=SearchMode.SEMANTIC, filters=filters, limit=10
+        hits = await search_memories(
+            store,
+            "u",
+            dense=vector(0),
+            sparse=None,
+            mode=SearchMode.SEMANTIC,
+            filters=filters,
+            limit=10,
         )
         return {h.memory.id for h in hits}
 
@@ -260,7 +286,7 @@ async def test_scroll_pages_newest_first_and_cover_everything_once(store: Memory
     cursor: str | None = None
     pages = 0
     while True:
-        page, cursor = await store.scroll("u", SearchFilters(), 3, cursor)
+        page, cursor = await paging.scroll(store, "u", SearchFilters(), 3, cursor)
         seen += [m.id for m in page]
         pages += 1
         if cursor is None:
@@ -268,7 +294,7 @@ async def test_scroll_pages_newest_first_and_cover_everything_once(store: Memory
     assert pages == 3
     assert seen == [p.memory.id for p in points]
     with pytest.raises(ValueError, match="malformed cursor"):
-        await store.scroll("u", SearchFilters(), 3, "not-a-cursor!")
+        await paging.scroll(store, "u", SearchFilters(), 3, "not-a-cursor!")
 
 
 async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -> None:
@@ -282,7 +308,7 @@ async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        page, cursor = await store.scroll("u", SearchFilters(), 2, cursor)
+        page, cursor = await paging.scroll(store, "u", SearchFilters(), 2, cursor)
         assert page
         seen += [m.id for m in page]
         if cursor is None:
@@ -452,11 +478,11 @@ async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyo
     await store.upsert([*a, b])
     asked = [a[0].memory.id, a[2].memory.id, b.memory.id, str(uuid.uuid4())]
 
-    found = await store.get_many("alice", asked)
+    found = await ownership.get_many(store, "alice", asked)
     assert sorted(found) == sorted([a[0].memory.id, a[2].memory.id])
     assert found[a[2].memory.id].text == "alice batch 2"
-    assert await store.get_many("alice", []) == {}
-    assert await store.taken_ids(asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}
+    assert await ownership.get_many(store, "alice", []) == {}
+    assert await ownership.taken_ids(store, asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}
 
 
 async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path) -> None:
@@ -465,7 +491,7 @@ async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path)
     users = [f"user-{i}" for i in range(40)]
     await store.upsert([point(u, f"{u} note", i) for i, u in enumerate(users)])
 
-    held = [await store.shard_points(slot) for slot in store.slots]
+    held = [await store.shard_points(slot) for slot in store.shards()]
     assert len(held) == 8 and sum(held) == 40 and min(held) > 0
     assert await store.count() == 40
     assert await store.count_users() == 40
@@ -473,7 +499,7 @@ async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path)
     # The shards a store was created with stay, whatever a later start asks for.
     again = EdgeMemoryStore(tmp_path / "data", SPEC, shards=2)
     await again.open()
-    assert len(again.slots) == 8
+    assert len(again.shards()) == 8
     assert await again.count("user-3") == 1
     await again.close()
 
