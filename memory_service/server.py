@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from memory_service import metrics
-from memory_service.allocator import release_free_memory, release_free_memory_every
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.maintenance import StoreMaintenance
 from memory_service.memories import Memories
+from memory_service.memory_release import release_free_memory, release_free_memory_every
 from memory_service.model_loading import (
     embed_parallelism,
     load_sentence_transformer,
@@ -21,8 +20,9 @@ from memory_service.model_loading import (
 )
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
-from memory_service.store.edge import EdgeMemoryStore
-from memory_service.store.server import ServerMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.embedded.maintenance import StoreMaintenance
+from memory_service.store.remote import ServerMemoryStore
 from memory_service.torch_encoder import TorchEncoder
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server

@@ -24,9 +24,10 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
-from memory_service.store import CollectionSpec, MemoryStore
-from memory_service.store.edge import EdgeMemoryStore
-from memory_service.store.server import ServerMemoryStore
+from memory_service.search import search_memories
+from memory_service.store import CollectionSpec, MemoryStore, paging
+from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.remote import ServerMemoryStore
 
 DIM = 16
 SPEC = CollectionSpec(model="congruence-model", dimension=DIM)
@@ -156,8 +157,8 @@ async def test_the_same_searches_find_the_same_memories(
         filters = _filters(rng)
         limit = rng.choice((1, 5, 10, 25))
         edge, server = [
-            await store.search(
-                user, dense=dense, sparse=sparse, mode=mode, filters=filters, limit=limit
+            await search_memories(
+                store, user, dense=dense, sparse=sparse, mode=mode, filters=filters, limit=limit
             )
             for store in adapters
         ]
@@ -180,7 +181,7 @@ async def test_the_same_lists_and_counts(adapters: list[MemoryStore]) -> None:
             seen: list[list[str]] = []
             cursor: str | None = None
             while True:
-                page, cursor = await store.scroll(user, filters, page_size, cursor)
+                page, cursor = await paging.scroll(store, user, filters, page_size, cursor)
                 seen.append([m.id for m in page])
                 if cursor is None:
                     break

@@ -1,5 +1,5 @@
-"""One suite, both store adapters: the embedded engine, and the server client both in
-memory and over REST to a loopback Qdrant."""
+"""One suite, every store adapter: the embedded engine, and the remote client both in memory
+and over REST to a loopback Qdrant, searched, paged and owned through the same domain code."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import qdrant_edge
 from qdrant_client import AsyncQdrantClient
 
 from memory_service.models import (
@@ -20,52 +19,17 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
+from memory_service.search import search_memories
 from memory_service.store import (
-    CollectionSpec,
-    DimensionMismatchError,
     MemoryStore,
     StoreError,
-    StoreUnavailableError,
+    ownership,
+    paging,
 )
-from memory_service.store.edge import EdgeMemoryStore
-from memory_service.store.server import ServerMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.remote import ServerMemoryStore
 from tests.support.qdrant_stand_in import QdrantStandIn
-
-DIM = 8
-SPEC = CollectionSpec(model="test-model", dimension=DIM)
-BM25 = qdrant_edge.Bm25()
-
-
-def vector(seed: int) -> list[float]:
-    # Distinct one-hot-ish directions so nearest-neighbour order is known exactly.
-    v = [0.01] * DIM
-    v[seed % DIM] = 1.0
-    return v
-
-
-def point(
-    user: str,
-    text: str,
-    seed: int,
-    *,
-    provider: str = "chatgpt",
-    conversation: str = "",
-    created: datetime | None = None,
-    kind: MemoryKind = MemoryKind.PROMPT,
-) -> MemoryPoint:
-    sparse = BM25.embed_document(text)
-    memory = Memory(
-        id=str(uuid.uuid4()),
-        user_id=user,
-        kind=kind,
-        text=text,
-        created_at=created or datetime.now(UTC),
-        provider=provider,
-        conversation_id=conversation,
-    )
-    return MemoryPoint(
-        memory, vector(seed), SparseVector(list(sparse.indices), list(sparse.values))
-    )
+from tests.support.store_points import BM25, SPEC, conversation_points, point, sparse_query, vector
 
 
 @pytest.fixture(params=["embedded", "server", "server-rest"])
@@ -99,7 +63,8 @@ async def test_reads_see_only_the_owner(store: MemoryStore) -> None:
     got = await store.get("alice", a[0].memory.id)
     assert got is not None and got.text == "alice note 0" and got.user_id == "alice"
 
-    hits = await store.search(
+    hits = await search_memories(
+        store,
         "bob",
         dense=vector(0),
         sparse=None,
@@ -120,7 +85,8 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     query_sparse = BM25.embed_query("ERR_7731")
     sparse = SparseVector(list(query_sparse.indices), list(query_sparse.values))
 
-    semantic = await store.search(
+    semantic = await search_memories(
+        store,
         "u",
         dense=vector(1),
         sparse=None,
@@ -129,11 +95,18 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
         limit=3,
     )
     assert semantic[0].memory.id == near.memory.id
-    keyword = await store.search(
-        "u", dense=None, sparse=sparse, mode=SearchMode.KEYWORD, filters=SearchFilters(), limit=3
+    keyword = await search_memories(
+        store,
+        "u",
+        dense=None,
+        sparse=sparse,
+        mode=SearchMode.KEYWORD,
+        filters=SearchFilters(),
+        limit=3,
     )
     assert [h.memory.id for h in keyword] == [exact.memory.id]
-    hybrid = await store.search(
+    hybrid = await search_memories(
+        store,
         "u",
         dense=vector(2),
         sparse=sparse,
@@ -145,42 +118,27 @@ async def test_semantic_keyword_and_hybrid_order(store: MemoryStore) -> None:
     assert {h.memory.id for h in hybrid} == {near.memory.id, exact.memory.id, other.memory.id}
 
 
-def sparse_query(text: str) -> SparseVector:
-    vec = BM25.embed_query(text)
-    return SparseVector(list(vec.indices), list(vec.values))
-
-
-def conversation_points(user: str) -> list[MemoryPoint]:
-    """A conversation where the turn after the best match shares none of the query's words."""
-    start = datetime(2024, 5, 1, tzinfo=UTC)
-    texts = [
-        "which deploy target should we use for the staging cluster",
-        "the deploy to staging failed with ERR_7731 after the migration",
-        "roll back the schema change and retry",
-        "unrelated: a recipe for lemon cake",
-        "another deploy note about ERR_7731 on production",
-    ]
-    return [
-        point(user, text, i, conversation="c1", created=start + timedelta(minutes=i))
-        for i, text in enumerate(texts)
-    ]
-
-
 async def test_every_mode_scores_in_0_1_best_first(store: MemoryStore) -> None:
     await store.upsert(conversation_points("u"))
     dense, sparse = vector(1), sparse_query("staging deploy ERR_7731")
 
     for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
-        hits = await store.search(
-            "u", dense=dense, sparse=sparse, mode=mode, filters=SearchFilters(), limit=5
+        hits = await search_memories(
+            store, "u", dense=dense, sparse=sparse, mode=mode, filters=SearchFilters(), limit=5
         )
         scores = [h.score for h in hits]
         assert hits and scores == sorted(scores, reverse=True), mode
         assert all(0.0 <= s <= 1.0 for s in scores), mode
         # The vector is exactly the second turn's: its cosine is 1, so the top score is 1.
         assert scores[0] == pytest.approx(1.0), mode
-    rrf = await store.search(
-        "u", dense=dense, sparse=sparse, mode=SearchMode.RRF, filters=SearchFilters(), limit=5
+    rrf = await search_memories(
+        store,
+        "u",
+        dense=dense,
+        sparse=sparse,
+        mode=SearchMode.RRF,
+        filters=SearchFilters(),
+        limit=5,
     )
     assert rrf[0].memory.text.startswith("the deploy to staging failed")
 
@@ -193,7 +151,8 @@ async def test_hybrid_ranking_and_scores_are_the_same_on_both_backends(tmp_path:
     for s in (edge, server):
         await s.open()
         await s.upsert(points)
-        hits = await s.search(
+        hits = await search_memories(
+            s,
             "u",
             dense=vector(1),
             sparse=sparse_query("staging deploy ERR_7731"),
@@ -217,7 +176,8 @@ async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -
     await store.upsert([first, again, other])
 
     for mode in (SearchMode.HYBRID, SearchMode.SEMANTIC, SearchMode.KEYWORD):
-        hits = await store.search(
+        hits = await search_memories(
+            store,
             "u",
             dense=vector(1),
             sparse=sparse_query("dog Biscuit car"),
@@ -237,8 +197,14 @@ async def test_filters_narrow_results(store: MemoryStore) -> None:
     await store.upsert([old, new, answer])
 
     async def ids(filters: SearchFilters) -> set[str]:
-        hits = await store.search(
-            "u", dense=vector(0), sparse=None, mode=SearchMode.SEMANTIC, filters=filters, limit=10
+        hits = await search_memories(
+            store,
+            "u",
+            dense=vector(0),
+            sparse=None,
+            mode=SearchMode.SEMANTIC,
+            filters=filters,
+            limit=10,
         )
         return {h.memory.id for h in hits}
 
@@ -260,7 +226,7 @@ async def test_scroll_pages_newest_first_and_cover_everything_once(store: Memory
     cursor: str | None = None
     pages = 0
     while True:
-        page, cursor = await store.scroll("u", SearchFilters(), 3, cursor)
+        page, cursor = await paging.scroll(store, "u", SearchFilters(), 3, cursor)
         seen += [m.id for m in page]
         pages += 1
         if cursor is None:
@@ -268,7 +234,7 @@ async def test_scroll_pages_newest_first_and_cover_everything_once(store: Memory
     assert pages == 3
     assert seen == [p.memory.id for p in points]
     with pytest.raises(ValueError, match="malformed cursor"):
-        await store.scroll("u", SearchFilters(), 3, "not-a-cursor!")
+        await paging.scroll(store, "u", SearchFilters(), 3, "not-a-cursor!")
 
 
 async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -> None:
@@ -282,7 +248,7 @@ async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        page, cursor = await store.scroll("u", SearchFilters(), 2, cursor)
+        page, cursor = await paging.scroll(store, "u", SearchFilters(), 2, cursor)
         assert page
         seen += [m.id for m in page]
         if cursor is None:
@@ -322,77 +288,6 @@ async def test_set_fields_only_touches_the_owner(store: MemoryStore) -> None:
     await store.set_fields("u", p.memory.id, {"response_id": "r1"})
     got = await store.get("u", p.memory.id)
     assert got is not None and got.response_id == "r1"
-
-
-async def test_embedded_store_persists_and_checks_dimension(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    first = EdgeMemoryStore(data, SPEC)
-    await first.open()
-    p = point("u", "durable", 0)
-    await first.upsert([p])
-    await first.close()
-
-    again = EdgeMemoryStore(data, SPEC)
-    await again.open()
-    assert (await again.get("u", p.memory.id)) is not None
-    await again.close()
-
-    wider = EdgeMemoryStore(data, CollectionSpec(model="test-model", dimension=16))
-    with pytest.raises(DimensionMismatchError, match=r"holds 8-dimensional .* produces 16"):
-        await wider.open()
-    await wider.close()
-
-
-async def test_embedded_store_refuses_a_second_process(tmp_path: Path) -> None:
-    first = EdgeMemoryStore(tmp_path / "data", SPEC)
-    await first.open()
-    second = EdgeMemoryStore(tmp_path / "data", SPEC)
-    with pytest.raises(StoreError, match="in use"):
-        await second.open()
-    await second.close()
-    await first.close()
-
-
-async def test_server_store_checks_dimension() -> None:
-    from qdrant_client import models
-
-    client = AsyncQdrantClient(location=":memory:")
-    # A collection of this name made elsewhere with another vector size.
-    await client.create_collection(
-        SPEC.name,
-        vectors_config={"dense": models.VectorParams(size=16, distance=models.Distance.COSINE)},
-    )
-    with pytest.raises(DimensionMismatchError, match=r"holds 16-dimensional .* produces 8"):
-        await ServerMemoryStore(client, SPEC).open()
-
-
-async def test_server_store_tells_every_qdrant_failure_as_a_store_error() -> None:
-    qdrant = QdrantStandIn().start()
-    store = ServerMemoryStore.connect(qdrant.url, None, SPEC, timeout=0.3)
-    try:
-        await store.open()
-        p = point("u", "kept", 0)
-        await store.upsert([p])
-        for outage in (qdrant.stall, qdrant.hang_up, lambda: qdrant.fail_with(503)):
-            outage()
-            with pytest.raises(StoreUnavailableError):
-                await store.get("u", p.memory.id)
-            with pytest.raises(StoreUnavailableError):
-                await store.upsert([point("u", "lost", 1)])
-            qdrant.answer()
-            # Back at once, with nothing stored that was not acknowledged.
-            assert await store.count("u") == 1
-        qdrant.fail_with(400)
-        with pytest.raises(StoreError) as refused:
-            await store.count("u")
-        # A refused request is a store error too, but not one that waiting fixes.
-        assert not isinstance(refused.value, StoreUnavailableError)
-        qdrant.answer()
-        got = await store.get("u", p.memory.id)
-        assert got is not None and got.text == "kept"
-    finally:
-        await store.close()
-        qdrant.stop()
 
 
 async def test_insert_new_keeps_what_an_id_already_holds(store: MemoryStore) -> None:
@@ -452,75 +347,8 @@ async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyo
     await store.upsert([*a, b])
     asked = [a[0].memory.id, a[2].memory.id, b.memory.id, str(uuid.uuid4())]
 
-    found = await store.get_many("alice", asked)
+    found = await ownership.get_many(store, "alice", asked)
     assert sorted(found) == sorted([a[0].memory.id, a[2].memory.id])
     assert found[a[2].memory.id].text == "alice batch 2"
-    assert await store.get_many("alice", []) == {}
-    assert await store.taken_ids(asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}
-
-
-async def test_embedded_store_spreads_users_over_shards_it_keeps(tmp_path: Path) -> None:
-    store = EdgeMemoryStore(tmp_path / "data", SPEC)
-    await store.open()
-    users = [f"user-{i}" for i in range(40)]
-    await store.upsert([point(u, f"{u} note", i) for i, u in enumerate(users)])
-
-    held = [await store.shard_points(slot) for slot in store.slots]
-    assert len(held) == 8 and sum(held) == 40 and min(held) > 0
-    assert await store.count() == 40
-    assert await store.count_users() == 40
-    await store.close()
-    # The shards a store was created with stay, whatever a later start asks for.
-    again = EdgeMemoryStore(tmp_path / "data", SPEC, shards=2)
-    await again.open()
-    assert len(again.slots) == 8
-    assert await again.count("user-3") == 1
-    await again.close()
-
-
-def resident_kb_under(directory: Path) -> int:
-    """This process's resident pages of files under directory."""
-    total, inside = 0, False
-    prefix = str(directory.resolve())
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        fields = line.split()
-        if "-" in fields[0] and ":" not in fields[0]:
-            inside = len(fields) > 5 and fields[5].startswith(prefix)
-        elif inside and fields[0] == "Rss:":
-            total += int(fields[1])
-    return total
-
-
-async def test_embedded_store_keeps_no_pages_it_read_while_opening(tmp_path: Path) -> None:
-    store = EdgeMemoryStore(tmp_path / "data", SPEC)
-    await store.open()
-    points = [point(f"user-{i % 20}", f"note {i}", i) for i in range(2000)]
-    await store.upsert(points)
-    await store.close()
-
-    reopened = EdgeMemoryStore(tmp_path / "data", SPEC)
-    await reopened.open()
-    # The engine read each shard's log and appendable indexes (megabytes) while opening.
-    assert resident_kb_under(tmp_path / "data") < 1024
-    assert await reopened.get("user-3", points[3].memory.id) == points[3].memory
-    await reopened.close()
-
-
-async def test_embedded_store_reads_and_deletes_by_id_only_for_the_owner(tmp_path: Path) -> None:
-    store = EdgeMemoryStore(tmp_path / "data", SPEC)
-    await store.open()
-    # Two users whose memories share a shard, so the owner check is what keeps them apart.
-    alice = "alice"
-    neighbour = next(
-        f"carol-{n}" for n in range(1000) if store.slot_of(f"carol-{n}") is store.slot_of(alice)
-    )
-    mine, theirs = point(alice, "alice note", 0), point(neighbour, "carol note", 1)
-    await store.upsert([mine, theirs])
-
-    assert await store.get(neighbour, mine.memory.id) is None
-    assert not await store.delete(neighbour, mine.memory.id)
-    assert await store.get(alice, mine.memory.id) == mine.memory
-    assert await store.delete(neighbour, theirs.memory.id)
-    assert await store.get(neighbour, theirs.memory.id) is None
-    assert await store.count(alice) == 1 and await store.count(neighbour) == 0
-    await store.close()
+    assert await ownership.get_many(store, "alice", []) == {}
+    assert await ownership.taken_ids(store, asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memory_service.allocator import release_mapped_pages
+from memory_service.memory_release import release_mapped_pages
 
 # Run in a fresh interpreter: a long-lived test process has free small chunks everywhere,
 # so the layout below would not hold there.
@@ -19,7 +19,7 @@ SCRIPT = textwrap.dedent(
     import ctypes
     from pathlib import Path
 
-    from memory_service.allocator import _libc, release_free_memory
+    from memory_service.memory_release import _libc, release_free_memory
 
     def rss_anon_kb():
         for line in Path("/proc/self/status").read_text().splitlines():

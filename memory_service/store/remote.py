@@ -1,4 +1,4 @@
-"""Server store: a Qdrant server or cluster through qdrant-client's async client."""
+"""Remote store: a Qdrant server or cluster through qdrant-client's async client."""
 
 from __future__ import annotations
 
@@ -13,24 +13,25 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 
 from memory_service.models import Memory, MemoryPoint
 from memory_service.models import SparseVector as Sparse
-from memory_service.store import base
+from memory_service.store import interface
+from memory_service.store.ownership import memory_conditions, stored_or_own, tenant_conditions
 from memory_service.store.payload import memory_of, to_payload
 
 
-def _condition(cond: base.Condition) -> Any:
+def _condition(cond: interface.Condition) -> Any:
     match cond:
-        case base.Match(key, value):
+        case interface.Match(key, value):
             return models.FieldCondition(key=key, match=models.MatchValue(value=value))
-        case base.MatchAny(key, values):
+        case interface.MatchAny(key, values):
             return models.FieldCondition(key=key, match=models.MatchAny(any=list(values)))
-        case base.Range(key, gte, lte):
+        case interface.Range(key, gte, lte):
             return models.FieldCondition(key=key, range=models.Range(gte=gte, lte=lte))
-        case base.HasId(point_id):
+        case interface.HasId(point_id):
             return models.HasIdCondition(has_id=[point_id])
     raise ValueError(f"unknown condition {cond!r}")
 
 
-def _filter(conditions: list[base.Condition]) -> models.Filter:
+def _filter(conditions: list[interface.Condition]) -> models.Filter:
     return models.Filter(must=[_condition(c) for c in conditions])
 
 
@@ -54,18 +55,18 @@ def _translated(
             async with asyncio.timeout(self.timeout):
                 return await method(self, *args, **kwargs)
         except TimeoutError as exc:
-            raise base.StoreUnavailableError(
+            raise interface.StoreUnavailableError(
                 f"Qdrant did not answer within {self.timeout:g} s"
             ) from exc
         except (ResponseHandlingException, OSError) as exc:
-            raise base.StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
+            raise interface.StoreUnavailableError(f"cannot reach Qdrant: {exc}") from exc
         except UnexpectedResponse as exc:
             status = exc.status_code or 0
             if status == 429 or status >= 500:
-                raise base.StoreUnavailableError(
+                raise interface.StoreUnavailableError(
                     f"Qdrant answered {exc.status_code} {exc.reason_phrase}"
                 ) from exc
-            raise base.StoreError(
+            raise interface.StoreError(
                 f"Qdrant refused a request: {exc.status_code} {exc.reason_phrase}"
             ) from exc
 
@@ -86,8 +87,8 @@ def _point(p: MemoryPoint) -> models.PointStruct:
     return models.PointStruct(
         id=p.memory.id,
         vector={
-            base.DENSE_VECTOR: p.dense,
-            base.SPARSE_VECTOR: models.SparseVector(
+            interface.DENSE_VECTOR: p.dense,
+            interface.SPARSE_VECTOR: models.SparseVector(
                 indices=p.sparse.indices, values=p.sparse.values
             ),
         },
@@ -95,13 +96,13 @@ def _point(p: MemoryPoint) -> models.PointStruct:
     )
 
 
-class ServerMemoryStore(base.MemoryStore):
+class ServerMemoryStore(interface.MemoryStore):
     backend = "server"
 
     def __init__(
         self,
         client: AsyncQdrantClient,
-        spec: base.CollectionSpec,
+        spec: interface.CollectionSpec,
         *,
         replication_factor: int = 1,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -116,7 +117,7 @@ class ServerMemoryStore(base.MemoryStore):
         cls,
         url: str,
         api_key: str | None,
-        spec: base.CollectionSpec,
+        spec: interface.CollectionSpec,
         *,
         replication_factor: int = 1,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
@@ -136,9 +137,9 @@ class ServerMemoryStore(base.MemoryStore):
         if await self.client.collection_exists(self.name):
             info = await self.client.get_collection(self.name)
             vectors = info.config.params.vectors
-            size = vectors[base.DENSE_VECTOR].size if isinstance(vectors, dict) else None
+            size = vectors[interface.DENSE_VECTOR].size if isinstance(vectors, dict) else None
             if size != self.spec.dimension:
-                raise base.DimensionMismatchError(
+                raise interface.DimensionMismatchError(
                     f"collection {self.name!r} holds {size}-dimensional embeddings, but the "
                     f"configured model {self.spec.model!r} produces {self.spec.dimension}"
                 )
@@ -146,12 +147,12 @@ class ServerMemoryStore(base.MemoryStore):
             await self.client.create_collection(
                 self.name,
                 vectors_config={
-                    base.DENSE_VECTOR: models.VectorParams(
+                    interface.DENSE_VECTOR: models.VectorParams(
                         size=self.spec.dimension, distance=models.Distance.COSINE
                     )
                 },
                 sparse_vectors_config={
-                    base.SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                    interface.SPARSE_VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)
                 },
                 replication_factor=self.replication_factor,
                 # A write is acknowledged once a majority of the copies have it.
@@ -182,7 +183,7 @@ class ServerMemoryStore(base.MemoryStore):
     async def insert_new(self, points: Sequence[MemoryPoint]) -> list[Memory]:
         ids = list(dict.fromkeys(p.memory.id for p in points))
         records = await self.client.retrieve(self.name, ids, with_payload=True)
-        fresh, result = base.stored_or_own(points, records)
+        fresh, result = stored_or_own(points, records)
         if fresh:
             # Insert-only: a replica or another pod that stored the same id in the meantime
             # keeps its copy instead of being overwritten.
@@ -198,15 +199,15 @@ class ServerMemoryStore(base.MemoryStore):
     async def get(self, user_id: str, memory_id: str) -> Memory | None:
         records, _ = await self.client.scroll(
             self.name,
-            scroll_filter=_filter(base.memory_conditions(user_id, memory_id)),
+            scroll_filter=_filter(memory_conditions(user_id, memory_id)),
             limit=1,
             with_payload=True,
         )
         return memory_of(records[0]) if records else None
 
     @_translated
-    async def _query(
-        self, conditions: list[base.Condition], queries: Sequence[base.NearestQuery]
+    async def query(
+        self, conditions: list[interface.Condition], queries: Sequence[interface.NearestQuery]
     ) -> list[list[models.ScoredPoint]]:
         flt = _filter(conditions)
         responses = await self.client.query_batch_points(
@@ -225,15 +226,18 @@ class ServerMemoryStore(base.MemoryStore):
         return [response.points for response in responses]
 
     @_translated
-    async def _retrieve(
+    async def retrieve(
         self, memory_ids: Sequence[str], owner: str | None = None
     ) -> list[models.Record]:
         # One collection for every user: the owner narrows nothing here.
         return await self.client.retrieve(self.name, list(memory_ids), with_payload=True)
 
     @_translated
-    async def _rrf(
-        self, conditions: list[base.Condition], prefetches: Sequence[base.NearestQuery], limit: int
+    async def rrf(
+        self,
+        conditions: list[interface.Condition],
+        prefetches: Sequence[interface.NearestQuery],
+        limit: int,
     ) -> list[models.ScoredPoint]:
         flt = _filter(conditions)
         response = await self.client.query_points(
@@ -242,7 +246,7 @@ class ServerMemoryStore(base.MemoryStore):
                 models.Prefetch(query=_vector(q.vector), using=q.using, limit=q.limit, filter=flt)
                 for q in prefetches
             ],
-            query=models.RrfQuery(rrf=models.Rrf(k=base.RRF_K)),
+            query=models.RrfQuery(rrf=models.Rrf(k=interface.RRF_K)),
             query_filter=flt,
             limit=limit,
             with_payload=True,
@@ -250,8 +254,8 @@ class ServerMemoryStore(base.MemoryStore):
         return response.points
 
     @_translated
-    async def _newest(
-        self, conditions: list[base.Condition], start: float | None, window: int
+    async def newest(
+        self, conditions: list[interface.Condition], start: float | None, window: int
     ) -> list[models.Record]:
         records, _ = await self.client.scroll(
             self.name,
@@ -266,7 +270,7 @@ class ServerMemoryStore(base.MemoryStore):
 
     @_translated
     async def count(self, user_id: str | None = None) -> int:
-        flt = _filter(base.tenant_conditions(user_id)) if user_id is not None else None
+        flt = _filter(tenant_conditions(user_id)) if user_id is not None else None
         result = await self.client.count(self.name, count_filter=flt, exact=True)
         return int(result.count)
 
@@ -282,7 +286,7 @@ class ServerMemoryStore(base.MemoryStore):
         await self.client.delete(
             self.name,
             points_selector=models.FilterSelector(
-                filter=_filter(base.memory_conditions(user_id, memory_id))
+                filter=_filter(memory_conditions(user_id, memory_id))
             ),
             wait=True,
         )
@@ -290,7 +294,7 @@ class ServerMemoryStore(base.MemoryStore):
 
     @_translated
     async def delete_user(self, user_id: str) -> int:
-        flt = _filter(base.tenant_conditions(user_id))
+        flt = _filter(tenant_conditions(user_id))
         count = (await self.client.count(self.name, count_filter=flt, exact=True)).count
         await self.client.delete(
             self.name, points_selector=models.FilterSelector(filter=flt), wait=True
@@ -302,9 +306,7 @@ class ServerMemoryStore(base.MemoryStore):
         await self.client.set_payload(
             self.name,
             payload=fields,
-            points=models.FilterSelector(
-                filter=_filter(base.memory_conditions(user_id, memory_id))
-            ),
+            points=models.FilterSelector(filter=_filter(memory_conditions(user_id, memory_id))),
             wait=True,
         )
 
