@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from gateway.deps import AdminCallerDep, MemoryClientDep, PathUserIdDep
+from gateway.routes.keys import delete_user_keys
 from gateway.schemas import Deleted, Stats
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -21,5 +22,7 @@ async def delete_user(
     caller: AdminCallerDep,
     memory: MemoryClientDep,
 ) -> Deleted:
-    """Delete every memory of one user."""
+    """Delete every memory and every API key of one user."""
+    # Keys first: a key that outlived its user could save new memories for them.
+    await delete_user_keys(memory, caller, user_id)
     return Deleted(deleted=await memory.delete_user(caller, user_id))
