@@ -103,7 +103,12 @@ async def _key_id(
         raise HTTPException(404, KEY_NOT_FOUND) from None
 
 
-@router.post("", response_model=CreatedApiKey, status_code=201)
+@router.post(
+    "",
+    response_model=CreatedApiKey,
+    status_code=201,
+    responses={409: {"description": "The caller has 50 live keys already"}},
+)
 async def create_key(
     body: NewApiKey, caller: CurrentCallerDep, memory: MemoryClientDep
 ) -> CreatedApiKey:
@@ -131,7 +136,11 @@ async def list_keys(caller: CurrentCallerDep, memory: MemoryClientDep) -> ApiKey
     return ApiKeyList(keys=[_info(k) for k in reply.keys])
 
 
-@router.delete("/{key_id}", status_code=204)
+@router.delete(
+    "/{key_id}",
+    status_code=204,
+    responses={404: {"description": "The caller has no key with this id"}},
+)
 async def revoke_key(
     key_id: Annotated[str, Depends(_key_id)],
     caller: CurrentCallerDep,

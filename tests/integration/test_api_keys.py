@@ -193,3 +193,12 @@ async def test_at_most_fifty_live_keys(keys: Keys, api: httpx.AsyncClient) -> No
     assert "at most 50" in beyond.json()["detail"]
     await api.delete(f"/keys/{made[0]['id']}", headers=bearer(token))
     assert (await api.post("/keys", json={"name": "now"}, headers=bearer(token))).status_code == 201
+
+
+async def test_openapi_documents_keys_on_the_bearer_scheme(api: httpx.AsyncClient) -> None:
+    spec = (await api.get("/openapi.json")).json()
+    [scheme] = spec["components"]["securitySchemes"].values()
+    assert scheme["scheme"] == "bearer" and "mlk_" in scheme["description"]
+    create = spec["paths"]["/keys"]["post"]
+    assert set(create["responses"]) >= {"201", "409", "422"}
+    assert spec["paths"]["/keys/{key_id}"]["delete"]["responses"].keys() >= {"204", "404"}
