@@ -177,10 +177,11 @@ class KeyResolver:
         self._cache[digest] = (self.clock() + self.ttl, grant)
         return grant
 
-    def forget(self, key_id: str) -> None:
-        """Drop a key revoked through this replica at once (others wait out the TTL)."""
+    def forget(self, *, key_id: str | None = None, user_id: str | None = None) -> None:
+        """Drop keys revoked through this replica at once (other replicas wait out the TTL):
+        one key by id, or every key of a user."""
         for digest, (_, grant) in list(self._cache.items()):
-            if grant is not None and grant.key_id == key_id:
+            if grant is not None and (grant.key_id == key_id or grant.identity.user_id == user_id):
                 del self._cache[digest]
 
 

@@ -13,7 +13,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from gateway.api_keys import KeyResolver, new_key, session_only
-from gateway.clients import MemoryClient
+from gateway.clients import Caller, MemoryClient
 from gateway.deps import CurrentCallerDep, MemoryClientDep
 from gateway.schemas import RequestBody
 from protos.memory.v1 import memory_pb2 as pb
@@ -155,9 +155,15 @@ async def revoke_key(
             raise HTTPException(404, KEY_NOT_FOUND) from None
         raise
     resolver: KeyResolver = request.app.state.key_resolver
-    resolver.forget(key_id)
+    resolver.forget(key_id=key_id)
 
 
-async def delete_user_keys(memory: MemoryClient, caller: CurrentCallerDep, user_id: str) -> int:
-    request = pb.DeleteUserKeysRequest(user_id=user_id)
-    return int((await memory._call(memory.stub.DeleteUserKeys, request, caller)).deleted)
+async def delete_user_keys(
+    request: Request, memory: MemoryClient, caller: Caller, user_id: str
+) -> int:
+    """Delete every key of a user (an admin deleting the user)."""
+    message = pb.DeleteUserKeysRequest(user_id=user_id)
+    deleted = int((await memory._call(memory.stub.DeleteUserKeys, message, caller)).deleted)
+    resolver: KeyResolver = request.app.state.key_resolver
+    resolver.forget(user_id=user_id)
+    return deleted
