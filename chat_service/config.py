@@ -17,106 +17,71 @@ ProviderName = str
 
 
 class ChatSettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="CHAT_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="CHAT_")
 
-    port: int = Field(default=50052, description="gRPC listen port.")
-    metrics_port: int = Field(
-        default=9102,
-        description="Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns "
-        "metrics off.",
-    )
+    port: int = 50052
+    """gRPC listen port."""
+    metrics_port: int = 9102
+    """Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns metrics off."""
 
-    gateway_token: SecretStr | None = Field(
-        default=None, description="The token the gateway presents here."
-    )
+    gateway_token: SecretStr | None = None
+    """The token the gateway presents here."""
     own_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("CHAT_SERVICE_TOKEN"),
-        description="chat_service's own token for memory_service; unset: the shared "
-        "MEMORY_LAYER_SERVICE_TOKEN.",
+        default=None, validation_alias=AliasChoices("CHAT_SERVICE_TOKEN")
     )
+    """chat_service's own token for memory_service; unset: the shared
+    MEMORY_LAYER_SERVICE_TOKEN.
+    """
 
-    memory_addr: str = Field(
-        default="127.0.0.1:50051", description="memory_service's gRPC address (host:port)."
-    )
-    memory_timeout_seconds: float = Field(
-        default=3.0,
-        gt=0,
-        description="Memory lookups get at most this long (or the caller's remaining deadline "
-        "if shorter), so a slow memory service leaves time for the answer itself; past it the "
-        "answer is given without memories (context_unavailable).",
-    )
-    default_top_k: int = Field(
-        default=5,
-        ge=1,
-        le=MAX_TOP_K,
-        description="Memories looked up when a request says top_k: 0.",
-    )
+    memory_addr: str = "127.0.0.1:50051"
+    """memory_service's gRPC address (host:port)."""
+    memory_timeout_seconds: float = Field(default=3.0, gt=0)
+    """Memory lookups get at most this long (or the caller's remaining deadline if shorter), so
+    a slow memory service leaves time for the answer itself; past it the answer is given
+    without memories (context_unavailable).
+    """
+    default_top_k: int = Field(default=5, ge=1, le=MAX_TOP_K)
+    """Memories looked up when a request says top_k: 0."""
 
-    llm_provider: ProviderName | None = Field(
-        default=None,
-        description="openai (any OpenAI-compatible API: OpenAI, Ollama, vLLM, llama.cpp, LM "
-        "Studio), anthropic, or offline. Unset: offline mode, answers quote the most relevant "
-        "memories.",
-    )
-    llm_base_url: str | None = Field(
-        default=None,
-        description="The provider API's base URL; unset: the provider's public API. "
-        "OpenAI-style URLs include /v1 (Ollama: http://localhost:11434/v1).",
-    )
-    llm_api_key: SecretStr | None = Field(
-        default=None, description="The provider's API key (required by hosted providers)."
-    )
-    llm_model: str | None = Field(
-        default=None, description="The model answers come from; required with a provider."
-    )
-    llm_temperature: float | None = Field(
-        default=None, ge=0, le=2, description="Sampling temperature; unset: the provider's default."
-    )
-    llm_allowed_models: Annotated[list[str], NoDecode] = Field(
-        default=[],
-        description="Models a request may ask for by name (comma-separated); unset: "
-        "CHAT_LLM_MODEL only. Every answer is paid with the operator's key, so the choice is "
-        "the operator's; any other model is refused before the provider is called.",
-    )
+    llm_provider: ProviderName | None = None
+    """openai (any OpenAI-compatible API: OpenAI, Ollama, vLLM, llama.cpp, LM Studio),
+    anthropic, or offline. Unset: offline mode, answers quote the most relevant memories.
+    """
+    llm_base_url: str | None = None
+    """The provider API's base URL; unset: the provider's public API. OpenAI-style URLs include
+    /v1 (Ollama: http://localhost:11434/v1).
+    """
+    llm_api_key: SecretStr | None = None
+    """The provider's API key (required by hosted providers)."""
+    llm_model: str | None = None
+    """The model answers come from; required with a provider."""
+    llm_temperature: float | None = Field(default=None, ge=0, le=2)
+    """Sampling temperature; unset: the provider's default."""
+    llm_allowed_models: Annotated[list[str], NoDecode] = []
+    """Models a request may ask for by name (comma-separated); unset: CHAT_LLM_MODEL only. Every
+    answer is paid with the operator's key, so the choice is the operator's; any other model
+    is refused before the provider is called.
+    """
 
-    llm_connect_timeout_seconds: float = Field(
-        default=5.0, gt=0, description="Longest wait to connect to the provider."
-    )
-    llm_read_timeout_seconds: float = Field(
-        default=60.0,
-        gt=0,
-        description="Longest silence tolerated from the provider, between any two bytes of an "
-        "answer.",
-    )
-    llm_total_timeout_seconds: float = Field(
-        default=120.0,
-        gt=0,
-        description="Cap on a whole answer, streamed or not, when the caller's deadline is "
-        "longer or absent.",
-    )
-    llm_max_connections: int = Field(
-        default=64, ge=1, description="Most connections open to the provider at once."
-    )
+    llm_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    """Longest wait to connect to the provider."""
+    llm_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    """Longest silence tolerated from the provider, between any two bytes of an answer."""
+    llm_total_timeout_seconds: float = Field(default=120.0, gt=0)
+    """Cap on a whole answer, streamed or not, when the caller's deadline is longer or absent."""
+    llm_max_connections: int = Field(default=64, ge=1)
+    """Most connections open to the provider at once."""
 
-    context_window_tokens: int = Field(
-        default=8192,
-        ge=256,
-        description="The model's context window; the prompt plus CHAT_MAX_OUTPUT_TOKENS always "
-        "fits in it. Set it to the model's real size (tokens are estimated on the high side).",
-    )
-    max_output_tokens: int = Field(
-        default=1024,
-        ge=16,
-        description="Tokens kept for the answer; at most half the context window.",
-    )
-    context_share: float = Field(
-        default=0.5,
-        gt=0,
-        le=1,
-        description="Share of the prompt's room (after instructions and question) memories may "
-        "take; history gets the rest.",
-    )
+    context_window_tokens: int = Field(default=8192, ge=256)
+    """The model's context window; the prompt plus CHAT_MAX_OUTPUT_TOKENS always fits in it. Set
+    it to the model's real size (tokens are estimated on the high side).
+    """
+    max_output_tokens: int = Field(default=1024, ge=16)
+    """Tokens kept for the answer; at most half the context window."""
+    context_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of the prompt's room (after instructions and question) memories may take; history
+    gets the rest.
+    """
 
     @field_validator("llm_provider", "llm_base_url", "llm_model", mode="before")
     @classmethod

@@ -35,16 +35,7 @@ from memory_layer_cli.importing import (
     count_items,
 )
 from memory_layer_cli.importing.uploader import DEFAULT_IN_FLIGHT
-from memory_layer_cli.options import (
-    ApiKey,
-    Bearer,
-    DataDir,
-    Url,
-    User,
-    api_key,
-    bearer_token,
-    console,
-)
+from memory_layer_cli.options import ApiKey, Bearer, DataDir, Url, User, bearer_token, console
 from service_kit.limits import MAX_BATCH_ITEMS
 
 
@@ -113,7 +104,7 @@ def import_export(
     interruption, say) continues where it stopped and stores nothing twice.
     """
     try:
-        _import(file, user, url, api_key(key) or bearer, data_dir, batch_size, in_flight, restart)
+        _import(file, user, url, bearer, key, data_dir, batch_size, in_flight, restart)
     except (typer.Exit, typer.Abort):
         raise
     except KeyboardInterrupt:
@@ -135,6 +126,7 @@ def _import(
     user: str | None,
     url: str,
     bearer: str | None,
+    key: str | None,
     data_dir: Path,
     batch_size: int,
     in_flight: int,
@@ -142,7 +134,7 @@ def _import(
 ) -> None:
     export = ExportItems(file)
     total = count_items(ExportItems(file).phases())
-    token = bearer_token(bearer, user, data_dir)
+    token = bearer_token(bearer, user, data_dir, key)
     state = _resume_state(file, url, token, data_dir)
     if restart:
         state.clear()

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from memory_service.store.interface import StoreError
@@ -35,10 +36,10 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass
 class ApiKeys:
-    def __init__(self, store: KeyStore, clock: Callable[[], datetime] = _now) -> None:
-        self.store = store
-        self.clock = clock
+    store: KeyStore
+    clock: Callable[[], datetime] = _now
 
     async def create(
         self,

@@ -13,163 +13,103 @@ from service_kit.settings import ServiceSettings, secret
 
 
 class MemorySettings(ServiceSettings):
-    model_config = SettingsConfigDict(env_prefix="MEMORY_", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="MEMORY_")
 
-    port: int = Field(default=50051, description="gRPC listen port.")
-    metrics_port: int = Field(
-        default=9101,
-        description="Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns "
-        "metrics off.",
-    )
+    port: int = 50051
+    """gRPC listen port."""
+    metrics_port: int = 9101
+    """Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns metrics off."""
 
-    gateway_token: SecretStr | None = Field(
-        default=None,
-        description="The token the gateway presents here. Only the gateway may act for an admin.",
-    )
-    chat_token: SecretStr | None = Field(
-        default=None,
-        description="The token chat_service presents here; accepted without the admin role (no "
-        "stats, no other user's memories).",
-    )
+    gateway_token: SecretStr | None = None
+    """The token the gateway presents here. Only the gateway may act for an admin."""
+    chat_token: SecretStr | None = None
+    """The token chat_service presents here; accepted without the admin role (no stats, no other
+    user's memories).
+    """
 
-    qdrant_url: str | None = Field(
-        default=None,
-        description="URL of a Qdrant server or cluster. Unset: the embedded Qdrant engine, "
-        "persisted under MEMORY_DATA_DIR.",
-    )
-    qdrant_api_key: SecretStr | None = Field(
-        default=None, description="API key of the Qdrant server."
-    )
-    qdrant_timeout_seconds: float = Field(
-        default=3.0,
-        gt=0,
-        le=300,
-        description="Longest wait for one operation on the Qdrant server before it counts as "
-        "down. Well under the gateway's deadline (10 s), so that a read retried three times "
-        "on UNAVAILABLE still ends as a 503 the client can retry, not a 504.",
-    )
-    data_dir: Path = Field(
-        default=Path("./data/memory"),
-        description="Embedded store: the directory it is persisted in. Its write-ahead logs "
-        "are sparse files; back it up with `memory-layer export` or a copy that keeps sparse "
-        "files (docs/operations/deploy.md). It remembers the model and dimension it was built "
-        "with, and one process at a time may open it.",
-    )
-    embedded_shards: int = Field(
-        default=8,
-        ge=1,
-        le=256,
-        description="Embedded store: shards a new store is split into (users spread by a hash "
-        "of their id); an existing store keeps its own.",
-    )
-    collection_prefix: str = Field(
-        default="memories",
-        description="Start of the collection's name; the rest names the model and dimension.",
-    )
-    qdrant_replication_factor: int = Field(
-        default=1,
-        ge=1,
-        description="Copies of each shard when the service creates the collection on a Qdrant "
-        "cluster.",
-    )
-    maintenance_interval_seconds: float = Field(
-        default=600.0,
-        ge=0,
-        description="Embedded store: how often the service checks whether to merge segments "
-        "and drop deleted points (0: never).",
-    )
-    maintenance_min_deleted_share: float = Field(
-        default=0.02,
-        ge=0,
-        le=1,
-        description="Embedded store: the share of points deleted since the last maintenance "
-        "run that makes a run worth it.",
-    )
-    maintenance_min_appendable_points: int = Field(
-        default=50_000,
-        ge=1,
-        description="Embedded store: points in the appendable segment that make a maintenance "
-        "run worth it (the engine keeps that segment's indexes in memory until it is sealed).",
-    )
+    qdrant_url: str | None = None
+    """URL of a Qdrant server or cluster. Unset: the embedded Qdrant engine, persisted under
+    MEMORY_DATA_DIR.
+    """
+    qdrant_api_key: SecretStr | None = None
+    """API key of the Qdrant server."""
+    qdrant_timeout_seconds: float = Field(default=3.0, gt=0, le=300)
+    """Longest wait for one operation on the Qdrant server before it counts as down. Well under
+    the gateway's deadline (10 s), so that a read retried three times on UNAVAILABLE still
+    ends as a 503 the client can retry, not a 504.
+    """
+    data_dir: Path = Path("./data/memory")
+    """Embedded store: the directory it is persisted in. Its write-ahead logs are sparse files;
+    back it up with `memory-layer export` or a copy that keeps sparse files
+    (docs/operations/deploy.md). It remembers the model and dimension it was built with, and
+    one process at a time may open it.
+    """
+    embedded_shards: int = Field(default=8, ge=1, le=256)
+    """Embedded store: shards a new store is split into (users spread by a hash of their id); an
+    existing store keeps its own.
+    """
+    collection_prefix: str = "memories"
+    """Start of the collection's name; the rest names the model and dimension."""
+    qdrant_replication_factor: int = Field(default=1, ge=1)
+    """Copies of each shard when the service creates the collection on a Qdrant cluster."""
+    maintenance_interval_seconds: float = Field(default=600.0, ge=0)
+    """Embedded store: how often the service checks whether to merge segments and drop deleted
+    points (0: never).
+    """
+    maintenance_min_deleted_share: float = Field(default=0.02, ge=0, le=1)
+    """Embedded store: the share of points deleted since the last maintenance run that makes a
+    run worth it.
+    """
+    maintenance_min_appendable_points: int = Field(default=50_000, ge=1)
+    """Embedded store: points in the appendable segment that make a maintenance run worth it
+    (the engine keeps that segment's indexes in memory until it is sealed).
+    """
 
-    model: str | None = Field(
-        default=None,
-        description="A sentence-transformers model directory or name; unset: the bundled "
-        "all-MiniLM-L6-v2, loaded offline. Changing it changes the collection name; memories are "
-        "not re-embedded.",
-    )
-    embedding_dim: int | None = Field(
-        default=None,
-        ge=8,
-        description="Keep only the first N dimensions of each embedding (Matryoshka-style); "
-        "unset: all.",
-    )
-    embed_batch_size: int = Field(
-        default=32, ge=1, le=512, description="Most texts embedded in one coalesced batch."
-    )
-    embed_batch_wait_ms: float = Field(
-        default=4.0,
-        ge=0,
-        le=1000,
-        description="How long a batch waits for more texts when the model is idle.",
-    )
-    embed_busy_wait_ms: float = Field(
-        default=10.0,
-        ge=0,
-        le=1000,
-        description="While another batch is being embedded: how long the next batch waits for "
-        "the texts on their way (a query never waits): a model call costs a fixed part whatever "
-        "its size, so waiting for texts on their way beats embedding one alone.",
-    )
-    embed_packed: bool = Field(
-        default=True,
-        description="BERT models with mean pooling (the bundled one) run packed: compute goes "
-        "to real tokens only. false, or any other model: sentence-transformers' padded "
-        "encode().",
-    )
-    embed_encode_batch_size: int = Field(
-        default=8,
-        ge=1,
-        le=512,
-        description="Padded encode() only: texts per forward pass within a coalesced batch.",
-    )
-    embed_precision: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto",
-        description="Precision of the model's matrix products. bfloat16 runs faster where the "
-        "CPU has it natively (AVX512-BF16, AMX), about 2x float32, and gives vectors with cosine "
-        "above 0.999 to float32 (docs/architecture.md#bfloat16); auto picks it there.",
-    )
-    embed_workers: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="Batches embedded at once, each on MEMORY_TORCH_THREADS / "
-        "MEMORY_EMBED_WORKERS threads; 0: one worker per thread.",
-    )
-    embed_workers_per_user: int = Field(
-        default=0,
-        ge=0,
-        le=64,
-        description="Workers of a lane (bulk or interactive) one user's batches may hold at "
-        "once; 0: all of them.",
-    )
-    torch_threads: int = Field(
-        default=0,
-        ge=0,
-        description="Threads for the model; 0: torch's default, which counts the node's cores, "
-        "not the container's CPU limit: set it to that limit.",
-    )
+    model: str | None = None
+    """A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2,
+    loaded offline. Changing it changes the collection name; memories are not re-embedded.
+    """
+    embedding_dim: int | None = Field(default=None, ge=8)
+    """Keep only the first N dimensions of each embedding (Matryoshka-style); unset: all."""
+    embed_batch_size: int = Field(default=32, ge=1, le=512)
+    """Most texts embedded in one coalesced batch."""
+    embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
+    """How long a batch waits for more texts when the model is idle."""
+    embed_busy_wait_ms: float = Field(default=10.0, ge=0, le=1000)
+    """While another batch is being embedded: how long the next batch waits for the texts on
+    their way (a query never waits): a model call costs a fixed part whatever its size, so
+    waiting for texts on their way beats embedding one alone.
+    """
+    embed_packed: bool = True
+    """BERT models with mean pooling (the bundled one) run packed: compute goes to real tokens
+    only. false, or any other model: sentence-transformers' padded encode().
+    """
+    embed_encode_batch_size: int = Field(default=8, ge=1, le=512)
+    """Padded encode() only: texts per forward pass within a coalesced batch."""
+    embed_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """Precision of the model's matrix products. bfloat16 runs faster where the CPU has it
+    natively (AVX512-BF16, AMX), about 2x float32, and gives vectors with cosine above 0.999
+    to float32 (docs/architecture.md#bfloat16); auto picks it there.
+    """
+    embed_workers: int = Field(default=0, ge=0, le=64)
+    """Batches embedded at once, each on MEMORY_TORCH_THREADS / MEMORY_EMBED_WORKERS threads; 0:
+    one worker per thread.
+    """
+    embed_workers_per_user: int = Field(default=0, ge=0, le=64)
+    """Workers of a lane (bulk or interactive) one user's batches may hold at once; 0: all of
+    them.
+    """
+    torch_threads: int = Field(default=0, ge=0)
+    """Threads for the model; 0: torch's default, which counts the node's cores, not the
+    container's CPU limit: set it to that limit.
+    """
 
-    relevance_floor: float = Field(
-        default=0.3,
-        ge=0,
-        le=1,
-        description="Memories scoring below this are never injected into a prompt (/context, "
-        "chat). Scores are calibrated (docs/api/http.md): 0.3 needs a best match of cosine "
-        "0.30. Prompts about none of a user's memories were measured at score <= 0.12, "
-        "prompts about one of them at >= 0.42. /search applies it only when asked with "
-        "min_score.",
-    )
+    relevance_floor: float = Field(default=0.3, ge=0, le=1)
+    """Memories scoring below this are never injected into a prompt (/context, chat). Scores are
+    calibrated (docs/api/http.md): 0.3 needs a best match of cosine 0.30. Prompts about none
+    of a user's memories were measured at score <= 0.12, prompts about one of them at >=
+    0.42. /search applies it only when asked with min_score.
+    """
 
     def caller_tokens(self) -> dict[str, Peer]:
         return {

@@ -119,6 +119,8 @@ class Embedder:
         self.max_wait = max_wait_ms / 1000.0
         self.busy_wait = busy_wait_ms / 1000.0
         self.clock: Clock = clock or SystemClock()
+        self.model_name: str = encoder.model_name
+        self.dimension: int = encoder.dimension
         self._last_batch = 0
         # Owners in the order they are next served; a served owner moves to the back.
         self._waiting: dict[str, deque[_Pending]] = {}
@@ -146,14 +148,6 @@ class Embedder:
             initializer=_bulk_thread,
             initargs=(encoder,),
         )
-
-    @property
-    def model_name(self) -> str:
-        return self.encoder.model_name
-
-    @property
-    def dimension(self) -> int:
-        return self.encoder.dimension
 
     @property
     def mode(self) -> str:

@@ -36,11 +36,6 @@ class TorchEncoder:
         encode_batch_size: int = 8,
         model_threads: int = 0,
     ) -> None:
-        self.model = model
-        self.model_name = model_name
-        self.precision = precision
-        self.encode_batch_size = encode_batch_size
-        self.model_threads = model_threads
         get_dim = getattr(model, "get_embedding_dimension", None) or (
             model.get_sentence_embedding_dimension
         )
@@ -48,6 +43,11 @@ class TorchEncoder:
         if dim is None:
             raise ValueError(f"model {model_name!r} does not report its embedding dimension")
         self.dimension = int(dim)
+        self.model = model
+        self.model_name = model_name
+        self.precision = precision
+        self.encode_batch_size = encode_batch_size
+        self.model_threads = model_threads
         # Tokens per chunk: the model window less the [CLS]/[SEP] it adds.
         self.window = int(model.max_seq_length or 256) - 2
         self._packed = (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
-from pydantic_settings import BaseSettings
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from service_kit.identity import Peer, PeerTokens
 
@@ -26,30 +26,29 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 class ServiceSettings(BaseSettings):
-    host: str = Field(default="0.0.0.0", description="Address the gRPC server listens on.")
-    metrics_port: int = Field(
-        default=0,
-        description="Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns "
-        "metrics off.",
+    # Each setting is explained by the docstring under it, which becomes its description.
+    model_config = SettingsConfigDict(
+        extra="ignore", populate_by_name=True, use_attribute_docstrings=True
     )
+
+    host: str = "0.0.0.0"
+    """Address the gRPC server listens on."""
+    metrics_port: int = 0
+    """Port of the Prometheus metrics endpoint; 0 picks a free one, -1 turns metrics off."""
     service_token: SecretStr | None = Field(
-        default=None,
-        validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN"),
-        description="The shared token for service-to-service calls (local mode). Deployments "
-        "give every calling service a token of its own instead.",
+        default=None, validation_alias=AliasChoices("MEMORY_LAYER_SERVICE_TOKEN")
     )
-    drain_seconds: float = Field(
-        default=10.0,
-        ge=0,
-        description="Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM.",
-    )
-    max_connection_age_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        description="The server closes each client connection after this age, so that "
-        "clients rebalance onto new pods.",
-    )
-    log_level: str = Field(default="INFO", description="Logging level (DEBUG, INFO, WARNING, ...).")
+    """The shared token for service-to-service calls (local mode). Deployments give every
+    calling service a token of its own instead.
+    """
+    drain_seconds: float = Field(default=10.0, ge=0)
+    """Graceful shutdown: how long in-flight RPCs get to finish after SIGTERM."""
+    max_connection_age_seconds: float = Field(default=300.0, gt=0)
+    """The server closes each client connection after this age, so that clients rebalance onto
+    new pods.
+    """
+    log_level: str = "INFO"
+    """Logging level (DEBUG, INFO, WARNING, ...)."""
 
     def caller_tokens(self) -> dict[str, Peer]:
         """Per-caller tokens this service accepts; subclasses name their callers."""

@@ -80,13 +80,16 @@ def write_back(path: Path) -> None:
                     os.close(fd)
 
 
-def replace_durably(path: Path, text: str) -> None:
-    """Replace the file at path with text, so that a crash leaves the old file or the new."""
+def replace_durably(path: Path, data: str | bytes, mode: int = 0o666) -> None:
+    """Replace the file at path with data, so that a crash leaves the old file or the new.
+    A new file gets `mode` (less the umask)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data.encode() if isinstance(data, str) else data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
     # The rename is what switches shards after maintenance: make it survive a crash.
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -53,14 +53,14 @@ class StoreMaintenance:
         min_appendable_points: int,
         warm_tenant_points: int = WARM_TENANT_POINTS,
     ) -> None:
+        self.runs: list[MaintenanceRun] = []
+        self._lock = asyncio.Lock()
         self.store = store
         self.warm_tenant_points = warm_tenant_points
         self.interval_seconds = interval_seconds
         self.min_deleted_share = min_deleted_share
         # Split evenly over the shards: a shard is sealed once it holds its share.
         self.min_appendable_points = min_appendable_points
-        self.runs: list[MaintenanceRun] = []
-        self._lock = asyncio.Lock()
 
     async def due_shards(self) -> list[EdgeShardSlot]:
         slots = self.store.shards()

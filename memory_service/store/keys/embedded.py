@@ -7,11 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
+from memory_service.store.embedded.files import replace_durably
 from memory_service.store.keys.base import (
     KeyRecord,
     KeyStore,
@@ -22,22 +22,6 @@ from memory_service.store.keys.base import (
 
 FILE_NAME = "api_keys.json"
 _VERSION = 1
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 class EmbeddedKeyStore(KeyStore):
@@ -61,7 +45,7 @@ class EmbeddedKeyStore(KeyStore):
         """Write the new set of keys, then make it the one served (the lock is held)."""
         document = {"version": _VERSION, "keys": [to_payload(r) for r in by_hash.values()]}
         data = json.dumps(document, separators=(",", ":")).encode()
-        await asyncio.to_thread(_write_atomically, self.path, data)
+        await asyncio.to_thread(replace_durably, self.path, data, 0o600)
         self._by_hash = by_hash
 
     async def add(self, record: KeyRecord, *, max_live: int, now: datetime) -> None:
