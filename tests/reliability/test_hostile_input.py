@@ -546,6 +546,7 @@ def test_captured_text_with_invalid_code_points_is_stored_with_replacement_chara
     assert texts == {"half an emoji \ufffd and more", "ok \ufffd"}
 
 
+@pytest.mark.slow
 def test_maximum_size_saves_and_queries_are_answered_not_refused_or_timed_out(
     gateway: str,
 ) -> None:

@@ -190,6 +190,7 @@ class Isolation(RuleBasedStateMachine):
             assert sorted(m["id"] for m in exported) == sorted(self.owned[someone])
 
 
+@pytest.mark.slow
 def test_users_never_see_each_others_memories(gateway: str) -> None:
     Isolation.url = gateway
     run_state_machine_as_test(

@@ -111,6 +111,7 @@ def _summary(exc: BaseException) -> str:
     return " | ".join(lines[:2] + [line for line in lines if line.startswith(("[", "curl"))])
 
 
+@pytest.mark.slow
 def test_every_operation_answers_without_5xx_and_as_documented(gateway_url: str) -> None:
     schema = from_url(f"{gateway_url}/openapi.json")
     failures: list[str] = []

@@ -43,6 +43,7 @@ def resident_share(path: Path) -> float:
     return sum(b & 1 for b in vec.raw) / pages
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the page cache by mincore")
 async def test_a_large_users_vectors_are_in_the_page_cache_when_the_copy_takes_over(
     tmp_path: Path,
