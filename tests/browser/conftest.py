@@ -61,7 +61,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-screenshot",
         action="store_true",
-        help="write docs/dashboard.png, the screenshot of the dashboard the README shows",
+        help="write docs/dashboard.png, the screenshot docs/dashboard.md shows",
     )
 
 
