@@ -15,7 +15,8 @@ const isText = (value, max) => typeof value === "string" && value.trim().length 
 const isField = (value) => value === null || value === undefined || (typeof value === "string" && value.length <= MAX_FIELD);
 
 function fromExtensionPage(sender) {
-  return sender.id === chrome.runtime.id && !sender.tab && (sender.url || "").startsWith(chrome.runtime.getURL(""));
+  // The popup and options pages, also when opened in a tab; content scripts carry the site's URL.
+  return sender.id === chrome.runtime.id && (sender.url || "").startsWith(chrome.runtime.getURL(""));
 }
 
 function validCapture(item, site) {
