@@ -40,7 +40,7 @@ import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
 from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
 
-from memory_service.model import (
+from memory_service.model_loading import (
     Precision,
     load_sentence_transformer,
     precision_scope,
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 TARGET = {"bfloat16": 0.8, "float32": 0.6}
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "memory_layer_cli"]
 ANSWER_SENTENCES = [
     "Here is a step by step approach that should work in most cases.",
     "First, check that {s} is set up the way you expect.",

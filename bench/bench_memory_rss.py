@@ -27,7 +27,7 @@ from corpus import prompt_texts, query_texts
 from seed import SeedPlan, seed_data_dir, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
 from protos.memory.v1 import memory_pb2 as pb
 
 TARGET_LOAD_MB = 600

@@ -35,7 +35,7 @@ import grpc
 from corpus import prompt_texts
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model import (
+from memory_service.model_loading import (
     Precision,
     load_sentence_transformer,
     precision_scope,

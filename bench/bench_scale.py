@@ -47,8 +47,8 @@ from corpus import prompt_texts, query_texts
 from seed import HEAVY_USER, SeedPlan, seed_data_dir, seeded_memory_id, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.maintenance import directory_bytes
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
+from memory_service.store.embedded.files import directory_bytes
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 

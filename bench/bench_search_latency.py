@@ -29,9 +29,10 @@ from corpus import query_texts
 from seed import SeedPlan, collection_spec, seed_data_dir, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
 from memory_service.models import SearchFilters, SearchMode, SparseVector
-from memory_service.store.edge import EdgeMemoryStore
+from memory_service.search import search_memories
+from memory_service.store.embedded import EdgeMemoryStore
 from protos.memory.v1 import memory_pb2 as pb
 
 if TYPE_CHECKING:
@@ -86,7 +87,8 @@ async def baseline_latencies(
                 query, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
             )
             vec = bm25.embed_query(query)
-            results = await store.search(
+            results = await search_memories(
+                store,
                 user,
                 dense=dense.tolist(),
                 sparse=SparseVector(list(vec.indices), list(vec.values)),
@@ -166,7 +168,7 @@ def report(
     print(f"{'':44} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     rows = [
         ("memory_service Search over gRPC", service),
-        ("baseline: in-process encode + store.search", baseline),
+        ("baseline: in-process encode + search_memories", baseline),
     ]
     for name, samples in rows:
         print(

@@ -40,7 +40,7 @@ from bench_gateway_overhead import ISSUER, JWT_SECRET, gateway_stack
 from corpus import prompt_texts, query_texts
 
 from gateway.tokens import mint_token
-from memory_service.model import bundled_model_path, resolve_precision
+from memory_service.model_loading import bundled_model_path, resolve_precision
 
 MEM0_VERSION = "2.2.1"
 TARGET_SAVES = 3.0

@@ -23,10 +23,10 @@ import numpy as np
 import qdrant_edge
 from corpus import prompt_texts
 
-from memory_service.model import BUNDLED_MODEL_NAME
+from memory_service.model_loading import BUNDLED_MODEL_NAME
 from memory_service.models import Memory, MemoryKind, MemoryPoint, SparseVector
 from memory_service.store import CollectionSpec
-from memory_service.store.edge import EdgeMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -306,9 +306,9 @@ def create_mcp_server(settings: GatewaySettings) -> MCPServer:
         list_memories,
         title="List memories",
         description=(
-            "All of the user's memories, one page at a time, in storage order (not by date or "
-            "relevance); pass next_cursor back as cursor for the next page. For browsing or "
-            "reviewing what is stored; to find something, use search_memories."
+            "All of the user's memories, one page at a time, newest first (not by relevance); "
+            "pass next_cursor back as cursor for the next page. For browsing or reviewing what "
+            "is stored; to find something, use search_memories."
         ),
         annotations=_READ,
     )

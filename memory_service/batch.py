@@ -26,6 +26,7 @@ from memory_service.models import (
     memory_point_id,
     normalised_text,
 )
+from memory_service.store import ownership
 from service_kit.errors import InvalidArgumentError
 from service_kit.identity import Identity
 from service_kit.limits import MAX_BATCH_ITEMS, MAX_CREATED_AT_SKEW_SECONDS
@@ -165,7 +166,7 @@ async def save_batch(
             planned[memory.id] = _Planned(index, item, memory)
 
     with _timed("get"):
-        stored = await memories.store.get_many(who.user_id, list(planned))
+        stored = await ownership.get_many(memories.store, who.user_id, list(planned))
     for memory_id, memory in stored.items():
         p = planned.pop(memory_id)
         if _edited_since(p, memory):
@@ -175,7 +176,7 @@ async def save_batch(
             continue
         outcomes[p.index] = SaveOutcome(SaveStatus.ALREADY_PRESENT, memory)
     own_ids = [p.memory.id for p in planned.values() if not p.memory.message_id and p.item.id]
-    for memory_id in await memories.store.taken_ids(own_ids):
+    for memory_id in await ownership.taken_ids(memories.store, own_ids):
         # Someone else's memory: say nothing about it beyond the refusal.
         outcomes[planned.pop(memory_id).index] = SaveOutcome(
             SaveStatus.REFUSED, reason=f"id {memory_id} is taken"
@@ -235,7 +236,7 @@ async def _link_responses(
             )
     elsewhere = [pid for pid in set(responses.values()) if pid not in planned and pid not in stored]
     with _timed("get"):
-        earlier = {**stored, **await memories.store.get_many(who.user_id, elsewhere)}
+        earlier = {**stored, **await ownership.get_many(memories.store, who.user_id, elsewhere)}
     for memory_id, prompt_id in responses.items():
         p = planned[memory_id]
         if prompt_id in planned and planned[prompt_id].memory.kind is MemoryKind.PROMPT:

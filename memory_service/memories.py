@@ -26,7 +26,8 @@ from memory_service.models import (
     memory_point_id,
     normalised_text,
 )
-from memory_service.store import MemoryStore
+from memory_service.search import search_memories
+from memory_service.store import MemoryStore, paging
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from service_kit.identity import Identity
 from service_kit.limits import (
@@ -262,8 +263,14 @@ class Memories:
             # Nothing but stop words: the keyword side has nothing to add.
             mode, sparse = SearchMode.SEMANTIC, None
         with _timed("search"):
-            results = await self.store.search(
-                who.user_id, dense=dense, sparse=sparse, mode=mode, filters=filters, limit=top_k
+            results = await search_memories(
+                self.store,
+                who.user_id,
+                dense=dense,
+                sparse=sparse,
+                mode=mode,
+                filters=filters,
+                limit=top_k,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 
@@ -320,7 +327,9 @@ class Memories:
             raise InvalidArgumentError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         try:
             with _timed("scroll"):
-                return await self.store.scroll(who.user_id, filters, page_size, cursor or None)
+                return await paging.scroll(
+                    self.store, who.user_id, filters, page_size, cursor or None
+                )
         except ValueError as exc:
             raise InvalidArgumentError(str(exc)) from exc
 
@@ -339,7 +348,7 @@ class Memories:
             return await self.store.delete_user(target)
 
     async def export(self, who: Identity, filters: SearchFilters) -> AsyncIterator[Memory]:
-        async for memory in self.store.iterate(who.user_id, filters):
+        async for memory in paging.iterate(self.store, who.user_id, filters):
             yield memory
 
     async def stats(self, who: Identity) -> StoreStats:

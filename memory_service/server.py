@@ -9,16 +9,21 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from memory_service import metrics
-from memory_service.allocator import release_free_memory, release_free_memory_every
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
-from memory_service.maintenance import StoreMaintenance
 from memory_service.memories import Memories
-from memory_service.model import embed_parallelism, load_sentence_transformer, resolve_precision
+from memory_service.memory_release import release_free_memory, release_free_memory_every
+from memory_service.model_loading import (
+    embed_parallelism,
+    load_sentence_transformer,
+    resolve_precision,
+)
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
-from memory_service.store.edge import EdgeMemoryStore
-from memory_service.store.server import ServerMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.embedded.maintenance import StoreMaintenance
+from memory_service.store.remote import ServerMemoryStore
+from memory_service.torch_encoder import TorchEncoder
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
@@ -68,17 +73,22 @@ class MemoryServer(ServiceServer):
                 self.settings.embedding_dim,
                 self.settings.torch_threads,
             )
-            embedder = Embedder(
+            parallelism = embed_parallelism(self.settings)
+            encoder = TorchEncoder(
                 model,
                 name,
+                precision=resolve_precision(self.settings.embed_precision),
+                packed=self.settings.embed_packed,
+                encode_batch_size=self.settings.embed_encode_batch_size,
+                model_threads=parallelism["model_threads"],
+            )
+            embedder = Embedder(
+                encoder,
                 batch_size=self.settings.embed_batch_size,
                 max_wait_ms=self.settings.embed_batch_wait_ms,
                 busy_wait_ms=self.settings.embed_busy_wait_ms,
-                encode_batch_size=self.settings.embed_encode_batch_size,
-                precision=resolve_precision(self.settings.embed_precision),
-                packed=self.settings.embed_packed,
+                workers=parallelism["workers"],
                 owner_workers=self.settings.embed_workers_per_user,
-                **embed_parallelism(self.settings),
             )
         else:
             self._owns_embedder = False

@@ -10,12 +10,11 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 import uvloop
 from google.protobuf.descriptor import ServiceDescriptor
-from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
@@ -37,6 +36,18 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class AsyncHealthServicer(Protocol):
+    """What the servers use of grpc_health's asyncio servicer, `health.aio.HealthServicer`
+    (grpc-stubs' health.pyi predates it)."""
+
+    async def set(self, service: str, status: int) -> None: ...
+
+
+def async_health_servicer() -> AsyncHealthServicer:
+    servicer: AsyncHealthServicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
+    return servicer
+
+
 def server_options(settings: ServiceSettings) -> list[tuple[str, int]]:
     age_ms = int(settings.max_connection_age_seconds * 1000)
     return [
@@ -54,7 +65,7 @@ class BoundServer:
 
     server: grpc.aio.Server
     port: int
-    health: health_aio.HealthServicer
+    health: AsyncHealthServicer
     service_name: str
     drain_seconds: float
 
@@ -109,7 +120,7 @@ async def bind_server(
         options=server_options(settings),
     )
     add_servicer(server)
-    health_servicer = health_aio.HealthServicer()
+    health_servicer = async_health_servicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [service_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server

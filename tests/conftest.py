@@ -12,8 +12,9 @@ import httpx
 import pytest
 
 from memory_service.embedder import Embedder
-from memory_service.model import load_sentence_transformer
+from memory_service.model_loading import load_sentence_transformer
 from memory_service.server import MemoryServer
+from memory_service.torch_encoder import TorchEncoder
 from tests.support.auth import JwksServer, Keys, ec_key, gateway_settings, rsa_key
 from tests.support.stack import Gateway, StartGateway, start_memory
 
@@ -42,7 +43,7 @@ def sentence_model():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 async def embedder(sentence_model) -> AsyncIterator[Embedder]:  # type: ignore[no-untyped-def]
     model, name = sentence_model
-    emb = Embedder(model, name, batch_size=32, max_wait_ms=2.0)
+    emb = Embedder(TorchEncoder(model, name), batch_size=32, max_wait_ms=2.0)
     await emb.start()
     yield emb
     await emb.stop()

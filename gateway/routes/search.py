@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from gateway.context import build_context
+from gateway.context_block import build_context
 from gateway.deps import CurrentCallerDep, MemoryClientDep, check_user_id
 from gateway.schemas import Context, ContextQuery, SearchQuery, SearchResults
 

@@ -1,6 +1,7 @@
-"""Vector store for memories: one interface, an adapter per Qdrant backend."""
+"""Vector store for memories: one interface, an adapter per Qdrant backend (`embedded/`,
+`remote.py`)."""
 
-from memory_service.store.base import (
+from memory_service.store.interface import (
     CollectionSpec,
     DimensionMismatchError,
     MemoryStore,

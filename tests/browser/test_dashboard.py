@@ -16,7 +16,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from gateway.importing import ExportItems
+from memory_layer_cli.importing import ExportItems
 from tests.support.browser import (
     ANON_KEY,
     SCREENSHOT,

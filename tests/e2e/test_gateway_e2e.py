@@ -22,7 +22,7 @@ import pytest
 from tests.support.mcp_client import bridge_session
 from tests.support.ports import free_port
 
-CLI = [sys.executable, "-m", "gateway.cli"]
+CLI = [sys.executable, "-m", "memory_layer_cli"]
 PROVIDERS = ("chatgpt", "claude")
 TOPICS = [
     "How do I configure pnpm workspaces in a monorepo?",

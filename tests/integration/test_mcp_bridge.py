@@ -10,8 +10,8 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
-from gateway.cli.local_auth import load_or_create_local_auth
 from gateway.tokens import mint_token
+from memory_layer_cli.local_auth import load_or_create_local_auth
 from tests.support.auth import Keys, bearer, new_user
 from tests.support.mcp_client import McpConnection, bridge_session
 from tests.support.ports import free_port

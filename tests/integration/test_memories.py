@@ -12,7 +12,7 @@ from memory_service.embedder import Embedder
 from memory_service.memories import WRITES_PER_USER, Memories, NewMemory
 from memory_service.models import MemoryKind, SearchFilters, SearchMode
 from memory_service.store import CollectionSpec
-from memory_service.store.edge import EdgeMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
 from service_kit.identity import Identity
 
 ALICE = Identity("alice")

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
+from memory_service.torch_encoder import TorchEncoder
 from tests.support.qdrant_stand_in import QdrantStandIn
 from tests.support.reliability import client_for, gateway_settings
 from tests.support.stack import SERVICE_TOKEN, GatewayServer, LoopThread
@@ -31,7 +32,7 @@ def outage_stack(
     loop = LoopThread()
 
     async def start() -> tuple[MemoryServer, Embedder]:
-        embedder = Embedder(model, name, batch_size=32, max_wait_ms=2.0)
+        embedder = Embedder(TorchEncoder(model, name), batch_size=32, max_wait_ms=2.0)
         server = await create_server(
             MemorySettings(
                 host="127.0.0.1",

@@ -63,7 +63,7 @@ async def start_cli(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway.cli",
+        "memory_layer_cli",
         *args,
         cwd=ROOT,
         env=env,

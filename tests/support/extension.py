@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.sync_api import BrowserContext, Page, Playwright, Request, Route, Worker
 
-from gateway.cli.extension import write_extension
+from memory_layer_cli.extension import write_extension
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 CHAT_SITES_DIR = Path(__file__).resolve().parent / "chat_sites"

@@ -65,7 +65,7 @@ async def bridge_session(*cli_args: str) -> AsyncIterator[McpConnection]:
     """`memory-layer mcp ARGS` as a child process, as a desktop app starts it."""
     server = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "gateway.cli", "mcp", *cli_args],
+        args=["-m", "memory_layer_cli", "mcp", *cli_args],
         # The child imports this tree's code, as the test process does.
         env={k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PATH", "HOME")},
     )

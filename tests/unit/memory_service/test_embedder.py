@@ -1,344 +1,329 @@
-"""The embedder with the real bundled model: batching, chunking, and agreement with encode()."""
+"""The embedder's scheduling: batching, lanes, per-user turns and lingering, driven through the
+public `Encoder` protocol by an encoder that stands in for the model, on virtual time."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import re
-import sys
 import threading
-import time
+import zlib
+from collections.abc import AsyncIterator, Sequence
 
 import numpy as np
 import pytest
-import torch
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Pooling
 
-from memory_service.config import MemorySettings
-from memory_service.embedder import CHUNK_OVERLAP_TOKENS, MAX_WINDOWS_PER_TEXT, Embedder
-from memory_service.model import (
-    embed_parallelism,
-    load_sentence_transformer,
-    native_bfloat16,
-    resolve_precision,
-)
-from memory_service.packed import PackedBertEncoder, attention_groups
+from memory_service.embedder import SHARED_SECONDS, Embedder
+
+DIMENSION = 8
+# Bounds a test that waits for the scheduler to reach a state, should it never get there.
+REACHED_WITHIN_SECONDS = 10.0
 
 
-async def test_concurrent_requests_share_model_calls(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    embedder = Embedder(model, name, batch_size=32, max_wait_ms=5)
-    sizes: list[int] = []
-    encode = embedder._encode
+def vector_of(text: str) -> np.ndarray:
+    """A unit vector that depends on the text alone."""
+    rng = np.random.default_rng(zlib.crc32(text.encode()))
+    vector = rng.standard_normal(DIMENSION).astype(np.float32)
+    return vector / np.linalg.norm(vector)
 
-    def recording(texts: list[str], whole: list[bool] | None = None) -> np.ndarray:
-        sizes.append(len(texts))
-        return encode(texts, whole)
 
-    embedder._encode = recording  # type: ignore[method-assign]
+class ScriptedEncoder:
+    """An `Encoder` that records each call (texts, flags, thread) in the order calls begin.
+
+    Held, each call waits until the test releases it, so a test decides when a batch ends."""
+
+    model_name = "scripted"
+    dimension = DIMENSION
+    mode = "scripted"
+
+    def __init__(self, *, held: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.flags: list[list[bool]] = []
+        self.call_threads: list[int] = []
+        self.prepared_threads: set[int] = set()
+        self.active = 0
+        self.peak = 0
+        self._held = held
+        self._gates: list[threading.Event] = []
+        self._lock = threading.Lock()
+        self._loop = asyncio.get_running_loop()
+        self._progress = asyncio.Event()
+
+    def prepare_thread(self) -> None:
+        with self._lock:
+            self.prepared_threads.add(threading.get_ident())
+
+    def encode(self, texts: Sequence[str], first_window_only: Sequence[bool]) -> list[np.ndarray]:
+        gate = threading.Event()
+        with self._lock:
+            self.calls.append(list(texts))
+            self.flags.append(list(first_window_only))
+            self.call_threads.append(threading.get_ident())
+            self._gates.append(gate)
+            if not self._held:
+                gate.set()
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        self._loop.call_soon_threadsafe(self._progress.set)
+        try:
+            if not gate.wait(REACHED_WITHIN_SECONDS):
+                raise TimeoutError("the test never released this batch")
+            return [vector_of(t) for t in texts]
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def release(self, call: int | None = None) -> None:
+        """Let one call (by the order calls began) finish, or, with None, every call now and
+        to come."""
+        with self._lock:
+            if call is None:
+                self._held = False
+                for gate in self._gates:
+                    gate.set()
+            else:
+                self._gates[call].set()
+
+    async def started(self, calls: int) -> None:
+        """Return once `calls` calls have begun."""
+        async with asyncio.timeout(REACHED_WITHIN_SECONDS):
+            while True:
+                self._progress.clear()
+                if len(self.calls) >= calls:
+                    return
+                await self._progress.wait()
+
+
+class VirtualClock:
+    """A `Clock` whose time stands still until the test moves it."""
+
+    def __init__(self, now: float = 1_000.0) -> None:
+        self.now = now
+        self._timers: list[tuple[float, asyncio.Future[None]]] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def wait(self, event: asyncio.Event, seconds: float | None) -> bool:
+        timer: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if seconds is not None:
+            self._timers.append((self.now + seconds, timer))
+        waiter = asyncio.ensure_future(event.wait())
+        try:
+            await asyncio.wait({waiter, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            timer.cancel()
+            self._timers = [(at, t) for at, t in self._timers if t is not timer]
+        return event.is_set()
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for at, timer in self._timers:
+            if at <= self.now and not timer.done():
+                timer.set_result(None)
+        await settle()
+
+
+async def settle() -> None:
+    """Let every task that can run, run: the scheduler works on the loop alone."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+async def stopped() -> AsyncIterator[list[Embedder]]:
+    """Embedders a test makes, stopped after it."""
+    made: list[Embedder] = []
+    yield made
+    for embedder in made:
+        await embedder.stop()
+
+
+async def test_concurrent_requests_share_model_calls(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder()
+    embedder = Embedder(encoder, batch_size=32, max_wait_ms=5, clock=clock)
+    stopped.append(embedder)
     texts = [f"note number {i} about topic {i % 7}" for i in range(64)]
     vectors = await asyncio.gather(*(embedder.embed(t) for t in texts))
-    await embedder.stop()
 
+    sizes = [len(call) for call in encoder.calls]
     assert sum(sizes) == 64
     assert len(sizes) < 16
     assert max(sizes) <= 32
-    direct = model.encode(texts, normalize_embeddings=True)
-    assert np.allclose(np.array(vectors), direct, atol=1e-4)
+    # Each caller gets the vector of its own text.
+    assert np.allclose(np.array(vectors), np.array([vector_of(t) for t in texts]), atol=1e-6)
+    # The encoder ran on threads it had prepared (for torch: its intra-op threads).
+    assert set(encoder.call_threads) <= encoder.prepared_threads
+    assert encoder.flags == [[False] * size for size in sizes]
 
 
-async def test_long_text_is_chunked_with_overlap_not_truncated(embedder) -> None:  # type: ignore[no-untyped-def]
-    text = " ".join(f"word{i}" for i in range(900))
-    chunks = embedder.chunk(text)
-    assert len(chunks) > 1
-    assert chunks[0].startswith("word0 ") and chunks[-1].endswith("word899")
-    tokenizer = embedder.model.tokenizer
-    for chunk in chunks:
-        assert len(tokenizer(chunk, add_special_tokens=False)["input_ids"]) <= embedder.window
-    # Consecutive chunks overlap, so no word falls between two chunks.
-    first_tail = chunks[0].split()[-1]
-    assert first_tail in chunks[1]
-    assert CHUNK_OVERLAP_TOKENS > 0
-
-    vector = np.array(await embedder.embed(text))
-    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
-    assert embedder.chunk("short text") == ["short text"]
+async def test_the_embedder_names_the_encoders_model_and_its_workers(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    one = Embedder(ScriptedEncoder(), clock=clock)
+    two = Embedder(ScriptedEncoder(), workers=2, clock=clock)
+    stopped.extend([one, two])
+    assert (one.model_name, one.dimension, one.mode) == ("scripted", DIMENSION, "scripted")
+    assert two.mode == "scripted, 2 workers"
 
 
-MIXED_TEXTS = [
-    "hi",
-    "How do I rotate a JWT signing key without logging every user out?",
-    "ERR_7731 again when the worker restarts; the queue keeps the message but the ack is lost "
-    "and the consumer sees it twice, which breaks the idempotency check in the billing job.",
-    "  leading and trailing spaces  ",
-    "Ünïcödé, emoji 🙂 and CJK 漢字 in one prompt",
-    " ".join(f"token{i}" for i in range(700)),
-]
-
-
-async def test_packed_encoder_matches_sentence_transformers(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    packed = Embedder(model, name, max_wait_ms=0)
-    padded = Embedder(model, name, max_wait_ms=0, packed=False)
-    assert packed.mode == "packed float32" and padded.mode == "padded float32"
-    short = MIXED_TEXTS[:-1]
-    ours = np.array(await asyncio.gather(*(packed.embed(t) for t in short)))
-    reference = model.encode(short, normalize_embeddings=True)
-    assert np.abs(ours - reference).max() < 1e-5
-    # Over the window, both average the same chunks when every word is one token...
-    words = "the cat sat on a mat and looked at the dog while it rained outside " * 60
-    assert len(packed.chunk(words)) > 2
-    same = np.array([await e.embed(words) for e in (packed, padded)])
-    assert np.abs(same[0] - same[1]).max() < 1e-5
-    # ...and nearly the same where a chunk edge cuts a word into pieces.
-    cut = np.array([await e.embed(MIXED_TEXTS[-1]) for e in (packed, padded)])
-    assert float(cut[0] @ cut[1]) > 0.995
-    await packed.stop()
-    await padded.stop()
-
-
-async def test_packed_encoder_keeps_a_truncated_dimension() -> None:
-    model, name = load_sentence_transformer(None, truncate_dim=128)
-    embedder = Embedder(model, name, max_wait_ms=0)
-    assert embedder.mode.startswith("packed") and embedder.dimension == 128
-    vectors = np.array(await asyncio.gather(*(embedder.embed(t) for t in MIXED_TEXTS[:3])))
-    await embedder.stop()
-    reference = model.encode(MIXED_TEXTS[:3], normalize_embeddings=True)
-    assert vectors.shape == (3, 128)
-    assert np.abs(vectors - reference).max() < 1e-5
-
-
-def test_the_packed_forward_pass_runs_its_tensor_operations_outside_python(
-    sentence_model,
-) -> None:  # type: ignore[no-untyped-def]
-    # Each tensor operation called from Python takes the GIL back when it returns; inside
-    # the graph none does. What Python calls during a pass is counted here: building the
-    # two input tensors and reading the result, not the ~100 operations of six layers.
-    model, _ = sentence_model
-    encoder = PackedBertEncoder(model)
-    texts = ["hi", "hello there my friend", "one two three four five six seven eight nine"]
-    sequences = [model.tokenizer(t)["input_ids"] for t in texts]
-    encoder.encode(sequences)
-    called: list[str] = []
-
-    def profile(frame, event, arg) -> None:  # type: ignore[no-untyped-def]
-        if event == "c_call":
-            called.append(getattr(arg, "__qualname__", ""))
-
-    sys.setprofile(profile)
-    try:
-        vectors = encoder.encode(sequences)
-    finally:
-        sys.setprofile(None)
-    tensor_ops = [
-        name for name in called if name.startswith(("Tensor.", "_VariableFunctionsClass."))
-    ]
-    assert tensor_ops == ["_VariableFunctionsClass.tensor"] * 2 + ["Tensor.numpy"]
-    reference = model.encode(texts, normalize_embeddings=True)
-    assert np.abs(vectors - reference).max() < 1e-5
-
-
-def test_models_other_than_mean_pooled_bert_take_the_padded_path(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    assert PackedBertEncoder.supports(model)
-    transformer, _, normalize = list(model.children())
-    cls_pooled = SentenceTransformer(
-        modules=[transformer, Pooling(model.get_embedding_dimension(), "cls"), normalize]
-    )
-    assert not PackedBertEncoder.supports(cls_pooled)
-    assert Embedder(cls_pooled, name).mode == "padded float32"
-
-
-async def test_bfloat16_vectors_stay_close_to_float32(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    results = []
-    for precision in ("float32", "bfloat16"):
-        embedder = Embedder(model, name, max_wait_ms=0, precision=precision)  # type: ignore[arg-type]
-        results.append(np.array(await asyncio.gather(*(embedder.embed(t) for t in MIXED_TEXTS))))
-        await embedder.stop()
-    cosines = (results[0] * results[1]).sum(axis=1)
-    assert cosines.min() > 0.999
-    assert not np.array_equal(results[0], results[1])
-
-
-def test_precision_setting() -> None:
-    assert resolve_precision("float32") == "float32"
-    assert resolve_precision("bfloat16") == "bfloat16"
-    assert resolve_precision("auto") == ("bfloat16" if native_bfloat16() else "float32")
-    with pytest.raises(ValueError, match="float16"):
-        resolve_precision("float16")
-
-
-async def test_parallel_workers_give_the_same_vectors(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    threads = torch.get_num_threads()
-    embedder = Embedder(model, name, batch_size=8, max_wait_ms=2, workers=2, model_threads=1)
-    assert embedder.mode == "packed float32, 2 workers"
-    texts = [f"note {i}: " + "about the garden " * (i % 9) for i in range(48)]
-    try:
-        vectors = np.array(await asyncio.gather(*(embedder.embed(t) for t in texts)))
-    finally:
-        await embedder.stop()
-        torch.set_num_threads(threads)
-    assert np.abs(vectors - model.encode(texts, normalize_embeddings=True)).max() < 1e-5
-
-
-def test_workers_share_the_model_threads() -> None:
-    def plan(threads: int, workers: int) -> dict[str, int]:
-        return embed_parallelism(MemorySettings(torch_threads=threads, embed_workers=workers))
-
-    assert plan(4, 0) == {"workers": 4, "model_threads": 1}
-    assert plan(4, 2) == {"workers": 2, "model_threads": 2}
-    assert plan(2, 8) == {"workers": 2, "model_threads": 1}
-    assert plan(1, 0) == {"workers": 1, "model_threads": 1}
-
-
-async def test_one_owners_backlog_does_not_hold_back_another_owners_text(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    embedder = Embedder(model, name, batch_size=8, max_wait_ms=1, workers=2, model_threads=1)
+async def test_one_owners_backlog_does_not_hold_back_another_owners_text(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(encoder, batch_size=8, max_wait_ms=1, workers=2, clock=clock)
+    stopped.append(embedder)
     finished: list[str] = []
 
     async def embed(owner: str, text: str) -> None:
         await embedder.embed(text, owner)
         finished.append(owner)
 
-    try:
-        flood = [
-            asyncio.create_task(embed("flooding", f"long note {i} " + "words " * 200))
-            for i in range(40)
-        ]
-        await asyncio.sleep(0)
-        await embed("quiet", "where did I park")
-        await asyncio.gather(*flood)
-    finally:
-        await embedder.stop()
-    # The flood runs in the bulk lane; the quiet text goes to the interactive lane at once,
-    # so it is done before the flood's first two batches of 8.
+    flood = [
+        asyncio.create_task(embed("flooding", f"long note {i} " + "words " * 200))
+        for i in range(40)
+    ]
+    # The flood runs in the bulk lane, on both of its workers...
+    await encoder.started(2)
+    await settle()
+    quiet = asyncio.create_task(embed("quiet", "where did I park"))
+    # ...and the quiet text goes to the interactive lane at once, so it is done before the
+    # flood's first two batches of 8.
+    await encoder.started(3)
+    assert encoder.calls[2] == ["where did I park"]
+    encoder.release(2)
+    await quiet
+    encoder.release()
+    await asyncio.gather(*flood)
     assert finished.index("quiet") < 16
     assert finished.count("flooding") == 40
+    assert sorted(len(call) for call in encoder.calls) == [1] + [8] * 5
 
 
-async def test_one_owners_backlog_runs_on_every_worker(sentence_model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    embedder = Embedder(model, name, batch_size=4, max_wait_ms=1, workers=2, model_threads=1)
-    encode = embedder._encode
-    lock = threading.Lock()
-    active, peak = 0, 0
-
-    def counted(texts: list[str], whole: list[bool] | None = None) -> list[np.ndarray]:
-        nonlocal active, peak
-        with lock:
-            active += 1
-            peak = max(peak, active)
-        try:
-            time.sleep(0.05)
-            return encode(texts, whole)
-        finally:
-            with lock:
-                active -= 1
-
-    monkeypatch.setattr(embedder, "_encode", counted)
-    try:
-        await asyncio.gather(*(embedder.embed(f"imported note {i}", "importer") for i in range(24)))
-    finally:
-        await embedder.stop()
+async def test_one_owners_backlog_runs_on_every_worker(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(encoder, batch_size=4, max_wait_ms=1, workers=2, clock=clock)
+    stopped.append(embedder)
+    saves = asyncio.gather(*(embedder.embed(f"imported note {i}", "importer") for i in range(24)))
+    await encoder.started(2)
+    encoder.release()
+    await saves
     # Nobody else is waiting: the one owner's import has both workers.
-    assert peak == 2
+    assert encoder.peak == 2
 
 
-def slowed_and_recorded(embedder: Embedder, seconds: float) -> list[tuple[float, list[str]]]:
-    """Make each model call take at least `seconds`; returns where each call's start time
-    and texts are recorded."""
-    calls: list[tuple[float, list[str]]] = []
-    encode = embedder._encode
+async def test_an_owner_holds_at_most_owner_workers_of_a_lane(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(
+        encoder, batch_size=4, max_wait_ms=1, workers=2, owner_workers=1, clock=clock
+    )
+    stopped.append(embedder)
+    saves = asyncio.gather(*(embedder.embed(f"imported note {i}", "importer") for i in range(8)))
+    await encoder.started(1)
+    await settle()
+    await asyncio.to_thread(lambda: None)
+    # The second worker stays free for other owners rather than taking the next batch.
+    assert len(encoder.calls) == 1
+    encoder.release()
+    await saves
+    assert (len(encoder.calls), encoder.peak) == (2, 1)
 
-    def slowed(texts: list[str], whole: list[bool] | None = None) -> list[np.ndarray]:
-        calls.append((time.monotonic(), list(texts)))
-        time.sleep(seconds)
-        return encode(texts, whole)
 
-    embedder._encode = slowed  # type: ignore[method-assign]
-    return calls
+async def test_a_backlog_leaves_a_worker_to_others_while_they_keep_coming(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(encoder, batch_size=4, max_wait_ms=1, workers=2, clock=clock)
+    stopped.append(embedder)
+    quiet = asyncio.create_task(embedder.embed("where did I park", "bob"))
+    await encoder.started(1)
+    encoder.release(0)
+    await quiet
+    saves = asyncio.gather(*(embedder.embed(f"imported note {i}", "importer") for i in range(16)))
+    await encoder.started(2)
+    await settle()
+    await asyncio.to_thread(lambda: None)
+    # Within SHARED_SECONDS of an interactive batch, the import holds one worker of two...
+    assert (len(encoder.calls), encoder.peak) == (2, 1)
+    # ...and once that long has passed without one, both.
+    await clock.advance(SHARED_SECONDS)
+    encoder.release(1)
+    await encoder.started(4)
+    assert encoder.active == 2
+    encoder.release()
+    await saves
+    assert encoder.peak == 2
 
 
 async def test_while_a_batch_runs_the_next_one_waits_for_the_texts_on_their_way(
-    sentence_model,
-) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    embedder = Embedder(model, name, max_wait_ms=1, busy_wait_ms=400, workers=2, model_threads=1)
-    calls = slowed_and_recorded(embedder, 0.6)
-
-    async def trickle() -> None:
-        # Saves of six users arriving one by one while the first batch runs.
-        await asyncio.sleep(0.05)
-        for n in range(6):
-            await asyncio.sleep(0.01)
-            pending.append(asyncio.create_task(embedder.embed(f"note {n}", f"user-{n}")))
-
-    pending: list[asyncio.Task[list[float]]] = []
-    try:
-        await asyncio.gather(embedder.embed("first note", "alice"), trickle())
-        await asyncio.gather(*pending)
-    finally:
-        await embedder.stop()
-    # Alone, the first text went at once; the second worker, free all along, waited for
-    # the six rather than starting on the first of them alone.
-    assert [len(texts) for _, texts in calls] == [1, 6]
-
-
-async def test_a_query_waits_for_no_batch_to_fill(sentence_model) -> None:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    embedder = Embedder(model, name, max_wait_ms=1, busy_wait_ms=1_000, workers=2, model_threads=1)
-    calls = slowed_and_recorded(embedder, 0.3)
-    try:
-        save = asyncio.create_task(embedder.embed("first note", "alice"))
-        await asyncio.sleep(0.05)
-        asked = time.monotonic()
-        await embedder.embed("where did I park", "bob", first_window_only=True)
-        await save
-    finally:
-        await embedder.stop()
-    assert [texts for _, texts in calls] == [["first note"], ["where did I park"]]
-    # Started on the free worker at once, not after the busy wait.
-    assert calls[1][0] - asked < 0.5
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(encoder, max_wait_ms=1, busy_wait_ms=400, workers=2, clock=clock)
+    stopped.append(embedder)
+    first = asyncio.create_task(embedder.embed("first note", "alice"))
+    # Alone, the first text goes at once: no time passes before its batch starts.
+    await encoder.started(1)
+    assert encoder.calls == [["first note"]]
+    # Saves of six users arriving one by one while the first batch runs.
+    await clock.advance(0.05)
+    pending = []
+    for n in range(6):
+        await clock.advance(0.01)
+        pending.append(asyncio.create_task(embedder.embed(f"note {n}", f"user-{n}")))
+        await settle()
+    # The second worker, free all along, waits up to the busy wait for the texts on their
+    # way rather than starting on the first of them alone.
+    await clock.advance(0.4)
+    await encoder.started(2)
+    encoder.release()
+    await asyncio.gather(first, *pending)
+    assert [len(texts) for texts in encoder.calls] == [1, 6]
 
 
-def test_attention_groups_keep_padding_small() -> None:
-    lengths = [3, 3, 4, 9, 10, 11, 40, 41, 60, 256, 256]
-    groups = attention_groups(lengths)
-    assert [(g.batch, g.longest, g.even) for g in groups] == [
-        (6, 11, False),
-        (2, 41, False),
-        (1, 60, True),
-        (2, 256, True),
-    ]
-    assert [g.tokens for g in groups] == [
-        slice(0, 40),
-        slice(40, 121),
-        slice(121, 181),
-        slice(181, 693),
-    ]
+async def test_a_query_waits_for_no_batch_to_fill(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    encoder = ScriptedEncoder(held=True)
+    embedder = Embedder(encoder, max_wait_ms=1, busy_wait_ms=1_000, workers=2, clock=clock)
+    stopped.append(embedder)
+    save = asyncio.create_task(embedder.embed("first note", "alice"))
+    await encoder.started(1)
+    asked = clock.monotonic()
+    query = asyncio.create_task(embedder.embed("where did I park", "bob", first_window_only=True))
+    # Started on the free worker at once, not after the busy wait: no time has passed.
+    await encoder.started(2)
+    assert clock.monotonic() == asked
+    encoder.release()
+    await asyncio.gather(save, query)
+    assert encoder.calls == [["first note"], ["where did I park"]]
+    assert encoder.flags == [[False], [True]]
 
 
-async def test_a_query_is_embedded_from_its_first_window_only(embedder) -> None:  # type: ignore[no-untyped-def]
-    first = " ".join(f"alpha{i}" for i in range(120))
-    text = first + " " + " ".join(f"omega{i}" for i in range(900))
-    whole = np.array(await embedder.embed(text))
-    query = np.array(await embedder.embed(text, first_window_only=True))
-    window = np.array(await embedder.embed(embedder.chunk(text)[0]))
-    assert np.allclose(query, window, atol=1e-4)
-    assert not np.allclose(query, whole, atol=1e-2)
+async def test_a_failed_batch_fails_each_of_its_texts_and_the_next_batch_runs(
+    clock: VirtualClock, stopped: list[Embedder]
+) -> None:
+    class Failing(ScriptedEncoder):
+        def encode(
+            self, texts: Sequence[str], first_window_only: Sequence[bool]
+        ) -> list[np.ndarray]:
+            if "poison" in texts:
+                super().encode(texts, first_window_only)
+                raise RuntimeError("model failed")
+            return super().encode(texts, first_window_only)
 
-
-def test_the_longest_texts_are_embedded_from_windows_spread_over_all_of_them(embedder) -> None:  # type: ignore[no-untyped-def]
-    text = " ".join(f"w{i}" for i in range(60_000))
-    chunks = embedder.chunk(text)
-    assert len(chunks) == MAX_WINDOWS_PER_TEXT
-    assert chunks[0].startswith("w0 ")
-    assert chunks[-1].endswith("w59999")
-    # Spread evenly from start to end: the windows start at steadily rising positions.
-    starts = [int(re.search(r"\bw(\d+)", chunk).group(1)) for chunk in chunks]  # type: ignore[union-attr]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert max(gaps) <= 2 * min(gaps)
-    assert 25_000 < starts[len(starts) // 2] < 35_000
+    embedder = Embedder(Failing(), clock=clock)
+    stopped.append(embedder)
+    with pytest.raises(RuntimeError, match="model failed"):
+        await embedder.embed("poison", "alice")
+    assert np.allclose(await embedder.embed("fine", "alice"), vector_of("fine"))

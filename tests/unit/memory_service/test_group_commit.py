@@ -13,7 +13,7 @@ import pytest
 from memory_service.group_commit import GroupCommit
 from memory_service.models import Memory, MemoryKind, MemoryPoint, SparseVector
 from memory_service.store import CollectionSpec, StoreError
-from memory_service.store.edge import EdgeMemoryStore
+from memory_service.store.embedded import EdgeMemoryStore
 
 SPEC = CollectionSpec(model="test-model", dimension=4)
 

@@ -1,0 +1,3 @@
+from memory_layer_cli import main
+
+main()

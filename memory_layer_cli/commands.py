@@ -1,0 +1,206 @@
+"""The `memory-layer` command: run the whole stack locally, mint development tokens, open the
+dashboard signed in, import exports and export memories (transfer.py), bridge desktop apps'
+MCP over stdio to a gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import httpx
+import typer
+from rich.markup import escape
+
+from gateway.tokens import mint_token
+from memory_layer_cli.extension import extension_command
+from memory_layer_cli.local_auth import load_or_create_local_auth
+from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
+from memory_layer_cli.options import (
+    GIVE_UP_DATA_DIR,
+    RUN_UP_FIRST,
+    Bearer,
+    DataDir,
+    Url,
+    User,
+    console,
+    existing_local_auth,
+    local_user,
+)
+from memory_layer_cli.ports import LOOPBACK, free_port, port_holder, port_is_free
+from memory_layer_cli.stack import (
+    Service,
+    private_dir,
+    sigterm_as_interrupt,
+    stack_environment,
+    start_service,
+    stop_services,
+    wait_until_ready,
+)
+from memory_layer_cli.transfer import export_memories, import_export
+
+app = typer.Typer(
+    help="Memory Layer: a self-hosted memory backend for AI-chat browser extensions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+# Whose dashboard `up` links to and `open` opens when no --user is given.
+DEFAULT_DASHBOARD_USER = "me"
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Port of the gateway on 127.0.0.1.")] = 8080,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Start memory_service, chat_service and the gateway on loopback with the embedded store.
+    Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one."""
+    data_dir = data_dir.resolve()
+    log_dir = private_dir(private_dir(data_dir) / "logs")
+    private_dir(data_dir / "memory")
+    if not port_is_free(port):
+        holder = port_holder(port)
+        # A command line may hold brackets that rich would read as markup.
+        by = f" by {escape(holder)}" if holder else ""
+        console.print(f"[red]Port {port} is in use[/red]{by}; pick another with --port.")
+        raise typer.Exit(1)
+    supabase = bool(os.environ.get("GATEWAY_SUPABASE_URL"))
+    auth = None if supabase else load_or_create_local_auth(data_dir)
+    env = stack_environment(port, free_port(), free_port(), data_dir, auth)
+    url = f"http://{LOOPBACK}:{port}"
+
+    services: list[Service] = []
+    with sigterm_as_interrupt():
+        try:
+            services.append(start_service("memory_service", "memory_service", env, log_dir))
+            services.append(start_service("chat_service", "chat_service", env, log_dir))
+            services.append(start_service("gateway", "gateway", env, log_dir))
+            with console.status(
+                "Starting memory_service (loading the model), chat_service and the gateway…"
+            ):
+                wait_until_ready(url, services)
+            print_ready(url, data_dir, log_dir, supabase, env.get("CHAT_LLM_PROVIDER", ""))
+            while all(service.process.poll() is None for service in services):
+                time.sleep(0.5)
+            failed = next(s for s in services if s.process.poll() is not None)
+            console.print(f"[red]{failed.name} stopped unexpectedly:[/red]\n{failed.log_tail()}")
+            raise typer.Exit(1)
+        except KeyboardInterrupt:
+            console.print("Stopping…")
+        except RuntimeError as exc:
+            console.print(f"[red]Could not start:[/red] {exc}")
+            raise typer.Exit(1) from None
+        finally:
+            stop_services(services)
+
+
+def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_provider: str) -> None:
+    console.print(f"[green]Memory Layer is up[/green] at [bold]{url}[/bold]")
+    console.print(f"API docs:     {url}/docs")
+    if llm_provider.strip():
+        console.print(f"Chat:         POST {url}/chat answers with {llm_provider.strip()}.")
+    else:
+        console.print(
+            f"Chat:         POST {url}/chat runs offline (quotes your memories); set "
+            "CHAT_LLM_PROVIDER, CHAT_LLM_MODEL and CHAT_LLM_API_KEY for a language model."
+        )
+    if supabase:
+        console.print(f"Dashboard:    {url}/app/ (sign in with your Supabase account)")
+        console.print("Tokens: Supabase access tokens of your project (GATEWAY_SUPABASE_URL).")
+    else:
+        auth = load_or_create_local_auth(data_dir)
+        link = dashboard_link(
+            url, mint_token(auth.jwt_secret, DEFAULT_DASHBOARD_USER, issuer=auth.issuer)
+        )
+        console.print(f"Dashboard:    {link}")
+        token_command = f"memory-layer token --user alice --data-dir {data_dir}"
+        console.print(f"Get a token:  [bold]export TOKEN=$({token_command})[/bold]")
+        console.print(
+            f"Try it:       curl -s -X POST {url}/save-prompt "
+            '-H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
+            '-d \'{"prompt": "I prefer window seats"}\''
+        )
+        console.print(
+            f"MCP (stdio):  memory-layer mcp --url {url} --user alice --data-dir {data_dir}"
+        )
+    console.print(f"Logs in {log_dir}. Press Ctrl-C to stop.")
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option("--user", help="The user id (token subject).")],
+    data_dir: DataDir = Path("data"),
+    admin: Annotated[bool, typer.Option(help="Give the token the admin role.")] = False,
+    ttl: Annotated[int, typer.Option(help="Lifetime in seconds.", min=60)] = 24 * 3600,
+) -> None:
+    """Print a local development token for USER, signed with the secret `up` created."""
+    auth = existing_local_auth(data_dir, RUN_UP_FIRST)
+    typer.echo(mint_token(auth.jwt_secret, user, issuer=auth.issuer, ttl_seconds=ttl, admin=admin))
+
+
+def dashboard_link(url: str, access_token: str) -> str:
+    """The page reads the token from the fragment, which browsers never send to a server."""
+    return f"{url.rstrip('/')}/app/#access_token={access_token}"
+
+
+@app.command("open")
+def open_dashboard(
+    user: Annotated[
+        str, typer.Option("--user", help="Whose memories (a local token for this user id).")
+    ] = DEFAULT_DASHBOARD_USER,
+    url: Url = "http://127.0.0.1:8080",
+    data_dir: DataDir = Path("data"),
+    admin: Annotated[bool, typer.Option(help="Sign in with the admin role.")] = False,
+) -> None:
+    """Open the dashboard in the default browser, signed in as USER (local mode)."""
+    auth = existing_local_auth(
+        data_dir, f"{RUN_UP_FIRST}, or sign in with Supabase at {url.rstrip('/')}/app/"
+    )
+    link = dashboard_link(url, mint_token(auth.jwt_secret, user, issuer=auth.issuer, admin=admin))
+    if not webbrowser.open(link):
+        console.print(f"No browser could be started; open this link:\n{link}")
+        raise typer.Exit(1)
+    console.print(f"Opened the dashboard for {user} at {url.rstrip('/')}/app/.")
+
+
+app.command("import")(import_export)
+app.command("export")(export_memories)
+app.command("extension")(extension_command)
+
+
+@app.command("mcp")
+def mcp_bridge(
+    url: Annotated[str, typer.Option("--url", help="The gateway, e.g. http://127.0.0.1:8080.")],
+    bearer: Bearer = None,
+    user: User = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Serve MCP on stdin/stdout and forward it to the gateway's /mcp, for desktop apps that
+    only launch local MCP servers (Claude Desktop, Cursor).
+
+    Without --token, tokens for --user are minted, and renewed, with the secret `up` created.
+    """
+    if not url.startswith(("http://", "https://")):
+        console.print(f"--url must be the gateway's http:// or https:// URL, not {url!r}.")
+        raise typer.Exit(2)
+    auth: httpx.Auth
+    if bearer:
+        auth = StaticToken(bearer)
+    else:
+        subject = local_user(user)
+        local = existing_local_auth(data_dir, GIVE_UP_DATA_DIR)
+        auth = LocalTokens(local.jwt_secret, subject, local.issuer)
+    # The app ends the bridge by closing stdin; Ctrl-C in a terminal needs no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        anyio.run(serve_bridge, url, auth)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,62 @@
+"""What the commands share: the console they talk on, their common options, and how a command
+gets the token it sends (given, or minted with the local secret `up` created)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from gateway.tokens import mint_token
+from memory_layer_cli.local_auth import LocalAuth, load_or_create_local_auth, local_auth_path
+
+# No wrapping: the printed commands must stay copy-pasteable.
+console = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[
+    Path,
+    typer.Option("--data-dir", help="Where the store, logs and the local JWT secret live."),
+]
+Url = Annotated[str, typer.Option(help="The gateway.")]
+User = Annotated[str | None, typer.Option("--user", help="Whose memories (with a local secret).")]
+Bearer = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MEMORY_LAYER_TOKEN",
+        help="A token for the gateway, e.g. your Supabase access token.",
+    ),
+]
+
+# What to do instead when a command needs the local secret and the data dir has none.
+RUN_UP_FIRST = "run `memory-layer up` with this --data-dir"
+GIVE_UP_DATA_DIR = "give --token, or the --data-dir of `up`"
+
+
+def existing_local_auth(data_dir: Path, remedy: str) -> LocalAuth:
+    """The local secret `up` created in DATA_DIR; without one, say so and what to do instead.
+    Never creates one: a fresh secret would sign tokens no running gateway accepts."""
+    path = local_auth_path(data_dir.resolve())
+    if not path.exists():
+        console.print(f"No local secret at {path}; {remedy}.")
+        raise typer.Exit(1)
+    return load_or_create_local_auth(data_dir.resolve())
+
+
+def local_user(user: str | None) -> str:
+    """The --user to mint local tokens for, required when no --token was given."""
+    if user is None:
+        console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
+        raise typer.Exit(2)
+    return user
+
+
+def bearer_token(bearer: str | None, user: str | None, data_dir: Path) -> str:
+    """The token to send: the one given, or a local one minted for --user."""
+    if bearer is not None:
+        return bearer
+    subject = local_user(user)
+    auth = existing_local_auth(data_dir, GIVE_UP_DATA_DIR)
+    return mint_token(auth.jwt_secret, subject, issuer=auth.issuer)

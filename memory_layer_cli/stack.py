@@ -1,0 +1,143 @@
+"""The local stack: the three services as child processes on loopback, wired together,
+started in order, watched until ready and stopped in reverse."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from memory_layer_cli.local_auth import LocalAuth
+from memory_layer_cli.ports import LOOPBACK
+
+STARTUP_TIMEOUT_SECONDS = 300.0
+
+
+STOP_TIMEOUT_SECONDS = 15.0
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def private_dir(path: Path) -> Path:
+    """A directory only this user may enter: memories, logs and the local secret live here."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def start_service(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
+    log_path = log_dir / f"{name}.log"
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "ab") as log:
+        process = subprocess.Popen(  # noqa: S603 - argv is this interpreter and a module
+            [sys.executable, "-m", module],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # Own session: Ctrl-C reaches only this command, which stops the services in order.
+            start_new_session=True,
+        )
+    return Service(name, process, log_path)
+
+
+def stop_services(services: list[Service]) -> None:
+    for service in reversed(services):
+        if service.process.poll() is None:
+            service.process.send_signal(signal.SIGTERM)
+            try:
+                service.process.wait(STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+
+
+def stack_ready(client: httpx.Client, url: str) -> bool:
+    """The gateway is ready and sees chat_service serving (readiness alone leaves chat out)."""
+    try:
+        response = client.get(f"{url}/readyz")
+        return response.status_code == 200 and response.json().get("chat") == "serving"
+    except (httpx.HTTPError, ValueError):
+        return False
+
+
+def wait_until_ready(url: str, services: list[Service]) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            for service in services:
+                if service.process.poll() is not None:
+                    raise RuntimeError(
+                        f"{service.name} exited with code {service.process.returncode}:\n"
+                        f"{service.log_tail()}"
+                    )
+            if stack_ready(client, url):
+                return
+            time.sleep(0.25)
+    raise RuntimeError(f"the services were not ready within {STARTUP_TIMEOUT_SECONDS:.0f} s")
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def interrupt(signum: int, frame: FrameType | None) -> Any:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stack_environment(
+    port: int, memory_port: int, chat_port: int, data_dir: Path, auth: LocalAuth | None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    # Everything the user exported reaches the services; only what wires them together
+    # (addresses, the store location and the shared token) is set here.
+    env.update(
+        {
+            "MEMORY_HOST": LOOPBACK,
+            "MEMORY_PORT": str(memory_port),
+            "MEMORY_DATA_DIR": str(data_dir / "memory"),
+            "GATEWAY_HOST": LOOPBACK,
+            "GATEWAY_PORT": str(port),
+            "CHAT_HOST": LOOPBACK,
+            "CHAT_PORT": str(chat_port),
+            "CHAT_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
+            "GATEWAY_MEMORY_ADDR": f"{LOOPBACK}:{memory_port}",
+            "GATEWAY_CHAT_ADDR": f"{LOOPBACK}:{chat_port}",
+            "MEMORY_LAYER_SERVICE_TOKEN": secrets.token_urlsafe(32),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.setdefault("MEMORY_METRICS_PORT", "-1")
+    env.setdefault("CHAT_METRICS_PORT", "-1")
+    env.setdefault("GATEWAY_METRICS_PORT", "-1")
+    if auth is not None:
+        env["GATEWAY_SUPABASE_JWT_SECRET"] = auth.jwt_secret
+        env["GATEWAY_JWT_ISSUER"] = auth.issuer
+    return env

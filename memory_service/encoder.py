@@ -1,0 +1,75 @@
+"""What the embedder asks of a model: the `Encoder` protocol, and the windowing of long text
+that any encoder with a fixed token window shares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import numpy as np
+
+CHUNK_OVERLAP_TOKENS = 32
+# Windows embedded for one text at most: a save's cost is bounded whatever its length.
+MAX_WINDOWS_PER_TEXT = 32
+
+
+class Encoder(Protocol):
+    """Turns texts into unit-length float32 vectors, on the embedder's worker threads.
+
+    The embedder decides which texts go together and when; the encoder decides how: it
+    tokenizes, splits long text into windows, runs the model and pools. `encode` may be
+    called from several threads at once (one per embedding worker)."""
+
+    @property
+    def model_name(self) -> str:
+        """The name the collection is keyed by."""
+        ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def mode(self) -> str:
+        """How it runs, for the startup log (e.g. "packed float32")."""
+        ...
+
+    def prepare_thread(self) -> None:
+        """Called once on each worker thread before its first `encode`."""
+        ...
+
+    def encode(self, texts: Sequence[str], first_window_only: Sequence[bool]) -> list[np.ndarray]:
+        """One L2-normalized float32 vector per text. A text longer than the model's window
+        is the normalized mean of its windows (see `token_windows`) or, where
+        `first_window_only`, the vector of its first window."""
+        ...
+
+
+def token_windows(n: int, window: int) -> list[tuple[int, int]]:
+    """Token ranges of the windows of an n-token text, overlapping a little at the seams;
+    past MAX_WINDOWS_PER_TEXT, that many spread evenly from its start to its end."""
+    if n <= window:
+        return [(0, n)]
+    step = window - CHUNK_OVERLAP_TOKENS
+    spans = []
+    for start in range(0, n, step):
+        spans.append((start, min(start + window, n)))
+        if start + window >= n:
+            break
+    if len(spans) > MAX_WINDOWS_PER_TEXT:
+        # Bounded work for the longest texts (50,000 CJK characters are ~220 windows),
+        # still drawn from all of the text rather than cut off after its start.
+        last = len(spans) - 1
+        picked = sorted(
+            {round(i * last / (MAX_WINDOWS_PER_TEXT - 1)) for i in range(MAX_WINDOWS_PER_TEXT)}
+        )
+        spans = [spans[i] for i in picked]
+    return spans
+
+
+def mean_of_windows(window_vectors: np.ndarray) -> np.ndarray:
+    """A text's vector from its windows' unit vectors: their mean, normalized again."""
+    if len(window_vectors) == 1:
+        return window_vectors[0]
+    mean = window_vectors.mean(axis=0)
+    norm = float(np.linalg.norm(mean))
+    return mean / norm if norm > 0 else mean

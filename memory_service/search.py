@@ -1,0 +1,106 @@
+"""A search of one user's memories: which queries each mode runs on the store, and how their
+hits are ranked and scored (ranking.py), the same for every backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from memory_service import ranking
+from memory_service.models import ScoredMemory, SearchFilters, SearchMode, SparseVector
+from memory_service.store.interface import (
+    DENSE_VECTOR,
+    SPARSE_VECTOR,
+    MemoryStore,
+    NearestQuery,
+)
+from memory_service.store.ownership import fetch, tenant_conditions
+from memory_service.store.payload import CANDIDATE_FIELDS, candidate, scored
+
+
+def prefetch_limit(limit: int) -> int:
+    return min(max(limit * 4, 40), 400)
+
+
+async def search_memories(
+    store: MemoryStore,
+    user_id: str,
+    *,
+    dense: list[float] | None,
+    sparse: SparseVector | None,
+    mode: SearchMode,
+    filters: SearchFilters,
+    limit: int,
+) -> list[ScoredMemory]:
+    """The user's memories that best match, ranked and scored as ranking.py says; the store
+    only runs the queries."""
+    wanted = limit + ranking.DUPLICATE_MARGIN
+    if mode is SearchMode.RRF:
+        if dense is None or sparse is None:
+            raise ValueError("rrf search needs both vectors")
+        depth = prefetch_limit(limit)
+        prefetches = [
+            NearestQuery(DENSE_VECTOR, dense, depth),
+            NearestQuery(SPARSE_VECTOR, sparse, depth),
+        ]
+        points = await store.rrf(tenant_conditions(user_id, filters), prefetches, limit)
+        return [scored(p) for p in points]
+    if mode is SearchMode.HYBRID:
+        if dense is None or sparse is None:
+            raise ValueError("hybrid search needs both vectors")
+        depth = max(ranking.CANDIDATE_DEPTH, wanted)
+        dense_hits, sparse_hits = await _candidates(
+            store,
+            user_id,
+            filters,
+            [
+                NearestQuery(DENSE_VECTOR, dense, depth),
+                NearestQuery(SPARSE_VECTOR, sparse, depth),
+            ],
+        )
+        ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
+        memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
+        # The ids come from a search scoped to the user; checking the owner again keeps
+        # "every read is the caller's" true of this by-id read too.
+        return ranking.collapse_duplicates(
+            (
+                ScoredMemory(memories[i], score)
+                for i, score in ranked
+                if i in memories and memories[i].user_id == user_id
+            ),
+            limit,
+        )
+    if mode is SearchMode.SEMANTIC:
+        if dense is None:
+            raise ValueError("semantic search needs its vector")
+        (nearest,) = await _nearest(
+            store, user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
+        )
+        return ranking.semantic(nearest, limit)
+    if sparse is None:
+        raise ValueError("keyword search needs its vector")
+    queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
+    if dense is not None:
+        # Only the best dense match, to put keyword scores on the same scale.
+        queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
+    hits = await _nearest(store, user_id, filters, queries)
+    best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
+    return ranking.keyword(hits[0], best, limit)
+
+
+async def _nearest(
+    store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+) -> list[list[ScoredMemory]]:
+    """For each query, the user's nearest memories with their raw scores (cosine, BM25),
+    run together as one batch."""
+    batches = await store.query(tenant_conditions(user_id, filters), queries)
+    return [[scored(p) for p in points] for points in batches]
+
+
+async def _candidates(
+    store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+) -> list[list[ranking.Candidate]]:
+    """Like _nearest, with only what fusion needs of each hit."""
+    slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+    batches = await store.query(tenant_conditions(user_id, filters), slim)
+    return [[candidate(p) for p in points] for points in batches]
