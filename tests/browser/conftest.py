@@ -98,10 +98,16 @@ def open_extension(playwright: Playwright, tmp_path: Path) -> Iterator[OpenExten
     opened: list[ExtensionBrowser] = []
 
     def open_(
-        server_url: str, user: str, *, inject: str = "off", broken: tuple[str, ...] = ()
+        server_url: str,
+        user: str,
+        *,
+        inject: str = "off",
+        broken: tuple[str, ...] = (),
+        key: str | None = None,
     ) -> ExtensionBrowser:
         root = tmp_path / f"extension-{len(opened)}"
-        browser = new_extension(playwright, root, server_url, token(user), inject)
+        key = token(user) if key is None else key
+        browser = new_extension(playwright, root, server_url, key, inject)
         browser.broken.update(broken)
         opened.append(browser.launch())
         return browser
