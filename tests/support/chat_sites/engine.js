@@ -134,7 +134,13 @@
   let streaming = false;
   let count = 0;
   const sent = JSON.parse(localStorage.getItem("standin:sent") || "[]");
-  window.standin = { sent, state: () => state };
+  // For bench/bench_extension.py: the time from a press of Enter to the site's send.
+  const delays = [];
+  let pressed = 0;
+  window.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && event.isTrusted) pressed = performance.now();
+  }, true);
+  window.standin = { sent, delays, state: () => state };
 
   const key = (id) => `standin:conversation:${id}`;
   const load = (id) => JSON.parse(localStorage.getItem(key(id)) || "[]");
@@ -205,6 +211,8 @@
       conversation = SITES.conversation(location.pathname);
     }
     sent.push(text);
+    if (pressed) delays.push(performance.now() - pressed);
+    pressed = 0;
     localStorage.setItem("standin:sent", JSON.stringify(sent));
     const turns = load(conversation);
     const turn = { role: "user", id: uuid(), text };
