@@ -87,7 +87,8 @@ def send_block(browser: ExtensionBrowser, texts: list[str]) -> tuple[list[float]
         page.wait_for_function("(n) => window.standin.delays.length >= n", arg=n, timeout=30000)
         # The answer finishes streaming before the next prompt, as a person would wait.
         page.get_by_role("button", name="Send prompt").wait_for()
-    carried = sum("\n- [" in text for text in page.evaluate("() => window.standin.sent"))
+    sent = page.evaluate("() => window.standin.sent")[-len(texts) :]
+    carried = sum("\n- [" in text for text in sent)
     return list(page.evaluate("() => window.standin.delays")), carried
 
 
