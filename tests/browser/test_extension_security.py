@@ -3,14 +3,46 @@ the page's JavaScript read its key, or talk to anything but the configured serve
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
+from typing import Any
+
+from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, token
-from tests.support.extension import SITES, origin, send_prompt, sent, stored, wait_for
+from tests.support.extension import (
+    SITES,
+    ExtensionBrowser,
+    origin,
+    send_prompt,
+    sent,
+    stored,
+    wait_for,
+)
 
 PAYLOAD = "Biscuit's vet chart says <img src=x onerror=\"document.title='pwned'\"> in red ink."
 PROMPT = "What does Biscuit's vet chart say?"
+
+
+def content_script_reads_storage(browser: ExtensionBrowser, page: Page) -> str:
+    """What the extension's content-script world gets when it asks for the stored settings."""
+    assert browser.context is not None
+    cdp = browser.context.new_cdp_session(page)
+    worlds: list[dict[str, Any]] = []
+    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
+    cdp.send("Runtime.enable")
+    world = next(w for w in worlds if w["name"] == "Memory Layer")
+    answer = cdp.send(
+        "Runtime.evaluate",
+        {
+            "expression": "chrome.storage.local.get(null)"
+            ".then((v) => JSON.stringify(v), (e) => 'error: ' + e.message)",
+            "contextId": world["id"],
+            "awaitPromise": True,
+            "returnByValue": True,
+        },
+    )
+    cdp.detach()
+    return str(answer["result"]["value"])
 
 
 def test_a_memory_holding_html_is_inserted_as_text(
@@ -84,6 +116,12 @@ def test_the_page_cannot_read_the_key_and_only_the_server_is_called(
         "runtime": "absent",
         "namespace": "undefined",
     }
+
+    # The extension's own code in the page (its content scripts' isolated world) cannot read
+    # the extension's storage either: only the service worker holds the key.
+    assert content_script_reads_storage(browser, page) == (
+        "error: Access to storage is not allowed from this context."
+    )
 
     allowed = {origin(stack.url), *(site.origin for site in SITES.values())}
     called = {origin(url) for url in browser.requests if url.startswith("http")}
