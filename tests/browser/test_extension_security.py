@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import OpenExtension
@@ -122,6 +123,15 @@ def test_the_page_cannot_read_the_key_and_only_the_server_is_called(
     assert content_script_reads_storage(browser, page) == (
         "error: Access to storage is not allowed from this context."
     )
+
+    # The gateway allows no CORS origin, the extension's included: its calls work through the
+    # host permission for the server, which CORS does not apply to.
+    extension_origin = f"chrome-extension://{browser.extension_id}"
+    preflight = httpx.options(
+        f"{stack.url}/memories/batch",
+        headers={"Origin": extension_origin, "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
 
     allowed = {origin(stack.url), *(site.origin for site in SITES.values())}
     called = {origin(url) for url in browser.requests if url.startswith("http")}
