@@ -1,10 +1,12 @@
-"""Harness of the extension's browser tests: the extension written out by `memory-layer
-extension`, loaded into Debian's Chromium with a persistent profile, and stand-ins for the
+"""Harness of the extension's browser tests: the extension written out by the `memory-layer
+extension` command, loaded into Debian's Chromium with a persistent profile, and stand-ins for the
 chat sites served at their real hostnames through Playwright's request routing."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ from urllib.parse import urlsplit
 import httpx
 from playwright.sync_api import BrowserContext, Page, Playwright, Request, Route, Worker
 
-from memory_layer_cli.extension import write_extension
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.support.processes import REPO_ROOT, service_env
 
 CHAT_SITES_DIR = Path(__file__).resolve().parent / "chat_sites"
 ENGINE_PATH = "/__standin__/engine.js"
@@ -170,7 +172,14 @@ class ExtensionBrowser:
 def new_extension(
     playwright: Playwright, root: Path, server_url: str, key: str, inject: str
 ) -> ExtensionBrowser:
-    extension_dir = write_extension(root / "extension", url=server_url, key=key, inject=inject)  # type: ignore[arg-type]
+    """The extension as `memory-layer extension --out --url --key --inject` writes it, in a
+    browser with a fresh profile (not launched yet)."""
+    extension_dir = root / "extension"
+    command = [sys.executable, "-m", "memory_layer_cli", "extension", "--out", str(extension_dir)]
+    command += ["--url", server_url, "--inject", inject] + (["--key", key] if key else [])
+    subprocess.run(
+        command, cwd=REPO_ROOT, env=service_env(), check=True, capture_output=True, timeout=120
+    )
     return ExtensionBrowser(playwright, extension_dir, root / "profile", server_url)
 
 
