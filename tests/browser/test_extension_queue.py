@@ -1,6 +1,6 @@
 """Nothing lost: while the server cannot be reached the chat goes on as typed, captures wait in
 the extension's storage, and once the server is back each arrives exactly once, also when the
-browser was closed and opened again in between."""
+browser was closed and opened again in between; a busy server's Retry-After is honoured."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, gateway_process
-from tests.support.extension import ExtensionBrowser, memories, send_prompt, sent, stored, wait_for
+from tests.support.extension import (
+    ExtensionBrowser,
+    ThrottlingServer,
+    memories,
+    send_prompt,
+    sent,
+    stored,
+    wait_for,
+)
 from tests.support.stack import GatewayProcess
 
 # Backoff is capped at 30 s; the batch that follows a restart may wait that long.
@@ -95,3 +103,20 @@ def test_captures_survive_a_browser_restart(
         wait_for(lambda: browser.storage().get("queue") == [], 20)
         time.sleep(5)
         assert len(memories(client)) == 2
+
+
+def test_a_busy_server_is_retried_no_sooner_than_it_asks(
+    user: str, open_extension: OpenExtension
+) -> None:
+    with ThrottlingServer(retry_after_seconds=5) as server:
+        browser = open_extension(server.url, user, inject="off")
+        page = browser.open_site("perplexity")
+        send_prompt(page, "Which seeds can I sow in March?")
+        finished_answers(page, 1)
+
+        wait_for(lambda: sum(n for _, n, status in server.batches if status == 200) == 2, 40)
+        (refused_at, _, status), *later = server.batches
+        assert status == 429
+        # Without Retry-After the first retry comes after about a second.
+        assert all(at - refused_at >= 5 for at, _, _ in later)
+        wait_for(lambda: browser.storage().get("queue") == [], 10)

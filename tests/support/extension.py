@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -231,3 +234,59 @@ def memories(client: httpx.Client) -> list[dict[str, Any]]:
     page = client.get("/memories", params={"limit": 200})
     page.raise_for_status()
     return list(page.json()["memories"])
+
+
+class ThrottlingServer:
+    """A stand-in for the gateway that answers the first batch with 429 and `Retry-After`, and
+    stores every later one; records when each batch came and what it held."""
+
+    def __init__(self, retry_after_seconds: int) -> None:
+        self.retry_after = retry_after_seconds
+        self.batches: list[tuple[float, int, int]] = []  # (monotonic time, items, status)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in {"Content-Type": "application/json", **(headers or {})}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                self.answer(200, {"memories": [], "next_cursor": None})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                items = body.get("items", [])
+                if not server.batches:
+                    server.batches.append((time.monotonic(), len(items), 429))
+                    headers = {"Retry-After": str(server.retry_after)}
+                    self.answer(429, {"detail": "Too many items, retry later"}, headers)
+                    return
+                server.batches.append((time.monotonic(), len(items), 200))
+                results = [{"status": "stored", "id": str(uuid.uuid4())} for _ in items]
+                self.answer(
+                    200,
+                    {"results": results, "stored": len(items), "already_present": 0, "refused": 0},
+                )
+
+        return Handler
+
+    def __enter__(self) -> ThrottlingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
