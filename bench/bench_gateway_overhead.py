@@ -7,6 +7,8 @@ noise on a shared machine hits both:
 - `/search` latency, one request at a time: HTTP through the gateway vs the same Search RPC
   straight to memory_service, sent back to back for each query.
   Target: p50(gateway) / p50(gRPC) <= 1.3.
+- The same `/search` requests through the gateway with an API key (`mlk_...`) instead of a
+  JWT, interleaved with the two above. Target: p50(key) / p50(JWT) <= 1.1.
 - Saves per second with 32 concurrent clients: POST /save-prompt vs SaveMemory over gRPC,
   back to back in each round, first side alternating; the ratio is the median of the
   per-round ratios. Rounds are long enough (640 saves a side) that the ramp-up and the
@@ -48,6 +50,7 @@ JWT_SECRET = "bench-gateway-jwt-secret-0123456789abcdef"  # noqa: S105
 ISSUER = "memory-layer-bench"
 TARGET_SEARCH_RATIO = 1.3
 TARGET_SAVE_RATIO = 0.8
+TARGET_KEY_RATIO = 1.1
 
 WORDS = (  # noqa: SIM905
     "python script csv parse react component render sql query join orders kubernetes deploy "
@@ -145,6 +148,20 @@ async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) 
                 response.raise_for_status()
                 await response.read()
 
+        api_keys: dict[str, str] = {}
+        for user in users:
+            body = {"name": "bench", "scopes": ["read"]}
+            async with http.post("/keys", json=body, headers=auth(user)) as response:
+                response.raise_for_status()
+                api_keys[user] = (await response.json())["key"]
+
+        async def key_search(user: str, query: str) -> None:
+            body = {"query": query, "top_k": 10, "mode": "hybrid"}
+            headers = {"Authorization": f"Bearer {api_keys[user]}"}
+            async with http.post("/search", json=body, headers=headers) as response:
+                response.raise_for_status()
+                await response.read()
+
         print(f"seeding {args.memories} memories across {args.users} users over gRPC…")
         seed = texts(args.memories, seed=1)
         await run_concurrently(
@@ -156,12 +173,15 @@ async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) 
         for user, query in queries[:20]:
             await grpc_search(user, query)
             await http_search(user, query)
+            await key_search(user, query)
         direct: list[float] = []
         through: list[float] = []
-        sides = [(direct, grpc_search), (through, http_search)]
+        with_key: list[float] = []
+        sides = [(direct, grpc_search), (through, http_search), (with_key, key_search)]
         for i, (user, query) in enumerate(queries * args.rounds):
-            # Back to back, first side alternating: a noisy neighbour hits both alike.
-            for samples, call in sides if i % 2 else sides[::-1]:
+            # Back to back, first side rotating: a noisy neighbour hits all alike.
+            shift = i % len(sides)
+            for samples, call in sides[shift:] + sides[:shift]:
                 started = time.perf_counter()
                 await call(user, query)
                 samples.append(time.perf_counter() - started)
@@ -188,6 +208,10 @@ async def measure(args: argparse.Namespace, memory_addr: str, gateway_url: str) 
     print(f"  through gateway  {p50_ms(through):7.2f} ms")
     verdict = "meets" if search_ratio <= TARGET_SEARCH_RATIO else "MISSES"
     print(f"  ratio            {search_ratio:7.2f}x  ({verdict} target <= {TARGET_SEARCH_RATIO}x)")
+    key_ratio = p50_ms(with_key) / p50_ms(through)
+    print(f"  gateway, API key {p50_ms(with_key):7.2f} ms")
+    verdict = "meets" if key_ratio <= TARGET_KEY_RATIO else "MISSES"
+    print(f"  key / JWT        {key_ratio:7.2f}x  ({verdict} target <= {TARGET_KEY_RATIO}x)")
     print(f"\nsaves/s, {args.concurrency} concurrent clients, {args.saves} per side per round:")
     rounds = ", ".join(f"{r:.1f}" for r in save_rates["grpc"])
     print(f"  direct gRPC      {grpc_rate:7.1f}   (rounds: {rounds})")

@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from gateway.api_keys import KeyResolver, within_key_scope
 from gateway.auth import AuthMiddleware, JwksCache, TokenVerifier
 from gateway.clients import ChatClient, MemoryClient
 from gateway.config import GatewaySettings
@@ -25,7 +26,7 @@ from gateway.mcp_http import (
 from gateway.mcp_tools import create_mcp_server
 from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
-from gateway.routes import admin, chat, health, memories, saves, search, well_known
+from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
 
 PROBES = frozenset({"/healthz", "/readyz"})
 BULK_PATHS = frozenset({saves.BATCH_PATH})
@@ -67,6 +68,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             fetch_timeout=settings.jwks_fetch_timeout_seconds,
         )
     verifier = TokenVerifier(settings, jwks)
+    key_resolver = KeyResolver()
     limits = RateLimits(settings)
     mcp_server = create_mcp_server(settings)
 
@@ -77,6 +79,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         memory = MemoryClient.connect(
             settings.memory_addr, service_token, settings.grpc_timeout_seconds
         )
+        key_resolver.memory = memory
         chat_client = None
         if settings.chat_addr:
             chat_client = ChatClient.connect(
@@ -101,9 +104,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.limits = limits
+    app.state.key_resolver = key_resolver
     install_error_handlers(app, settings.retry_after_seconds)
-    for module in (saves, search, chat, memories, admin, health, well_known):
-        app.include_router(module.router)
+    for module in (saves, search, chat, memories, admin, health, well_known, keys):
+        app.include_router(module.router, dependencies=[Depends(within_key_scope)])
     mcp_sessions = mount_mcp(app, mcp_server, settings)
     mount_dashboard(app, settings)
 
@@ -124,6 +128,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         probes=PROBES,
         challenge=challenge_for(settings),
         public_prefixes=PUBLIC_PREFIXES,
+        keys=key_resolver,
     )
     app.add_middleware(McpOriginGuard, settings=settings)
     app.add_middleware(

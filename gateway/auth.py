@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import httpx
 from jose import jwk, jws
 from jose.backends.base import Key
@@ -29,7 +30,9 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import metrics
+from gateway.api_keys import STATE_KEY, KeyResolver, is_api_key
 from gateway.config import GatewaySettings
+from gateway.errors import grpc_error_response
 from gateway.ratelimit import RateLimits, too_many_requests
 from service_kit.identity import Identity, is_valid_user_id
 
@@ -383,6 +386,17 @@ class AuthMiddleware:
     probes: frozenset[str]
     challenge: Challenge = plain_bearer
     public_prefixes: tuple[str, ...] = ()
+    keys: KeyResolver | None = None
+
+    async def _identify(self, token: str, scope: Scope) -> Identity:
+        """A JWT's identity, or an API key's owner (the key's grant kept in scope state)."""
+        if self.keys is None or not is_api_key(token):
+            return await self.verifier.verify(token)
+        grant = await self.keys.resolve(token)
+        if grant is None:
+            raise AuthError("unknown, revoked or expired API key")
+        scope.setdefault("state", {})[STATE_KEY] = grant
+        return grant.identity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probes:
@@ -391,10 +405,13 @@ class AuthMiddleware:
         if not public:
             try:
                 token = bearer_token(Headers(scope=scope).get("authorization"))
-                identity = await self.verifier.verify(token)
+                identity = await self._identify(token, scope)
             except AuthError as exc:
                 metrics.AUTH_FAILURES.inc()
                 log.debug("authentication failed: %s", exc)
+            except grpc.aio.AioRpcError as exc:
+                # memory_service could not say whose the key is: retry, not "wrong key".
+                return await grpc_error_response(exc, 1)(scope, receive, send)
             else:
                 scope.setdefault("state", {})["identity"] = identity
                 return await self.app(scope, receive, send)

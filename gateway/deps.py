@@ -27,7 +27,11 @@ INVALID_USER_ID = "must be 1 to 256 printable ASCII characters, without spaces"
 bearer_scheme = HTTPBearer(
     auto_error=False,
     scheme_name="SupabaseBearer",
-    description="A Supabase access token (or a `memory-layer token` in local mode).",
+    description=(
+        "A Supabase access token (or a `memory-layer token` in local mode), or an API key "
+        "(`mlk_...`, made with POST /keys) within its scopes. Admin routes and /keys take "
+        "session tokens only."
+    ),
 )
 
 

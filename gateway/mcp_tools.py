@@ -19,6 +19,7 @@ from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 
 from gateway import deps, metrics
+from gateway.api_keys import TOOL_SCOPES, require_scope
 from gateway.clients import Caller, MemoryClient
 from gateway.config import GatewaySettings
 from gateway.errors import grpc_error
@@ -101,11 +102,13 @@ def _tool_call(tool: str) -> Iterator[None]:
         metrics.MCP_CALLS.labels(tool, outcome).inc()
 
 
-async def _session(ctx: Context) -> tuple[Caller, MemoryClient]:
-    """The authenticated caller of this HTTP request and the gateway's memory client."""
+async def _session(ctx: Context, tool: str) -> tuple[Caller, MemoryClient]:
+    """The authenticated caller of this HTTP request and the gateway's memory client; an API
+    key must have the tool's scope."""
     request = ctx.request_context.request
     if not isinstance(request, Request):
         raise RuntimeError("MCP tool called outside an HTTP request")
+    require_scope(request.scope, TOOL_SCOPES.get(tool))
     caller = await deps.current_caller(request, await deps.current_user(request, None))
     return caller, await deps.memory_client(request)
 
@@ -142,7 +145,7 @@ async def save_memory(
     metadata: Annotated[Metadata | None, Field(description="Short string labels.")] = None,
 ) -> Annotated[CallToolResult, Memory]:
     with _tool_call("save_memory"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "save_memory")
         body = SavePrompt(
             prompt=text,
             provider=provider,
@@ -166,7 +169,7 @@ async def search_memories(
     ] = 0.0,
 ) -> Annotated[CallToolResult, SearchResults]:
     with _tool_call("search_memories"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "search_memories")
         body = SearchQuery(
             query=query, top_k=top_k, mode=mode, filters=filters, min_score=min_score
         )
@@ -193,7 +196,7 @@ async def get_context(
     ] = 0.0,
 ) -> Annotated[CallToolResult, MemoryContext]:
     with _tool_call("get_context"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "get_context")
         body = ContextQuery(
             prompt=prompt,
             top_k=top_k,
@@ -216,7 +219,7 @@ async def list_memories(
     filters: OptionalFilters = None,
 ) -> Annotated[CallToolResult, MemoryPage]:
     with _tool_call("list_memories"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "list_memories")
         page = await memory.list(caller, limit, cursor, filters or Filters())
         if not page.memories:
             return _answer("No memories.", page)
@@ -228,7 +231,7 @@ async def list_memories(
 
 async def get_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Memory]:
     with _tool_call("get_memory"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "get_memory")
         found = await memories.get_memory(await deps.memory_id(memory_id), caller, memory)
         return _answer(_line(found), found)
 
@@ -244,7 +247,7 @@ async def update_memory(
     ] = None,
 ) -> Annotated[CallToolResult, Memory]:
     with _tool_call("update_memory"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "update_memory")
         body = MemoryUpdate(text=text, metadata=metadata)
         updated = await memories.update_memory(
             await deps.memory_id(memory_id), body, caller, memory
@@ -254,7 +257,7 @@ async def update_memory(
 
 async def delete_memory(memory_id: MemoryId, ctx: Context) -> Annotated[CallToolResult, Deleted]:
     with _tool_call("delete_memory"):
-        caller, memory = await _session(ctx)
+        caller, memory = await _session(ctx, "delete_memory")
         await memories.delete_memory(await deps.memory_id(memory_id), caller, memory)
         return _answer(f"Deleted memory {memory_id}.", Deleted(deleted=1))
 

@@ -23,10 +23,12 @@ from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from memory_layer_cli.options import (
     GIVE_UP_DATA_DIR,
     RUN_UP_FIRST,
+    ApiKey,
     Bearer,
     DataDir,
     Url,
     User,
+    api_key,
     console,
     existing_local_auth,
     local_user,
@@ -179,20 +181,23 @@ app.command("extension")(extension_command)
 def mcp_bridge(
     url: Annotated[str, typer.Option("--url", help="The gateway, e.g. http://127.0.0.1:8080.")],
     bearer: Bearer = None,
+    key: ApiKey = None,
     user: User = None,
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Serve MCP on stdin/stdout and forward it to the gateway's /mcp, for desktop apps that
     only launch local MCP servers (Claude Desktop, Cursor).
 
-    Without --token, tokens for --user are minted, and renewed, with the secret `up` created.
+    With --key (an API key, which lasts until revoked) or --token, that credential is sent;
+    else tokens for --user are minted, and renewed, with the secret `up` created.
     """
     if not url.startswith(("http://", "https://")):
         console.print(f"--url must be the gateway's http:// or https:// URL, not {url!r}.")
         raise typer.Exit(2)
     auth: httpx.Auth
-    if bearer:
-        auth = StaticToken(bearer)
+    credential = api_key(key) or bearer
+    if credential:
+        auth = StaticToken(credential)
     else:
         subject = local_user(user)
         local = existing_local_auth(data_dir, GIVE_UP_DATA_DIR)

@@ -29,6 +29,15 @@ Bearer = Annotated[
         help="A token for the gateway, e.g. your Supabase access token.",
     ),
 ]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--key",
+        envvar="MEMORY_LAYER_KEY",
+        help="An API key (mlk_...) made on the dashboard or with POST /keys; it lasts until "
+        "revoked. Taken before --token.",
+    ),
+]
 
 # What to do instead when a command needs the local secret and the data dir has none.
 RUN_UP_FIRST = "run `memory-layer up` with this --data-dir"
@@ -48,13 +57,33 @@ def existing_local_auth(data_dir: Path, remedy: str) -> LocalAuth:
 def local_user(user: str | None) -> str:
     """The --user to mint local tokens for, required when no --token was given."""
     if user is None:
-        console.print("Give --token (or MEMORY_LAYER_TOKEN), or --user with a local stack.")
+        console.print(
+            "Give --token (or MEMORY_LAYER_TOKEN), --key (or MEMORY_LAYER_KEY), "
+            "or --user with a local stack."
+        )
         raise typer.Exit(2)
     return user
 
 
-def bearer_token(bearer: str | None, user: str | None, data_dir: Path) -> str:
-    """The token to send: the one given, or a local one minted for --user."""
+def api_key(key: str | None) -> str | None:
+    """The --key given, checked for the shape of a key so a token given there is caught here,
+    not as a 401 from the gateway."""
+    key = (key or "").strip()
+    if not key:
+        return None
+    if not key.startswith("mlk_"):
+        console.print("--key (MEMORY_LAYER_KEY) takes an API key, which starts with mlk_.")
+        raise typer.Exit(2)
+    return key
+
+
+def bearer_token(
+    bearer: str | None, user: str | None, data_dir: Path, key: str | None = None
+) -> str:
+    """The credential to send: the API key given, else the token given, else a local token
+    minted for --user."""
+    if (checked := api_key(key)) is not None:
+        return checked
     if bearer is not None:
         return bearer
     subject = local_user(user)

@@ -35,7 +35,16 @@ from memory_layer_cli.importing import (
     count_items,
 )
 from memory_layer_cli.importing.uploader import DEFAULT_IN_FLIGHT
-from memory_layer_cli.options import Bearer, DataDir, Url, User, bearer_token, console
+from memory_layer_cli.options import (
+    ApiKey,
+    Bearer,
+    DataDir,
+    Url,
+    User,
+    api_key,
+    bearer_token,
+    console,
+)
 from service_kit.limits import MAX_BATCH_ITEMS
 
 
@@ -84,6 +93,7 @@ def import_export(
     user: User = None,
     url: Url = "http://127.0.0.1:8080",
     bearer: Bearer = None,
+    key: ApiKey = None,
     data_dir: DataDir = Path("data"),
     batch_size: Annotated[
         int, typer.Option(help="Messages per batch.", min=2, max=MAX_BATCH_ITEMS)
@@ -97,12 +107,13 @@ def import_export(
 ) -> None:
     """Load an export into your memories through the gateway's batch route.
 
-    Without --token, a local token for --user is minted with the secret `up` created. Each
+    With --key, the API key is sent; else --token; else a local token for --user is minted
+    with the secret `up` created. Each
     message keeps its original time and id: running the same import again (after an
     interruption, say) continues where it stopped and stores nothing twice.
     """
     try:
-        _import(file, user, url, bearer, data_dir, batch_size, in_flight, restart)
+        _import(file, user, url, api_key(key) or bearer, data_dir, batch_size, in_flight, restart)
     except (typer.Exit, typer.Abort):
         raise
     except KeyboardInterrupt:
@@ -186,10 +197,11 @@ def export_memories(
     user: User = None,
     url: Url = "http://127.0.0.1:8080",
     bearer: Bearer = None,
+    key: ApiKey = None,
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Write every memory you own to an NDJSON file that `import` reads back as it was."""
-    token = bearer_token(bearer, user, data_dir)
+    token = bearer_token(bearer, user, data_dir, key)
     headers = {"Authorization": f"Bearer {token}"}
     partial = out.with_name(out.name + ".partial")
     lines = 0

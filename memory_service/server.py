@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from memory_service import metrics
+from memory_service.api_keys import ApiKeys
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.memories import Memories
@@ -22,6 +23,9 @@ from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.embedded import EdgeMemoryStore
 from memory_service.store.embedded.maintenance import StoreMaintenance
+from memory_service.store.keys import KeyStore
+from memory_service.store.keys.embedded import EmbeddedKeyStore
+from memory_service.store.keys.server import ServerKeyStore
 from memory_service.store.remote import ServerMemoryStore
 from memory_service.torch_encoder import TorchEncoder
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
@@ -47,6 +51,14 @@ def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
             timeout=settings.qdrant_timeout_seconds,
         )
     return EdgeMemoryStore(settings.data_dir, spec, shards=settings.embedded_shards)
+
+
+def build_key_store(settings: MemorySettings, store: MemoryStore) -> KeyStore:
+    """Keys live where the memories do: beside the embedded store, or on the same server."""
+    if isinstance(store, ServerMemoryStore):
+        collection = f"{settings.collection_prefix}_api_keys"
+        return ServerKeyStore(store.client, collection, timeout=settings.qdrant_timeout_seconds)
+    return EmbeddedKeyStore(settings.data_dir)
 
 
 @dataclass
@@ -99,6 +111,8 @@ class MemoryServer(ServiceServer):
         )
         store = build_store(self.settings, spec)
         await store.open()
+        key_store = build_key_store(self.settings, store)
+        await key_store.open()
         await embedder.start()
         freeze_startup_heap()
         # Loading the model and replaying the store's log leave freed heap behind.
@@ -107,6 +121,7 @@ class MemoryServer(ServiceServer):
         self.embedder, self.store = embedder, store
         self.memories = Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
         self.servicer.memories = self.memories
+        self.servicer.keys = ApiKeys(key_store)
         if isinstance(store, EdgeMemoryStore) and self.settings.maintenance_interval_seconds > 0:
             # A Qdrant server optimizes its own segments; the embedded engine only when told.
             self.maintenance = StoreMaintenance(

@@ -8,6 +8,7 @@ import grpc
 
 from memory_service import conversions as conv
 from memory_service.batch import save_batch
+from memory_service.key_servicer import KeyRpcs
 from memory_service.memories import Memories
 from memory_service.store import StoreUnavailableError
 from protos.memory.v1 import memory_pb2 as pb
@@ -16,7 +17,7 @@ from service_kit.grpc_server import SetAtStartup
 from service_kit.identity import require_identity
 
 
-class MemoryServicer(memory_pb2_grpc.MemoryServiceServicer):
+class MemoryServicer(KeyRpcs, memory_pb2_grpc.MemoryServiceServicer):
     memories = SetAtStartup[Memories]("memory service is starting", StoreUnavailableError)
 
     async def SaveMemory(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from gateway.deps import AdminCallerDep, MemoryClientDep, PathUserIdDep
+from gateway.routes.keys import delete_user_keys
 from gateway.schemas import Deleted, Stats
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -20,6 +21,9 @@ async def delete_user(
     user_id: PathUserIdDep,
     caller: AdminCallerDep,
     memory: MemoryClientDep,
+    request: Request,
 ) -> Deleted:
-    """Delete every memory of one user."""
+    """Delete every memory and every API key of one user."""
+    # Keys first: a key that outlived its user could save new memories for them.
+    await delete_user_keys(request, memory, caller, user_id)
     return Deleted(deleted=await memory.delete_user(caller, user_id))

@@ -578,6 +578,8 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
         "/export",
         "/admin/stats",
         "/admin/users/{user_id}",
+        "/keys",
+        "/keys/{key_id}",
         "/healthz",
         "/readyz",
         "/.well-known/oauth-protected-resource",

@@ -50,6 +50,23 @@ async def test_bridge_with_a_token_saves_and_searches(
     assert stored.json()["user_id"] == user
 
 
+async def test_bridge_with_an_api_key_from_the_environment_saves_and_searches(
+    gateway: Gateway, keys: Keys, api: httpx.AsyncClient
+) -> None:
+    user = new_user()
+    session = bearer(keys.es256(user))
+    created = await api.post("/keys", json={"name": "claude desktop"}, headers=session)
+    assert created.status_code == 201, created.text
+    key = created.json()["key"]
+    async with bridge_session("--url", gateway.url, env={"MEMORY_LAYER_KEY": key}) as bridge:
+        saved = await save_and_search(bridge)
+    stored = await api.get(f"/memories/{saved['id']}", headers=session)
+    assert stored.status_code == 200
+    assert stored.json()["user_id"] == user
+    listed = await api.get("/keys", headers=session)
+    assert listed.json()["keys"][0]["last_used_at"] is not None
+
+
 async def test_bridge_for_a_local_user_mints_its_tokens(
     start_gateway: StartGateway, tmp_path: Path
 ) -> None:

@@ -61,13 +61,19 @@ async def mcp_session(
 
 
 @asynccontextmanager
-async def bridge_session(*cli_args: str) -> AsyncIterator[McpConnection]:
-    """`memory-layer mcp ARGS` as a child process, as a desktop app starts it."""
+async def bridge_session(
+    *cli_args: str, env: dict[str, str] | None = None
+) -> AsyncIterator[McpConnection]:
+    """`memory-layer mcp ARGS` as a child process, as a desktop app starts it, with ENV added
+    to its environment."""
     server = StdioServerParameters(
         command=sys.executable,
         args=["-m", "memory_layer_cli", "mcp", *cli_args],
         # The child imports this tree's code, as the test process does.
-        env={k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PATH", "HOME")},
+        env={
+            **{k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "PATH", "HOME")},
+            **(env or {}),
+        },
     )
     async with stdio_client(server) as (read, write), ClientSession(read, write) as session:
         yield McpConnection(session)

@@ -1,6 +1,7 @@
 // The dashboard: sign-in, timeline, search, edit and delete, export and import, overview.
 // It talks only to this server's HTTP API, with the same bearer token the extension uses.
 import { ImportError, itemsFromFile } from "/app/imports.js";
+import { loadKeys } from "/app/keys.js";
 
 const TOKEN_KEY = "memory-layer.access_token";
 const PAGE_SIZE = 50;
@@ -109,6 +110,7 @@ async function signIn(token) {
   $("who").hidden = false;
   $("who-name").textContent = claims.email || claims.sub;
   loadOverview();
+  loadKeys({ api, detail, ask });
 }
 
 // --- the API -----------------------------------------------------------------------------

@@ -89,6 +89,31 @@ class MemoryServiceStub:
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.Stats.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/memory.v1.MemoryService/CreateKey',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/memory.v1.MemoryService/ListKeys',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysResponse.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/memory.v1.MemoryService/RevokeKey',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyResponse.FromString,
+                _registered_method=True)
+        self.ResolveKey = channel.unary_unary(
+                '/memory.v1.MemoryService/ResolveKey',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ResolveKeyRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.FromString,
+                _registered_method=True)
+        self.DeleteUserKeys = channel.unary_unary(
+                '/memory.v1.MemoryService/DeleteUserKeys',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysResponse.FromString,
+                _registered_method=True)
 
 
 class MemoryServiceServicer:
@@ -168,6 +193,42 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateKey(self, request, context):
+        """API keys. The gateway makes the key and sends only its SHA-256 hash; the service
+        never sees a key. Create, list and revoke act for the caller.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResolveKey(self, request, context):
+        """The live key with this hash (owner, scopes, expiry); NOT_FOUND for an unknown, revoked
+        or expired one. Only for a caller trusted with the admin role (the gateway), which
+        calls it before it knows who the key belongs to. Records last use, to the minute.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserKeys(self, request, context):
+        """Delete every key of a user; admin callers only (deleting a user).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MemoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -225,6 +286,31 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.FromString,
                     response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.Stats.SerializeToString,
+            ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.CreateKeyRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysResponse.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyResponse.SerializeToString,
+            ),
+            'ResolveKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveKey,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.ResolveKeyRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.SerializeToString,
+            ),
+            'DeleteUserKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserKeys,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -524,6 +610,141 @@ class MemoryService:
             '/memory.v1.MemoryService/GetStats',
             protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.SerializeToString,
             protos_dot_memory_dot_v1_dot_memory__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/CreateKey',
+            protos_dot_memory_dot_v1_dot_memory__pb2.CreateKeyRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/ListKeys',
+            protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.ListKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/RevokeKey',
+            protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.RevokeKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/ResolveKey',
+            protos_dot_memory_dot_v1_dot_memory__pb2.ResolveKeyRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.ApiKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/DeleteUserKeys',
+            protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.DeleteUserKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -67,16 +67,30 @@ def test_open_without_a_local_secret_says_where_to_sign_in(tmp_path: Path) -> No
         (["--url", "localhost:8080", "--token", "t"], 2, "http:// or https://"),
         (["--url", "http://127.0.0.1:8080"], 2, "Give --token"),
         (["--url", "http://127.0.0.1:8080", "--user", "alice"], 1, "No local secret"),
+        (["--url", "http://127.0.0.1:8080", "--key", "eyJhbGciOi.x.y"], 2, "starts with mlk_"),
     ],
 )
 def test_mcp_refuses_to_start_without_what_it_needs(
     args: list[str], code: int, said: str, tmp_path: Path
 ) -> None:
     result = CliRunner().invoke(
-        app, ["mcp", *args, "--data-dir", str(tmp_path)], env={"MEMORY_LAYER_TOKEN": ""}
+        app,
+        ["mcp", *args, "--data-dir", str(tmp_path)],
+        env={"MEMORY_LAYER_TOKEN": "", "MEMORY_LAYER_KEY": ""},
     )
     assert result.exit_code == code
     assert said in result.output
+
+
+def test_export_refuses_a_key_that_is_not_an_api_key(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["export", "--out", str(tmp_path / "out.ndjson"), "--data-dir", str(tmp_path)],
+        env={"MEMORY_LAYER_KEY": "not-a-key", "MEMORY_LAYER_TOKEN": ""},
+    )
+    assert result.exit_code == 2
+    assert "starts with mlk_" in result.output
+    assert not (tmp_path / "out.ndjson").exists()
 
 
 def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Path) -> None:
