@@ -37,12 +37,15 @@ function siteRow(site) {
 function render(status) {
   if (!status) return;
   const connection = status.connection;
+  const who = connection && connection.message && connection.message.startsWith("connected as ")
+    ? connection.message.slice("connected ".length)
+    : "";
   $("connection").textContent = !status.hasKey
     ? "Not connected: no key (open Settings)"
     : connection && !connection.ok
       ? `Not connected: ${connection.message}`
-      : connection && connection.message
-        ? `Connected (${connection.message})`
+      : who
+        ? `Connected ${who}`
         : "Connected";
   $("server").textContent = status.server;
   const queue = status.queue;

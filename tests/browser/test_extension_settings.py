@@ -29,10 +29,18 @@ def test_options_checks_the_key_on_save(
     options.get_by_label("API key").fill(token(user))
     options.get_by_role("button", name="Save and check").click()
     expect(result).to_have_text(f"Saved: connected as {user}.")
-
     popup = browser.popup()
-    expect(popup.get_by_role("status")).to_have_text(f"Connected (connected as {user})")
+    expect(popup.get_by_role("status")).to_have_text(f"Connected as {user}")
     expect(popup.get_by_text(f"Server: {stack.url}")).to_be_visible()
+
+    # An API key made for the extension, as the dashboard makes it.
+    with stack.client(user) as client:
+        created = client.post("/keys", json={"name": "Memory Layer extension"})
+        created.raise_for_status()
+    options.get_by_label("API key").fill(created.json()["key"])
+    options.get_by_role("button", name="Save and check").click()
+    expect(result).to_have_text("Saved: connected.")
+    expect(popup.get_by_role("status")).to_have_text("Connected")
     # The key is never shown again.
     expect(options.get_by_label("API key")).to_have_value("")
 
