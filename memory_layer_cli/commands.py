@@ -17,6 +17,7 @@ import typer
 from rich.markup import escape
 
 from gateway.tokens import mint_token
+from memory_layer_cli.extension import extension_command
 from memory_layer_cli.local_auth import load_or_create_local_auth
 from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from memory_layer_cli.options import (
@@ -173,6 +174,7 @@ def open_dashboard(
 
 app.command("import")(import_export)
 app.command("export")(export_memories)
+app.command("extension")(extension_command)
 
 
 @app.command("mcp")

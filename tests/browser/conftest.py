@@ -1,9 +1,11 @@
-"""Fixtures of the browser tests: the dashboard in a real Chromium (Debian's, driven by
-Playwright) against the real stack."""
+"""Fixtures of the browser tests: the dashboard and the extension in a real Chromium (Debian's,
+driven by Playwright) against the real stack."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
@@ -16,8 +18,10 @@ from tests.support.browser import (
     Watched,
     gateway_process,
     process_stack,
+    token,
     watch,
 )
+from tests.support.extension import ExtensionBrowser, new_extension
 from tests.support.supabase_auth_stand_in import SupabaseAuthStandIn
 
 
@@ -76,3 +80,38 @@ def supabase_stack(stack: Stack) -> Iterator[tuple[Stack, SupabaseAuthStandIn]]:
     finally:
         gateway.close()
         auth.stop()
+
+
+@pytest.fixture
+def user() -> str:
+    """A user of one test, so that its memories are its own."""
+    return f"ext-{uuid.uuid4().hex[:12]}"
+
+
+OpenExtension = Callable[..., ExtensionBrowser]
+
+
+@pytest.fixture
+def open_extension(playwright: Playwright, tmp_path: Path) -> Iterator[OpenExtension]:
+    """Writes the extension connected to a server for a user (`memory-layer extension`) and
+    launches Chromium with it; closed at the end of the test."""
+    opened: list[ExtensionBrowser] = []
+
+    def open_(
+        server_url: str,
+        user: str,
+        *,
+        inject: str = "off",
+        broken: tuple[str, ...] = (),
+        key: str | None = None,
+    ) -> ExtensionBrowser:
+        root = tmp_path / f"extension-{len(opened)}"
+        key = token(user) if key is None else key
+        browser = new_extension(playwright, root, server_url, key, inject)
+        browser.broken.update(broken)
+        opened.append(browser.launch())
+        return browser
+
+    yield open_
+    for browser in opened:
+        browser.close()

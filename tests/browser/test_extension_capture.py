@@ -1,0 +1,92 @@
+"""The extension on the four chat sites as a person uses them: what they type and the answer
+they get are stored once, linked, with the site and the conversation; a page the adapter no
+longer recognises keeps working and nothing is captured."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import expect
+
+from tests.browser.conftest import OpenExtension
+from tests.support.browser import Stack
+from tests.support.extension import SITES, memories, send_prompt, sent, stored
+
+# One site sends with Enter, the next with its button, so both paths are covered.
+HOW = {"chatgpt": "enter", "claude": "click", "gemini": "enter", "perplexity": "click"}
+
+
+@pytest.mark.parametrize("site_id", list(SITES))
+def test_prompt_and_answer_stored_once_linked(
+    stack: Stack, user: str, open_extension: OpenExtension, site_id: str
+) -> None:
+    browser = open_extension(stack.url, user, inject="off")
+    page = browser.open_site(site_id)
+    typed = "How long should sourdough starter ferment before baking?"
+
+    send_prompt(page, typed, how=HOW[site_id])
+
+    with stack.client(user) as client:
+        found = stored(client, 2)
+        prompt = next(m for m in found if m["kind"] == "prompt")
+        answer = next(m for m in found if m["kind"] == "response")
+        assert sent(page) == [typed]
+        assert prompt["text"] == typed
+        assert answer["text"] == f"Here is what I know about {typed}. That is all for now."
+        assert prompt["provider"] == answer["provider"] == site_id
+        conversation = page.url.rstrip("/").split("/")[-1]
+        assert prompt["conversation_id"] == answer["conversation_id"] == conversation
+        assert prompt["url"] == page.url
+        assert answer["prompt_id"] == prompt["id"]
+        assert prompt["response_id"] == answer["id"]
+
+        # The site renders the conversation again after a reload: nothing is stored twice.
+        page.reload()
+        page.get_by_role("textbox").wait_for()
+        expect(page.get_by_text(answer["text"])).to_be_visible()
+        time.sleep(3)
+        assert len(memories(client)) == 2
+
+        # A second message in the same conversation is a new pair in that conversation.
+        follow_up = "And at what temperature?"
+        send_prompt(page, follow_up, how="click" if HOW[site_id] == "enter" else "enter")
+        found = stored(client, 4)
+        second = next(m for m in found if m["text"] == follow_up)
+        assert second["conversation_id"] == conversation
+        assert second["message_id"] != prompt["message_id"]
+        assert sent(page) == [typed, follow_up]
+
+
+def test_unrecognised_page_pauses_capture_and_still_sends(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, inject="auto", broken=("claude",))
+    page = browser.open_site("claude")
+    popup = browser.popup()
+
+    expect(popup.get_by_text("Claude: page not recognised — capture paused")).to_be_visible(
+        timeout=15000
+    )
+    send_prompt(page, "What is a good name for a cat?", how="enter")
+    expect(page.get_by_text("Here is what I know about What is a good name")).to_be_visible()
+    assert sent(page) == ["What is a good name for a cat?"]
+    time.sleep(3)
+    with stack.client(user) as client:
+        assert memories(client) == []
+    # The other sites are not affected.
+    expect(popup.get_by_text(re.compile("ChatGPT: page not recognised"))).to_have_count(0)
+
+
+def test_temporary_chat_is_not_captured(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, inject="off")
+    page = browser.open_site("chatgpt", "/?temporary-chat=true")
+    send_prompt(page, "Something I do not want kept")
+    expect(page.get_by_text("That is all for now.")).to_be_visible()
+    time.sleep(3)
+    assert sent(page) == ["Something I do not want kept"]
+    with stack.client(user) as client:
+        assert memories(client) == []

@@ -1,0 +1,122 @@
+"""Nothing lost: while the server cannot be reached the chat goes on as typed, captures wait in
+the extension's storage, and once the server is back each arrives exactly once, also when the
+browser was closed and opened again in between; a busy server's Retry-After is honoured."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import OpenExtension
+from tests.support.browser import Stack, gateway_process
+from tests.support.extension import (
+    ExtensionBrowser,
+    ThrottlingServer,
+    memories,
+    send_prompt,
+    sent,
+    stored,
+    wait_for,
+)
+from tests.support.stack import GatewayProcess
+
+# Backoff is capped at 30 s; the batch that follows a restart may wait that long.
+DELIVERY_TIMEOUT = 90.0
+
+
+@pytest.fixture
+def gateway(stack: Stack) -> Iterator[GatewayProcess]:
+    """A gateway of its own, on the stack's memory service, that a test stops and restarts
+    on the same port."""
+    own = gateway_process(stack.memory_addr).start()
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def finished_answers(page: Page, count: int) -> None:
+    expect(page.get_by_text(re.compile("That is all for now"))).to_have_count(count, timeout=20000)
+
+
+def queued(browser: ExtensionBrowser, count: int) -> None:
+    wait_for(lambda: len(browser.storage().get("queue", [])) == count, 20)
+
+
+def test_captures_wait_for_the_server_and_arrive_once(
+    stack: Stack, gateway: GatewayProcess, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(gateway.url, user, inject="auto")
+    page = browser.open_site("claude")
+    gateway.stop()
+
+    # The server is down: the page still sends what was typed, without delay or memories.
+    send_prompt(page, "Which trail should we hike on Saturday?")
+    finished_answers(page, 1)
+    send_prompt(page, "Is the lake trail open in winter?", how="click")
+    finished_answers(page, 2)
+    assert sent(page) == [
+        "Which trail should we hike on Saturday?",
+        "Is the lake trail open in winter?",
+    ]
+    queued(browser, 4)
+    popup = browser.popup()
+    expect(popup.get_by_text("Queue: 4 waiting", exact=False)).to_be_visible()
+
+    gateway.start()
+    with stack.client(user) as client:
+        found = stored(client, 4, DELIVERY_TIMEOUT)
+        expect(popup.get_by_text("Queue: 0 waiting")).to_be_visible(timeout=10000)
+        prompts = {m["id"]: m for m in found if m["kind"] == "prompt"}
+        answers = [m for m in found if m["kind"] == "response"]
+        assert sorted(m["text"] for m in prompts.values()) == [
+            "Is the lake trail open in winter?",
+            "Which trail should we hike on Saturday?",
+        ]
+        assert all(answer["prompt_id"] in prompts for answer in answers)
+        assert len({answer["prompt_id"] for answer in answers}) == 2
+        time.sleep(5)
+        assert len(memories(client)) == 4
+
+
+def test_captures_survive_a_browser_restart(
+    stack: Stack, gateway: GatewayProcess, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(gateway.url, user, inject="off")
+    page = browser.open_site("gemini")
+    gateway.stop()
+    send_prompt(page, "Remind me which tyres fit my bicycle")
+    finished_answers(page, 1)
+    queued(browser, 2)
+
+    browser.close()
+    gateway.start()
+    browser.launch()
+
+    with stack.client(user) as client:
+        found = stored(client, 2, DELIVERY_TIMEOUT)
+        assert sorted(m["kind"] for m in found) == ["prompt", "response"]
+        wait_for(lambda: browser.storage().get("queue") == [], 20)
+        time.sleep(5)
+        assert len(memories(client)) == 2
+
+
+def test_a_busy_server_is_retried_no_sooner_than_it_asks(
+    user: str, open_extension: OpenExtension
+) -> None:
+    with ThrottlingServer(retry_after_seconds=5) as server:
+        browser = open_extension(server.url, user, inject="off")
+        page = browser.open_site("perplexity")
+        send_prompt(page, "Which seeds can I sow in March?")
+        finished_answers(page, 1)
+
+        wait_for(lambda: sum(n for _, n, status in server.batches if status == 200) == 2, 40)
+        (refused_at, _, status), *later = server.batches
+        assert status == 429
+        # Without Retry-After the first retry comes after about a second.
+        assert all(at - refused_at >= 5 for at, _, _ in later)
+        wait_for(lambda: browser.storage().get("queue") == [], 10)
