@@ -6,8 +6,8 @@ reports SERVING and again after the same traffic (concurrent saves, then searche
 data dir. The baseline is the empty data dir measured in the same run; the 100k data dir is
 seeded straight through EdgeMemoryStore (see seed.py). `memory-layer up` (gateway,
 memory_service, chat_service and the CLI process that supervises them) starts on an empty
-data dir, idles --idle-seconds once ready, and the VmRSS of every process in its session is
-summed.
+data dir, idles --idle-seconds once ready, and the VmRSS of the process tree is
+summed (the CLI process and all its descendants).
 Targets: memory_service <= 350 MB after model load; <= +300 MB for the 100k memories (after
 traffic); `memory-layer up` idle <= 600 MB for all its processes.
 
@@ -101,22 +101,30 @@ def mb(kib: int) -> float:
     return kib / 1024
 
 
-def session_rss(session: int) -> dict[str, int]:
-    """VmRSS (kB) of every process in the session, by command."""
-    found = {}
+def tree_rss(root: int) -> dict[str, int]:
+    """VmRSS (kB) of a process and all its descendants, by pid and command."""
+    parents = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # Fields after the command (which may hold spaces): state, ppid, pgrp, session.
-            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if int(stat[3]) != session:
+        if entry.name.isdigit():
+            try:
+                # The fields after the command (which may hold spaces): state, then ppid.
+                stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except FileNotFoundError:
                 continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-            found[f"{entry.name} {command[-60:]}"] = status_lines(int(entry.name))["VmRSS"]
-        except (FileNotFoundError, ProcessLookupError, KeyError, IndexError):
+            parents[int(entry.name)] = int(stat[1])
+    tree, grew = {root}, True
+    while grew:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grew = bool(found)
+    rss = {}
+    for pid in sorted(tree):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            rss[f"{pid} {command.strip()[-60:]}"] = status_lines(pid)["VmRSS"]
+        except (FileNotFoundError, KeyError):
             continue
-    return found
+    return rss
 
 
 def up_idle_rss(data_dir: Path, idle_seconds: float) -> dict[str, int]:
@@ -134,7 +142,7 @@ def up_idle_rss(data_dir: Path, idle_seconds: float) -> dict[str, int]:
     up.spawn().wait_ready(http_ready(f"http://127.0.0.1:{port}/readyz"), timeout=300)
     try:
         time.sleep(idle_seconds)
-        return session_rss(up.pid)
+        return tree_rss(up.pid)
     finally:
         up.stop(timeout=60)
 
