@@ -5,8 +5,8 @@ memory_service runs as a child process on a free loopback port with a temp data 
 clients (one channel each) save chat-prompt-like texts (5-80 words) until all are stored.
 The baseline is SentenceTransformer.encode(texts, batch_size=32) in float32 (torch) on the
 same texts in this process while the service is idle. A second figure runs the service's own
-encoder (ONNX Runtime, on all cores) in this process on the same texts in batches of 32: its
-ratio to the baseline is the encoder's speed-up, and the service's saves against it are what
+encoder (ONNX Runtime, one batch of 32 per core at once) in this process on the same texts:
+its ratio to the baseline is the encoder's speed-up, and the service's saves against it are what
 batching, gRPC and the store cost. The texts are split over --rounds rounds; in each, both
 encoders run on the round's texts and then the service saves them, so that noise on a shared
 machine hits every side, and the reported ratios are the medians of the rounds' ratios.
@@ -138,7 +138,8 @@ def report(args: argparse.Namespace, rounds: list[Round], failures: Counter[str]
     )
     print(
         "st: SentenceTransformer.encode(texts, batch_size=32) in float32 in the bench process; "
-        "onnx: the service's encoder (ONNX Runtime, float32) in the bench process, batches of 32"
+        "onnx: the service's encoder (ONNX Runtime, float32) in the bench process, batches "
+        "of 32, one per core at once"
     )
     if failures:
         print(f"failed saves (not counted as stored): {dict(failures)}")
