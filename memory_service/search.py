@@ -3,7 +3,7 @@ hits are ranked and scored (ranking.py), the same for every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from memory_service import ranking
@@ -31,9 +31,13 @@ async def search_memories(
     mode: SearchMode,
     filters: SearchFilters,
     limit: int,
+    query: str = "",
+    document_terms: Callable[[str], SparseVector] | None = None,
+    params: ranking.RankingParams = ranking.DEFAULT,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
-    only runs the queries."""
+    only runs the queries. `query` is the text the vectors are of, and `document_terms` the
+    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules."""
     wanted = limit + ranking.DUPLICATE_MARGIN
     if mode is SearchMode.RRF:
         if dense is None or sparse is None:
@@ -48,17 +52,17 @@ async def search_memories(
     if mode is SearchMode.HYBRID:
         if dense is None or sparse is None:
             raise ValueError("hybrid search needs both vectors")
-        depth = max(ranking.CANDIDATE_DEPTH, wanted)
-        dense_hits, sparse_hits = await _candidates(
+        dense_hits, sparse_hits = await hybrid_candidates(
             store,
             user_id,
             filters,
-            [
-                NearestQuery(DENSE_VECTOR, dense, depth),
-                NearestQuery(SPARSE_VECTOR, sparse, depth),
-            ],
+            dense=dense,
+            sparse=sparse,
+            depth=max(params.candidate_depth, wanted),
+            document_terms=document_terms,
+            feedback_weight=params.feedback_weight,
         )
-        ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
+        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query)[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
         # The ids come from a search scoped to the user; checking the owner again keeps
         # "every read is the caller's" true of this by-id read too.
@@ -86,6 +90,35 @@ async def search_memories(
     hits = await _nearest(store, user_id, filters, queries)
     best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
     return ranking.keyword(hits[0], best, limit)
+
+
+async def hybrid_candidates(
+    store: MemoryStore,
+    user_id: str,
+    filters: SearchFilters,
+    *,
+    dense: list[float],
+    sparse: SparseVector,
+    depth: int,
+    document_terms: Callable[[str], SparseVector] | None,
+    feedback_weight: float,
+) -> tuple[list[ranking.Candidate], list[ranking.Candidate]]:
+    """The nearest `depth` memories by each signal. With feedback, the keyword side is a
+    second pass: the query plus the heaviest terms of its first pass's best matches."""
+    dense_hits, sparse_hits = await _candidates(
+        store,
+        user_id,
+        filters,
+        [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)],
+    )
+    if feedback_weight <= 0 or document_terms is None or not sparse_hits:
+        return dense_hits, sparse_hits
+    feedback = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
+    expanded = ranking.with_feedback(sparse, feedback, feedback_weight)
+    (sparse_hits,) = await _candidates(
+        store, user_id, filters, [NearestQuery(SPARSE_VECTOR, expanded, depth)]
+    )
+    return dense_hits, sparse_hits
 
 
 async def _nearest(

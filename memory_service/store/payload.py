@@ -81,7 +81,7 @@ def with_created_at(point: StoredPoint) -> tuple[float, Memory]:
 
 
 # The payload fields fusion reads from every candidate; the rest only for results kept.
-CANDIDATE_FIELDS = ["conversation_id", "created_at"]
+CANDIDATE_FIELDS = ["conversation_id", "created_at", "text"]
 
 
 def candidate(point: ScoredPoint) -> ranking.Candidate:
@@ -91,4 +91,5 @@ def candidate(point: ScoredPoint) -> ranking.Candidate:
         score=float(point.score),
         conversation_id=str(payload.get("conversation_id", "")),
         created_at=float(payload.get("created_at", 0.0)),
+        text=str(payload.get("text", "")),
     )
