@@ -41,12 +41,25 @@ CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 # Columns of a question's figures.
 R1, R5, R10, MRR = range(4)
 
-# The grid each family's constants are chosen from. Values of the shipped default sit
-# inside each axis, never at its edge, so a choice at the edge would show.
-DENSE_WEIGHTS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
-NEIGHBOUR_WEIGHTS = (0.2, 0.3, 0.4, 0.5, 0.6)
-TIME_WEIGHTS = (0.0, 0.15, 0.3, 0.45)
-FEEDBACK_WEIGHTS = (0.0, 0.1, 0.2, 0.3)
+# The grids each family's constants are chosen from; every other constant is the family's
+# own (TODAY's, with the newer signals off, or the shipped DEFAULT's). The shipped values
+# sit inside each axis, so that a choice at an edge would show.
+TODAY_AXES: dict[str, tuple[float, ...]] = {
+    "dense_weight": (0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
+    "neighbour_weight": (0.2, 0.3, 0.4, 0.5, 0.6),
+}
+DEFAULT_AXES: dict[str, tuple[float, ...]] = {
+    "dense_weight": (0.25, 0.3, 0.35, 0.4),
+    "neighbour_weight": (0.4, 0.5, 0.6),
+    "time_weight": (0.0, 0.2, 0.4),
+    "conversation_weight": (0.0, 0.1, 0.2, 0.3),
+}
+# Signals measured beside the default but off in it: the default's grid with each one's
+# weights added, so that what it would add is measured the same way.
+MEASURED_AXES: dict[str, tuple[float, ...]] = {"feedback_weight": (0.15, 0.3)}
+# The signals the default adds to today's ranking, each held off in turn to measure it.
+SIGNALS = {"time": "time_weight", "conversation": "conversation_weight"}
+FEEDBACK_WEIGHTS = (0.0, *MEASURED_AXES["feedback_weight"])
 # Acceptance: the default against today's ranking and BM25-only, cross-validated.
 TARGET_RECALL_GAIN = 0.05
 TARGET_TEMPORAL_GAIN = 0.05
@@ -114,10 +127,13 @@ def cross_validate(family: Family | np.ndarray, folds: np.ndarray, fold_count: i
     return Outcome(held, chosen, per_fold)
 
 
-def grid(**axes: Iterable[Any]) -> list[ranking.RankingParams]:
+def grid(
+    base: ranking.RankingParams, axes: dict[str, tuple[float, ...]]
+) -> list[ranking.RankingParams]:
+    """Every combination of the axes' values, the other constants as in `base`."""
     names = list(axes)
     return [
-        replace(ranking.DEFAULT, **dict(zip(names, values, strict=True)))
+        replace(base, **dict(zip(names, values, strict=True)))
         for values in itertools.product(*axes.values())
     ]
 
@@ -269,25 +285,29 @@ def report(
     )
 
     started = time.perf_counter()
-    full = grid(
-        dense_weight=DENSE_WEIGHTS,
-        neighbour_weight=NEIGHBOUR_WEIGHTS,
-        time_weight=TIME_WEIGHTS,
-        feedback_weight=FEEDBACK_WEIGHTS,
-    )
-    scored = evaluate(prepared, questions, full)
-    say(f"{len(full)} grid points ranked in {time.perf_counter() - started:.0f} s")
+    today_grid = grid(ranking.TODAY, TODAY_AXES)
+    default_grid = grid(ranking.DEFAULT, DEFAULT_AXES)
+    measured = {
+        field: [replace(p, **{field: value}) for p in default_grid for value in values]
+        for field, values in MEASURED_AXES.items()
+    }
+    every = [*today_grid, *default_grid, *itertools.chain(*measured.values())]
+    scored = evaluate(prepared, questions, dict.fromkeys(every))
+    say(f"{len(scored)} grid points ranked in {time.perf_counter() - started:.0f} s")
 
-    def family(name: str, keep: Callable[[ranking.RankingParams], bool]) -> Family:
-        points = [p for p in full if keep(p)]
+    def family(name: str, points: list[ranking.RankingParams]) -> Family:
         return Family(name, points, {p: scored[p] for p in points})
 
-    families = {
-        "default": family("default", lambda p: True),
-        "today": family("today", lambda p: p.time_weight == 0 and p.feedback_weight == 0),
-        "default, no time": family("no time", lambda p: p.time_weight == 0),
-        "default, no feedback": family("no feedback", lambda p: p.feedback_weight == 0),
-    }
+    families = {"default": family("default", default_grid), "today": family("today", today_grid)}
+    for signal, field in SIGNALS.items():
+        kept = [p for p in default_grid if getattr(p, field) == 0]
+        families[f"default, no {signal}"] = family(signal, kept)
+    for field, extra in measured.items():
+        signal = field.removesuffix("_weight")
+        with_it = [*default_grid, *extra]
+        families[f"default + {signal}"] = family(signal, with_it)
+        alone = [p for p in with_it if not any(getattr(p, f) for f in SIGNALS.values())]
+        families[f"today + {signal}"] = family(signal, alone)
     fixed = {
         way: np.array(
             [figures(r, q.evidence) for r, q in zip(gateway[way], questions, strict=True)]
@@ -298,13 +318,13 @@ def report(
     outcomes.update({name: cross_validate(rows, folds, fold_count) for name, rows in fixed.items()})
 
     say(f"\ncross-validated, {fold_count} folds by conversation ({len(questions)} questions):")
-    say(f"{'':<22}{'R@5':>7}{'R@10':>7}{'MRR@10':>8}  worst fold R@5/R@10/MRR  R@10 by fold")
+    say(f"{'':<26}{'R@5':>7}{'R@10':>7}{'MRR@10':>8}  worst fold R@5/R@10/MRR  R@10 by fold")
     for name, outcome in outcomes.items():
         mean = outcome.held_out.mean(axis=0)
         worst = outcome.per_fold.min(axis=0)
         by_fold = " ".join(f"{v:.3f}" for v in outcome.per_fold[:, R10])
         say(
-            f"{name:<22}{mean[R5]:>7.3f}{mean[R10]:>7.3f}{mean[MRR]:>8.3f}  "
+            f"{name:<26}{mean[R5]:>7.3f}{mean[R10]:>7.3f}{mean[MRR]:>8.3f}  "
             f"{worst[R5]:>8.3f}{worst[R10]:>8.3f}{worst[MRR]:>8.3f}  {by_fold}"
         )
     for category, label in CATEGORIES.items():
@@ -318,20 +338,16 @@ def report(
                 if (mask & (folds == f)).any()
             )
             say(
-                f"{name:<22}{rows[:, R5].mean():>7.3f}{rows[:, R10].mean():>7.3f}"
+                f"{name:<26}{rows[:, R5].mean():>7.3f}{rows[:, R10].mean():>7.3f}"
                 f"{rows[:, MRR].mean():>8.3f}  worst fold R@10 {worst:.3f}"
             )
 
-    say("\nconstants chosen per fold (dense, neighbour, time, feedback):")
+    shown = [*DEFAULT_AXES, *MEASURED_AXES]
+    say("\nconstants chosen per fold (" + ", ".join(shown) + "):")
     for name in families:
-        chosen = outcomes[name].chosen
+        chosen = [p for p in outcomes[name].chosen if p is not None]
         say(
-            f"{name:<22}"
-            + "  ".join(
-                f"{p.dense_weight:.2f}/{p.neighbour_weight:.1f}/{p.time_weight:.2f}/{p.feedback_weight:.1f}"
-                for p in chosen
-                if p is not None
-            )
+            f"{name:<26}" + "  ".join("/".join(f"{getattr(p, a):g}" for a in shown) for p in chosen)
         )
     flatness(families["default"], outcomes["default"], folds, say)
 
@@ -382,13 +398,7 @@ def flatness(
     """Held-out recall@10 with one constant moved over its axis and the others as each fold
     chose them: a rule that carries over is flat around the value chosen."""
     say("\nflatness: cross-validated recall@10 with one constant set, the rest chosen per fold")
-    axes = {
-        "dense_weight": DENSE_WEIGHTS,
-        "neighbour_weight": NEIGHBOUR_WEIGHTS,
-        "time_weight": TIME_WEIGHTS,
-        "feedback_weight": FEEDBACK_WEIGHTS,
-    }
-    for name, values in axes.items():
+    for name, values in DEFAULT_AXES.items():
         cells = []
         for value in values:
             held = np.zeros(len(folds))

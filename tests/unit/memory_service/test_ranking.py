@@ -188,4 +188,37 @@ def test_feedback_keeps_at_most_its_number_of_terms_and_nothing_at_weight_0() ->
 def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off() -> None:
     assert ranking.RankingParams() == ranking.DEFAULT
     assert ranking.TODAY.time_weight == 0.0 and ranking.TODAY.feedback_weight == 0.0
-    assert ranking.TODAY.dense_weight == ranking.DEFAULT.dense_weight
+    assert (ranking.TODAY.dense_weight, ranking.TODAY.neighbour_weight) == (0.35, 0.4)
+
+
+def test_a_memory_from_the_conversation_most_candidates_come_from_moves_up() -> None:
+    # Two equal matches, each with an equal neighbour; one's conversation holds more of the
+    # query's candidates.
+    lone = memory("a-lone", conversation="c1", minute=0)
+    lone_next = memory("a-next", conversation="c1", minute=1)
+    busy = memory("b-busy", conversation="c2", minute=0)
+    others = [memory(f"b-{i}", conversation="c2", minute=1 + i) for i in range(3)]
+    weak = memory("weak")
+    dense = candidates(
+        (lone, 0.6), (busy, 0.6), (lone_next, 0.3), *((o, 0.3) for o in others), (weak, 0.1)
+    )
+    sparse = candidates((lone, 5.0), (busy, 5.0), (lone_next, 2.0), *((o, 2.0) for o in others))
+
+    without = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.0))
+    with_rule = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.2))
+
+    # Tied without the rule (then ordered by id); the busier conversation's first with it.
+    assert dict(without)["a-lone"] == pytest.approx(dict(without)["b-busy"])
+    assert order(without)[:2] == ["a-lone", "b-busy"]
+    assert order(with_rule)[:2] == ["b-busy", "a-lone"]
+
+
+def test_the_conversation_rule_treats_memories_outside_conversations_each_on_its_own() -> None:
+    a, b = memory("a"), memory("b")
+    params = ranking.RankingParams(conversation_weight=0.3)
+
+    fused = ranking.fuse(candidates((a, 0.6), (b, 0.3)), candidates((a, 4.0), (b, 1.0)), params)
+
+    assert order(fused) == ["a", "b"]
+    assert fused[0][1] == pytest.approx(ranking.calibrated_cosine(0.6))
+    assert 0.0 <= fused[1][1] < fused[0][1]
