@@ -193,6 +193,7 @@ async def prepare(
                     depth=max(ranking.DEFAULT.candidate_depth, TOP_K + ranking.DUPLICATE_MARGIN),
                     document_terms=memories._sparse_document,
                     feedback_weight=weight,
+                    with_text=True,
                 )
             # Search as the service runs it (embedding included), shipped constants against
             # today's, alternating so that noise hits both.

@@ -61,6 +61,7 @@ async def search_memories(
             depth=max(params.candidate_depth, wanted),
             document_terms=document_terms,
             feedback_weight=params.feedback_weight,
+            with_text=params.time_weight > 0 and ranking.asks_when(query),
         )
         ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query)[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
@@ -102,21 +103,26 @@ async def hybrid_candidates(
     depth: int,
     document_terms: Callable[[str], SparseVector] | None,
     feedback_weight: float,
+    with_text: bool,
 ) -> tuple[list[ranking.Candidate], list[ranking.Candidate]]:
-    """The nearest `depth` memories by each signal. With feedback, the keyword side is a
+    """The nearest `depth` memories by each signal, with their text when asked (the time
+    rule reads it; memories can be long, so only then). With feedback, the keyword side is a
     second pass: the query plus the heaviest terms of its first pass's best matches."""
+    feedback = feedback_weight > 0 and document_terms is not None
+    fields = [*CANDIDATE_FIELDS, "text"] if with_text or feedback else CANDIDATE_FIELDS
     dense_hits, sparse_hits = await _candidates(
         store,
         user_id,
         filters,
         [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)],
+        fields,
     )
-    if feedback_weight <= 0 or document_terms is None or not sparse_hits:
+    if not feedback or document_terms is None or not sparse_hits:
         return dense_hits, sparse_hits
-    feedback = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
-    expanded = ranking.with_feedback(sparse, feedback, feedback_weight)
+    best = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
+    expanded = ranking.with_feedback(sparse, best, feedback_weight)
     (sparse_hits,) = await _candidates(
-        store, user_id, filters, [NearestQuery(SPARSE_VECTOR, expanded, depth)]
+        store, user_id, filters, [NearestQuery(SPARSE_VECTOR, expanded, depth)], fields
     )
     return dense_hits, sparse_hits
 
@@ -131,9 +137,13 @@ async def _nearest(
 
 
 async def _candidates(
-    store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    store: MemoryStore,
+    user_id: str,
+    filters: SearchFilters,
+    queries: Sequence[NearestQuery],
+    fields: list[str],
 ) -> list[list[ranking.Candidate]]:
-    """Like _nearest, with only what fusion needs of each hit."""
-    slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+    """Like _nearest, with only these payload fields of each hit."""
+    slim = [replace(q, fields=fields) for q in queries]
     batches = await store.query(tenant_conditions(user_id, filters), slim)
     return [[candidate(p) for p in points] for points in batches]

@@ -192,6 +192,7 @@ async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: Me
             depth=10,
             document_terms=document_terms,
             feedback_weight=weight,
+            with_text=False,
         )
         return [h.id for h in sparse_hits]
 
@@ -200,6 +201,27 @@ async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: Me
     with_feedback = await keyword_side(0.2)
     # The query's own matches stay first; the memory sharing only their words comes after.
     assert set(with_feedback[:2]) == set(ids[:2]) and with_feedback[2:] == [ids[2]]
+
+
+async def test_candidates_bring_their_text_only_when_a_rule_reads_it(store: MemoryStore) -> None:
+    await store.upsert(conversation_points("u"))
+
+    async def texts(with_text: bool) -> set[str]:
+        dense_hits, sparse_hits = await hybrid_candidates(
+            store,
+            "u",
+            SearchFilters(),
+            dense=vector(1),
+            sparse=sparse_query("staging deploy"),
+            depth=10,
+            document_terms=None,
+            feedback_weight=0.0,
+            with_text=with_text,
+        )
+        return {h.text for h in (*dense_hits, *sparse_hits)}
+
+    assert await texts(False) == {""}
+    assert "the deploy to staging failed with ERR_7731 after the migration" in await texts(True)
 
 
 async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -> None:
