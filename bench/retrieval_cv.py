@@ -4,17 +4,18 @@ Once the gateway run has saved every turn and stopped, memory_service's own Memo
 store are opened in this process on the same data directory. Every question is embedded
 once and its candidates fetched once per setting that changes what the store returns (the
 feedback weight); each grid point is then only ranking.fuse over those candidates, so
-hundreds of settings cost seconds. That this path is the service's own is checked in the
+hundreds of settings cost a minute or two. That this path is the service's own is checked in the
 run: with the shipped constants it must return, for every question, what the gateway's
 default search returned.
 
 Folds are conversations (each conversation is one user). For each fold and each family of
 settings, the setting with the best recall@10 (ties: MRR@10) on the other folds' questions
 is chosen and scored on the fold's own: every question is scored once, by constants that
-never saw it. Families: the new default (every signal with its weight in the grid, 0
-included), today's ranking (the same fusion with the newer signals off, its own two weights
-chosen the same way) and, to say what each signal adds, the default with one signal held
-off. BM25-only and dense-only have nothing to tune; they are the gateway's own results.
+never saw it. Families: the default (each of its rules' weights in the grid, 0 included),
+today's ranking (the same fusion with the newer rules off, its own two weights chosen the
+same way), to say what each rule adds the default with that rule held off, and signals
+measured but off in the service (keyword feedback) added to the default and to today's.
+BM25-only and dense-only have nothing to tune; they are the gateway's own results.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ TODAY_AXES: dict[str, tuple[float, ...]] = {
 DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "dense_weight": (0.25, 0.3, 0.35, 0.4),
     "neighbour_weight": (0.4, 0.5, 0.6),
-    "time_weight": (0.0, 0.2, 0.4),
+    "time_weight": (0.0, 0.2, 0.4, 0.6),
     "conversation_weight": (0.0, 0.1, 0.2, 0.3),
 }
 # Signals measured beside the default but off in it: the default's grid with each one's
