@@ -271,6 +271,8 @@ class Memories:
                 mode=mode,
                 filters=filters,
                 limit=top_k,
+                query=query,
+                document_terms=self._sparse_document,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 

@@ -3,7 +3,7 @@ hits are ranked and scored (ranking.py), the same for every backend."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from memory_service import ranking
@@ -31,9 +31,13 @@ async def search_memories(
     mode: SearchMode,
     filters: SearchFilters,
     limit: int,
+    query: str = "",
+    document_terms: Callable[[str], SparseVector] | None = None,
+    params: ranking.RankingParams = ranking.DEFAULT,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
-    only runs the queries."""
+    only runs the queries. `query` is the text the vectors are of, and `document_terms` the
+    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules."""
     wanted = limit + ranking.DUPLICATE_MARGIN
     if mode is SearchMode.RRF:
         if dense is None or sparse is None:
@@ -48,17 +52,18 @@ async def search_memories(
     if mode is SearchMode.HYBRID:
         if dense is None or sparse is None:
             raise ValueError("hybrid search needs both vectors")
-        depth = max(ranking.CANDIDATE_DEPTH, wanted)
-        dense_hits, sparse_hits = await _candidates(
+        dense_hits, sparse_hits = await hybrid_candidates(
             store,
             user_id,
             filters,
-            [
-                NearestQuery(DENSE_VECTOR, dense, depth),
-                NearestQuery(SPARSE_VECTOR, sparse, depth),
-            ],
+            dense=dense,
+            sparse=sparse,
+            depth=max(params.candidate_depth, wanted),
+            document_terms=document_terms,
+            feedback_weight=params.feedback_weight,
+            with_text=params.time_weight > 0 and ranking.asks_when(query),
         )
-        ranked = ranking.fuse(dense_hits, sparse_hits)[:wanted]
+        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query)[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
         # The ids come from a search scoped to the user; checking the owner again keeps
         # "every read is the caller's" true of this by-id read too.
@@ -88,6 +93,40 @@ async def search_memories(
     return ranking.keyword(hits[0], best, limit)
 
 
+async def hybrid_candidates(
+    store: MemoryStore,
+    user_id: str,
+    filters: SearchFilters,
+    *,
+    dense: list[float],
+    sparse: SparseVector,
+    depth: int,
+    document_terms: Callable[[str], SparseVector] | None,
+    feedback_weight: float,
+    with_text: bool,
+) -> tuple[list[ranking.Candidate], list[ranking.Candidate]]:
+    """The nearest `depth` memories by each signal, with their text when asked (the time
+    rule reads it; memories can be long, so only then). With feedback, the keyword side is a
+    second pass: the query plus the heaviest terms of its first pass's best matches."""
+    feedback = feedback_weight > 0 and document_terms is not None
+    fields = [*CANDIDATE_FIELDS, "text"] if with_text or feedback else CANDIDATE_FIELDS
+    dense_hits, sparse_hits = await _candidates(
+        store,
+        user_id,
+        filters,
+        [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)],
+        fields,
+    )
+    if not feedback or document_terms is None or not sparse_hits:
+        return dense_hits, sparse_hits
+    best = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
+    expanded = ranking.with_feedback(sparse, best, feedback_weight)
+    (sparse_hits,) = await _candidates(
+        store, user_id, filters, [NearestQuery(SPARSE_VECTOR, expanded, depth)], fields
+    )
+    return dense_hits, sparse_hits
+
+
 async def _nearest(
     store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
 ) -> list[list[ScoredMemory]]:
@@ -98,9 +137,13 @@ async def _nearest(
 
 
 async def _candidates(
-    store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    store: MemoryStore,
+    user_id: str,
+    filters: SearchFilters,
+    queries: Sequence[NearestQuery],
+    fields: list[str],
 ) -> list[list[ranking.Candidate]]:
-    """Like _nearest, with only what fusion needs of each hit."""
-    slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+    """Like _nearest, with only these payload fields of each hit."""
+    slim = [replace(q, fields=fields) for q in queries]
     batches = await store.query(tenant_conditions(user_id, filters), slim)
     return [[candidate(p) for p in points] for points in batches]

@@ -80,7 +80,8 @@ def with_created_at(point: StoredPoint) -> tuple[float, Memory]:
     return float((point.payload or {}).get("created_at", 0.0)), memory_of(point)
 
 
-# The payload fields fusion reads from every candidate; the rest only for results kept.
+# The payload fields fusion reads from every candidate (and "text" when a rule reads it);
+# the rest only for results kept.
 CANDIDATE_FIELDS = ["conversation_id", "created_at"]
 
 
@@ -91,4 +92,5 @@ def candidate(point: ScoredPoint) -> ranking.Candidate:
         score=float(point.score),
         conversation_id=str(payload.get("conversation_id", "")),
         created_at=float(payload.get("created_at", 0.0)),
+        text=str(payload.get("text", "")),
     )

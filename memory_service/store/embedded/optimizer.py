@@ -98,7 +98,7 @@ def warm_large_tenants(shard_dir: Path, dimension: int, min_points: int) -> qdra
         # An exact search reads every one of the user's vectors, as the service's do.
         shard.query(
             qdrant_edge.QueryRequest(
-                limit=ranking.CANDIDATE_DEPTH,
+                limit=ranking.DEFAULT.candidate_depth,
                 query=qdrant_edge.Query.Nearest(probe, using=DENSE_VECTOR),
                 filter=user,
                 with_payload=qdrant_edge.PayloadSelector.Include(CANDIDATE_FIELDS),

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from memory_service import ranking
-from memory_service.models import Memory, MemoryKind, ScoredMemory, memory_point_id
+from memory_service.models import Memory, MemoryKind, ScoredMemory, SparseVector, memory_point_id
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -29,7 +29,7 @@ def hits(*pairs: tuple[Memory, float]) -> list[ScoredMemory]:
 
 def candidates(*pairs: tuple[Memory, float]) -> list[ranking.Candidate]:
     return [
-        ranking.Candidate(m.id, score, m.conversation_id, m.created_at.timestamp())
+        ranking.Candidate(m.id, score, m.conversation_id, m.created_at.timestamp(), m.text)
         for m, score in pairs
     ]
 
@@ -124,3 +124,101 @@ def test_saves_without_a_message_id_share_a_point_per_normalised_text() -> None:
     assert memory_point_id("u", "m-1", MemoryKind.PROMPT, "x") == memory_point_id(
         "u", "m-1", MemoryKind.PROMPT, "y"
     )
+
+
+def test_questions_about_when_are_told_apart() -> None:
+    assert ranking.asks_when("When did Caroline go to the support group?")
+    assert ranking.asks_when("how long has she had the dog")
+    assert ranking.asks_when("What year did we move?")
+    assert not ranking.asks_when("What did Caroline paint?")
+    assert not ranking.asks_when("Whenever I deploy, staging breaks")
+
+
+def test_memories_that_say_when_are_told_apart() -> None:
+    assert ranking.says_when("I went to a support group yesterday")
+    assert ranking.says_when("We moved two years ago")
+    assert ranking.says_when("the painting from last weekend")
+    assert ranking.says_when("see you on Friday")
+    assert not ranking.says_when("I love painting sunsets")
+
+
+def test_a_when_question_lifts_the_memory_that_says_when() -> None:
+    undated = memory("undated", text="I went to the support group and it was powerful")
+    dated = memory("dated", text="I went to the support group yesterday")
+    weak = memory("weak", text="groups of people")
+    dense = candidates((undated, 0.6), (dated, 0.58), (weak, 0.2))
+    sparse = candidates((undated, 5.0), (dated, 4.8), (weak, 1.0))
+
+    asked = ranking.fuse(dense, sparse, query="When did she go to the support group?")
+    told = ranking.fuse(dense, sparse, query="What was the support group like?")
+    before = ranking.fuse(dense, sparse, ranking.TODAY, query="When did she go to the group?")
+
+    assert order(asked) == ["dated", "undated", "weak"]
+    assert order(told) == ["undated", "dated", "weak"]
+    assert order(before) == ["undated", "dated", "weak"]
+    # The top score still says how well the query is covered, whatever lifted it.
+    assert asked[0][1] == pytest.approx(ranking.calibrated_cosine(0.6))
+
+
+def test_feedback_adds_the_heaviest_new_terms_of_the_best_matches_at_a_share() -> None:
+    query = SparseVector([1], [1.0])
+    feedback = [SparseVector([1, 2, 3], [2.0, 1.0, 0.5]), SparseVector([2, 4], [1.0, 0.25])]
+
+    expanded = ranking.with_feedback(query, feedback, 0.2)
+
+    assert expanded.indices[:1] == [1] and expanded.values[:1] == [1.0]
+    # Term 2 weighs 2.0 over both, the heaviest: it gets the whole weight; the query's own
+    # term 1 is not added again.
+    added = dict(zip(expanded.indices[1:], expanded.values[1:], strict=True))
+    assert added == pytest.approx({2: 0.2, 3: 0.05, 4: 0.025})
+
+
+def test_feedback_keeps_at_most_its_number_of_terms_and_nothing_at_weight_0() -> None:
+    query = SparseVector([0], [1.0])
+    many = [SparseVector(list(range(1, 40)), [float(i) for i in range(1, 40)])]
+
+    expanded = ranking.with_feedback(query, many, 0.3)
+
+    assert len(expanded.indices) == 1 + ranking.FEEDBACK_TERMS
+    assert expanded.indices[1:] == list(range(39, 39 - ranking.FEEDBACK_TERMS, -1))
+    assert ranking.with_feedback(query, many, 0.0) == query
+    assert ranking.with_feedback(query, [], 0.3) == query
+
+
+def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off() -> None:
+    assert ranking.RankingParams() == ranking.DEFAULT
+    assert ranking.TODAY.time_weight == 0.0 and ranking.TODAY.feedback_weight == 0.0
+    assert (ranking.TODAY.dense_weight, ranking.TODAY.neighbour_weight) == (0.35, 0.4)
+
+
+def test_a_memory_from_the_conversation_most_candidates_come_from_moves_up() -> None:
+    # Two equal matches, each with an equal neighbour; one's conversation holds more of the
+    # query's candidates.
+    lone = memory("a-lone", conversation="c1", minute=0)
+    lone_next = memory("a-next", conversation="c1", minute=1)
+    busy = memory("b-busy", conversation="c2", minute=0)
+    others = [memory(f"b-{i}", conversation="c2", minute=1 + i) for i in range(3)]
+    weak = memory("weak")
+    dense = candidates(
+        (lone, 0.6), (busy, 0.6), (lone_next, 0.3), *((o, 0.3) for o in others), (weak, 0.1)
+    )
+    sparse = candidates((lone, 5.0), (busy, 5.0), (lone_next, 2.0), *((o, 2.0) for o in others))
+
+    without = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.0))
+    with_rule = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.2))
+
+    # Tied without the rule (then ordered by id); the busier conversation's first with it.
+    assert dict(without)["a-lone"] == pytest.approx(dict(without)["b-busy"])
+    assert order(without)[:2] == ["a-lone", "b-busy"]
+    assert order(with_rule)[:2] == ["b-busy", "a-lone"]
+
+
+def test_the_conversation_rule_treats_memories_outside_conversations_each_on_its_own() -> None:
+    a, b = memory("a"), memory("b")
+    params = ranking.RankingParams(conversation_weight=0.3)
+
+    fused = ranking.fuse(candidates((a, 0.6), (b, 0.3)), candidates((a, 4.0), (b, 1.0)), params)
+
+    assert order(fused) == ["a", "b"]
+    assert fused[0][1] == pytest.approx(ranking.calibrated_cosine(0.6))
+    assert 0.0 <= fused[1][1] < fused[0][1]

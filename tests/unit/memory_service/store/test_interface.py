@@ -19,7 +19,7 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
-from memory_service.search import search_memories
+from memory_service.search import hybrid_candidates, search_memories
 from memory_service.store import (
     MemoryStore,
     StoreError,
@@ -167,6 +167,61 @@ async def test_hybrid_ranking_and_scores_are_the_same_on_both_backends(tmp_path:
     # The turn after the best match shares no query word, yet its neighbour lifts it.
     order = [memory_id for memory_id, _ in results[0]]
     assert order.index(points[2].memory.id) < order.index(points[3].memory.id)
+
+
+def document_terms(text: str) -> SparseVector:
+    vec = BM25.embed_document(text)
+    return SparseVector(list(vec.indices), list(vec.values))
+
+
+async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: MemoryStore) -> None:
+    first = point("u", "ERR_7731 again after the payments rollback", 1)
+    second = point("u", "the payments rollback broke checkout with ERR_7731", 2)
+    related = point("u", "checkout payments rollback postponed", 3)
+    unrelated = point("u", "a recipe for lemon cake", 4)
+    await store.upsert([first, second, related, unrelated])
+    query = sparse_query("ERR_7731")
+
+    async def keyword_side(weight: float) -> list[str]:
+        _, sparse_hits = await hybrid_candidates(
+            store,
+            "u",
+            SearchFilters(),
+            dense=vector(0),
+            sparse=query,
+            depth=10,
+            document_terms=document_terms,
+            feedback_weight=weight,
+            with_text=False,
+        )
+        return [h.id for h in sparse_hits]
+
+    ids = [p.memory.id for p in (first, second, related)]
+    assert set(await keyword_side(0.0)) == set(ids[:2])
+    with_feedback = await keyword_side(0.2)
+    # The query's own matches stay first; the memory sharing only their words comes after.
+    assert set(with_feedback[:2]) == set(ids[:2]) and with_feedback[2:] == [ids[2]]
+
+
+async def test_candidates_bring_their_text_only_when_a_rule_reads_it(store: MemoryStore) -> None:
+    await store.upsert(conversation_points("u"))
+
+    async def texts(with_text: bool) -> set[str]:
+        dense_hits, sparse_hits = await hybrid_candidates(
+            store,
+            "u",
+            SearchFilters(),
+            dense=vector(1),
+            sparse=sparse_query("staging deploy"),
+            depth=10,
+            document_terms=None,
+            feedback_weight=0.0,
+            with_text=with_text,
+        )
+        return {h.text for h in (*dense_hits, *sparse_hits)}
+
+    assert await texts(False) == {""}
+    assert "the deploy to staging failed with ERR_7731 after the migration" in await texts(True)
 
 
 async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -> None:
