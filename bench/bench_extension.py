@@ -101,7 +101,7 @@ def run(sends: int) -> None:
             root / "data",
             jwt_secret=SECRET,
             issuer=ISSUER,
-            memory={"MEMORY_TORCH_THREADS": "1"},
+            memory={"MEMORY_EMBED_THREADS": "1"},
             gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
         ).start()
         try:

@@ -7,16 +7,13 @@ average, as in public chat logs), each message with its own time over the past t
 `memory-layer up` starts the three services with default settings in a temp dir, and
 `memory-layer import` loads the zip; its wall time, parse and count pass included, gives
 messages/s. Then GET /export checks that every message was stored once, with the export's
-time. The baseline is SentenceTransformer.encode(texts, batch_size=32) on the same 20,000
-texts in this process, at the precision the service embeds in (MEMORY_EMBED_PRECISION,
-default auto: bfloat16 on CPUs that have it natively), half of them before the import and
-half after, while the stack is idle.
-Target: import messages/s / baseline texts/s >= 0.8, or >= 0.6 when the service embeds in
-float32.
+time. The baseline is the service's own encoder (ONNX Runtime, float32, on all cores) on the
+same 20,000 texts in this process in batches of 32, half of them before the import and half
+after, while the stack is idle.
+Target: import messages/s / baseline texts/s >= 0.8.
 
     python bench/bench_import.py                           # 20,000 messages
     python bench/bench_import.py --messages 2000
-    MEMORY_EMBED_PRECISION=float32 python bench/bench_import.py
 """
 
 from __future__ import annotations
@@ -34,23 +31,16 @@ import time
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
+from encoders import encode, service_encoder
 from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
 
-from memory_service.model_loading import (
-    Precision,
-    load_sentence_transformer,
-    precision_scope,
-    resolve_precision,
-)
+from memory_service.onnx_encoder import OnnxEncoder
 
-if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
-
-TARGET = {"bfloat16": 0.8, "float32": 0.6}
+TARGET = 0.8
 CLI = [sys.executable, "-m", "memory_layer_cli"]
 ANSWER_SENTENCES = [
     "Here is a step by step approach that should work in most cases.",
@@ -179,16 +169,9 @@ def exported(url: str, token: str) -> list[dict[str, Any]]:
         return [json.loads(line) for line in response.iter_lines() if line.strip()]
 
 
-def encode_seconds(model: SentenceTransformer, texts: list[str], precision: Precision) -> float:
-    with precision_scope(precision):
-        started = time.perf_counter()
-        model.encode(
-            texts,
-            batch_size=32,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+def encode_seconds(encoder: OnnxEncoder, texts: list[str]) -> float:
+    started = time.perf_counter()
+    encode(encoder, texts)
     return time.perf_counter() - started
 
 
@@ -196,27 +179,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     args = parser.parse_args()
-    precision = resolve_precision(os.environ.get("MEMORY_EMBED_PRECISION", "auto"))
-    # The stack inherits this environment: pin it to the precision the baseline uses.
-    os.environ["MEMORY_EMBED_PRECISION"] = precision
     tmp = Path(tempfile.mkdtemp(prefix="bench-import-"))
     try:
         export = tmp / "chatgpt-export.zip"
         expected = synthetic_export(export, args.messages)
         texts = [text for text, _ in expected.values()]
-        model, _ = load_sentence_transformer(None)
-        with precision_scope(precision):
-            model.encode(texts[:256], batch_size=32, show_progress_bar=False)
+        encoder = service_encoder()
+        encode(encoder, texts[:256])
         # Half the baseline before the import and half after, so that load from other work
         # on a shared machine weighs on both sides alike.
-        baseline_seconds = encode_seconds(model, texts[::2], precision)
+        baseline_seconds = encode_seconds(encoder, texts[::2])
         words = sorted(len(t.split()) for t in texts)
         print(
             f"export: {len(expected):,} messages, {export.stat().st_size / 1e6:.1f} MB zipped, "
             f"{words[0]}-{words[-1]} words (median {words[len(words) // 2]})"
         )
         with Stack(tmp / "data") as stack:
-            print(f"stack up at {stack.url}; the service embeds in {precision}")
+            print(f"stack up at {stack.url}")
             started = time.perf_counter()
             run = subprocess.run(
                 [*CLI, "import", str(export), "--user", "bench", "--url", stack.url,
@@ -230,7 +209,7 @@ def main() -> None:
             if run.returncode != 0:
                 raise SystemExit(f"import failed ({run.returncode})")
             memories = exported(stack.url, stack.token("bench"))
-            baseline_seconds += encode_seconds(model, texts[1::2], precision)
+            baseline_seconds += encode_seconds(encoder, texts[1::2])
             baseline = len(texts) / baseline_seconds
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -244,16 +223,15 @@ def main() -> None:
     )
     rate = len(expected) / seconds
     ratio = rate / baseline
-    target = TARGET[precision]
+    target = TARGET
     print()
-    print(f"precision: {precision} (service and baseline)")
     print(
         f"import: {len(expected):,} messages in {seconds:.1f} s = {rate:.1f} messages/s "
         "(memory-layer import, wall time)"
     )
     print(
-        f"baseline: SentenceTransformer.encode(batch_size=32) on the same texts "
-        f"{baseline:.1f} texts/s"
+        f"baseline: the service's encoder (ONNX Runtime, float32) in this process, batches of "
+        f"32, on the same texts: {baseline:.1f} texts/s"
     )
     print(
         f"stored: {len(memories):,} memories, {len(by_message):,} distinct message ids, "

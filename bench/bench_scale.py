@@ -3,8 +3,8 @@ save throughput against an empty store, and maintenance while it serves, in one 
 
 The store is seeded the way bench/seed.py does it (real model vectors for a sample of
 distinct texts, reused): --memories across --users, plus one heavy user with --heavy of
-their own. The service runs as a child process in float32 (as on a CPU without native
-bfloat16); the precision is printed. What is measured, in order:
+their own. The service runs as a child process (ONNX Runtime, float32); the precision is
+printed. What is measured, in order:
 
 1. time from process start to SERVING on the seeded data dir, then until the service's own
    maintenance has sealed the seeded store (seeded in one go, it is one appendable segment,
@@ -44,10 +44,10 @@ from pathlib import Path
 import grpc
 from bench_save_throughput import save_rate
 from corpus import prompt_texts, query_texts
+from encoders import service_encoder
 from seed import HEAVY_USER, SeedPlan, seed_data_dir, seeded_memory_id, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model_loading import load_sentence_transformer
 from memory_service.store.embedded.files import directory_bytes
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
@@ -228,7 +228,7 @@ async def run(args: argparse.Namespace, root: Path) -> Figures:
     plan = SeedPlan(memories=args.memories, users=args.users, heavy_user_memories=args.heavy)
     scale_dir, empty_dir = root / "scale", root / "empty"
     print(f"loading the model to seed {args.memories} + {args.heavy} memories…", flush=True)
-    model, _ = await asyncio.to_thread(load_sentence_transformer, None)
+    model = await asyncio.to_thread(service_encoder)
     # seed_data_dir runs its own event loop.
     took = await asyncio.to_thread(seed_data_dir, scale_dir, model, plan)
     print(f"  seeded in {took:.0f} s" if took else "  already seeded", flush=True)
@@ -372,10 +372,7 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", type=Path, help="where the stores go (default: a temp dir)")
     args = parser.parse_args()
-    os.environ.update(
-        MEMORY_EMBED_PRECISION=PRECISION,
-        MEMORY_MAINTENANCE_INTERVAL_SECONDS="5",
-    )
+    os.environ.update(MEMORY_MAINTENANCE_INTERVAL_SECONDS="5")
     if args.data_dir:
         figures = asyncio.run(run(args, args.data_dir))
     else:

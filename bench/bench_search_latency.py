@@ -3,9 +3,10 @@
 The data dir is seeded straight through EdgeMemoryStore (see seed.py), then memory_service
 runs on it as a child process and one client sends Search requests one after another, each
 for a random user. The baseline is the same work in this process with nothing in between:
-model.encode(query) + BM25 query vector + EdgeMemoryStore.search on the same data dir, for
-the same (user, query) pairs. Service and baseline alternate for --rounds rounds so that
-noise on a shared machine hits both. Target: p50(service) / p50(baseline) <= 1.5.
+the service's encoder (ONNX Runtime) on the query + BM25 query vector +
+EdgeMemoryStore.search on the same data dir, for the same (user, query) pairs. Service and
+baseline alternate for --rounds rounds so that noise on a shared machine hits both.
+Target: p50(service) / p50(baseline) <= 1.5.
 
     python bench/bench_search_latency.py                      # 100k memories, 1k users
     python bench/bench_search_latency.py --memories 20000 --users 200 --queries 100
@@ -26,17 +27,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 import qdrant_edge
 from corpus import query_texts
+from encoders import service_encoder
 from seed import SeedPlan, collection_spec, seed_data_dir, user_ids
 from service_process import MemoryServiceProcess, call_metadata
 
-from memory_service.model_loading import load_sentence_transformer
 from memory_service.models import SearchFilters, SearchMode, SparseVector
 from memory_service.search import search_memories
 from memory_service.store.embedded import EdgeMemoryStore
 from protos.memory.v1 import memory_pb2 as pb
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    from memory_service.onnx_encoder import OnnxEncoder
 
 TARGET_P50_RATIO = 1.5
 
@@ -72,7 +73,7 @@ async def service_latencies(
 
 async def baseline_latencies(
     data_dir: Path,
-    model: SentenceTransformer,
+    model: OnnxEncoder,
     pairs: list[tuple[str, str]],
     top_k: int,
     warmup: int,
@@ -83,9 +84,7 @@ async def baseline_latencies(
     try:
 
         async def search(user: str, query: str) -> int:
-            dense = model.encode(
-                query, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
+            (dense,) = model.encode([query], [True])
             vec = bm25.embed_query(query)
             results = await search_memories(
                 store,
@@ -122,7 +121,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="seed here and keep it (default: temp)")
     args = parser.parse_args()
 
-    model, _ = load_sentence_transformer(None)
+    model = service_encoder()
     plan = SeedPlan(memories=args.memories, users=args.users, distinct_texts=args.distinct_texts)
     with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"

@@ -13,11 +13,13 @@ second (20,000) and searches run again; saves/s is measured over each checkpoint
 mem0 takes one add at a time (~15/s here), so past the first checkpoint its memories are
 loaded the way add(infer=False) stores them but embedded in batches (--mem0-add-all: every
 one through add()).
+Both embed in float32. In the same run, the first checkpoint's texts (at most --encode-texts
+of them) are also encoded in this process by the service's encoder (ONNX Runtime) and by
+SentenceTransformer.encode(batch_size=32) in float32, the in-process baseline, on all cores.
 Targets: saves/s at 3,000 >= 3x mem0's; search p50 at 20,000 >= 10x faster than mem0's.
 
     python bench/bench_vs_mem0.py
     python bench/bench_vs_mem0.py --checkpoints 300,1000 --queries 50     # a quick look
-    MEMORY_EMBED_PRECISION=float32 python bench/bench_vs_mem0.py
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ import aiohttp
 import torch
 from bench_gateway_overhead import ISSUER, JWT_SECRET, gateway_stack
 from corpus import prompt_texts, query_texts
+from encoders import onnx_rate, reference_model, reference_rate, service_encoder
 
 from gateway.tokens import mint_token
-from memory_service.model_loading import bundled_model_path, resolve_precision
+from memory_service.model_loading import bundled_model_path
 
 MEM0_VERSION = "2.2.1"
 TARGET_SAVES = 3.0
@@ -184,12 +187,33 @@ def ms(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-def report(args: argparse.Namespace, ours: list[dict[str, Any]], mem0: dict[str, Any]) -> None:
+def encode_rates(texts: list[str]) -> dict[str, float]:
+    """Texts/s of the service's encoder and of sentence-transformers float32 on the same texts,
+    in this process, after a warm-up of each."""
+    encoder, model = service_encoder(), reference_model()
+    onnx_rate(encoder, texts[:64])
+    reference_rate(model, texts[:64])
+    return {"onnx": onnx_rate(encoder, texts), "reference": reference_rate(model, texts)}
+
+
+def report(
+    args: argparse.Namespace,
+    ours: list[dict[str, Any]],
+    mem0: dict[str, Any],
+    rates: dict[str, float],
+    encoded: int,
+) -> None:
     print()
     print(
         f"Side by side: {args.users} users, chat-like texts, {len(ours[0]['search_s'])} queries "
-        f"per checkpoint; ours embeds in {args.precision} through HTTP with {args.clients} "
-        f"clients, mem0 {mem0['mem0_version']} in process with {args.mem0_concurrency} at a time"
+        f"per checkpoint; ours embeds in float32 (ONNX Runtime) through HTTP with "
+        f"{args.clients} clients, mem0 {mem0['mem0_version']} in process with "
+        f"{args.mem0_concurrency} at a time"
+    )
+    print(
+        f"encode in this process, {encoded} of the saved texts, batches of 32: ONNX Runtime "
+        f"{rates['onnx']:.1f} texts/s, sentence-transformers float32 {rates['reference']:.1f} "
+        f"texts/s ({rates['onnx'] / rates['reference']:.2f}x)"
     )
     print(
         f"{'memories':>9} {'ours saves/s':>13} {'mem0 saves/s':>13} {'ratio':>6} "
@@ -237,9 +261,8 @@ def main() -> None:
         default=1,
         help="mem0 adds in flight at once; more than 1 breaks its local Qdrant file here",
     )
+    parser.add_argument("--encode-texts", type=int, default=1_000)
     args = parser.parse_args()
-    args.precision = resolve_precision(os.environ.get("MEMORY_EMBED_PRECISION", "auto"))
-    os.environ["MEMORY_EMBED_PRECISION"] = args.precision
     saves, queries = workload(args)
     print(f"mem0: {len(saves)} saves, {len(queries)} queries per checkpoint…", flush=True)
     mem0 = run_mem0(args, saves, queries)
@@ -249,7 +272,9 @@ def main() -> None:
     print("ours…", flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-vs-mem0-") as tmp:
         ours = asyncio.run(run_ours(args, saves, queries, Path(tmp)))
-    report(args, ours, mem0)
+    encoded = [text for _, text in saves[: min(args.checkpoints[0], args.encode_texts)]]
+    print(f"encoding {len(encoded)} texts in this process…", flush=True)
+    report(args, ours, mem0, encode_rates(encoded), len(encoded))
 
 
 if __name__ == "__main__":

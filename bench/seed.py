@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import qdrant_edge
 from corpus import prompt_texts
+from encoders import encode
 
 from memory_service.model_loading import BUNDLED_MODEL_NAME
 from memory_service.models import Memory, MemoryKind, MemoryPoint, SparseVector
@@ -29,7 +30,7 @@ from memory_service.store import CollectionSpec
 from memory_service.store.embedded import EdgeMemoryStore
 
 if TYPE_CHECKING:
-    from sentence_transformers import SentenceTransformer
+    from memory_service.onnx_encoder import OnnxEncoder
 
 SEED_MARKER = "bench-seed.json"
 POINT_NAMESPACE = uuid.UUID("0c6f7a52-3b7e-4d0e-9a51-2f8e3c1d9b64")
@@ -58,12 +59,9 @@ def seeded_memory_id(user: str, i: int) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"{user}/{i}"))
 
 
-def collection_spec(model: SentenceTransformer) -> CollectionSpec:
+def collection_spec(model: OnnxEncoder) -> CollectionSpec:
     """The collection memory_service opens for the bundled model."""
-    get_dim = getattr(model, "get_embedding_dimension", None) or (
-        model.get_sentence_embedding_dimension
-    )
-    return CollectionSpec(model=BUNDLED_MODEL_NAME, dimension=int(get_dim()))
+    return CollectionSpec(model=BUNDLED_MODEL_NAME, dimension=model.dimension)
 
 
 def is_seeded(data_dir: Path, plan: SeedPlan) -> bool:
@@ -71,22 +69,13 @@ def is_seeded(data_dir: Path, plan: SeedPlan) -> bool:
     return marker.exists() and json.loads(marker.read_text()) == asdict(plan)
 
 
-def seed_data_dir(data_dir: Path, model: SentenceTransformer, plan: SeedPlan) -> float:
+def seed_data_dir(data_dir: Path, model: OnnxEncoder, plan: SeedPlan) -> float:
     """Write plan.memories memories into data_dir (skipped if already seeded); returns seconds."""
     if is_seeded(data_dir, plan):
         return 0.0
     started = time.perf_counter()
     texts = prompt_texts(plan.distinct_texts, seed=plan.seed)
-    dense = np.asarray(
-        model.encode(
-            texts,
-            batch_size=64,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        ),
-        dtype=np.float32,
-    )
+    dense = encode(model, texts)
     bm25 = qdrant_edge.Bm25()
     sparse = []
     for text in texts:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.identity import Peer
@@ -66,8 +65,10 @@ class MemorySettings(ServiceSettings):
     """
 
     model: str | None = None
-    """A sentence-transformers model directory or name; unset: the bundled all-MiniLM-L6-v2,
-    loaded offline. Changing it changes the collection name; memories are not re-embedded.
+    """A sentence-transformers model directory: a BERT encoder with mean pooling, with
+    config.json, model.safetensors and tokenizer.json (the service says what is missing or
+    unsupported). Unset: the bundled all-MiniLM-L6-v2. Changing it changes the collection
+    name; memories are not re-embedded.
     """
     embedding_dim: int | None = Field(default=None, ge=8)
     """Keep only the first N dimensions of each embedding (Matryoshka-style); unset: all."""
@@ -80,28 +81,22 @@ class MemorySettings(ServiceSettings):
     their way (a query never waits): a model call costs a fixed part whatever its size, so
     waiting for texts on their way beats embedding one alone.
     """
-    embed_packed: bool = True
-    """BERT models with mean pooling (the bundled one) run packed: compute goes to real tokens
-    only. false, or any other model: sentence-transformers' padded encode().
-    """
-    embed_encode_batch_size: int = Field(default=8, ge=1, le=512)
-    """Padded encode() only: texts per forward pass within a coalesced batch."""
-    embed_precision: Literal["auto", "float32", "bfloat16"] = "auto"
-    """Precision of the model's matrix products. bfloat16 runs faster where the CPU has it
-    natively (AVX512-BF16, AMX), about 2x float32, and gives vectors with cosine above 0.999
-    to float32 (docs/architecture.md#bfloat16); auto picks it there.
-    """
     embed_workers: int = Field(default=0, ge=0, le=64)
-    """Batches embedded at once, each on MEMORY_TORCH_THREADS / MEMORY_EMBED_WORKERS threads; 0:
+    """Batches embedded at once, each on MEMORY_EMBED_THREADS / MEMORY_EMBED_WORKERS threads; 0:
     one worker per thread.
     """
     embed_workers_per_user: int = Field(default=0, ge=0, le=64)
     """Workers of a lane (bulk or interactive) one user's batches may hold at once; 0: all of
     them.
     """
-    torch_threads: int = Field(default=0, ge=0)
-    """Threads for the model; 0: torch's default, which counts the node's cores, not the
-    container's CPU limit: set it to that limit.
+    embed_threads: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("MEMORY_EMBED_THREADS", "MEMORY_TORCH_THREADS"),
+    )
+    """Threads for the model (MEMORY_TORCH_THREADS is read too, its former name); 0: the cores
+    this process may run on, which in a container counts the node's cores, not its CPU limit:
+    set it to that limit.
     """
 
     relevance_floor: float = Field(default=0.3, ge=0, le=1)

@@ -127,7 +127,7 @@ class Embedder:
         self._running: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._worker: asyncio.Task[None] | None = None
-        # Each worker runs one batch at a time on threads of the encoder's own (for torch,
+        # Each worker runs one batch at a time on threads of the encoder's own (for ONNX Runtime,
         # `model_threads` each). One thread per worker keeps the cores busy without the
         # workers waiting on each other, and holds up better than one many-threaded call
         # when other processes take CPU.

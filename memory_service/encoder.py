@@ -30,7 +30,7 @@ class Encoder(Protocol):
 
     @property
     def mode(self) -> str:
-        """How it runs, for the startup log (e.g. "packed float32")."""
+        """How it runs, for the startup log (e.g. "onnxruntime float32")."""
         ...
 
     def prepare_thread(self) -> None:

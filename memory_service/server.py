@@ -14,11 +14,8 @@ from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.memories import Memories
 from memory_service.memory_release import release_free_memory, release_free_memory_every
-from memory_service.model_loading import (
-    embed_parallelism,
-    load_sentence_transformer,
-    resolve_precision,
-)
+from memory_service.model_loading import embed_parallelism, open_model_dir
+from memory_service.onnx_encoder import OnnxEncoder
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.embedded import EdgeMemoryStore
@@ -27,7 +24,6 @@ from memory_service.store.keys import KeyStore
 from memory_service.store.keys.embedded import EmbeddedKeyStore
 from memory_service.store.keys.server import ServerKeyStore
 from memory_service.store.remote import ServerMemoryStore
-from memory_service.torch_encoder import TorchEncoder
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
@@ -61,6 +57,15 @@ def build_key_store(settings: MemorySettings, store: MemoryStore) -> KeyStore:
     return EmbeddedKeyStore(settings.data_dir)
 
 
+def build_encoder(settings: MemorySettings) -> OnnxEncoder:
+    """The model MEMORY_MODEL names (unset: the bundled one), ready to encode."""
+    return OnnxEncoder(
+        open_model_dir(settings.model),
+        dimension=settings.embedding_dim,
+        model_threads=embed_parallelism(settings)["model_threads"],
+    )
+
+
 @dataclass
 class MemoryServer(ServiceServer):
     """A bound server: serving health at once, MemoryService once start_serving() is done."""
@@ -79,21 +84,8 @@ class MemoryServer(ServiceServer):
     async def start_serving(self, embedder: Embedder | None = None) -> None:
         """Load the model and open the store, then report SERVING."""
         if embedder is None:
-            model, name = await asyncio.to_thread(
-                load_sentence_transformer,
-                self.settings.model,
-                self.settings.embedding_dim,
-                self.settings.torch_threads,
-            )
             parallelism = embed_parallelism(self.settings)
-            encoder = TorchEncoder(
-                model,
-                name,
-                precision=resolve_precision(self.settings.embed_precision),
-                packed=self.settings.embed_packed,
-                encode_batch_size=self.settings.embed_encode_batch_size,
-                model_threads=parallelism["model_threads"],
-            )
+            encoder = await asyncio.to_thread(build_encoder, self.settings)
             embedder = Embedder(
                 encoder,
                 batch_size=self.settings.embed_batch_size,

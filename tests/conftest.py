@@ -12,9 +12,9 @@ import httpx
 import pytest
 
 from memory_service.embedder import Embedder
-from memory_service.model_loading import load_sentence_transformer
+from memory_service.model_loading import open_model_dir
+from memory_service.onnx_encoder import OnnxEncoder
 from memory_service.server import MemoryServer
-from memory_service.torch_encoder import TorchEncoder
 from tests.support.auth import JwksServer, Keys, ec_key, gateway_settings, rsa_key
 from tests.support.stack import Gateway, StartGateway, start_memory
 
@@ -36,14 +36,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def sentence_model():  # type: ignore[no-untyped-def]
-    return load_sentence_transformer(None)
+def encoder() -> OnnxEncoder:
+    """The service's encoder over the bundled model, shared by every embedder of the run (as
+    the service's workers share it)."""
+    return OnnxEncoder(open_model_dir(None))
 
 
 @pytest.fixture(scope="session")
-async def embedder(sentence_model) -> AsyncIterator[Embedder]:  # type: ignore[no-untyped-def]
-    model, name = sentence_model
-    emb = Embedder(TorchEncoder(model, name), batch_size=32, max_wait_ms=2.0)
+async def embedder(encoder: OnnxEncoder) -> AsyncIterator[Embedder]:
+    emb = Embedder(encoder, batch_size=32, max_wait_ms=2.0)
     await emb.start()
     yield emb
     await emb.stop()

@@ -31,7 +31,7 @@ class Services:
     """memory_service and `gateways` gateways on one data directory."""
 
     def __init__(self, data_dir: Path, gateways: int) -> None:
-        self.memory = MemoryProcess(data_dir, MEMORY_TORCH_THREADS="1").start()
+        self.memory = MemoryProcess(data_dir, MEMORY_EMBED_THREADS="1").start()
         self.gateways: list[GatewayProcess] = []
         self.urls: list[str] = []
         try:

@@ -305,7 +305,7 @@ async def test_long_text_is_embedded_from_all_of_it(start, tmp_path: Path, embed
     filler = "We talked about the quarterly budget and the spreadsheet formulas. " * 60
     tail = "Finally: the wifi password for the cabin is written under the router."
     long_text = filler + tail
-    assert len(embedder.encoder.chunk(long_text)) > 1
+    assert len(embedder.encoder.windows(long_text)) > 1
     saved = await save(svc.stub, ALICE, long_text)
     got = await svc.stub.GetMemory(pb.GetMemoryRequest(id=saved.id), metadata=ALICE)
     assert got.text == long_text

@@ -49,11 +49,10 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(sentence_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    model, name = sentence_model
+def stack(encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     loop = LoopThread()
     memory, embedder = start_memory_in_process(
-        loop, model, name, Path(tmp_path_factory.mktemp("key-input"))
+        loop, encoder, Path(tmp_path_factory.mktemp("key-input"))
     )
     gateway = GatewayServer(loop, gateway_settings(memory.port)).start()
     yield Stack(loop, memory, gateway)

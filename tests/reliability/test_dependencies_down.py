@@ -32,13 +32,10 @@ USER_LIMIT = 3
 
 @pytest.fixture(scope="module")
 def stack(
-    sentence_model: Any, tmp_path_factory: pytest.TempPathFactory
+    encoder: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LoopThread, MemoryServer]]:
-    model, name = sentence_model
     loop = LoopThread()
-    memory, embedder = start_memory_in_process(
-        loop, model, name, Path(tmp_path_factory.mktemp("deps"))
-    )
+    memory, embedder = start_memory_in_process(loop, encoder, Path(tmp_path_factory.mktemp("deps")))
     yield loop, memory
     stop_memory_in_process(loop, memory, embedder)
     loop.close()

@@ -409,11 +409,10 @@ ALL_CASES += token_cases()
 
 
 @pytest.fixture(scope="module")
-def gateway(sentence_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model, name = sentence_model
+def gateway(encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     loop = LoopThread()
     memory, embedder = start_memory_in_process(
-        loop, model, name, Path(tmp_path_factory.mktemp("hostile"))
+        loop, encoder, Path(tmp_path_factory.mktemp("hostile"))
     )
 
     async def start_chat() -> Any:

@@ -38,11 +38,10 @@ TOPICS = (
 
 
 @pytest.fixture(scope="module")
-def gateway(sentence_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model, name = sentence_model
+def gateway(encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     loop = LoopThread()
     memory, embedder = start_memory_in_process(
-        loop, model, name, Path(tmp_path_factory.mktemp("isolation"))
+        loop, encoder, Path(tmp_path_factory.mktemp("isolation"))
     )
     running = GatewayServer(loop, gateway_settings(memory.port)).start()
     yield running.url

@@ -41,12 +41,9 @@ UNSATISFIABLE: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def gateway_url(sentence_model: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model, name = sentence_model
+def gateway_url(encoder: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     loop = LoopThread()
-    memory, embedder = start_memory_in_process(
-        loop, model, name, Path(tmp_path_factory.mktemp("fuzz"))
-    )
+    memory, embedder = start_memory_in_process(loop, encoder, Path(tmp_path_factory.mktemp("fuzz")))
 
     async def start_chat() -> Any:
         # No provider configured: the offline mode answers, so /chat is fuzzed end to end.

@@ -41,13 +41,7 @@ def watch_health(address: str, seen: list[tuple[float, int]], ended: threading.E
 def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving_first(
     tmp_path: Path,
 ) -> None:
-    # The padded float32 path keeps the long saves below running for seconds.
-    memory = memory_process(
-        tmp_path / "memory",
-        drain_seconds=20.0,
-        MEMORY_EMBED_PACKED="false",
-        MEMORY_EMBED_PRECISION="float32",
-    ).start()
+    memory = memory_process(tmp_path / "memory", drain_seconds=20.0).start()
     loop = LoopThread()
     gateway = GatewayServer(loop, gateway_settings(memory.port, grpc_timeout_seconds=30.0)).start()
     try:
@@ -103,6 +97,9 @@ def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving
 
         memory.start()
         with client_for(gateway.url, "drain-user") as client:
+            # The gateway's channel may still be waiting out its reconnect backoff: a 503
+            # asks the client to retry.
+            assert _wait(lambda: client.get("/export").status_code == 200)
             stored = {m["message_id"] for m in export_all(client)}
         assert stored == {f"long-{n}" for n in range(IN_FLIGHT)}
     finally:

@@ -14,7 +14,6 @@ from pydantic import SecretStr
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
 from memory_service.server import MemoryServer, create_server
-from memory_service.torch_encoder import TorchEncoder
 from tests.support.qdrant_stand_in import QdrantStandIn
 from tests.support.reliability import client_for, gateway_settings
 from tests.support.stack import SERVICE_TOKEN, GatewayServer, LoopThread
@@ -25,14 +24,13 @@ RETRY_AFTER_SECONDS = 7
 
 @pytest.fixture(scope="module")
 def outage_stack(
-    sentence_model: Any, tmp_path_factory: pytest.TempPathFactory
+    encoder: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[QdrantStandIn, GatewayServer]]:
-    model, name = sentence_model
     qdrant = QdrantStandIn().start()
     loop = LoopThread()
 
     async def start() -> tuple[MemoryServer, Embedder]:
-        embedder = Embedder(TorchEncoder(model, name), batch_size=32, max_wait_ms=2.0)
+        embedder = Embedder(encoder, batch_size=32, max_wait_ms=2.0)
         server = await create_server(
             MemorySettings(
                 host="127.0.0.1",

@@ -57,7 +57,7 @@ def process_stack(data_dir: Path) -> ProcessStack:
         jwt_secret=HS_SECRET,
         issuer=ISSUER,
         # One model thread keeps a shared two-core machine usable for the browser.
-        memory={"MEMORY_TORCH_THREADS": "1"},
+        memory={"MEMORY_EMBED_THREADS": "1"},
         gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
     )
 

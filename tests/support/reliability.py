@@ -59,7 +59,7 @@ def memory_process(
         MEMORY_LOG_LEVEL="INFO",
         MEMORY_DRAIN_SECONDS=str(drain_seconds),
         # One model thread each keeps a shared two-core machine usable.
-        MEMORY_TORCH_THREADS="1",
+        MEMORY_EMBED_THREADS="1",
         **settings,
     )
 

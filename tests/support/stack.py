@@ -27,8 +27,8 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from memory_service.config import MemorySettings
 from memory_service.embedder import Embedder
+from memory_service.encoder import Encoder
 from memory_service.server import MemoryServer, create_server
-from memory_service.torch_encoder import TorchEncoder
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, grpc_serving, http_ready, service_env
 
@@ -142,12 +142,12 @@ class GatewayServer:
 
 
 def start_memory_in_process(
-    loop: LoopThread, model: Any, model_name: str, data_dir: Path
+    loop: LoopThread, encoder: Encoder, data_dir: Path
 ) -> tuple[MemoryServer, Embedder]:
     """memory_service's server and its own embedder on a LoopThread."""
 
     async def _start() -> tuple[MemoryServer, Embedder]:
-        embedder = Embedder(TorchEncoder(model, model_name), batch_size=32, max_wait_ms=2.0)
+        embedder = Embedder(encoder, batch_size=32, max_wait_ms=2.0)
         return await start_memory(embedder, data_dir), embedder
 
     return loop.run(_start())

@@ -158,7 +158,7 @@ async def test_concurrent_requests_share_model_calls(
     assert max(sizes) <= 32
     # Each caller gets the vector of its own text.
     assert np.allclose(np.array(vectors), np.array([vector_of(t) for t in texts]), atol=1e-6)
-    # The encoder ran on threads it had prepared (for torch: its intra-op threads).
+    # The encoder ran on threads it had prepared (`prepare_thread`).
     assert set(encoder.call_threads) <= encoder.prepared_threads
     assert encoder.flags == [[False] * size for size in sizes]
 
