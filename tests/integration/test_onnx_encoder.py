@@ -66,7 +66,7 @@ _CODE = [
     "for (int i = 0; i < n; ++i) { sum += a[i] * b[i]; }",
     "docker run --rm -p 6333:6333 -v $PWD/qdrant:/qdrant/storage qdrant/qdrant",
 ]
-_SHORT = ["hi", "ok", "thanks!", "yes", "Berlin", "?", "a", "coffee, black", "42", "TODO"]
+_SHORT = ["hi", "ok", "thanks!", "yes", "Berlin", "?", "a", "coffee, black", "42", "noted"]
 # Near the model window (254 tokens of text): the whole text still fits one window.
 _NEAR_WINDOW = [
     " ".join(f"item{i}" for i in range(106)),
