@@ -3,19 +3,21 @@
 Once the gateway run has saved every turn and stopped, memory_service's own Memories and
 store are opened in this process on the same data directory. Every question is embedded
 once and its candidates fetched once per setting that changes what the store returns (the
-feedback weight); each grid point is then only ranking.fuse over those candidates, so
-hundreds of settings cost a minute or two. That this path is the service's own is checked in the
-run: with the shipped constants it must return, for every question, what the gateway's
-default search returned.
+feedback weight, and which conversations are read whole for the neighbour rules); ranking
+a setting is then only ranking.fuse over what was fetched. That this path is the service's
+own is checked in the run: with the shipped constants it must return, for every question,
+what the gateway's default search returned.
 
-Folds are conversations (each conversation is one user). For each fold and each family of
-settings, the setting with the best recall@10 (ties: MRR@10) on the other folds' questions
-is chosen and scored on the fold's own: every question is scored once, by constants that
-never saw it. Families: the default (each of its rules' weights in the grid, 0 included),
-today's ranking (the same fusion with the newer rules off, its own two weights chosen the
-same way), to say what each rule adds the default with that rule held off, and signals
-measured but off in the service (keyword feedback) added to the default and to today's.
-BM25-only and dense-only have nothing to tune; they are the gateway's own results.
+Folds are conversations (each conversation is one user). For each fold, each family's
+constants are chosen on the other folds' questions (best recall@10, ties: MRR@10) and
+scored on the fold's own: every question is scored once, by constants that never saw it.
+Today's ranking has two constants and is searched over its whole grid. The default has
+one per rule, too many for a whole grid: starting from the shipped values, each constant
+in turn takes the best value of its axis with the others held, until a round changes
+nothing (coordinate ascent). What a rule adds is measured by setting its weight to 0 in
+each fold's chosen constants; keyword feedback, off in the service, by choosing its weight
+on the other folds on top of them. BM25-only and dense-only have nothing to tune; they are
+the gateway's own results.
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from memory_service import ranking
 from memory_service.config import MemorySettings
 from memory_service.models import SearchFilters, SearchMode, normalised_text
-from memory_service.search import hybrid_candidates, search_memories
+from memory_service.search import conversation_context, hybrid_candidates, search_memories
 from memory_service.server import create_server
 from service_kit.identity import Identity
 
@@ -42,30 +44,42 @@ CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 # Columns of a question's figures.
 R1, R5, R10, MRR = range(4)
 
-# The grids each family's constants are chosen from; every other constant is the family's
+# The values each family's constants are chosen from; every other constant is the family's
 # own (TODAY's, with the newer signals off, or the shipped DEFAULT's). The shipped values
-# sit inside each axis, so that a choice at an edge would show.
+# sit inside each axis where they are not 0, so that a choice at an edge would show.
 TODAY_AXES: dict[str, tuple[float, ...]] = {
     "dense_weight": (0.25, 0.3, 0.35, 0.4, 0.45, 0.5),
     "neighbour_weight": (0.2, 0.3, 0.4, 0.5, 0.6),
 }
 DEFAULT_AXES: dict[str, tuple[float, ...]] = {
-    "dense_weight": (0.25, 0.3, 0.35, 0.4),
-    "neighbour_weight": (0.4, 0.5, 0.6),
+    "dense_weight": (0.2, 0.25, 0.3, 0.35, 0.4),
+    "neighbour_weight": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "second_neighbour_weight": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6),
+    "answer_weight": (0.0, 0.3, 0.45, 0.6, 0.75, 0.9),
+    "length_weight": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
+    "cosine_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
     "time_weight": (0.0, 0.2, 0.4, 0.6),
     "conversation_weight": (0.0, 0.1, 0.2, 0.3),
 }
-# Signals measured beside the default but off in it: the default's grid with each one's
-# weights added, so that what it would add is measured the same way.
-MEASURED_AXES: dict[str, tuple[float, ...]] = {"feedback_weight": (0.15, 0.3)}
-# The signals the default adds to today's ranking, each held off in turn to measure it.
-SIGNALS = {"time": "time_weight", "conversation": "conversation_weight"}
-FEEDBACK_WEIGHTS = (0.0, *MEASURED_AXES["feedback_weight"])
+# The rules the default adds to today's ranking, each set to 0 in turn to measure it.
+SIGNALS = {
+    "context": "context_memories",
+    "second neighbours": "second_neighbour_weight",
+    "answer": "answer_weight",
+    "length": "length_weight",
+    "cosine": "cosine_weight",
+    "time": "time_weight",
+    "conversation": "conversation_weight",
+}
+# Keyword feedback, measured beside the default but off in it.
+FEEDBACK_WEIGHTS = (0.0, 0.15, 0.3)
 # Acceptance: the default against today's ranking and BM25-only, cross-validated.
 TARGET_RECALL_GAIN = 0.05
 TARGET_TEMPORAL_GAIN = 0.05
 TARGET_MARGIN_OVER_BM25 = 0.08
 TARGET_P50_RATIO = 1.5
+# Rounds of coordinate ascent at most.
+ASCENT_ROUNDS = 4
 
 
 class Question(Protocol):
@@ -85,16 +99,6 @@ def figures(ranked: Sequence[str], evidence: frozenset[str]) -> list[float]:
 
 
 @dataclass
-class Family:
-    """A way of ranking with tunable constants: its grid and each point's per-question
-    figures (rows in question order)."""
-
-    name: str
-    grid: list[ranking.RankingParams]
-    figures: dict[ranking.RankingParams, np.ndarray]
-
-
-@dataclass
 class Outcome:
     """A family's cross-validated result: every question's held-out figures, the constants
     each fold chose, and each fold's figures."""
@@ -104,50 +108,31 @@ class Outcome:
     per_fold: np.ndarray
 
 
-def cross_validate(family: Family | np.ndarray, folds: np.ndarray, fold_count: int) -> Outcome:
-    """Constants chosen on the other folds, scored on each fold; an array is a way with
-    nothing to tune."""
-    held = np.zeros((len(folds), 4))
-    chosen: list[ranking.RankingParams | None] = []
-    per_fold = np.zeros((fold_count, 4))
-    for fold in range(fold_count):
-        train, test = folds != fold, folds == fold
-        if isinstance(family, Family):
-            scores = family.figures
-            best = max(
-                family.grid,
-                key=lambda p: (scores[p][train, R10].mean(), scores[p][train, MRR].mean()),
-            )
-            rows = scores[best]
-            chosen.append(best)
-        else:
-            rows = family
-            chosen.append(None)
-        held[test] = rows[test]
-        per_fold[fold] = rows[test].mean(axis=0)
-    return Outcome(held, chosen, per_fold)
-
-
-def grid(
-    base: ranking.RankingParams, axes: dict[str, tuple[float, ...]]
-) -> list[ranking.RankingParams]:
-    """Every combination of the axes' values, the other constants as in `base`."""
-    names = list(axes)
-    return [
-        replace(base, **dict(zip(names, values, strict=True)))
-        for values in itertools.product(*axes.values())
-    ]
+Hits = tuple[list[ranking.Candidate], list[ranking.Candidate]]
 
 
 @dataclass
 class Prepared:
-    """What every grid point ranks: each question's candidates per feedback weight, the
-    memory id → evidence id map, and the in-process default's results for the check."""
+    """What every setting ranks: each question's candidates per feedback weight, the
+    context of each set of conversations a setting reads whole, the memory id → evidence id
+    map, and the in-process default's results for the check."""
 
-    candidates: dict[tuple[int, float], tuple[list[ranking.Candidate], list[ranking.Candidate]]]
+    candidates: dict[tuple[int, float], Hits]
+    contexts: dict[tuple[int, float, tuple[str, ...]], ranking.Context]
     service_default: list[list[str]]
     dia_of: dict[str, str]
     timings: dict[str, list[float]]
+
+
+def context_settings() -> list[ranking.RankingParams]:
+    """Settings that between them pick every set of conversations a chosen setting can read
+    whole: which ones depends only on the own score (dense and time weights)."""
+    weights = {*DEFAULT_AXES["dense_weight"], ranking.DEFAULT.dense_weight}
+    times = {*DEFAULT_AXES["time_weight"], ranking.DEFAULT.time_weight}
+    return [
+        replace(ranking.DEFAULT, dense_weight=w, time_weight=t)
+        for w, t in itertools.product(sorted(weights), sorted(times))
+    ]
 
 
 async def prepare(
@@ -170,8 +155,10 @@ async def prepare(
     await server.start_serving()
     memories = server.memories
     assert memories is not None
+    readers = context_settings()
     try:
-        candidates: dict[tuple[int, float], Any] = {}
+        candidates: dict[tuple[int, float], Hits] = {}
+        contexts: dict[tuple[int, float, tuple[str, ...]], ranking.Context] = {}
         service_default: list[list[str]] = []
         timings: dict[str, list[float]] = {"default": [], "today": []}
         for index, question in enumerate(questions):
@@ -185,7 +172,7 @@ async def prepare(
             )
             sparse = memories._sparse_query(question.text)
             for weight in feedback_weights:
-                candidates[index, weight] = await hybrid_candidates(
+                hits = await hybrid_candidates(
                     memories.store,
                     who.user_id,
                     SearchFilters(),
@@ -194,8 +181,19 @@ async def prepare(
                     depth=max(ranking.DEFAULT.candidate_depth, TOP_K + ranking.DUPLICATE_MARGIN),
                     document_terms=memories._sparse_document,
                     feedback_weight=weight,
-                    with_text=True,
                 )
+                candidates[index, weight] = hits
+                for params in readers:
+                    read = tuple(ranking.context_conversations(*hits, params, query=question.text))
+                    if read and (index, weight, read) not in contexts:
+                        contexts[index, weight, read] = await conversation_context(
+                            memories.store,
+                            who.user_id,
+                            SearchFilters(),
+                            read,
+                            dense=dense,
+                            sparse=sparse,
+                        )
             # Search as the service runs it (embedding included), shipped constants against
             # today's, alternating so that noise hits both.
             order = ("default", "today") if index % 2 == 0 else ("today", "default")
@@ -219,7 +217,7 @@ async def prepare(
                 )
                 if index >= warmup:
                     timings[name].append(time.perf_counter() - began)
-        return Prepared(candidates, service_default, dia_of, timings)
+        return Prepared(candidates, contexts, service_default, dia_of, timings)
     finally:
         await server.stop(0)
 
@@ -230,10 +228,16 @@ def ranked_evidence(
     """The evidence ids of the top TOP_K under `params`, duplicates collapsed as the
     service collapses them."""
     dense_hits, sparse_hits = prepared.candidates[index, params.feedback_weight]
-    texts = {h.id: h.text for h in (*dense_hits, *sparse_hits)}
+    read = tuple(
+        ranking.context_conversations(dense_hits, sparse_hits, params, query=question.text)
+    )
+    context = prepared.contexts[index, params.feedback_weight, read] if read else ranking.NO_CONTEXT
+    every = (*dense_hits, *sparse_hits, *context.dense, *context.sparse)
+    texts = {h.id: h.text for h in every}
     seen: set[str] = set()
     kept: list[str] = []
-    for memory_id, _ in ranking.fuse(dense_hits, sparse_hits, params, query=question.text):
+    fused = ranking.fuse(dense_hits, sparse_hits, params, query=question.text, context=context)
+    for memory_id, _ in fused:
         key = normalised_text(texts[memory_id])
         if key in seen:
             continue
@@ -244,18 +248,88 @@ def ranked_evidence(
     return kept
 
 
-def evaluate(
-    prepared: Prepared, questions: Sequence[Question], points: Iterable[ranking.RankingParams]
-) -> dict[ranking.RankingParams, np.ndarray]:
-    out = {}
-    for params in points:
-        out[params] = np.array(
-            [
-                figures(ranked_evidence(prepared, i, q, params), q.evidence)
-                for i, q in enumerate(questions)
-            ]
-        )
-    return out
+class Scorer:
+    """Every question's figures under a setting, ranked when first asked for and kept."""
+
+    def __init__(self, prepared: Prepared, questions: Sequence[Question]) -> None:
+        self.prepared = prepared
+        self.questions = questions
+        self.kept: dict[ranking.RankingParams, np.ndarray] = {}
+
+    def __call__(self, params: ranking.RankingParams) -> np.ndarray:
+        if params not in self.kept:
+            self.kept[params] = np.array(
+                [
+                    figures(ranked_evidence(self.prepared, i, q, params), q.evidence)
+                    for i, q in enumerate(self.questions)
+                ]
+            )
+        return self.kept[params]
+
+
+def better(score: Scorer, train: np.ndarray) -> Callable[[ranking.RankingParams], tuple]:
+    """The order settings are chosen by: recall@10 on the training folds, then MRR@10."""
+    return lambda p: (score(p)[train, R10].mean(), score(p)[train, MRR].mean())
+
+
+def whole_grid(
+    base: ranking.RankingParams, axes: dict[str, tuple[float, ...]]
+) -> Callable[[Scorer, np.ndarray], ranking.RankingParams]:
+    """Chooses the best of every combination of the axes' values."""
+    names = list(axes)
+    points = [
+        replace(base, **dict(zip(names, values, strict=True)))
+        for values in itertools.product(*axes.values())
+    ]
+    return lambda score, train: max(points, key=better(score, train))
+
+
+def ascent(
+    base: ranking.RankingParams, axes: dict[str, tuple[float, ...]]
+) -> Callable[[Scorer, np.ndarray], ranking.RankingParams]:
+    """Chooses by coordinate ascent from `base`: each constant in turn takes its axis's best
+    value with the others held, until a round changes nothing."""
+
+    def choose(score: Scorer, train: np.ndarray) -> ranking.RankingParams:
+        key = better(score, train)
+        current = base
+        for _ in range(ASCENT_ROUNDS):
+            start = current
+            for name, values in axes.items():
+                current = max(
+                    (replace(current, **{name: v}) for v in values),
+                    key=lambda p: (*key(p), p == current),
+                )
+            if current == start:
+                break
+        return current
+
+    return choose
+
+
+def cross_validate(
+    way: Callable[[Scorer, np.ndarray, int], ranking.RankingParams] | np.ndarray,
+    score: Scorer,
+    folds: np.ndarray,
+    fold_count: int,
+) -> Outcome:
+    """Constants chosen on the other folds, scored on each fold; an array is a way with
+    nothing to tune."""
+    held = np.zeros((len(folds), 4))
+    chosen: list[ranking.RankingParams | None] = []
+    per_fold = np.zeros((fold_count, 4))
+    for fold in range(fold_count):
+        train, test = folds != fold, folds == fold
+        if isinstance(way, np.ndarray):
+            rows = way
+            chosen.append(None)
+        else:
+            params = way(score, train, fold)
+            rows = score(params)
+            chosen.append(params)
+        held[test] = rows[test]
+        per_fold[fold] = rows[test].mean(axis=0)
+    return Outcome(held, chosen, per_fold)
 
 
 def report(
@@ -268,24 +342,17 @@ def report(
 ) -> None:
     folds = np.array([fold_of_user[q.user] for q in questions])
     categories = np.array([q.category for q in questions])
+    score = Scorer(prepared, questions)
 
     # The gateway's searches ran concurrently, so their query vectors were encoded in
     # batches, this process's one by one: the last bits of a cosine can differ, and two
     # candidates that tie to them swap. Where orders differ, say what it does to recall.
-    service = [ranked != gateway["default"][i] for i, ranked in enumerate(prepared.service_default)]
-    replay = [
-        ranked_evidence(prepared, i, q, ranking.DEFAULT) != gateway["default"][i]
-        for i, q in enumerate(questions)
-    ]
-    for what, differs, rankings in (
-        ("in-process search with the shipped constants", service, prepared.service_default),
-        (
-            "the grid's replay of the shipped constants",
-            replay,
-            [ranked_evidence(prepared, i, q, ranking.DEFAULT) for i, q in enumerate(questions)],
-        ),
+    replayed = [ranked_evidence(prepared, i, q, ranking.DEFAULT) for i, q in enumerate(questions)]
+    for what, rankings in (
+        ("in-process search with the shipped constants", prepared.service_default),
+        ("the replay of the shipped constants", replayed),
     ):
-        changed = [i for i, d in enumerate(differs) if d]
+        changed = [i for i, r in enumerate(rankings) if r != gateway["default"][i]]
         delta = sum(
             figures(rankings[i], questions[i].evidence)[R10]
             - figures(gateway["default"][i], questions[i].evidence)[R10]
@@ -298,46 +365,53 @@ def report(
         )
 
     started = time.perf_counter()
-    today_grid = grid(ranking.TODAY, TODAY_AXES)
-    default_grid = grid(ranking.DEFAULT, DEFAULT_AXES)
-    measured = {
-        field: [replace(p, **{field: value}) for p in default_grid for value in values]
-        for field, values in MEASURED_AXES.items()
+    choose_today = whole_grid(ranking.TODAY, TODAY_AXES)
+    choose_default = ascent(ranking.DEFAULT, DEFAULT_AXES)
+    outcomes = {
+        "default": cross_validate(
+            lambda s, train, fold: choose_default(s, train), score, folds, fold_count
+        ),
+        "today": cross_validate(
+            lambda s, train, fold: choose_today(s, train), score, folds, fold_count
+        ),
     }
-    every = [*today_grid, *default_grid, *itertools.chain(*measured.values())]
-    scored = evaluate(prepared, questions, dict.fromkeys(every))
-    say(f"{len(scored)} grid points ranked in {time.perf_counter() - started:.0f} s")
+    default_chosen = [p for p in outcomes["default"].chosen if p is not None]
+    for name, field in SIGNALS.items():
+        outcomes[f"default, no {name}"] = cross_validate(
+            lambda s, train, fold, field=field: replace(default_chosen[fold], **{field: 0}),
+            score,
+            folds,
+            fold_count,
+        )
+    for base in ("default", "today"):
+        picked = [p for p in outcomes[base].chosen if p is not None]
 
-    def family(name: str, points: list[ranking.RankingParams]) -> Family:
-        return Family(name, points, {p: scored[p] for p in points})
+        def with_feedback(
+            s: Scorer, train: np.ndarray, fold: int, picked: list = picked
+        ) -> ranking.RankingParams:
+            tried = (replace(picked[fold], feedback_weight=w) for w in FEEDBACK_WEIGHTS)
+            return max(tried, key=better(s, train))
 
-    families = {"default": family("default", default_grid), "today": family("today", today_grid)}
-    for signal, field in SIGNALS.items():
-        kept = [p for p in default_grid if getattr(p, field) == 0]
-        families[f"default, no {signal}"] = family(signal, kept)
-    for field, extra in measured.items():
-        signal = field.removesuffix("_weight")
-        with_it = [*default_grid, *extra]
-        families[f"default + {signal}"] = family(signal, with_it)
-        alone = [p for p in with_it if not any(getattr(p, f) for f in SIGNALS.values())]
-        families[f"today + {signal}"] = family(signal, alone)
+        outcomes[f"{base} + feedback"] = cross_validate(with_feedback, score, folds, fold_count)
     fixed = {
         way: np.array(
             [figures(r, q.evidence) for r, q in zip(gateway[way], questions, strict=True)]
         )
         for way in ("BM25-only", "dense-only")
     }
-    outcomes = {name: cross_validate(f, folds, fold_count) for name, f in families.items()}
-    outcomes.update({name: cross_validate(rows, folds, fold_count) for name, rows in fixed.items()})
+    outcomes.update(
+        {name: cross_validate(rows, score, folds, fold_count) for name, rows in fixed.items()}
+    )
+    say(f"{len(score.kept)} settings ranked in {time.perf_counter() - started:.0f} s")
 
     say(f"\ncross-validated, {fold_count} folds by conversation ({len(questions)} questions):")
-    say(f"{'':<26}{'R@5':>7}{'R@10':>7}{'MRR@10':>8}  worst fold R@5/R@10/MRR  R@10 by fold")
+    say(f"{'':<28}{'R@5':>7}{'R@10':>7}{'MRR@10':>8}  worst fold R@5/R@10/MRR  R@10 by fold")
     for name, outcome in outcomes.items():
         mean = outcome.held_out.mean(axis=0)
         worst = outcome.per_fold.min(axis=0)
         by_fold = " ".join(f"{v:.3f}" for v in outcome.per_fold[:, R10])
         say(
-            f"{name:<26}{mean[R5]:>7.3f}{mean[R10]:>7.3f}{mean[MRR]:>8.3f}  "
+            f"{name:<28}{mean[R5]:>7.3f}{mean[R10]:>7.3f}{mean[MRR]:>8.3f}  "
             f"{worst[R5]:>8.3f}{worst[R10]:>8.3f}{worst[MRR]:>8.3f}  {by_fold}"
         )
     for category, label in CATEGORIES.items():
@@ -351,18 +425,22 @@ def report(
                 if (mask & (folds == f)).any()
             )
             say(
-                f"{name:<26}{rows[:, R5].mean():>7.3f}{rows[:, R10].mean():>7.3f}"
+                f"{name:<28}{rows[:, R5].mean():>7.3f}{rows[:, R10].mean():>7.3f}"
                 f"{rows[:, MRR].mean():>8.3f}  worst fold R@10 {worst:.3f}"
             )
 
-    shown = [*DEFAULT_AXES, *MEASURED_AXES]
-    say("\nconstants chosen per fold (" + ", ".join(shown) + "):")
-    for name in families:
-        chosen = [p for p in outcomes[name].chosen if p is not None]
-        say(
-            f"{name:<26}" + "  ".join("/".join(f"{getattr(p, a):g}" for a in shown) for p in chosen)
-        )
-    flatness(families["default"], outcomes["default"], folds, say)
+    for family, shown in (
+        ("default", [*DEFAULT_AXES, "feedback_weight"]),
+        ("today", [*TODAY_AXES, "feedback_weight"]),
+    ):
+        say(f"\nconstants {family} chose per fold (" + ", ".join(shown) + "):")
+        for name in (family, f"{family} + feedback"):
+            chosen = [p for p in outcomes[name].chosen if p is not None]
+            say(
+                f"{name:<28}"
+                + "  ".join("/".join(f"{getattr(p, a):g}" for a in shown) for p in chosen)
+            )
+    flatness(score, outcomes["default"], folds, say)
 
     new, today, bm25 = outcomes["default"], outcomes["today"], outcomes["BM25-only"]
     gain = new.held_out[:, R10].mean() - today.held_out[:, R10].mean()
@@ -406,7 +484,7 @@ def report(
 
 
 def flatness(
-    family: Family, outcome: Outcome, folds: np.ndarray, say: Callable[[str], None]
+    score: Scorer, outcome: Outcome, folds: np.ndarray, say: Callable[[str], None]
 ) -> None:
     """Held-out recall@10 with one constant moved over its axis and the others as each fold
     chose them: a rule that carries over is flat around the value chosen."""
@@ -417,10 +495,10 @@ def flatness(
             held = np.zeros(len(folds))
             for fold, chosen in enumerate(outcome.chosen):
                 assert chosen is not None
-                rows = family.figures[replace(chosen, **{name: value})]
+                rows = score(replace(chosen, **{name: value}))
                 held[folds == fold] = rows[folds == fold, R10]
             cells.append(f"{value:g}: {held.mean():.3f}")
-        say(f"  {name:<18}" + "  ".join(cells))
+        say(f"  {name:<24}" + "  ".join(cells))
 
 
 def fold_assignment(users: Sequence[str], fold_count: int) -> dict[str, int]:

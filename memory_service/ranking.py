@@ -23,6 +23,7 @@ A query no memory is about scores low everywhere, which is what the relevance fl
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -41,6 +42,11 @@ DUPLICATE_MARGIN = 10
 # pass's best BM25 matches.
 FEEDBACK_MEMORIES = 5
 FEEDBACK_TERMS = 10
+# The length rule's unit and cap, in characters.
+LENGTH_UNIT = 100
+LENGTH_CAP = 500
+# At most this many memories of the best candidates' conversations are read, by each signal.
+CONTEXT_LIMIT = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +56,54 @@ class RankingParams:
     scores it on others, and `TODAY` (every newer signal off) is the ranking it is measured
     against."""
 
-    # Share of the dense signal in the fused score; BM25 gets the rest.
+    # Share of the dense signal in a memory's own score; BM25 gets the rest.
     dense_weight: float = 0.3
-    # Share of its better conversation neighbour's fused score a candidate gains.
+    # Share of the better of its two nearest conversation neighbours' own scores a memory
+    # gains (the turn before or after it).
     neighbour_weight: float = 0.5
-    # Candidates fetched from each signal before fusing: deep enough that the neighbour of a
-    # strong match is usually among them.
+    # The same for the better of the two turns two away: a conversation stays on a topic for
+    # a few turns, and an answer is often a turn or two from the words that ask for it.
+    second_neighbour_weight: float = 0.4
+    # Candidates fetched from each signal before fusing.
     candidate_depth: int = 50
-    # Added to the fused score of a memory that says when something happened (yesterday,
+    # Added to the own score of a memory that says when something happened (yesterday,
     # last week, two years ago, on Friday), for a question that asks when.
     time_weight: float = 0.4
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
     # Share of its conversation's weight among the candidates (their summed scores, relative
-    # to the best conversation's) a candidate gains.
+    # to the best conversation's) a memory gains.
     conversation_weight: float = 0.2
+    # Share of the previous turn's own score a memory gains when that turn asks a question:
+    # the memory is its answer, and a question's words are often only in the question.
+    answer_weight: float = 0.6
+    # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
+    # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
+    length_weight: float = 0.2
+    # Weight of the raw cosine similarity, beside its min-max share in the own score: how
+    # close the memory is to the query, not only to the other candidates.
+    cosine_weight: float = 0.5
+    # The conversations of this many best candidates (by their own scores) are read whole,
+    # CONTEXT_LIMIT memories at most by each signal, so that the neighbour and answer rules
+    # see turns neither signal returned; 0: neighbours are other candidates only.
+    context_memories: int = 5
 
 
 DEFAULT = RankingParams()
-# The ranking before the time and conversation rules: scores of both signals, neighbours.
+# The ranking before the time, conversation, answer, length and cosine rules and the second
+# neighbours: scores of both signals, the nearest neighbours among the candidates.
 TODAY = RankingParams(
     dense_weight=0.35,
     neighbour_weight=0.4,
+    second_neighbour_weight=0.0,
     time_weight=0.0,
     feedback_weight=0.0,
     conversation_weight=0.0,
+    answer_weight=0.0,
+    length_weight=0.0,
+    cosine_weight=0.0,
+    context_memories=0,
 )
 
 T = TypeVar("T")
@@ -162,35 +190,86 @@ def with_feedback(
     )
 
 
-def _min_max(hits: Sequence[Candidate]) -> dict[str, float]:
-    if not hits:
-        return {}
+@dataclass(frozen=True, slots=True)
+class Context:
+    """The memories of the best candidates' conversations (read whole, up to CONTEXT_LIMIT by
+    each signal): each signal's hits among them, raw scores as in the first
+    pass."""
+
+    dense: Sequence[Candidate] = ()
+    sparse: Sequence[Candidate] = ()
+
+
+NO_CONTEXT = Context()
+
+
+def asks_question(text: str) -> bool:
+    """Whether a memory asks something, so that the memory after it may be its answer."""
+    return "?" in text
+
+
+def _normaliser(hits: Sequence[Candidate]) -> tuple[float, float]:
+    """The lowest and highest score of a signal's first-pass hits, which min-max maps to 0 and
+    1; a context memory below the lowest maps to 0."""
     scores = [h.score for h in hits]
-    low, high = min(scores), max(scores)
+    return (min(scores), max(scores)) if scores else (0.0, 0.0)
+
+
+def _share(score: float | None, bounds: tuple[float, float]) -> float:
+    if score is None:
+        return 0.0
+    low, high = bounds
     if high - low <= 1e-12:
-        return {h.id: 1.0 for h in hits}
-    return {h.id: (h.score - low) / (high - low) for h in hits}
+        return 1.0 if score >= high else 0.0
+    return max(score - low, 0.0) / (high - low)
 
 
-def _with_neighbours(
-    fused: dict[str, float], candidates: dict[str, Candidate], weight: float
-) -> dict[str, float]:
-    """Each candidate plus `weight` times its better neighbour's score, neighbours being the
-    candidates just before and after it in the same conversation."""
-    conversations: dict[str, list[str]] = {}
-    for memory_id in fused:
-        conversation = candidates[memory_id].conversation_id
-        if conversation:
-            conversations.setdefault(conversation, []).append(memory_id)
-    boosted = dict(fused)
-    for ids in conversations.values():
-        if len(ids) < 2:
-            continue
-        ids.sort(key=lambda i: (candidates[i].created_at, i))
-        for position, memory_id in enumerate(ids):
-            neighbours = ids[max(position - 1, 0) : position] + ids[position + 1 : position + 2]
-            boosted[memory_id] += weight * max(fused[n] for n in neighbours)
-    return boosted
+def _own_scores(
+    dense_hits: Sequence[Candidate],
+    sparse_hits: Sequence[Candidate],
+    params: RankingParams,
+    query: str,
+    context: Context,
+) -> tuple[dict[str, float], dict[str, Candidate], dict[str, float]]:
+    """Each memory's own score (both signals' min-max shares, plus the time rule), every
+    memory's candidate, and the cosines known."""
+    dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
+    cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
+    bm25 = {h.id: h.score for h in (*context.sparse, *sparse_hits)}
+    candidates = {h.id: h for h in (*context.sparse, *context.dense, *sparse_hits, *dense_hits)}
+    weight = params.dense_weight
+    when = params.time_weight > 0 and asks_when(query)
+    own = {}
+    for memory_id, hit in candidates.items():
+        score = weight * _share(cosines.get(memory_id), dense_bounds)
+        score += (1 - weight) * _share(bm25.get(memory_id), sparse_bounds)
+        if when and says_when(hit.text):
+            score += params.time_weight
+        own[memory_id] = score
+    return own, candidates, cosines
+
+
+def context_conversations(
+    dense_hits: Sequence[Candidate],
+    sparse_hits: Sequence[Candidate],
+    params: RankingParams = DEFAULT,
+    *,
+    query: str = "",
+) -> list[str]:
+    """The conversations of the `context_memories` best candidates by their own scores, whose
+    other memories the neighbour and answer rules read."""
+    rules = params.neighbour_weight, params.second_neighbour_weight, params.answer_weight
+    if params.context_memories <= 0 or not any(rules):
+        return []
+    own, candidates, _ = _own_scores(dense_hits, sparse_hits, params, query, NO_CONTEXT)
+    best = sorted(own, key=lambda i: (-own[i], i))[: params.context_memories]
+    return sorted({candidates[i].conversation_id for i in best} - {""})
+
+
+def _nearest(turns: Sequence[float], position: int, distance: int) -> float:
+    """The better of the two turns `distance` away from `position`."""
+    sides = (position - distance, position + distance)
+    return max((turns[p] for p in sides if 0 <= p < len(turns)), default=0.0)
 
 
 def _with_conversation(
@@ -227,26 +306,42 @@ def fuse(
     params: RankingParams = DEFAULT,
     *,
     query: str = "",
+    context: Context = NO_CONTEXT,
 ) -> list[tuple[str, float]]:
-    """Every candidate's id and score, best first, in the hybrid ranking of `query`."""
-    dense = _min_max(dense_hits)
-    sparse = _min_max(sparse_hits)
-    candidates = {h.id: h for h in (*sparse_hits, *dense_hits)}
-    weight = params.dense_weight
-    fused = {
-        memory_id: weight * dense.get(memory_id, 0.0) + (1 - weight) * sparse.get(memory_id, 0.0)
-        for memory_id in candidates
+    """Every candidate's id and score, best first, in the hybrid ranking of `query`.
+
+    A memory's score is its own score (the two signals' min-max shares over the first pass,
+    and the time rule), plus shares of its neighbours' own scores in its conversation (the
+    turns one and two away, and the question it answers), its raw cosine, how much it says,
+    and its conversation's weight. Neighbours are the memories known on either side: the
+    candidates and the context's memories of the best conversations."""
+    own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, query, context)
+    # A memory the dense side did not return is no closer than the last one it did.
+    floor = min((h.score for h in dense_hits), default=0.0)
+    scores = {
+        memory_id: value
+        + params.cosine_weight * cosines.get(memory_id, floor)
+        + params.length_weight
+        * math.log1p(min(len(candidates[memory_id].text), LENGTH_CAP) / LENGTH_UNIT)
+        for memory_id, value in own.items()
     }
-    if params.time_weight > 0 and asks_when(query):
-        for memory_id, hit in candidates.items():
-            if says_when(hit.text):
-                fused[memory_id] += params.time_weight
-    boosted = _with_neighbours(fused, candidates, params.neighbour_weight)
+    conversations: dict[str, list[str]] = {}
+    for memory_id, hit in candidates.items():
+        if hit.conversation_id:
+            conversations.setdefault(hit.conversation_id, []).append(memory_id)
+    for ids in conversations.values():
+        ids.sort(key=lambda i: (candidates[i].created_at, i))
+        turns = [own[i] for i in ids]
+        for position, memory_id in enumerate(ids):
+            scores[memory_id] += params.neighbour_weight * _nearest(turns, position, 1)
+            scores[memory_id] += params.second_neighbour_weight * _nearest(turns, position, 2)
+            if position > 0 and asks_question(candidates[ids[position - 1]].text):
+                scores[memory_id] += params.answer_weight * turns[position - 1]
     if params.conversation_weight > 0:
-        boosted = _with_conversation(boosted, candidates, params.conversation_weight)
-    order = sorted(boosted, key=lambda i: (-boosted[i], i))
+        scores = _with_conversation(scores, candidates, params.conversation_weight)
+    order = sorted(scores, key=lambda i: (-scores[i], i))
     confidence = calibrated_cosine(max((h.score for h in dense_hits), default=0.0))
-    return _scaled([(i, boosted[i]) for i in order], confidence)
+    return _scaled([(i, scores[i]) for i in order], confidence)
 
 
 def semantic(dense_hits: Sequence[ScoredMemory], limit: int) -> list[ScoredMemory]:

@@ -11,6 +11,8 @@ from memory_service.models import ScoredMemory, SearchFilters, SearchMode, Spars
 from memory_service.store.interface import (
     DENSE_VECTOR,
     SPARSE_VECTOR,
+    Condition,
+    MatchAny,
     MemoryStore,
     NearestQuery,
 )
@@ -61,9 +63,13 @@ async def search_memories(
             depth=max(params.candidate_depth, wanted),
             document_terms=document_terms,
             feedback_weight=params.feedback_weight,
-            with_text=params.time_weight > 0 and ranking.asks_when(query),
         )
-        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query)[:wanted]
+        conversations = ranking.context_conversations(dense_hits, sparse_hits, params, query=query)
+        context = await conversation_context(
+            store, user_id, filters, conversations, dense=dense, sparse=sparse
+        )
+        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query, context=context)
+        ranked = ranked[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
         # The ids come from a search scoped to the user; checking the owner again keeps
         # "every read is the caller's" true of this by-id read too.
@@ -103,28 +109,48 @@ async def hybrid_candidates(
     depth: int,
     document_terms: Callable[[str], SparseVector] | None,
     feedback_weight: float,
-    with_text: bool,
 ) -> tuple[list[ranking.Candidate], list[ranking.Candidate]]:
-    """The nearest `depth` memories by each signal, with their text when asked (the time
-    rule reads it; memories can be long, so only then). With feedback, the keyword side is a
-    second pass: the query plus the heaviest terms of its first pass's best matches."""
-    feedback = feedback_weight > 0 and document_terms is not None
-    fields = [*CANDIDATE_FIELDS, "text"] if with_text or feedback else CANDIDATE_FIELDS
-    dense_hits, sparse_hits = await _candidates(
-        store,
-        user_id,
-        filters,
-        [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)],
-        fields,
-    )
-    if not feedback or document_terms is None or not sparse_hits:
+    """The nearest `depth` memories by each signal, with the payload the ranking's rules read.
+    With feedback, the keyword side is a second pass: the query plus the heaviest terms of
+    its first pass's best matches."""
+    queries = [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)]
+    dense_hits, sparse_hits = await _candidates(store, tenant_conditions(user_id, filters), queries)
+    if feedback_weight <= 0 or document_terms is None or not sparse_hits:
         return dense_hits, sparse_hits
     best = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
     expanded = ranking.with_feedback(sparse, best, feedback_weight)
     (sparse_hits,) = await _candidates(
-        store, user_id, filters, [NearestQuery(SPARSE_VECTOR, expanded, depth)], fields
+        store,
+        tenant_conditions(user_id, filters),
+        [NearestQuery(SPARSE_VECTOR, expanded, depth)],
     )
     return dense_hits, sparse_hits
+
+
+async def conversation_context(
+    store: MemoryStore,
+    user_id: str,
+    filters: SearchFilters,
+    conversations: Sequence[str],
+    *,
+    dense: list[float],
+    sparse: SparseVector,
+) -> ranking.Context:
+    """The memories of these conversations by each signal (CONTEXT_LIMIT at most), for the
+    neighbour and answer rules: the turns around a strong match that neither signal's first
+    pass returned."""
+    if not conversations:
+        return ranking.NO_CONTEXT
+    conditions = [
+        *tenant_conditions(user_id, filters),
+        MatchAny("conversation_id", tuple(conversations)),
+    ]
+    queries = [
+        NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT),
+        NearestQuery(SPARSE_VECTOR, sparse, ranking.CONTEXT_LIMIT),
+    ]
+    dense_hits, sparse_hits = await _candidates(store, conditions, queries)
+    return ranking.Context(dense_hits, sparse_hits)
 
 
 async def _nearest(
@@ -137,13 +163,9 @@ async def _nearest(
 
 
 async def _candidates(
-    store: MemoryStore,
-    user_id: str,
-    filters: SearchFilters,
-    queries: Sequence[NearestQuery],
-    fields: list[str],
+    store: MemoryStore, conditions: list[Condition], queries: Sequence[NearestQuery]
 ) -> list[list[ranking.Candidate]]:
-    """Like _nearest, with only these payload fields of each hit."""
-    slim = [replace(q, fields=fields) for q in queries]
-    batches = await store.query(tenant_conditions(user_id, filters), slim)
+    """Like _nearest, with only the payload fields the ranking reads."""
+    slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
+    batches = await store.query(conditions, slim)
     return [[candidate(p) for p in points] for points in batches]

@@ -80,9 +80,9 @@ def with_created_at(point: StoredPoint) -> tuple[float, Memory]:
     return float((point.payload or {}).get("created_at", 0.0)), memory_of(point)
 
 
-# The payload fields fusion reads from every candidate (and "text" when a rule reads it);
-# the rest only for results kept.
-CANDIDATE_FIELDS = ["conversation_id", "created_at"]
+# The payload fields fusion reads from every candidate (the length, answer and time rules
+# read the text); the rest only for results kept.
+CANDIDATE_FIELDS = ["conversation_id", "created_at", "text"]
 
 
 def candidate(point: ScoredPoint) -> ranking.Candidate:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,6 +11,16 @@ from memory_service import ranking
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SparseVector, memory_point_id
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
+# Only the two signals and the nearest neighbours, so that one rule at a time is seen.
+PLAIN = replace(
+    ranking.DEFAULT,
+    second_neighbour_weight=0.0,
+    time_weight=0.0,
+    conversation_weight=0.0,
+    answer_weight=0.0,
+    length_weight=0.0,
+    cosine_weight=0.0,
+)
 
 
 def memory(name: str, *, conversation: str = "", minute: int = 0, text: str = "") -> Memory:
@@ -187,8 +198,19 @@ def test_feedback_keeps_at_most_its_number_of_terms_and_nothing_at_weight_0() ->
 
 def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off() -> None:
     assert ranking.RankingParams() == ranking.DEFAULT
-    assert ranking.TODAY.time_weight == 0.0 and ranking.TODAY.feedback_weight == 0.0
-    assert (ranking.TODAY.dense_weight, ranking.TODAY.neighbour_weight) == (0.35, 0.4)
+    today = ranking.TODAY
+    assert (today.dense_weight, today.neighbour_weight) == (0.35, 0.4)
+    newer = (
+        today.second_neighbour_weight,
+        today.time_weight,
+        today.feedback_weight,
+        today.conversation_weight,
+        today.answer_weight,
+        today.length_weight,
+        today.cosine_weight,
+        today.context_memories,
+    )
+    assert not any(newer)
 
 
 def test_a_memory_from_the_conversation_most_candidates_come_from_moves_up() -> None:
@@ -204,8 +226,8 @@ def test_a_memory_from_the_conversation_most_candidates_come_from_moves_up() -> 
     )
     sparse = candidates((lone, 5.0), (busy, 5.0), (lone_next, 2.0), *((o, 2.0) for o in others))
 
-    without = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.0))
-    with_rule = ranking.fuse(dense, sparse, ranking.RankingParams(conversation_weight=0.2))
+    without = ranking.fuse(dense, sparse, PLAIN)
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, conversation_weight=0.2))
 
     # Tied without the rule (then ordered by id); the busier conversation's first with it.
     assert dict(without)["a-lone"] == pytest.approx(dict(without)["b-busy"])
@@ -222,3 +244,82 @@ def test_the_conversation_rule_treats_memories_outside_conversations_each_on_its
     assert order(fused) == ["a", "b"]
     assert fused[0][1] == pytest.approx(ranking.calibrated_cosine(0.6))
     assert 0.0 <= fused[1][1] < fused[0][1]
+
+
+def test_the_answer_to_a_question_gains_from_the_question() -> None:
+    # The question holds the query's words; its answer and a remark elsewhere hold none.
+    asked = memory("asked", conversation="c1", minute=0, text="what is your favourite dish?")
+    answer = memory("answer", conversation="c1", minute=1, text="coconut milk ice cream")
+    said = memory("said", conversation="c2", minute=0, text="your favourite dish looks great")
+    remark = memory("remark", conversation="c2", minute=1, text="thanks, it took all day")
+    dense = candidates((asked, 0.6), (said, 0.6), (answer, 0.3), (remark, 0.3))
+    sparse = candidates((asked, 6.0), (said, 6.0))
+
+    without = ranking.fuse(dense, sparse, PLAIN)
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, answer_weight=0.6))
+
+    assert dict(without)["answer"] == pytest.approx(dict(without)["remark"])
+    assert order(with_rule).index("answer") < order(with_rule).index("remark")
+    # The question is not lifted by its own answer.
+    assert dict(with_rule)["asked"] == pytest.approx(dict(with_rule)["said"])
+
+
+def test_a_turn_two_away_from_a_strong_match_gains_a_share() -> None:
+    turns = [memory(f"t{i}", conversation="c1", minute=i) for i in range(3)]
+    lone = memory("lone", conversation="c2", minute=0)
+    dense = candidates((turns[0], 0.6), (turns[1], 0.2), (turns[2], 0.3), (lone, 0.3))
+    sparse = candidates((turns[0], 6.0))
+
+    without = ranking.fuse(dense, sparse, PLAIN)
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, second_neighbour_weight=0.4))
+
+    assert order(without).index("lone") < order(without).index("t2")
+    assert order(with_rule).index("t2") < order(with_rule).index("lone")
+
+
+def test_a_memory_that_says_more_ranks_above_an_equal_one_line_match() -> None:
+    short = memory("short", text="ok, the deploy")
+    long = memory("long", text="the deploy " + "failed on the migration step again " * 15)
+    longer = memory("longer", text="the deploy " + "failed on the migration step again " * 50)
+    dense = candidates((short, 0.5), (long, 0.5), (longer, 0.5))
+    sparse = candidates((short, 3.0), (long, 3.0), (longer, 3.0))
+    assert ranking.LENGTH_CAP < len(long.text) < len(longer.text)
+
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, length_weight=0.2))
+
+    assert order(fused)[-1] == "short"
+    # Past LENGTH_CAP characters more text adds nothing.
+    assert dict(fused)["long"] == pytest.approx(dict(fused)["longer"])
+
+
+def test_the_raw_cosine_tells_apart_what_min_max_makes_equal() -> None:
+    close = memory("close")
+    far = memory("far")
+    words = memory("words")
+    # Min-max gives both dense hits' shares as the two ends; BM25 ties the other two.
+    dense = candidates((close, 0.7), (far, 0.2))
+    sparse = candidates((far, 4.0), (words, 4.0), (close, 1.0))
+
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, cosine_weight=1.0))
+
+    # The keyword-only memory is taken to be no closer than the dense side's last hit.
+    assert dict(fused)["far"] == pytest.approx(dict(fused)["words"])
+    assert order(fused)[0] == "close"
+
+
+def test_context_turns_join_the_ranking_scored_against_the_first_pass() -> None:
+    match = memory("match", conversation="c1", minute=0, text="which city for the team trip?")
+    answer = memory("answer", conversation="c1", minute=1, text="Edinburgh, for the history")
+    other = memory("other", conversation="c2", minute=0, text="a trip with the team")
+    dense = candidates((match, 0.6), (other, 0.5))
+    sparse = candidates((match, 6.0), (other, 4.0))
+    # The context brings the answer: closer than nothing, below the first pass's last hit.
+    context = ranking.Context(dense=candidates((match, 0.6), (answer, 0.3)))
+
+    assert ranking.context_conversations(dense, sparse, query="team trip") == ["c1", "c2"]
+    assert ranking.context_conversations(dense, sparse, ranking.TODAY) == []
+    fused = dict(ranking.fuse(dense, sparse, query="team trip", context=context))
+
+    assert set(fused) == {"match", "answer", "other"}
+    assert fused["answer"] > fused["other"]
+    assert max(fused.values()) == pytest.approx(ranking.calibrated_cosine(0.6))

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from qdrant_client import AsyncQdrantClient
 
+from memory_service import ranking
 from memory_service.models import (
     Memory,
     MemoryKind,
@@ -19,7 +20,7 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
 )
-from memory_service.search import hybrid_candidates, search_memories
+from memory_service.search import conversation_context, hybrid_candidates, search_memories
 from memory_service.store import (
     MemoryStore,
     StoreError,
@@ -192,7 +193,6 @@ async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: Me
             depth=10,
             document_terms=document_terms,
             feedback_weight=weight,
-            with_text=False,
         )
         return [h.id for h in sparse_hits]
 
@@ -203,25 +203,53 @@ async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: Me
     assert set(with_feedback[:2]) == set(ids[:2]) and with_feedback[2:] == [ids[2]]
 
 
-async def test_candidates_bring_their_text_only_when_a_rule_reads_it(store: MemoryStore) -> None:
-    await store.upsert(conversation_points("u"))
+async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbour_rules(
+    store: MemoryStore,
+) -> None:
+    turns = conversation_points("u")
+    start = datetime(2024, 5, 1, tzinfo=UTC)
+    elsewhere = [
+        point("u", f"lemon cake notes {i}", 5 + i, conversation="c2", created=start)
+        for i in range(2)
+    ]
+    # Another user's conversation of the same id is never read.
+    theirs = conversation_points("v")
+    await store.upsert([*turns, *elsewhere, *theirs])
+    # Nearest the second turn, then the first: no tie with the other turns' directions.
+    dense = [a + b / 2 for a, b in zip(vector(1), vector(0), strict=True)]
+    sparse = sparse_query("staging deploy ERR_7731")
 
-    async def texts(with_text: bool) -> set[str]:
-        dense_hits, sparse_hits = await hybrid_candidates(
-            store,
-            "u",
-            SearchFilters(),
-            dense=vector(1),
-            sparse=sparse_query("staging deploy"),
-            depth=10,
-            document_terms=None,
-            feedback_weight=0.0,
-            with_text=with_text,
-        )
-        return {h.text for h in (*dense_hits, *sparse_hits)}
+    # A first pass two deep returns the best match, not the turn after it.
+    dense_hits, sparse_hits = await hybrid_candidates(
+        store,
+        "u",
+        SearchFilters(),
+        dense=dense,
+        sparse=sparse,
+        depth=2,
+        document_terms=None,
+        feedback_weight=0.0,
+    )
+    first_pass = {h.id for h in (*dense_hits, *sparse_hits)}
+    answer = turns[2].memory
+    assert answer.id not in first_pass
+    assert all(h.text for h in (*dense_hits, *sparse_hits))
 
-    assert await texts(False) == {""}
-    assert "the deploy to staging failed with ERR_7731 after the migration" in await texts(True)
+    # Only the candidates' conversations are read: not c2, which no candidate comes from.
+    read = ranking.context_conversations(dense_hits, sparse_hits, query="staging deploy ERR_7731")
+    assert read == ["c1"]
+    context = await conversation_context(
+        store, "u", SearchFilters(), read, dense=dense, sparse=sparse
+    )
+    assert {h.id for h in context.dense} == {t.memory.id for t in turns}
+    assert {h.id for h in context.sparse} <= {t.memory.id for t in turns}
+    assert ranking.context_conversations(dense_hits, sparse_hits, ranking.TODAY) == []
+
+    fused = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=context)
+    ranked = [memory_id for memory_id, _ in fused]
+    # The turn after the best match is ranked, above the conversation's unrelated turn.
+    assert ranked.index(answer.id) < ranked.index(turns[3].memory.id)
+    assert not {t.memory.id for t in theirs} & set(ranked)
 
 
 async def test_the_same_text_stored_twice_is_returned_once(store: MemoryStore) -> None:
