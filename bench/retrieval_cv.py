@@ -58,7 +58,8 @@ DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "answer_weight": (0.0, 0.3, 0.45, 0.6, 0.75, 0.9),
     "length_weight": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
     "cosine_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
-    "time_weight": (0.0, 0.2, 0.4, 0.6),
+    "time_weight": (0.0, 0.1, 0.2, 0.3, 0.4, 0.6),
+    "date_weight": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
     "conversation_weight": (0.0, 0.1, 0.2, 0.3),
 }
 # The rules the default adds to today's ranking, each set to 0 in turn to measure it.
@@ -69,6 +70,7 @@ SIGNALS = {
     "length": "length_weight",
     "cosine": "cosine_weight",
     "time": "time_weight",
+    "date": "date_weight",
     "conversation": "conversation_weight",
 }
 # Keyword feedback, measured beside the default but off in it.
@@ -192,7 +194,6 @@ async def prepare(
                             SearchFilters(),
                             read,
                             dense=dense,
-                            sparse=sparse,
                         )
             # Search as the service runs it (embedding included), shipped constants against
             # today's, alternating so that noise hits both.
@@ -232,7 +233,7 @@ def ranked_evidence(
         ranking.context_conversations(dense_hits, sparse_hits, params, query=question.text)
     )
     context = prepared.contexts[index, params.feedback_weight, read] if read else ranking.NO_CONTEXT
-    every = (*dense_hits, *sparse_hits, *context.dense, *context.sparse)
+    every = (*dense_hits, *sparse_hits, *context.dense)
     texts = {h.id: h.text for h in every}
     seen: set[str] = set()
     kept: list[str] = []

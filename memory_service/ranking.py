@@ -1,18 +1,22 @@
 """How search results are ordered and scored, the same for every store backend.
 
 The default (hybrid) ranking fuses the two signals by their scores, not only their ranks:
-each candidate list is min-max normalised within the query and combined with weights. A
-question that asks when lifts the memories that say when something happened (yesterday,
-last week, two years ago). A memory then gains a share of the score of the memory next to
-it in the same conversation (a question's answer is often the turn after the one that
-matches its words), and a share of its conversation's weight among the candidates (a
-conversation many candidates come from is about the query). The constants live in one
-`RankingParams`; bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's
-development split, choosing them on some conversations and scoring them on the others, with
-today's ranking (`TODAY`) measured beside them in the same run. Recall is flat around the
-shipped values. Feedback from the keyword side's first pass (a second BM25 query with the
-best matches' heaviest terms) is measured there too; it is off, as it added nothing the
-other rules do not.
+each candidate list is min-max normalised within the query and combined with weights, a
+memory's own score. A question that asks when adds to the memories that say when something
+happened (yesterday, last week, two years ago). The conversations of the best few
+candidates are then read whole, so that a memory's neighbours are known even where neither
+signal returned them, and a memory gains shares of its neighbours' own scores: of the turns
+next to it and two away (a conversation stays on a topic for a few turns), and of the turn
+before it when that turn asks a question (the memory is its answer, and a question's words
+are often only in the question). It also gains by its raw cosine similarity, by how much it
+says (a one-line acknowledgement rarely holds what a question needs), by being about a date
+the query names, and by its conversation's weight among the candidates (a conversation many
+candidates come from is about the query). The constants live in one `RankingParams`;
+bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's development split,
+choosing them on some conversations and scoring them on the others, with today's ranking
+(`TODAY`) measured beside them in the same run. Feedback from the keyword side's first pass
+(a second BM25 query with the best matches' heaviest terms) is measured there too; it is
+off, as it added nothing the other rules do not.
 
 Every returned score is in [0, 1] and means the same for every query and mode: the top
 result carries the calibrated dense similarity of the query's best semantic match
@@ -29,6 +33,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from memory_service import timeframes
 from memory_service.models import ScoredMemory, SparseVector, normalised_text
 
 # Cosine similarities of all-MiniLM-L6-v2 between unrelated texts sit below ~0.2 and between
@@ -45,7 +50,7 @@ FEEDBACK_TERMS = 10
 # The length rule's unit and cap, in characters.
 LENGTH_UNIT = 100
 LENGTH_CAP = 500
-# At most this many memories of the best candidates' conversations are read, by each signal.
+# At most this many memories of the best candidates' conversations are read.
 CONTEXT_LIMIT = 200
 
 
@@ -68,7 +73,7 @@ class RankingParams:
     candidate_depth: int = 50
     # Added to the own score of a memory that says when something happened (yesterday,
     # last week, two years ago, on Friday), for a question that asks when.
-    time_weight: float = 0.4
+    time_weight: float = 0.2
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
@@ -84,6 +89,10 @@ class RankingParams:
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
     cosine_weight: float = 0.5
+    # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
+    # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
+    # month" counted from either (timeframes.py).
+    date_weight: float = 0.3
     # The conversations of this many best candidates (by their own scores) are read whole,
     # CONTEXT_LIMIT memories at most by each signal, so that the neighbour and answer rules
     # see turns neither signal returned; 0: neighbours are other candidates only.
@@ -103,6 +112,7 @@ TODAY = RankingParams(
     answer_weight=0.0,
     length_weight=0.0,
     cosine_weight=0.0,
+    date_weight=0.0,
     context_memories=0,
 )
 
@@ -192,12 +202,10 @@ def with_feedback(
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """The memories of the best candidates' conversations (read whole, up to CONTEXT_LIMIT by
-    each signal): each signal's hits among them, raw scores as in the first
-    pass."""
+    """The memories of the best candidates' conversations (read whole, up to CONTEXT_LIMIT),
+    with their cosine similarities to the query."""
 
     dense: Sequence[Candidate] = ()
-    sparse: Sequence[Candidate] = ()
 
 
 NO_CONTEXT = Context()
@@ -235,8 +243,8 @@ def _own_scores(
     memory's candidate, and the cosines known."""
     dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
     cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
-    bm25 = {h.id: h.score for h in (*context.sparse, *sparse_hits)}
-    candidates = {h.id: h for h in (*context.sparse, *context.dense, *sparse_hits, *dense_hits)}
+    bm25 = {h.id: h.score for h in sparse_hits}
+    candidates = {h.id: h for h in (*context.dense, *sparse_hits, *dense_hits)}
     weight = params.dense_weight
     when = params.time_weight > 0 and asks_when(query)
     own = {}
@@ -264,12 +272,6 @@ def context_conversations(
     own, candidates, _ = _own_scores(dense_hits, sparse_hits, params, query, NO_CONTEXT)
     best = sorted(own, key=lambda i: (-own[i], i))[: params.context_memories]
     return sorted({candidates[i].conversation_id for i in best} - {""})
-
-
-def _nearest(turns: Sequence[float], position: int, distance: int) -> float:
-    """The better of the two turns `distance` away from `position`."""
-    sides = (position - distance, position + distance)
-    return max((turns[p] for p in sides if 0 <= p < len(turns)), default=0.0)
 
 
 def _with_conversation(
@@ -318,25 +320,35 @@ def fuse(
     own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, query, context)
     # A memory the dense side did not return is no closer than the last one it did.
     floor = min((h.score for h in dense_hits), default=0.0)
-    scores = {
-        memory_id: value
-        + params.cosine_weight * cosines.get(memory_id, floor)
-        + params.length_weight
-        * math.log1p(min(len(candidates[memory_id].text), LENGTH_CAP) / LENGTH_UNIT)
-        for memory_id, value in own.items()
-    }
+    periods = timeframes.named_periods(query) if params.date_weight > 0 else ()
+    scores = {}
+    for memory_id, value in own.items():
+        hit = candidates[memory_id]
+        value += params.cosine_weight * cosines.get(memory_id, floor)
+        value += params.length_weight * math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
+        if periods and timeframes.is_about(periods, hit.text, hit.created_at):
+            value += params.date_weight
+        scores[memory_id] = value
     conversations: dict[str, list[str]] = {}
     for memory_id, hit in candidates.items():
         if hit.conversation_id:
             conversations.setdefault(hit.conversation_id, []).append(memory_id)
+    near, second, answer = (
+        params.neighbour_weight,
+        params.second_neighbour_weight,
+        params.answer_weight,
+    )
     for ids in conversations.values():
         ids.sort(key=lambda i: (candidates[i].created_at, i))
-        turns = [own[i] for i in ids]
-        for position, memory_id in enumerate(ids):
-            scores[memory_id] += params.neighbour_weight * _nearest(turns, position, 1)
-            scores[memory_id] += params.second_neighbour_weight * _nearest(turns, position, 2)
-            if position > 0 and asks_question(candidates[ids[position - 1]].text):
-                scores[memory_id] += params.answer_weight * turns[position - 1]
+        # Own scores in conversation order, two zeros either side: turn k is turns[k + 2].
+        turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
+        asking = [asks_question(candidates[i].text) for i in ids]
+        for k, memory_id in enumerate(ids):
+            value = near * max(turns[k + 1], turns[k + 3])
+            value += second * max(turns[k], turns[k + 4])
+            if k > 0 and asking[k - 1]:
+                value += answer * turns[k + 1]
+            scores[memory_id] += value
     if params.conversation_weight > 0:
         scores = _with_conversation(scores, candidates, params.conversation_weight)
     order = sorted(scores, key=lambda i: (-scores[i], i))

@@ -65,9 +65,7 @@ async def search_memories(
             feedback_weight=params.feedback_weight,
         )
         conversations = ranking.context_conversations(dense_hits, sparse_hits, params, query=query)
-        context = await conversation_context(
-            store, user_id, filters, conversations, dense=dense, sparse=sparse
-        )
+        context = await conversation_context(store, user_id, filters, conversations, dense=dense)
         ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query, context=context)
         ranked = ranked[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
@@ -134,23 +132,20 @@ async def conversation_context(
     conversations: Sequence[str],
     *,
     dense: list[float],
-    sparse: SparseVector,
 ) -> ranking.Context:
-    """The memories of these conversations by each signal (CONTEXT_LIMIT at most), for the
+    """The memories of these conversations (CONTEXT_LIMIT at most, nearest first), for the
     neighbour and answer rules: the turns around a strong match that neither signal's first
-    pass returned."""
+    pass returned. Their BM25 scores are not asked for: a memory the first pass did not
+    return scores at most its lowest, which min-max maps to 0."""
     if not conversations:
         return ranking.NO_CONTEXT
     conditions = [
         *tenant_conditions(user_id, filters),
         MatchAny("conversation_id", tuple(conversations)),
     ]
-    queries = [
-        NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT),
-        NearestQuery(SPARSE_VECTOR, sparse, ranking.CONTEXT_LIMIT),
-    ]
-    dense_hits, sparse_hits = await _candidates(store, conditions, queries)
-    return ranking.Context(dense_hits, sparse_hits)
+    query = NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT)
+    (nearest,) = await _candidates(store, conditions, [query])
+    return ranking.Context(nearest)
 
 
 async def _nearest(

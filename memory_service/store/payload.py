@@ -86,11 +86,12 @@ CANDIDATE_FIELDS = ["conversation_id", "created_at", "text"]
 
 
 def candidate(point: ScoredPoint) -> ranking.Candidate:
+    # Hundreds per search: positional, and no conversions the stored types do not need.
     payload = point.payload or {}
     return ranking.Candidate(
-        id=str(point.id),
-        score=float(point.score),
-        conversation_id=str(payload.get("conversation_id", "")),
-        created_at=float(payload.get("created_at", 0.0)),
-        text=str(payload.get("text", "")),
+        str(point.id),
+        point.score,
+        payload.get("conversation_id") or "",
+        payload.get("created_at") or 0.0,
+        payload.get("text") or "",
     )

@@ -231,12 +231,15 @@ def test_import_of_chatgpt_and_claude_exports(stack: Stack) -> None:
         memories = erin.get("/memories", params={"limit": 50}).json()["memories"]
         assert len(memories) == 8
         assert {m["provider"] for m in memories} == {"chatgpt", "claude"}
-        found = erin.post("/search", json={"query": "port wine lodges in Gaia", "top_k": 1})
-        (best,) = found.json()["results"]
-        assert best["message_id"] == "n-cellars"
-        assert best["conversation_id"] == "c0ffee00-0000-4000-8000-000000000001"
-        assert best["metadata"]["conversation_title"] == "Weekend in Porto"
-        answer = erin.get(f"/memories/{best['response_id']}").json()
+        found = erin.post("/search", json={"query": "port wine lodges in Gaia", "top_k": 2})
+        # The question and its answer, linked as the export links them.
+        by_message = {r["message_id"]: r for r in found.json()["results"]}
+        assert set(by_message) == {"n-cellars", "n-answer-cellars"}
+        asked = by_message["n-cellars"]
+        assert asked["conversation_id"] == "c0ffee00-0000-4000-8000-000000000001"
+        assert asked["metadata"]["conversation_title"] == "Weekend in Porto"
+        answer = erin.get(f"/memories/{asked['response_id']}").json()
+        assert answer["message_id"] == "n-answer-cellars"
         assert answer["text"].startswith("Several lodges along the Gaia riverside")
         # Importing again stores nothing twice; nobody else sees the import.
         assert run_import("chatgpt-conversations.json").returncode == 0

@@ -20,6 +20,7 @@ PLAIN = replace(
     answer_weight=0.0,
     length_weight=0.0,
     cosine_weight=0.0,
+    date_weight=0.0,
 )
 
 
@@ -208,6 +209,7 @@ def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off
         today.answer_weight,
         today.length_weight,
         today.cosine_weight,
+        today.date_weight,
         today.context_memories,
     )
     assert not any(newer)
@@ -323,3 +325,18 @@ def test_context_turns_join_the_ranking_scored_against_the_first_pass() -> None:
     assert set(fused) == {"match", "answer", "other"}
     assert fused["answer"] > fused["other"]
     assert max(fused.values()) == pytest.approx(ranking.calibrated_cosine(0.6))
+
+
+def test_a_query_naming_a_date_lifts_the_memories_about_that_day() -> None:
+    said_then = memory("then", text="(2 May, 2022) watched the trilogy last night")
+    said_later = memory("later", text="(9 June, 2022) watched the trilogy again")
+    weak = memory("weak", text="a film night")
+    dense = candidates((said_later, 0.6), (said_then, 0.58), (weak, 0.2))
+    sparse = candidates((said_later, 5.0), (said_then, 4.8), (weak, 1.0))
+    query = "What did Joanna watch on 1 May, 2022?"
+    dated = replace(PLAIN, date_weight=0.3)
+
+    assert order(ranking.fuse(dense, sparse, PLAIN, query=query))[:2] == ["later", "then"]
+    assert order(ranking.fuse(dense, sparse, dated, query=query))[:2] == ["then", "later"]
+    # A query that names no date leaves the order to the signals.
+    assert order(ranking.fuse(dense, sparse, dated, query="What did Joanna watch?"))[0] == "later"

@@ -1,0 +1,146 @@
+"""The times a query names and the times a memory is about, for the hybrid ranking's date
+rule: "What did I watch on 1 May, 2022?" finds the memory saved on 2 May that says "last
+night", and "in March 2023" the one saved in April that says "last month".
+
+A period is a first and a last day, as proleptic Gregorian ordinals (`date.toordinal`). A
+query names days ("on 1 May, 2022", "May 1, 2022", "2022-05-01"), else months ("in March
+2023"), else years ("in 2023"): the most specific kind it has. A bare month ("in May") names
+no year and is left to the keyword side. A memory is about the day it was saved, every date
+written in it, and the days its relative words point to, counted from the first date
+written in it (a message that quotes when it was sent) or else from the day it was saved.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+
+Period = tuple[int, int]
+
+_MONTH_NAMES = {name.lower(): n for n, name in enumerate(calendar.month_name) if name}
+_MONTH_NAMES.update({name.lower(): n for n, name in enumerate(calendar.month_abbr) if name})
+_MONTH_NAMES["sept"] = 9
+_MONTH = (
+    r"(january|february|march|april|may|june|july|august|september|october|november|"
+    r"december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)"
+)
+_ORDINAL = r"(\d{1,2})(?:st|nd|rd|th)?"
+_YEAR = r"((?:19|20)\d\d)"
+# "1 May, 2022", "1st of May 2022"
+_DAY_FIRST = re.compile(rf"\b{_ORDINAL}\s+(?:of\s+)?{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)
+# "May 1, 2022", "May 1st 2022"
+_MONTH_FIRST = re.compile(rf"\b{_MONTH}\s+{_ORDINAL},?\s+{_YEAR}\b", re.IGNORECASE)
+_ISO = re.compile(rf"\b{_YEAR}-(\d\d)-(\d\d)\b")
+_MONTH_YEAR = re.compile(rf"\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)
+_IN_YEAR = re.compile(rf"\b(?:in|during|of|since|by|throughout)\s+{_YEAR}\b", re.IGNORECASE)
+
+_WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_FEW = r"(?:a|one|1|two|2|three|3|few|a few|couple of|a couple of)"
+
+
+def _days(first: int, last: int) -> Callable[[int], Period]:
+    return lambda day: (day + first, day + last)
+
+
+def _months(shift: int) -> Callable[[int], Period]:
+    def period(day: int) -> Period:
+        when = date.fromordinal(day)
+        year, month = divmod(when.year * 12 + when.month - 1 + shift, 12)
+        return _month(year, month + 1)
+
+    return period
+
+
+def _years(shift: int) -> Callable[[int], Period]:
+    return lambda day: _year(date.fromordinal(day).year + shift)
+
+
+# Relative words and the period each points to from the day they were said.
+_RELATIVE: list[tuple[re.Pattern[str], Callable[[int], Period]]] = [
+    (re.compile(r"\b(?:today|tonight|this (?:morning|afternoon|evening))\b", re.I), _days(0, 0)),
+    (re.compile(r"\b(?:yesterday|last night)\b", re.I), _days(-1, -1)),
+    (re.compile(rf"\b(?:last (?:week|weekend|{_WEEKDAYS}))\b", re.I), _days(-8, -1)),
+    (re.compile(rf"\b{_FEW} days ago\b", re.I), _days(-4, -1)),
+    (re.compile(rf"\b{_FEW} weeks? ago\b", re.I), _days(-21, -5)),
+    (re.compile(r"\b(?:last month|a month ago|one month ago)\b", re.I), _months(-1)),
+    (re.compile(r"\b(?:two|2) months ago\b", re.I), _months(-2)),
+    (re.compile(r"\b(?:last year|a year ago|one year ago)\b", re.I), _years(-1)),
+    (re.compile(r"\btomorrow\b", re.I), _days(1, 1)),
+    (re.compile(rf"\bnext (?:week|weekend|{_WEEKDAYS})\b", re.I), _days(1, 8)),
+    (re.compile(r"\bnext month\b", re.I), _months(1)),
+    (re.compile(r"\bnext year\b", re.I), _years(1)),
+]
+
+
+def _day(year: int, month: int, day: int) -> Period | None:
+    try:
+        ordinal = date(year, month, day).toordinal()
+    except ValueError:
+        return None
+    return ordinal, ordinal
+
+
+def _month(year: int, month: int) -> Period:
+    last = calendar.monthrange(year, month)[1]
+    return date(year, month, 1).toordinal(), date(year, month, last).toordinal()
+
+
+def _year(year: int) -> Period:
+    return date(year, 1, 1).toordinal(), date(year, 12, 31).toordinal()
+
+
+def _month_number(name: str) -> int:
+    return _MONTH_NAMES[name.lower()]
+
+
+def _written_days(text: str) -> list[Period]:
+    """Every full date written in the text, in the order written."""
+    found: list[tuple[int, Period | None]] = []
+    for match in _DAY_FIRST.finditer(text):
+        day, month, year = match.groups()
+        found.append((match.start(), _day(int(year), _month_number(month), int(day))))
+    for match in _MONTH_FIRST.finditer(text):
+        month, day, year = match.groups()
+        found.append((match.start(), _day(int(year), _month_number(month), int(day))))
+    for match in _ISO.finditer(text):
+        year, month, day = match.groups()
+        found.append((match.start(), _day(int(year), int(month), int(day))))
+    return [period for _, period in sorted(found, key=lambda f: f[0]) if period is not None]
+
+
+@functools.lru_cache(maxsize=1024)
+def named_periods(query: str) -> tuple[Period, ...]:
+    """The days a query names, else its months, else its years; () when it names none."""
+    days = _written_days(query)
+    if days:
+        return tuple(days)
+    months = [_month(int(year), _month_number(month)) for month, year in _MONTH_YEAR.findall(query)]
+    if months:
+        return tuple(months)
+    return tuple(_year(int(year)) for year in _IN_YEAR.findall(query))
+
+
+@functools.lru_cache(maxsize=4096)
+def memory_periods(text: str, saved_day: int) -> tuple[Period, ...]:
+    """The day a memory was saved, the dates written in it, and the periods its relative
+    words point to from its first written date (else from the day it was saved)."""
+    written = _written_days(text)
+    reference = written[0][0] if written else saved_day
+    relative = [period(reference) for pattern, period in _RELATIVE if pattern.search(text)]
+    return ((saved_day, saved_day), *written, *relative)
+
+
+def saved_day(created_at: float) -> int:
+    """The UTC day of a creation time in epoch seconds."""
+    return datetime.fromtimestamp(created_at, tz=UTC).date().toordinal()
+
+
+def is_about(periods: Sequence[Period], text: str, created_at: float) -> bool:
+    """Whether a memory is about a time in one of the periods."""
+    if not periods:
+        return False
+    own = memory_periods(text, saved_day(created_at))
+    return any(a[0] <= b[1] and b[0] <= a[1] for a in periods for b in own)
