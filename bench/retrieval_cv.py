@@ -441,6 +441,12 @@ def report(
                 f"{name:<28}"
                 + "  ".join("/".join(f"{getattr(p, a):g}" for a in shown) for p in chosen)
             )
+    everything = choose_default(score, np.ones(len(questions), dtype=bool))
+    say(
+        f"{'chosen on every fold':<28}"
+        + "/".join(f"{getattr(everything, a):g}" for a in [*DEFAULT_AXES, "feedback_weight"])
+        + ("  (the shipped constants)" if everything == ranking.DEFAULT else "  (NOT shipped)")
+    )
     flatness(score, outcomes["default"], folds, say)
 
     new, today, bm25 = outcomes["default"], outcomes["today"], outcomes["BM25-only"]

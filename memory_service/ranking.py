@@ -73,7 +73,7 @@ class RankingParams:
     candidate_depth: int = 50
     # Added to the own score of a memory that says when something happened (yesterday,
     # last week, two years ago, on Friday), for a question that asks when.
-    time_weight: float = 0.2
+    time_weight: float = 0.1
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
@@ -92,7 +92,7 @@ class RankingParams:
     # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
     # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
     # month" counted from either (timeframes.py).
-    date_weight: float = 0.3
+    date_weight: float = 0.4
     # The conversations of this many best candidates (by their own scores) are read whole,
     # CONTEXT_LIMIT memories at most by each signal, so that the neighbour and answer rules
     # see turns neither signal returned; 0: neighbours are other candidates only.
