@@ -11,16 +11,12 @@ from memory_service import ranking
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SparseVector, memory_point_id
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
-# Only the two signals and the nearest neighbours, so that one rule at a time is seen.
+# Only the two signals and the nearest neighbours (today's ranking with the default's two
+# weights), so that one rule at a time is seen.
 PLAIN = replace(
-    ranking.DEFAULT,
-    second_neighbour_weight=0.0,
-    time_weight=0.0,
-    conversation_weight=0.0,
-    answer_weight=0.0,
-    length_weight=0.0,
-    cosine_weight=0.0,
-    date_weight=0.0,
+    ranking.TODAY,
+    dense_weight=ranking.DEFAULT.dense_weight,
+    neighbour_weight=ranking.DEFAULT.neighbour_weight,
 )
 
 
