@@ -128,13 +128,9 @@ class Prepared:
 
 def context_settings() -> list[ranking.RankingParams]:
     """Settings that between them pick every set of conversations a chosen setting can read
-    whole: which ones depends only on the own score (dense and time weights)."""
+    whole: which ones depends only on the own score, so on the dense weight."""
     weights = {*DEFAULT_AXES["dense_weight"], ranking.DEFAULT.dense_weight}
-    times = {*DEFAULT_AXES["time_weight"], ranking.DEFAULT.time_weight}
-    return [
-        replace(ranking.DEFAULT, dense_weight=w, time_weight=t)
-        for w, t in itertools.product(sorted(weights), sorted(times))
-    ]
+    return [replace(ranking.DEFAULT, dense_weight=w) for w in sorted(weights)]
 
 
 async def prepare(

@@ -2,14 +2,14 @@
 
 The default (hybrid) ranking fuses the two signals by their scores, not only their ranks:
 each candidate list is min-max normalised within the query and combined with weights, a
-memory's own score. A question that asks when adds to the memories that say when something
-happened (yesterday, last week, two years ago). The conversations of the best few
-candidates are then read whole, so that a memory's neighbours are known even where neither
-signal returned them, and a memory gains shares of its neighbours' own scores: of the turns
-next to it and two away (a conversation stays on a topic for a few turns), and of the turn
-before it when that turn asks a question (the memory is its answer, and a question's words
-are often only in the question). It also gains by its raw cosine similarity, by how much it
-says (a one-line acknowledgement rarely holds what a question needs), by being about a date
+memory's own score. The conversations of the best few candidates are then read whole, so
+that a memory's neighbours are known even where neither signal returned them, and a memory
+gains shares of its neighbours' own scores: of the turns next to it and two away (a
+conversation stays on a topic for a few turns), and of the turn before it when that turn
+asks a question (the memory is its answer, and a question's words are often only in the
+question). It also gains by its raw cosine similarity, by how much it says (a one-line
+acknowledgement rarely holds what a question needs), by saying when something happened
+(yesterday, last week, two years ago) when the question asks when, by being about a date
 the query names, and by its conversation's weight among the candidates (a conversation many
 candidates come from is about the query). The constants live in one `RankingParams`;
 bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's development split,
@@ -68,12 +68,12 @@ class RankingParams:
     neighbour_weight: float = 0.5
     # The same for the better of the two turns two away: a conversation stays on a topic for
     # a few turns, and an answer is often a turn or two from the words that ask for it.
-    second_neighbour_weight: float = 0.4
+    second_neighbour_weight: float = 0.5
     # Candidates fetched from each signal before fusing.
     candidate_depth: int = 50
-    # Added to the own score of a memory that says when something happened (yesterday,
-    # last week, two years ago, on Friday), for a question that asks when.
-    time_weight: float = 0.1
+    # Added to a memory that says when something happened (yesterday, last week, two years
+    # ago, on Friday), for a question that asks when; not shared with its neighbours.
+    time_weight: float = 0.3
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
@@ -82,7 +82,7 @@ class RankingParams:
     conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.6
+    answer_weight: float = 0.75
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
     length_weight: float = 0.2
@@ -239,21 +239,18 @@ def _own_scores(
     query: str,
     context: Context,
 ) -> tuple[dict[str, float], dict[str, Candidate], dict[str, float]]:
-    """Each memory's own score (both signals' min-max shares, plus the time rule), every
+    """Each memory's own score (both signals' min-max shares), every
     memory's candidate, and the cosines known."""
     dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
     cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
     bm25 = {h.id: h.score for h in sparse_hits}
     candidates = {h.id: h for h in (*context.dense, *sparse_hits, *dense_hits)}
     weight = params.dense_weight
-    when = params.time_weight > 0 and asks_when(query)
-    own = {}
-    for memory_id, hit in candidates.items():
-        score = weight * _share(cosines.get(memory_id), dense_bounds)
-        score += (1 - weight) * _share(bm25.get(memory_id), sparse_bounds)
-        if when and says_when(hit.text):
-            score += params.time_weight
-        own[memory_id] = score
+    own = {
+        memory_id: weight * _share(cosines.get(memory_id), dense_bounds)
+        + (1 - weight) * _share(bm25.get(memory_id), sparse_bounds)
+        for memory_id in candidates
+    }
     return own, candidates, cosines
 
 
@@ -320,12 +317,15 @@ def fuse(
     own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, query, context)
     # A memory the dense side did not return is no closer than the last one it did.
     floor = min((h.score for h in dense_hits), default=0.0)
+    when = params.time_weight > 0 and asks_when(query)
     periods = timeframes.named_periods(query) if params.date_weight > 0 else ()
     scores = {}
     for memory_id, value in own.items():
         hit = candidates[memory_id]
         value += params.cosine_weight * cosines.get(memory_id, floor)
         value += params.length_weight * math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
+        if when and says_when(hit.text):
+            value += params.time_weight
         if periods and timeframes.is_about(periods, hit.text, hit.created_at):
             value += params.date_weight
         scores[memory_id] = value
