@@ -73,26 +73,26 @@ class RankingParams:
     candidate_depth: int = 50
     # Added to a memory that says when something happened (yesterday, last week, two years
     # ago, on Friday), for a question that asks when; not shared with its neighbours.
-    time_weight: float = 0.3
+    time_weight: float = 0.4
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
     # Share of its conversation's weight among the candidates (their summed scores, relative
     # to the best conversation's) a memory gains.
-    conversation_weight: float = 0.2
+    conversation_weight: float = 0.1
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.75
+    answer_weight: float = 0.6
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
-    length_weight: float = 0.2
+    length_weight: float = 0.25
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
     cosine_weight: float = 0.5
     # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
     # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
     # month" counted from either (timeframes.py).
-    date_weight: float = 0.4
+    date_weight: float = 0.5
     # The conversations of this many best candidates (by their own scores) are read whole,
     # CONTEXT_LIMIT memories at most by each signal, so that the neighbour and answer rules
     # see turns neither signal returned; 0: neighbours are other candidates only.
