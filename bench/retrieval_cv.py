@@ -184,7 +184,7 @@ async def prepare(
                 )
                 candidates[index, weight] = hits
                 for params in readers:
-                    read = tuple(ranking.context_conversations(*hits, params, query=question.text))
+                    read = tuple(ranking.context_conversations(*hits, params))
                     if read and (index, weight, read) not in contexts:
                         contexts[index, weight, read] = await conversation_context(
                             memories.store,
@@ -227,9 +227,7 @@ def ranked_evidence(
     """The evidence ids of the top TOP_K under `params`, duplicates collapsed as the
     service collapses them."""
     dense_hits, sparse_hits = prepared.candidates[index, params.feedback_weight]
-    read = tuple(
-        ranking.context_conversations(dense_hits, sparse_hits, params, query=question.text)
-    )
+    read = tuple(ranking.context_conversations(dense_hits, sparse_hits, params))
     context = prepared.contexts[index, params.feedback_weight, read] if read else ranking.NO_CONTEXT
     every = (*dense_hits, *sparse_hits, *context.dense)
     texts = {h.id: h.text for h in every}

@@ -94,8 +94,8 @@ class RankingParams:
     # month" counted from either (timeframes.py).
     date_weight: float = 0.5
     # The conversations of this many best candidates (by their own scores) are read whole,
-    # CONTEXT_LIMIT memories at most by each signal, so that the neighbour and answer rules
-    # see turns neither signal returned; 0: neighbours are other candidates only.
+    # CONTEXT_LIMIT memories at most, so that the neighbour and answer rules see turns
+    # neither signal returned; 0: neighbours are other candidates only.
     context_memories: int = 5
 
 
@@ -236,11 +236,10 @@ def _own_scores(
     dense_hits: Sequence[Candidate],
     sparse_hits: Sequence[Candidate],
     params: RankingParams,
-    query: str,
     context: Context,
 ) -> tuple[dict[str, float], dict[str, Candidate], dict[str, float]]:
-    """Each memory's own score (both signals' min-max shares), every
-    memory's candidate, and the cosines known."""
+    """Each memory's own score (both signals' min-max shares), every memory's candidate, and
+    the cosines known."""
     dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
     cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
     bm25 = {h.id: h.score for h in sparse_hits}
@@ -258,15 +257,13 @@ def context_conversations(
     dense_hits: Sequence[Candidate],
     sparse_hits: Sequence[Candidate],
     params: RankingParams = DEFAULT,
-    *,
-    query: str = "",
 ) -> list[str]:
     """The conversations of the `context_memories` best candidates by their own scores, whose
     other memories the neighbour and answer rules read."""
     rules = params.neighbour_weight, params.second_neighbour_weight, params.answer_weight
     if params.context_memories <= 0 or not any(rules):
         return []
-    own, candidates, _ = _own_scores(dense_hits, sparse_hits, params, query, NO_CONTEXT)
+    own, candidates, _ = _own_scores(dense_hits, sparse_hits, params, NO_CONTEXT)
     best = sorted(own, key=lambda i: (-own[i], i))[: params.context_memories]
     return sorted({candidates[i].conversation_id for i in best} - {""})
 
@@ -309,12 +306,12 @@ def fuse(
 ) -> list[tuple[str, float]]:
     """Every candidate's id and score, best first, in the hybrid ranking of `query`.
 
-    A memory's score is its own score (the two signals' min-max shares over the first pass,
-    and the time rule), plus shares of its neighbours' own scores in its conversation (the
-    turns one and two away, and the question it answers), its raw cosine, how much it says,
-    and its conversation's weight. Neighbours are the memories known on either side: the
+    A memory's score is its own score (the two signals' min-max shares over the first pass),
+    plus shares of its neighbours' own scores in its conversation (the turns one and two
+    away, and the question it answers), its raw cosine, how much it says, the time and date
+    rules, and its conversation's weight. Neighbours are the memories known on either side: the
     candidates and the context's memories of the best conversations."""
-    own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, query, context)
+    own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, context)
     # A memory the dense side did not return is no closer than the last one it did.
     floor = min((h.score for h in dense_hits), default=0.0)
     when = params.time_weight > 0 and asks_when(query)

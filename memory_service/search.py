@@ -64,7 +64,7 @@ async def search_memories(
             document_terms=document_terms,
             feedback_weight=params.feedback_weight,
         )
-        conversations = ranking.context_conversations(dense_hits, sparse_hits, params, query=query)
+        conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
         context = await conversation_context(store, user_id, filters, conversations, dense=dense)
         ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query, context=context)
         ranked = ranked[:wanted]

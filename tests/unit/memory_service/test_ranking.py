@@ -314,7 +314,7 @@ def test_context_turns_join_the_ranking_scored_against_the_first_pass() -> None:
     # The context brings the answer: closer than nothing, below the first pass's last hit.
     context = ranking.Context(dense=candidates((match, 0.6), (answer, 0.3)))
 
-    assert ranking.context_conversations(dense, sparse, query="team trip") == ["c1", "c2"]
+    assert ranking.context_conversations(dense, sparse) == ["c1", "c2"]
     assert ranking.context_conversations(dense, sparse, ranking.TODAY) == []
     fused = dict(ranking.fuse(dense, sparse, query="team trip", context=context))
 

@@ -236,7 +236,7 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
     assert all(h.text for h in (*dense_hits, *sparse_hits))
 
     # Only the candidates' conversations are read: not c2, which no candidate comes from.
-    read = ranking.context_conversations(dense_hits, sparse_hits, query="staging deploy ERR_7731")
+    read = ranking.context_conversations(dense_hits, sparse_hits)
     assert read == ["c1"]
     context = await conversation_context(store, "u", SearchFilters(), read, dense=dense)
     assert {h.id for h in context.dense} == {t.memory.id for t in turns}
