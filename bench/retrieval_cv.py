@@ -61,7 +61,9 @@ DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "length_weight": (0.0, 0.1, 0.15, 0.2, 0.25, 0.3),
     "cosine_weight": (0.0, 0.25, 0.5, 0.75, 1.0),
     "time_weight": (0.0, 0.1, 0.2, 0.3, 0.4, 0.6),
+    "time_neighbour_weight": (0.0, 0.2, 0.4, 0.6),
     "date_weight": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+    "date_said_weight": (0.0, 0.3, 0.6),
     "conversation_weight": (0.0, 0.1, 0.2, 0.3),
 }
 # The rules the default adds to today's ranking, each set to 0 in turn to measure it.
@@ -72,7 +74,9 @@ SIGNALS = {
     "length": "length_weight",
     "cosine": "cosine_weight",
     "time": "time_weight",
+    "time next to the words": "time_neighbour_weight",
     "date": "date_weight",
+    "date in its own words": "date_said_weight",
     "conversation": "conversation_weight",
 }
 # Keyword feedback, measured beside the default but off in it.

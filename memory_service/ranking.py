@@ -9,9 +9,10 @@ conversation stays on a topic for a few turns), and of the turn before it when t
 asks a question (the memory is its answer, and a question's words are often only in the
 question). It also gains by its raw cosine similarity, by how much it says (a one-line
 acknowledgement rarely holds what a question needs), by saying when something happened
-(yesterday, last week, two years ago) when the question asks when, by being about a date
-the query names, and by its conversation's weight among the candidates (a conversation many
-candidates come from is about the query). The constants live in one `RankingParams`;
+(yesterday, last week, two years ago) when the question asks when, the more so next to the
+turns with the question's words, by being about a date the query names, the more so where
+its own words say so, and by its conversation's weight among the candidates (a conversation
+many candidates come from is about the query). The constants live in one `RankingParams`;
 bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's development split,
 choosing them on some conversations and scoring them on the others, with today's ranking
 (`TODAY`) measured beside them in the same run. Feedback from the keyword side's first pass
@@ -68,31 +69,38 @@ class RankingParams:
     neighbour_weight: float = 0.5
     # The same for the better of the two turns two away: a conversation stays on a topic for
     # a few turns, and an answer is often a turn or two from the words that ask for it.
-    second_neighbour_weight: float = 0.5
+    second_neighbour_weight: float = 0.6
     # Candidates fetched from each signal before fusing.
     candidate_depth: int = 50
     # Added to a memory that says when something happened (yesterday, last week, two years
     # ago, on Friday), for a question that asks when; not shared with its neighbours.
-    time_weight: float = 0.4
+    time_weight: float = 0.2
+    # Share of the best own score of the turns one and two away that such a memory gains as
+    # well: the turn that says when is often next to the one with the question's words.
+    time_neighbour_weight: float = 0.4
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
     # Share of its conversation's weight among the candidates (their summed scores, relative
     # to the best conversation's) a memory gains.
-    conversation_weight: float = 0.1
+    conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.6
+    answer_weight: float = 0.75
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
-    length_weight: float = 0.25
+    length_weight: float = 0.2
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
-    cosine_weight: float = 0.5
+    cosine_weight: float = 0.75
     # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
     # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
     # month" counted from either (timeframes.py).
-    date_weight: float = 0.5
+    date_weight: float = 0.4
+    # Added as well where the memory's own words place it in that time: its relative words
+    # or a date written after its first ("last month" in a turn saved in April, for "in
+    # March"), not only the day it was said.
+    date_said_weight: float = 0.3
     # The conversations of this many best candidates (by their own scores) are read whole,
     # CONTEXT_LIMIT memories at most, so that the neighbour and answer rules see turns
     # neither signal returned; 0: neighbours are other candidates only.
@@ -107,12 +115,14 @@ TODAY = RankingParams(
     neighbour_weight=0.4,
     second_neighbour_weight=0.0,
     time_weight=0.0,
+    time_neighbour_weight=0.0,
     feedback_weight=0.0,
     conversation_weight=0.0,
     answer_weight=0.0,
     length_weight=0.0,
     cosine_weight=0.0,
     date_weight=0.0,
+    date_said_weight=0.0,
     context_memories=0,
 )
 
@@ -308,32 +318,40 @@ def fuse(
 
     A memory's score is its own score (the two signals' min-max shares over the first pass),
     plus shares of its neighbours' own scores in its conversation (the turns one and two
-    away, and the question it answers), its raw cosine, how much it says, the time and date
-    rules, and its conversation's weight. Neighbours are the memories known on either side: the
-    candidates and the context's memories of the best conversations."""
+    away, the question it answers, and for a memory that says when on a question that asks
+    when, the best of those four turns once more), its raw cosine, how much it says, the time
+    and date rules, and its conversation's weight. Neighbours are the memories known on
+    either side: the candidates and the context's memories of the best conversations."""
     own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, context)
     # A memory the dense side did not return is no closer than the last one it did.
     floor = min((h.score for h in dense_hits), default=0.0)
-    when = params.time_weight > 0 and asks_when(query)
-    periods = timeframes.named_periods(query) if params.date_weight > 0 else ()
+    when = (params.time_weight > 0 or params.time_neighbour_weight > 0) and asks_when(query)
+    dated = params.date_weight > 0 or params.date_said_weight > 0
+    periods = timeframes.named_periods(query) if dated else ()
+    months = timeframes.named_months(query) if dated else ()
     scores = {}
+    telling: set[str] = set()
     for memory_id, value in own.items():
         hit = candidates[memory_id]
         value += params.cosine_weight * cosines.get(memory_id, floor)
         value += params.length_weight * math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
         if when and says_when(hit.text):
             value += params.time_weight
-        if periods and timeframes.is_about(periods, hit.text, hit.created_at):
+            telling.add(memory_id)
+        if (periods or months) and timeframes.is_about(periods, hit.text, hit.created_at, months):
             value += params.date_weight
+            if timeframes.says_about(periods, hit.text, hit.created_at, months):
+                value += params.date_said_weight
         scores[memory_id] = value
     conversations: dict[str, list[str]] = {}
     for memory_id, hit in candidates.items():
         if hit.conversation_id:
             conversations.setdefault(hit.conversation_id, []).append(memory_id)
-    near, second, answer = (
+    near, second, answer, timely = (
         params.neighbour_weight,
         params.second_neighbour_weight,
         params.answer_weight,
+        params.time_neighbour_weight,
     )
     for ids in conversations.values():
         ids.sort(key=lambda i: (candidates[i].created_at, i))
@@ -345,6 +363,8 @@ def fuse(
             value += second * max(turns[k], turns[k + 4])
             if k > 0 and asking[k - 1]:
                 value += answer * turns[k + 1]
+            if memory_id in telling:
+                value += timely * max(turns[k], turns[k + 1], turns[k + 3], turns[k + 4])
             scores[memory_id] += value
     if params.conversation_weight > 0:
         scores = _with_conversation(scores, candidates, params.conversation_weight)

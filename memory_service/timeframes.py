@@ -4,10 +4,13 @@ night", and "in March 2023" the one saved in April that says "last month".
 
 A period is a first and a last day, as proleptic Gregorian ordinals (`date.toordinal`). A
 query names days ("on 1 May, 2022", "May 1, 2022", "2022-05-01"), else months ("in March
-2023"), else years ("in 2023"): the most specific kind it has. A bare month ("in May") names
-no year and is left to the keyword side. A memory is about the day it was saved, every date
-written in it, and the days its relative words point to, counted from the first date
-written in it (a message that quotes when it was sent) or else from the day it was saved.
+2023"), else years ("in 2023"): the most specific kind it has. A month without a year ("in
+May", "the second week of November") names that month of any year. A memory is about the day
+it was saved, every date written in it, and the days its relative words point to, counted
+from the first date written in it (a message that quotes when it was sent) or else from the
+day it was saved. What it says of its own (`says_about`) leaves out that first date and the
+day it was saved: a turn saved in March that says "last month" is about February by what it
+says, while every turn saved in March is about March.
 """
 
 from __future__ import annotations
@@ -29,13 +32,23 @@ _MONTH = (
 )
 _ORDINAL = r"(\d{1,2})(?:st|nd|rd|th)?"
 _YEAR = r"((?:19|20)\d\d)"
+# Between a day or month and its year: a comma with or without a space, or a space.
+_THEN_YEAR = r"(?:,\s*|\s+)"
 # "1 May, 2022", "1st of May 2022"
-_DAY_FIRST = re.compile(rf"\b{_ORDINAL}\s+(?:of\s+)?{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)
-# "May 1, 2022", "May 1st 2022"
-_MONTH_FIRST = re.compile(rf"\b{_MONTH}\s+{_ORDINAL},?\s+{_YEAR}\b", re.IGNORECASE)
+_DAY_FIRST = re.compile(rf"\b{_ORDINAL}\s+(?:of\s+)?{_MONTH}{_THEN_YEAR}{_YEAR}\b", re.IGNORECASE)
+# "May 1, 2022", "May 1st 2022", "December 1,2023"
+_MONTH_FIRST = re.compile(rf"\b{_MONTH}\s+{_ORDINAL}{_THEN_YEAR}{_YEAR}\b", re.IGNORECASE)
 _ISO = re.compile(rf"\b{_YEAR}-(\d\d)-(\d\d)\b")
 _MONTH_YEAR = re.compile(rf"\b{_MONTH},?\s+{_YEAR}\b", re.IGNORECASE)
 _IN_YEAR = re.compile(rf"\b(?:in|during|of|since|by|throughout)\s+{_YEAR}\b", re.IGNORECASE)
+# A month named without a year: "in May", "the second week of November", "since early June".
+# Full names only ("mar" and "sep" are words too), and "may" only as "May".
+_IN_MONTH = re.compile(
+    r"\b(?:in|during|of|since|by|throughout|until|before|after)\s+(?:early\s+|late\s+|mid-?)?"
+    r"(January|February|March|April|May|June|July|August|September|October|November|December)"
+    r"\b(?![,\s]*\d)",
+    re.IGNORECASE,
+)
 
 _WEEKDAYS = "monday|tuesday|wednesday|thursday|friday|saturday|sunday"
 _FEW = r"(?:a|one|1|two|2|three|3|few|a few|couple of|a couple of)"
@@ -123,14 +136,27 @@ def named_periods(query: str) -> tuple[Period, ...]:
     return tuple(_year(int(year)) for year in _IN_YEAR.findall(query))
 
 
+@functools.lru_cache(maxsize=1024)
+def named_months(query: str) -> tuple[int, ...]:
+    """The months (1-12) a query names without a year, when it names no period."""
+    if named_periods(query):
+        return ()
+    return tuple(
+        _month_number(match.group(1))
+        for match in _IN_MONTH.finditer(query)
+        if match.group(1).lower() != "may" or match.group(1) == "May"
+    )
+
+
 @functools.lru_cache(maxsize=4096)
-def memory_periods(text: str, saved_day: int) -> tuple[Period, ...]:
-    """The day a memory was saved, the dates written in it, and the periods its relative
-    words point to from its first written date (else from the day it was saved)."""
+def memory_periods(text: str, saved_day: int) -> tuple[tuple[Period, ...], tuple[Period, ...]]:
+    """When a memory was said (the day it was saved and the first date written in it) and
+    what it says (the other dates written in it, and the periods its relative words point to
+    from its first written date, else from the day it was saved)."""
     written = _written_days(text)
     reference = written[0][0] if written else saved_day
     relative = [period(reference) for pattern, period in _RELATIVE if pattern.search(text)]
-    return ((saved_day, saved_day), *written, *relative)
+    return ((saved_day, saved_day), *written[:1]), (*written[1:], *relative)
 
 
 def saved_day(created_at: float) -> int:
@@ -138,9 +164,34 @@ def saved_day(created_at: float) -> int:
     return datetime.fromtimestamp(created_at, tz=UTC).date().toordinal()
 
 
-def is_about(periods: Sequence[Period], text: str, created_at: float) -> bool:
-    """Whether a memory is about a time in one of the periods."""
-    if not periods:
+def _overlaps(periods: Sequence[Period], months: Sequence[int], own: Sequence[Period]) -> bool:
+    """Whether any of a memory's own periods meets one of the periods, or one of the months
+    in the years it spans."""
+    for first, last in own:
+        named = [*periods]
+        for year in range(date.fromordinal(first).year, date.fromordinal(last).year + 1):
+            named.extend(_month(year, month) for month in months)
+        if any(a <= last and first <= b for a, b in named):
+            return True
+    return False
+
+
+def is_about(
+    periods: Sequence[Period], text: str, created_at: float, months: Sequence[int] = ()
+) -> bool:
+    """Whether a memory is about a time in one of the periods or months (of any year): saved
+    then, or said then, or saying so."""
+    if not periods and not months:
         return False
-    own = memory_periods(text, saved_day(created_at))
-    return any(a[0] <= b[1] and b[0] <= a[1] for a in periods for b in own)
+    said, says = memory_periods(text, saved_day(created_at))
+    return _overlaps(periods, months, (*said, *says))
+
+
+def says_about(
+    periods: Sequence[Period], text: str, created_at: float, months: Sequence[int] = ()
+) -> bool:
+    """Whether a memory says, in its own words, that something was in one of the periods or
+    months: a date written after its first, or its relative words ("last month")."""
+    if not periods and not months:
+        return False
+    return _overlaps(periods, months, memory_periods(text, saved_day(created_at))[1])

@@ -200,12 +200,14 @@ def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off
     newer = (
         today.second_neighbour_weight,
         today.time_weight,
+        today.time_neighbour_weight,
         today.feedback_weight,
         today.conversation_weight,
         today.answer_weight,
         today.length_weight,
         today.cosine_weight,
         today.date_weight,
+        today.date_said_weight,
         today.context_memories,
     )
     assert not any(newer)
@@ -336,3 +338,55 @@ def test_a_query_naming_a_date_lifts_the_memories_about_that_day() -> None:
     assert order(ranking.fuse(dense, sparse, dated, query=query))[:2] == ["then", "later"]
     # A query that names no date leaves the order to the signals.
     assert order(ranking.fuse(dense, sparse, dated, query="What did Joanna watch?"))[0] == "later"
+
+
+def test_a_turn_that_says_when_next_to_the_question_words_beats_one_elsewhere() -> None:
+    asked = memory("asked", conversation="c1", minute=0, text="Can I come and see the turtles?")
+    reply = memory("reply", conversation="c1", minute=1, text="Sure, see you tomorrow!")
+    elsewhere = memory("elsewhere", conversation="c2", minute=0, text="Back tomorrow, bye!")
+    dense = candidates((asked, 0.6), (reply, 0.3), (elsewhere, 0.3))
+    sparse = candidates((asked, 6.0))
+    # Neither neighbour rule, so that only the time rules tell the two replies apart.
+    timed = replace(PLAIN, neighbour_weight=0.0, time_weight=0.2)
+    query = "When will she come to see the turtles?"
+
+    plain = order(ranking.fuse(dense, sparse, timed, query=query))
+    lifted = order(
+        ranking.fuse(dense, sparse, replace(timed, time_neighbour_weight=0.4), query=query)
+    )
+
+    assert plain == ["asked", "elsewhere", "reply"]
+    assert lifted == ["asked", "reply", "elsewhere"]
+    # Only on a question that asks when.
+    told = ranking.fuse(
+        dense, sparse, replace(timed, time_neighbour_weight=0.4), query="Who has turtles?"
+    )
+    assert order(told) == ["asked", "elsewhere", "reply"]
+
+
+def test_a_memory_that_says_it_was_in_the_named_month_beats_one_only_said_then() -> None:
+    says = memory("says", text="(18 April, 2023) we went to a convention last month")
+    said_then = memory("then", text="(6 March, 2023) we went to a convention downtown")
+    weak = memory("weak", text="a talk")
+    dense = candidates((said_then, 0.6), (says, 0.58), (weak, 0.2))
+    sparse = candidates((said_then, 5.0), (says, 4.8), (weak, 1.0))
+    query = "What did John attend in March 2023?"
+    dated = replace(PLAIN, date_weight=0.3)
+
+    assert order(ranking.fuse(dense, sparse, dated, query=query))[:2] == ["then", "says"]
+    said = replace(dated, date_said_weight=0.3)
+    assert order(ranking.fuse(dense, sparse, said, query=query))[:2] == ["says", "then"]
+
+
+def test_a_month_named_without_a_year_lifts_the_memories_about_it() -> None:
+    june = memory("june", text="(30 June, 2023) we went camping last week")
+    august = memory("august", text="(20 August, 2023) we went camping by the lake")
+    weak = memory("weak", text="a tent")
+    dense = candidates((august, 0.6), (june, 0.58), (weak, 0.2))
+    sparse = candidates((august, 5.0), (june, 4.8), (weak, 1.0))
+    dated = replace(PLAIN, date_weight=0.3)
+
+    first_two = order(ranking.fuse(dense, sparse, dated, query="Where did we go camping?"))[:2]
+    assert first_two == ["august", "june"]
+    first_two = order(ranking.fuse(dense, sparse, dated, query="Did we go camping in June?"))[:2]
+    assert first_two == ["june", "august"]

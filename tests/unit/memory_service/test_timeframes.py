@@ -26,6 +26,10 @@ def test_a_query_names_days_else_months_else_years() -> None:
     assert timeframes.named_periods("How often did I swim in 2023?") == (
         (day(2023, 1, 1), day(2023, 12, 31)),
     )
+    # A comma with no space still ends the day.
+    assert timeframes.named_periods("the picture shared on December 1,2023") == (
+        (day(2023, 12, 1), day(2023, 12, 1)),
+    )
     # The most specific kind wins: the day, not its month.
     assert timeframes.named_periods("on 3 June, 2023, in June 2023") == (
         (day(2023, 6, 3), day(2023, 6, 3)),
@@ -76,3 +80,37 @@ def test_relative_words_count_from_the_first_written_date_else_the_save_day() ->
 
 def test_a_query_that_names_no_time_matches_no_memory() -> None:
     assert not timeframes.is_about((), "yesterday on 1 May, 2022", saved(2022, 5, 1))
+
+
+def test_a_month_without_a_year_is_that_month_of_any_year() -> None:
+    assert timeframes.named_months("When did Melanie go camping in June?") == (6,)
+    assert timeframes.named_months("Where was Tim in the second week of November?") == (11,)
+    assert timeframes.named_months("What did we do since early March?") == (3,)
+    assert timeframes.named_months("Which spot did Joanna visit in May?") == (5,)
+    # "may" is a verb; a named year makes it a period; a bare word is no time.
+    assert timeframes.named_months("what else may I add in may") == ()
+    assert timeframes.named_months("What did we attend in March 2023?") == ()
+    assert timeframes.named_months("the march was long") == ()
+
+    june = timeframes.named_months("in June")
+    assert timeframes.is_about((), "we went camping", saved(2021, 6, 14), june)
+    assert timeframes.is_about(
+        (), "(2 July, 2023) camping last week was great", saved(2026, 1, 1), june
+    )
+    assert not timeframes.is_about((), "we went camping", saved(2021, 8, 14), june)
+
+
+def test_what_a_memory_says_leaves_out_when_it_was_said() -> None:
+    march = timeframes.named_periods("in March 2023")
+    said = "(18 April, 2023) my colleagues and I went to a convention last month"
+    assert timeframes.says_about(march, said, saved(2026, 1, 1))
+    # Said in March, saying nothing of when: about March, but not in its own words.
+    plain = "(6 March, 2023) we had a picnic in the park"
+    assert timeframes.is_about(march, plain, saved(2026, 1, 1))
+    assert not timeframes.says_about(march, plain, saved(2026, 1, 1))
+    assert not timeframes.says_about(march, "we had a picnic", saved(2023, 3, 6))
+    # A second date written in it is something it says.
+    assert timeframes.says_about(
+        march, "(18 April, 2023) the talk was on 9 March, 2023", saved(2026, 1, 1)
+    )
+    assert not timeframes.says_about((), said, saved(2026, 1, 1))
