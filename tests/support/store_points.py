@@ -58,11 +58,12 @@ def sparse_query(text: str) -> SparseVector:
 
 
 def conversation_points(user: str) -> list[MemoryPoint]:
-    """A conversation where the turn after the best match shares none of the query's words."""
+    """A conversation where the turn after the best match answers it and shares none of the
+    query's words."""
     start = datetime(2024, 5, 1, tzinfo=UTC)
     texts = [
         "which deploy target should we use for the staging cluster",
-        "the deploy to staging failed with ERR_7731 after the migration",
+        "the deploy to staging failed with ERR_7731 after the migration, what now?",
         "roll back the schema change and retry",
         "unrelated: a recipe for lemon cake",
         "another deploy note about ERR_7731 on production",

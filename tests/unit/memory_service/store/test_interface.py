@@ -165,7 +165,7 @@ async def test_hybrid_ranking_and_scores_are_the_same_on_both_backends(tmp_path:
         await s.close()
 
     assert results[0] == results[1]
-    # The turn after the best match shares no query word, yet its neighbour lifts it.
+    # The turn after the best match shares no query word, yet the question it answers lifts it.
     order = [memory_id for memory_id, _ in results[0]]
     assert order.index(points[2].memory.id) < order.index(points[3].memory.id)
 
@@ -244,7 +244,8 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
 
     fused = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=context)
     ranked = [memory_id for memory_id, _ in fused]
-    # The turn after the best match is ranked, above the conversation's unrelated turn.
+    # The turn after the best match (its answer) is ranked, above the conversation's
+    # unrelated turn.
     assert ranked.index(answer.id) < ranked.index(turns[3].memory.id)
     assert not {t.memory.id for t in theirs} & set(ranked)
 
