@@ -18,12 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import grpc
 from fastapi import HTTPException, Request
 from starlette.types import Scope
 
 from gateway.clients import Caller, MemoryClient
-from protos.memory.v1 import memory_pb2 as pb
 from service_kit.api_keys import (
     DISPLAY_PREFIX_CHARS,
     KEY_PREFIX,
@@ -156,21 +154,14 @@ class KeyResolver:
     async def _lookup(self, digest: bytes) -> KeyGrant | None:
         if self.memory is None:
             raise RuntimeError("the key resolver has no memory client yet")
-        memory = self.memory
-        try:
-            reply = await memory._call(
-                memory.stub.ResolveKey, pb.ResolveKeyRequest(key_hash=digest), _RESOLVER
-            )
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() is not grpc.StatusCode.NOT_FOUND:
-                raise
-            grant = None
-        else:
+        found = await self.memory.resolve_key(_RESOLVER, digest)
+        grant = None
+        if found is not None:
             grant = KeyGrant(
-                key_id=reply.id,
-                identity=Identity(user_id=reply.user_id),
-                scopes=frozenset(reply.scopes),
-                expires_at=reply.expires_at.ToSeconds() if reply.HasField("expires_at") else None,
+                key_id=found.id,
+                identity=Identity(user_id=found.user_id),
+                scopes=frozenset(found.scopes),
+                expires_at=None if found.expires_at is None else found.expires_at.timestamp(),
             )
         if len(self._cache) >= self.max_entries:
             self._cache.clear()

@@ -4,8 +4,10 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 import grpc
@@ -154,6 +156,43 @@ class MemoryClient(ServiceClient):
     async def stats(self, caller: Caller) -> schemas.Stats:
         reply = await self._call(self.stub.GetStats, pb.GetStatsRequest(), caller)
         return conv.stats_from_pb(reply)
+
+    async def create_key(
+        self, caller: Caller, body: schemas.NewApiKey, key_hash: bytes, prefix: str
+    ) -> schemas.ApiKeyInfo:
+        """Store a new key's hash for the caller. A caller with the most live keys allowed
+        gets FAILED_PRECONDITION (HTTP 409)."""
+        request = conv.new_key_to_pb(body, key_hash, prefix, datetime.now(UTC))
+        return conv.key_from_pb(await self._call(self.stub.CreateKey, request, caller))
+
+    async def list_keys(self, caller: Caller) -> builtins.list[schemas.ApiKeyInfo]:
+        reply = await self._call(self.stub.ListKeys, pb.ListKeysRequest(), caller)
+        return [conv.key_from_pb(key) for key in reply.keys]
+
+    async def revoke_key(self, caller: Caller, key_id: str) -> bool:
+        """Revoke one of the caller's keys; False if the caller has no key with this id."""
+        try:
+            await self._call(self.stub.RevokeKey, pb.RevokeKeyRequest(id=key_id), caller)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def resolve_key(self, caller: Caller, key_hash: bytes) -> schemas.ResolvedKey | None:
+        """The live key with this hash; None for an unknown, revoked or expired one."""
+        request = pb.ResolveKeyRequest(key_hash=key_hash)
+        try:
+            reply = await self._call(self.stub.ResolveKey, request, caller)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise
+        return conv.resolved_key_from_pb(reply)
+
+    async def delete_user_keys(self, caller: Caller, user_id: str) -> int:
+        request = pb.DeleteUserKeysRequest(user_id=user_id)
+        return int((await self._call(self.stub.DeleteUserKeys, request, caller)).deleted)
 
 
 class ChatClient(ServiceClient):

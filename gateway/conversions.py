@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway import schemas
 from protos.chat.v1 import chat_pb2
 from protos.memory.v1 import memory_pb2 as pb
+from service_kit.api_keys import KEY_SCOPES, KeyScope
 from service_kit.llm_apis import ACCEPTED_NAMES
 
 _KIND_TO_PB = {"prompt": pb.MEMORY_KIND_PROMPT, "response": pb.MEMORY_KIND_RESPONSE}
@@ -242,3 +243,41 @@ def chat_answer_from_pb(msg: chat_pb2.ChatResponse) -> schemas.ChatAnswer:
 
 def chat_done_from_pb(msg: chat_pb2.AnswerDetails) -> schemas.ChatDone:
     return schemas.ChatDone.model_validate(_details(msg))
+
+
+def _optional_time(msg: pb.ApiKey, field: str) -> datetime | None:
+    return getattr(msg, field).ToDatetime(tzinfo=UTC) if msg.HasField(field) else None
+
+
+def _scopes(msg: pb.ApiKey) -> list[KeyScope]:
+    return [scope for scope in KEY_SCOPES if scope in msg.scopes]
+
+
+def key_from_pb(msg: pb.ApiKey) -> schemas.ApiKeyInfo:
+    return schemas.ApiKeyInfo(
+        id=msg.id,
+        name=msg.name,
+        prefix=msg.prefix,
+        scopes=_scopes(msg),
+        created_at=msg.created_at.ToDatetime(tzinfo=UTC),
+        last_used_at=_optional_time(msg, "last_used_at"),
+        expires_at=_optional_time(msg, "expires_at"),
+    )
+
+
+def resolved_key_from_pb(msg: pb.ApiKey) -> schemas.ResolvedKey:
+    return schemas.ResolvedKey(
+        id=msg.id,
+        user_id=msg.user_id,
+        scopes=_scopes(msg),
+        expires_at=_optional_time(msg, "expires_at"),
+    )
+
+
+def new_key_to_pb(
+    body: schemas.NewApiKey, key_hash: bytes, prefix: str, now: datetime
+) -> pb.CreateKeyRequest:
+    msg = pb.CreateKeyRequest(name=body.name, key_hash=key_hash, prefix=prefix, scopes=body.scopes)
+    if body.expires_in_days is not None:
+        msg.expires_at.FromDatetime(now + timedelta(days=body.expires_in_days))
+    return msg

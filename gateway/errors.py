@@ -29,6 +29,8 @@ HTTP_STATUS: dict[grpc.StatusCode, int] = {
     grpc.StatusCode.OUT_OF_RANGE: 400,
     grpc.StatusCode.NOT_FOUND: 404,
     grpc.StatusCode.ALREADY_EXISTS: 409,
+    # What the caller holds forbids it now (e.g. as many API keys as allowed).
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
     grpc.StatusCode.PERMISSION_DENIED: 403,
     grpc.StatusCode.UNAUTHENTICATED: 401,
     grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
@@ -41,6 +43,7 @@ _PASS_DETAIL = {
     grpc.StatusCode.OUT_OF_RANGE,
     grpc.StatusCode.NOT_FOUND,
     grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.PERMISSION_DENIED,
 }
 _FIXED_DETAIL = {

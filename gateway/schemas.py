@@ -13,6 +13,14 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from service_kit.api_keys import (
+    KEY_SCOPES,
+    MAX_KEY_DAYS,
+    MAX_KEY_NAME_CHARS,
+    KeyScope,
+    checked_key_name,
+    checked_scopes,
+)
 from service_kit.identity import MAX_USER_ID_CHARS, is_valid_user_id
 from service_kit.limits import (
     MAX_BATCH_ITEMS,
@@ -341,3 +349,60 @@ class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     memory: str
     chat: str
+
+
+class NewApiKey(RequestBody):
+    name: Annotated[
+        str,
+        Field(max_length=MAX_KEY_NAME_CHARS, description="What the key is for, e.g. a device"),
+        AfterValidator(checked_key_name),
+    ]
+    scopes: Annotated[
+        list[KeyScope],
+        Field(
+            min_length=1,
+            max_length=len(KEY_SCOPES),
+            description="read: search, context, list, get, export, chat. "
+            "write: save, batch, edit, delete.",
+        ),
+        AfterValidator(lambda scopes: list(checked_scopes(scopes))),
+    ] = ["read", "write"]
+    expires_in_days: Annotated[
+        int | None,
+        Field(ge=1, le=MAX_KEY_DAYS, description="Unset: the key never expires."),
+    ] = None
+
+
+class ApiKeyInfo(BaseModel):
+    id: str
+    name: str
+    prefix: Annotated[str, Field(description="The key's first characters, to recognise it")]
+    scopes: list[KeyScope]
+    created_at: AwareDatetime
+    last_used_at: Annotated[
+        AwareDatetime | None, Field(description="To the minute; null if never used")
+    ] = None
+    expires_at: AwareDatetime | None = None
+
+
+class CreatedApiKey(BaseModel):
+    id: str
+    name: str
+    key: Annotated[str, Field(description="The key itself. Shown in this answer only.")]
+    prefix: str
+    scopes: list[KeyScope]
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None = None
+
+
+class ApiKeyList(BaseModel):
+    keys: list[ApiKeyInfo]
+
+
+class ResolvedKey(BaseModel):
+    """A live key as memory_service resolves it for the gateway: whose it is, what it may do."""
+
+    id: str
+    user_id: str
+    scopes: list[KeyScope]
+    expires_at: AwareDatetime | None = None

@@ -16,10 +16,10 @@ from service_kit.api_keys import (
     DISPLAY_PREFIX_CHARS,
     KEY_HASH_BYTES,
     KEY_PREFIX,
-    KEY_SCOPES,
     MAX_KEY_DAYS,
     MAX_LIVE_KEYS_PER_USER,
-    is_valid_key_name,
+    checked_key_name,
+    checked_scopes,
 )
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from service_kit.identity import Identity
@@ -52,14 +52,14 @@ class ApiKeys:
         expires_at: datetime | None,
     ) -> KeyRecord:
         now = self.clock()
-        if not is_valid_key_name(name):
-            raise InvalidArgumentError("a key's name is 1 to 100 printable characters")
+        try:
+            name, valid_scopes = checked_key_name(name), checked_scopes(scopes)
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         if len(key_hash) != KEY_HASH_BYTES:
             raise InvalidArgumentError("key_hash must be a SHA-256 digest")
         if not prefix.startswith(KEY_PREFIX) or len(prefix) != DISPLAY_PREFIX_CHARS:
             raise InvalidArgumentError("prefix must be the key's first characters")
-        if not scopes or any(scope not in KEY_SCOPES for scope in scopes):
-            raise InvalidArgumentError(f"scopes must be a non-empty subset of {KEY_SCOPES}")
         if expires_at is not None and not (
             now < expires_at <= now + timedelta(days=MAX_KEY_DAYS) + _EXPIRY_SLACK
         ):
@@ -70,7 +70,7 @@ class ApiKeys:
             name=name,
             prefix=prefix,
             key_hash=key_hash,
-            scopes=tuple(s for s in KEY_SCOPES if s in scopes),
+            scopes=valid_scopes,
             created_at=now,
             expires_at=expires_at,
         )

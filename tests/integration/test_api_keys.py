@@ -1,17 +1,24 @@
 """API keys over real HTTP and /mcp: a real gateway and MemoryService with the embedded
 store. A key made with a session token saves and searches for its owner, within its scopes,
-never reaches admin routes or /keys, and stops working once revoked."""
+never reaches admin routes or /keys, and stops working once revoked; the per-user limit holds
+under concurrent requests with either store (the server store behind two replicas)."""
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
 from gateway.auth import UNAUTHORIZED_DETAIL
+from memory_service.embedder import Embedder
 from tests.support.auth import Keys, bearer, new_user
 from tests.support.mcp_client import MCP_HEADERS, mcp_request, mcp_session
-from tests.support.stack import Gateway
+from tests.support.qdrant_stand_in import QdrantStandIn
+from tests.support.stack import Gateway, StartGateway, start_memory
 
 UNAUTHORIZED = {"detail": UNAUTHORIZED_DETAIL}
 
@@ -203,3 +210,54 @@ async def test_openapi_documents_keys_on_the_bearer_scheme(api: httpx.AsyncClien
     create = spec["paths"]["/keys"]["post"]
     assert set(create["responses"]) >= {"201", "409", "422"}
     assert spec["paths"]["/keys/{key_id}"]["delete"]["responses"].keys() >= {"204", "404"}
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def key_gateways(
+    request: pytest.FixtureRequest,
+    gateway: Gateway,
+    start_gateway: StartGateway,
+    embedder: Embedder,
+    tmp_path: Path,
+) -> AsyncIterator[list[Gateway]]:
+    """Gateways in front of one set of keys: the session's (embedded store), or two, each in
+    front of its own memory_service replica, both on one Qdrant server."""
+    if request.param == "embedded":
+        yield [gateway]
+        return
+    qdrant = QdrantStandIn().start()
+    replicas = [
+        await start_memory(embedder, tmp_path / f"unused-{n}", qdrant_url=qdrant.url)
+        for n in range(2)
+    ]
+    try:
+        yield [await start_gateway(memory_port=replica.port) for replica in replicas]
+    finally:
+        for replica in replicas:
+            await replica.stop(0)
+        qdrant.stop()
+
+
+async def test_concurrent_creates_stop_exactly_at_fifty(
+    keys: Keys, key_gateways: list[Gateway]
+) -> None:
+    token = keys.es256(new_user())
+    clients = [each.client() for each in key_gateways]
+    try:
+        for i in range(45):
+            await _create(clients[i % len(clients)], token, f"key {i}")
+        answers = await asyncio.gather(
+            *(
+                clients[i % len(clients)].post(
+                    "/keys", json={"name": f"racing {i}"}, headers=bearer(token)
+                )
+                for i in range(20)
+            )
+        )
+        statuses = sorted(answer.status_code for answer in answers)
+        assert statuses == [201] * 5 + [409] * 15
+        listed = await clients[-1].get("/keys", headers=bearer(token))
+        assert len(listed.json()["keys"]) == 50
+    finally:
+        for client in clients:
+            await client.aclose()

@@ -50,7 +50,12 @@ def _upsert(engine: QdrantClient, name: str, body: Any) -> models.UpdateResult:
     operation = _POINTS.validate_python(body)
     if not isinstance(operation, models.PointsList):
         raise ValueError("the stand-in takes points as a list")
-    engine.upsert(name, points=operation.points)
+    engine.upsert(
+        name,
+        points=operation.points,
+        update_filter=operation.update_filter,
+        update_mode=operation.update_mode,
+    )
     return _done()
 
 

@@ -47,9 +47,15 @@ T = TypeVar("T")
 
 
 async def start_memory(
-    embedder: Embedder, data_dir: Path, port: int = 0, *, service_token: str = SERVICE_TOKEN
+    embedder: Embedder,
+    data_dir: Path,
+    port: int = 0,
+    *,
+    service_token: str = SERVICE_TOKEN,
+    **settings: Any,
 ) -> MemoryServer:
-    """memory_service's server on loopback (port 0: a free one), serving with embedder."""
+    """memory_service's server on loopback (port 0: a free one), serving with embedder;
+    `settings` are further MemorySettings fields (e.g. qdrant_url for the server store)."""
     server = await create_server(
         MemorySettings(
             host="127.0.0.1",
@@ -57,6 +63,7 @@ async def start_memory(
             data_dir=data_dir,
             service_token=service_token,
             metrics_port=-1,
+            **settings,
         )
     )
     await server.start_serving(embedder)

@@ -1,11 +1,19 @@
 """Server key store: a small payload-only collection in the Qdrant server that holds the
 memories, so every memory_service replica sees the same keys. A point's id is derived from
-the key's hash, so resolving a key is one lookup by id."""
+the key's hash, so resolving a key is one lookup by id.
+
+Qdrant has no transactions, so the per-user limit is kept by a lock: adding a key counts the
+user's live keys and writes the new one while holding a lock point of that user, taken with a
+conditional upsert (it replaces the point only when its lease has run out) and read back to
+see who got it. Every replica takes the same point, so two adds for one user never count at
+once, whichever replicas serve them."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import random
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,10 +33,22 @@ from memory_service.store.keys.base import (
 )
 
 _PAGE = 256
+# How long a user's lock is held at most: far beyond an add (a count and a write, each
+# bounded by the store's timeout), so it only frees the lock of a replica that died holding it.
+LOCK_LEASE_SECONDS = 30.0
+# Waiting for a user's lock held by another replica: retry after a random pause this long.
+_LOCK_RETRY_SECONDS = (0.005, 0.025)
+_LOCK_IDS = uuid.UUID("9b6f3a52-43f4-4a53-9c55-6b0e7f3d2a17")
+# Adds on this replica wait here first, so replicas contend for the lock point, not requests.
+_LOCAL_STRIPES = 64
 
 
 def point_id(key_hash: bytes) -> str:
     return str(uuid.UUID(bytes=key_hash[:16]))
+
+
+def lock_point_id(user_id: str) -> str:
+    return str(uuid.uuid5(_LOCK_IDS, user_id))
 
 
 def _match(key: str, value: str) -> models.FieldCondition:
@@ -43,6 +63,7 @@ class ServerKeyStore(KeyStore):
         self.client = client
         self.collection = collection
         self.timeout = timeout
+        self._local = [asyncio.Lock() for _ in range(_LOCAL_STRIPES)]
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -62,7 +83,7 @@ class ServerKeyStore(KeyStore):
         async with self._translated():
             if not await self.client.collection_exists(self.collection):
                 await self.client.create_collection(self.collection, vectors_config={})
-            for key in ("user_id", "key_id"):
+            for key in ("user_id", "key_id", "holder"):
                 await self.client.create_payload_index(
                     self.collection, key, models.PayloadSchemaType.KEYWORD, wait=True
                 )
@@ -82,8 +103,43 @@ class ServerKeyStore(KeyStore):
             if offset is None:
                 return found
 
+    @asynccontextmanager
+    async def _user_locked(self, user_id: str) -> AsyncIterator[None]:
+        """Hold the user's lock point (the caller translates the store's failures)."""
+        point = lock_point_id(user_id)
+        holder = uuid.uuid4().hex
+        while True:
+            now = time.time()
+            claim = models.PointStruct(
+                id=point,
+                vector={},
+                # No user_id field: the user's keys are found by it, the lock is not one.
+                payload={"lock_of": user_id, "holder": holder, "until": now + LOCK_LEASE_SECONDS},
+            )
+            # Written if the point is absent or its lease is over; left as it is otherwise.
+            lease_over = models.Filter(
+                must=[models.FieldCondition(key="until", range=models.Range(lt=now))]
+            )
+            await self.client.upsert(
+                self.collection, points=[claim], update_filter=lease_over, wait=True
+            )
+            found = await self.client.retrieve(self.collection, [point], with_payload=True)
+            if found and (found[0].payload or {}).get("holder") == holder:
+                break
+            await asyncio.sleep(random.uniform(*_LOCK_RETRY_SECONDS))
+        try:
+            yield
+        finally:
+            mine = models.Filter(
+                must=[models.HasIdCondition(has_id=[point]), _match("holder", holder)]
+            )
+            await self.client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=mine), wait=True
+            )
+
     async def add(self, record: KeyRecord, *, max_live: int, now: datetime) -> None:
-        async with self._translated():
+        stripe = self._local[hash(record.user_id) % _LOCAL_STRIPES]
+        async with stripe, self._translated(), self._user_locked(record.user_id):
             live = models.Filter(
                 must=[_match("user_id", record.user_id)],
                 should=[

@@ -20,6 +20,7 @@ def test_grpc_codes_map_to_the_documented_statuses() -> None:
         "OUT_OF_RANGE": 400,
         "NOT_FOUND": 404,
         "ALREADY_EXISTS": 409,
+        "FAILED_PRECONDITION": 409,
         "PERMISSION_DENIED": 403,
         "UNAUTHENTICATED": 401,
         "RESOURCE_EXHAUSTED": 429,

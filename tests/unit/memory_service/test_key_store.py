@@ -1,9 +1,11 @@
 """The API key store: one suite run against both adapters (a file beside the embedded store,
 a payload-only collection through qdrant-client's in-memory mode standing in for a server),
-and the domain rules on top of it."""
+the per-user limit under concurrent adds (two server replicas over REST to one Qdrant), and
+the domain rules on top of it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,6 +22,7 @@ from memory_service.store.keys.embedded import EmbeddedKeyStore
 from memory_service.store.keys.server import ServerKeyStore
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from service_kit.identity import Identity
+from tests.support.qdrant_stand_in import QdrantStandIn
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 GATEWAY = Identity("gateway-key-resolver", is_admin=True)
@@ -81,6 +84,49 @@ async def test_live_key_limit_ignores_expired_keys(store: KeyStore) -> None:
         await store.add(record("carol", "c"), max_live=2, now=NOW)
     # Another user's count is their own.
     await store.add(record("dave", "a"), max_live=2, now=NOW)
+
+
+@pytest.fixture(params=["embedded", "server-rest-replicas"])
+async def replicas(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[list[KeyStore]]:
+    """The stores that serve one set of keys: the embedded file (one process holds it), or two
+    server adapters, as two memory_service replicas, over REST to one Qdrant."""
+    if request.param == "embedded":
+        made: list[KeyStore] = [EmbeddedKeyStore(tmp_path)]
+        stand_in = None
+    else:
+        stand_in = QdrantStandIn().start()
+        clients = [AsyncQdrantClient(url=stand_in.url, prefer_grpc=False) for _ in range(2)]
+        made = [ServerKeyStore(client, "test_api_keys", timeout=30.0) for client in clients]
+    for each in made:
+        await each.open()
+    yield made
+    for each in made:
+        await each.close()
+        if isinstance(each, ServerKeyStore):
+            await each.client.close()
+    if stand_in is not None:
+        stand_in.stop()
+
+
+async def test_concurrent_adds_never_pass_the_live_key_limit(replicas: list[KeyStore]) -> None:
+    for i in range(45):
+        await replicas[0].add(record("judy", f"old {i}"), max_live=50, now=NOW)
+
+    async def add(i: int) -> bool:
+        try:
+            await replicas[i % len(replicas)].add(record("judy", f"new {i}"), max_live=50, now=NOW)
+        except TooManyKeysError:
+            return False
+        return True
+
+    added = await asyncio.gather(*(add(i) for i in range(20)))
+    assert added.count(True) == 5 and added.count(False) == 15
+    for store in replicas:
+        assert len(await store.list("judy")) == 50
+    # The limit is the user's own, and a revoked key's place is free again.
+    await replicas[-1].add(record("kim", "a"), max_live=50, now=NOW)
+    assert await replicas[-1].remove("judy", "judy-old 0")
+    await replicas[-1].add(record("judy", "after"), max_live=50, now=NOW)
 
 
 async def test_touch_and_remove_user(store: KeyStore) -> None:
