@@ -18,6 +18,13 @@ from rich.markup import escape
 
 from gateway.tokens import mint_token
 from memory_layer_cli.extension import extension_command
+from memory_layer_cli.leftovers import (
+    TAKE_OVER_FLAG,
+    data_dir_obstacle,
+    leftover_group,
+    port_obstacle,
+    stop_leftovers,
+)
 from memory_layer_cli.local_auth import load_or_create_local_auth
 from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from memory_layer_cli.options import (
@@ -33,7 +40,7 @@ from memory_layer_cli.options import (
     existing_local_auth,
     local_user,
 )
-from memory_layer_cli.ports import LOOPBACK, free_port, port_holder, port_is_free
+from memory_layer_cli.ports import LOOPBACK, free_port
 from memory_layer_cli.stack import (
     Service,
     private_dir,
@@ -61,18 +68,21 @@ DEFAULT_DASHBOARD_USER = "me"
 def up(
     port: Annotated[int, typer.Option(help="Port of the gateway on 127.0.0.1.")] = 8080,
     data_dir: DataDir = Path("data"),
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            TAKE_OVER_FLAG,
+            help="Stop the services an earlier `up` left running on this data dir or port "
+            "(never any other process), then start.",
+        ),
+    ] = False,
 ) -> None:
     """Start memory_service, chat_service and the gateway on loopback with the embedded store.
-    Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one."""
+    Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one.
+    The services stop when this command stops, however it stops."""
     data_dir = data_dir.resolve()
     log_dir = private_dir(private_dir(data_dir) / "logs")
-    private_dir(data_dir / "memory")
-    if not port_is_free(port):
-        holder = port_holder(port)
-        # A command line may hold brackets that rich would read as markup.
-        by = f" by {escape(holder)}" if holder else ""
-        console.print(f"[red]Port {port} is in use[/red]{by}; pick another with --port.")
-        raise typer.Exit(1)
+    clear_the_way(private_dir(data_dir / "memory"), port, take_over)
     supabase = bool(os.environ.get("GATEWAY_SUPABASE_URL"))
     auth = None if supabase else load_or_create_local_auth(data_dir)
     env = stack_environment(port, free_port(), free_port(), data_dir, auth)
@@ -101,6 +111,30 @@ def up(
             raise typer.Exit(1) from None
         finally:
             stop_services(services)
+
+
+def clear_the_way(memory_dir: Path, port: int, take_over: bool) -> None:
+    """Exit unless the data dir and the port are free, or held by leftovers of an earlier
+    `up` that --take-over stops."""
+    for _ in range(2):
+        obstacles = [o for o in (data_dir_obstacle(memory_dir), port_obstacle(port)) if o]
+        if not obstacles:
+            return
+        if take_over and all(o.leftover for o in obstacles):
+            for obstacle in obstacles:
+                assert obstacle.holder is not None
+                group = leftover_group(obstacle.holder)
+                # A command line may hold brackets that rich would read as markup.
+                console.print(f"Stopping {escape(', '.join(map(str, group)))}…")
+                stop_leftovers(group)
+            continue
+        for obstacle in obstacles:
+            console.print(f"[red]{escape(obstacle.describe())}[/red]; {obstacle.remedy()}.")
+        raise typer.Exit(1)
+    console.print(
+        "[red]The data dir or the port is still in use after stopping the leftovers.[/red]"
+    )
+    raise typer.Exit(1)
 
 
 def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_provider: str) -> None:

@@ -1,15 +1,18 @@
 """The local stack: the three services as child processes on loopback, wired together,
-started in order, watched until ready and stopped in reverse."""
+started in order, watched until ready and stopped in reverse; none outlives this process,
+however it ends (the kernel sends each one SIGTERM when it dies, SIGKILL included)."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +25,13 @@ from memory_layer_cli.local_auth import LocalAuth
 from memory_layer_cli.ports import LOOPBACK
 
 STARTUP_TIMEOUT_SECONDS = 300.0
-
-
 STOP_TIMEOUT_SECONDS = 15.0
+# Set in each service's environment to the pid of the `up` that started it, so that a later
+# `up` can tell a leftover of its own (and its siblings) from any other process.
+SUPERVISOR_VARIABLE = "MEMORY_LAYER_SUPERVISOR"
+SERVICE_MODULES = ("memory_service", "chat_service", "gateway")
+
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -47,6 +54,28 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+def die_with_this_process() -> Callable[[], None]:
+    """What a child runs between fork and exec so that the kernel sends it SIGTERM (a
+    graceful stop) when this process dies, however it dies.
+
+    The kernel sends that signal when the *thread* that forked the child ends, not the
+    process: children are forked from the main thread only, which lives as long as the
+    process. A parent that died before the child asked for the signal is caught by
+    comparing the parent pid after asking."""
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("services are started from the main thread only")
+    # Loaded here, in the parent: the child between fork and exec only calls it.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def in_child() -> None:
+        asked = prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0
+        if not asked or os.getppid() != parent:
+            os._exit(1)
+
+    return in_child
+
+
 def start_service(name: str, module: str, env: dict[str, str], log_dir: Path) -> Service:
     log_path = log_dir / f"{name}.log"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -54,12 +83,14 @@ def start_service(name: str, module: str, env: dict[str, str], log_dir: Path) ->
     with os.fdopen(fd, "ab") as log:
         process = subprocess.Popen(  # noqa: S603 - argv is this interpreter and a module
             [sys.executable, "-m", module],
-            env=env,
+            env={**env, SUPERVISOR_VARIABLE: str(os.getpid())},
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             # Own session: Ctrl-C reaches only this command, which stops the services in order.
             start_new_session=True,
+            # No other thread runs yet: forking from here is safe.
+            preexec_fn=die_with_this_process(),
         )
     return Service(name, process, log_path)
 

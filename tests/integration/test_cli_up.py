@@ -1,5 +1,7 @@
 """`memory-layer up` starts again on the same port right after a stop, while the connections
-of the gateway that just stopped still wait out TIME_WAIT."""
+of the gateway that just stopped still wait out TIME_WAIT; no service outlives it when it is
+killed, and a data dir or port held by a leftover is named and taken over only on request,
+never when another program holds it."""
 
 from __future__ import annotations
 
@@ -7,23 +9,30 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from memory_layer_cli.stack import SUPERVISOR_VARIABLE
+from service_kit.holders import DATA_DIR_LOCK, Holder, environment, process
 from tests.support.ports import free_port
+from tests.support.stack import MemoryProcess
 
 CLI = [sys.executable, "-m", "memory_layer_cli"]
 READY_LINE = "Press Ctrl-C to stop"
+# What docs/cli.md promises: once `up` is gone, its services are gone within this.
+ORPHAN_BOUND_SECONDS = 5.0
 
 
-def start_up(port: int, data_dir: Path) -> subprocess.Popen[str]:
+def start_up(port: int, data_dir: Path, *flags: str) -> subprocess.Popen[str]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_", "CHAT_"))
     }
     return subprocess.Popen(
-        [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir)],
+        [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir), *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -86,3 +95,194 @@ def test_up_starts_again_on_the_same_port_right_after_a_stop(tmp_path: Path) -> 
         assert stop(second) == 0
     finally:
         stop(second)
+
+
+def local_token(data_dir: Path, user: str) -> str:
+    return subprocess.run(
+        [*CLI, "token", "--user", user, "--data-dir", str(data_dir)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+def services_of(supervisor_pid: int) -> list[Holder]:
+    """The running processes `up` (pid supervisor_pid) started, by the mark it gives them."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            env = environment(int(entry.name))
+            if env.get(SUPERVISOR_VARIABLE) == str(supervisor_pid):
+                running = process(int(entry.name))
+                if running is not None:
+                    found.append(running)
+    return found
+
+
+def all_memories(url: str, token: str) -> list[dict[str, object]]:
+    memories: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        params = {"page_size": 100, **({"cursor": cursor} if cursor else {})}
+        page = httpx.get(
+            f"{url}/memories", params=params, headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        memories.extend(page["memories"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return memories
+
+
+class Load:
+    """Saves and searches from a few threads until stopped; keeps the ids of acknowledged saves."""
+
+    def __init__(self, url: str, token: str, threads: int = 3) -> None:
+        self.url, self.token = url, token
+        self.saved: list[str] = []
+        self.stopping = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)
+        ]
+
+    def _run(self, worker: int) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        with httpx.Client(base_url=self.url, headers=headers, timeout=10.0) as client:
+            n = 0
+            while not self.stopping.is_set():
+                n += 1
+                try:
+                    if n % 2:
+                        text = f"worker {worker} note {n}: the train leaves at {n % 24}:00"
+                        saved = client.post("/save-prompt", json={"prompt": text})
+                        if saved.status_code == 200:
+                            self.saved.append(saved.json()["id"])
+                    else:
+                        client.post("/search", json={"query": "when does the train leave"})
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(30)
+
+
+@pytest.mark.slow
+def test_no_service_outlives_a_killed_up_and_the_next_up_serves_what_was_saved(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    first = start_up(port, tmp_path)
+    try:
+        wait_ready(first)
+        services = services_of(first.pid)
+        assert sorted(service.argv[-1] for service in services) == [
+            "chat_service",
+            "gateway",
+            "memory_service",
+        ]
+        token = local_token(tmp_path, "alice")
+        with Load(url, token) as load:
+            while len(load.saved) < 20:
+                assert first.poll() is None
+                time.sleep(0.1)
+            # As the OOM killer or a closed session would: no chance to stop anything.
+            first.kill()
+            killed_at = time.monotonic()
+            first.wait(10)
+            while remaining := [s for s in services if process(s.pid) is not None]:
+                elapsed = time.monotonic() - killed_at
+                assert elapsed < ORPHAN_BOUND_SECONDS, (
+                    f"still running after {elapsed:.1f} s: {remaining}"
+                )
+                time.sleep(0.05)
+            gone_after = time.monotonic() - killed_at
+        saved = list(load.saved)
+        print(f"  services gone {gone_after:.2f} s after SIGKILL; {len(saved)} saves acknowledged")
+    finally:
+        stop(first)
+
+    second = start_up(port, tmp_path)
+    try:
+        wait_ready(second)
+        stored = {str(memory["id"]) for memory in all_memories(url, token)}
+        assert len(saved) >= 20
+        assert set(saved) <= stored
+        assert stop(second) == 0
+    finally:
+        stop(second)
+
+
+def run_up(port: int, data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    """`up` that is expected to give up before starting anything."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_"))}
+    return subprocess.run(
+        [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_a_leftover_memory_service_is_named_and_taken_over_only_when_asked(
+    tmp_path: Path,
+) -> None:
+    stray = MemoryProcess(tmp_path / "memory", MEMORY_EMBED_THREADS="1").start()
+    port = free_port()
+    try:
+        refused = run_up(port, tmp_path)
+        assert refused.returncode == 1
+        message = " ".join(refused.stderr.split())
+        assert f"pid {stray.pid}: {sys.executable} -m memory_service" in message
+        assert "left by an earlier `memory-layer up`" in message
+        assert "run again with --take-over" in message
+        assert process(stray.pid) is not None
+
+        up = start_up(port, tmp_path, "--take-over")
+        try:
+            wait_ready(up)
+            assert process(stray.pid) is None
+            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+            assert stop(up) == 0
+        finally:
+            stop(up)
+    finally:
+        stray.close()
+
+
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_data_dir_locked_by_another_program_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "memory").mkdir(mode=0o700)
+    lock = tmp_path / "memory" / DATA_DIR_LOCK
+    other = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert other.stdout is not None and other.stdout.readline() == "locked\n"
+        for flags in ((), ("--take-over",)):
+            refused = run_up(free_port(), tmp_path, *flags)
+            assert refused.returncode == 1
+            message = " ".join(refused.stderr.split())
+            assert f"Data dir {tmp_path / 'memory'} is in use by pid {other.pid}: " in message
+            assert "which is not a Memory Layer service; it is left alone" in message
+            assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from memory_service.store.embedded.files import replace_durably
 from memory_service.store.interface import CollectionSpec, DimensionMismatchError, StoreError
+from service_kit.holders import DATA_DIR_LOCK as LOCK_FILE
+from service_kit.holders import lock_holder
 
 MANIFEST = "memory-layer.json"
 
@@ -35,14 +37,14 @@ class DataDir:
     def lock(self) -> None:
         """Create the data dir if missing and hold it for this process."""
         self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
             os.close(fd)
-            raise StoreError(
-                f"data dir {self.path} is in use by another memory_service process"
-            ) from exc
+            holder = lock_holder(self.path / LOCK_FILE)
+            by = f" ({holder})" if holder else ""
+            raise StoreError(f"data dir {self.path} is in use by another process{by}") from exc
         self._lock_fd = fd
 
     def unlock(self) -> None:

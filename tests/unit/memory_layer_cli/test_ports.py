@@ -1,6 +1,6 @@
 """The gateway's port as `memory-layer up` checks it: free while only the connections of a
 stopped gateway wait out TIME_WAIT, taken while a process listens on it, and that process
-named."""
+named (service_kit.holders)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from memory_layer_cli.ports import LOOPBACK, free_port, port_holder, port_is_free
+from memory_layer_cli.ports import LOOPBACK, free_port, port_is_free
+from service_kit.holders import port_holder
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ def test_a_listening_port_is_taken_and_its_process_named(listener: int) -> None:
     assert not port_is_free(listener)
     holder = port_holder(listener)
     assert holder is not None
-    assert holder.startswith(f"pid {os.getpid()}: ")
-    assert "python" in holder
+    assert str(holder).startswith(f"pid {os.getpid()}: ")
+    assert holder.pid == os.getpid() and "python" in holder.command
 
 
 def test_a_port_with_only_time_wait_connections_is_free() -> None:
