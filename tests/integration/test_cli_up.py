@@ -17,9 +17,10 @@ import httpx
 import pytest
 
 from memory_layer_cli.stack import SUPERVISOR_VARIABLE
-from service_kit.holders import DATA_DIR_LOCK, Holder, environment, process
+from service_kit.holders import DATA_DIR_LOCK, Holder, environment, port_holder, process
+from tests.support.auth import HS_SECRET
 from tests.support.ports import free_port
-from tests.support.stack import MemoryProcess
+from tests.support.stack import ChatProcess, GatewayProcess, MemoryProcess
 
 CLI = [sys.executable, "-m", "memory_layer_cli"]
 READY_LINE = "Press Ctrl-C to stop"
@@ -81,6 +82,11 @@ def test_up_starts_again_on_the_same_port_right_after_a_stop(tmp_path: Path) -> 
             headers={"Authorization": f"Bearer {token}"},
         )
         assert saved.status_code == 200, saved.text
+        # The services of an `up` that still runs are never taken over, flag or not.
+        message = refusal(free_port(), tmp_path, "--take-over")
+        assert f"still running as pid {first.pid}: " in message
+        assert f"{sys.executable} -m memory_service" in message
+        assert client.get("/healthz").status_code == 200
         assert stop(first) == 0
         client.close()
     finally:
@@ -219,10 +225,10 @@ def test_no_service_outlives_a_killed_up_and_the_next_up_serves_what_was_saved(
         stop(second)
 
 
-def run_up(port: int, data_dir: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    """`up` that is expected to give up before starting anything."""
+def refusal(port: int, data_dir: Path, *flags: str) -> str:
+    """What `up` says when it gives up before starting anything (exit status 1), on one line."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEMORY_"))}
-    return subprocess.run(
+    refused = subprocess.run(
         [*CLI, "up", "--port", str(port), "--data-dir", str(data_dir), *flags],
         env=env,
         capture_output=True,
@@ -230,6 +236,20 @@ def run_up(port: int, data_dir: Path, *flags: str) -> subprocess.CompletedProces
         timeout=60,
         check=False,
     )
+    assert refused.returncode == 1, refused.stderr
+    return " ".join(refused.stderr.split())
+
+
+def take_over(port: int, data_dir: Path, leftovers: list[int]) -> None:
+    """`up --take-over` starts and serves, and none of the leftovers runs any more."""
+    up = start_up(port, data_dir, "--take-over")
+    try:
+        wait_ready(up)
+        assert [pid for pid in leftovers if process(pid) is not None] == []
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        assert stop(up) == 0
+    finally:
+        stop(up)
 
 
 @pytest.mark.slow
@@ -239,22 +259,13 @@ def test_a_leftover_memory_service_is_named_and_taken_over_only_when_asked(
     stray = MemoryProcess(tmp_path / "memory", MEMORY_EMBED_THREADS="1").start()
     port = free_port()
     try:
-        refused = run_up(port, tmp_path)
-        assert refused.returncode == 1
-        message = " ".join(refused.stderr.split())
+        message = refusal(port, tmp_path)
         assert f"pid {stray.pid}: {sys.executable} -m memory_service" in message
         assert "left by an earlier `memory-layer up`" in message
         assert "run again with --take-over" in message
         assert process(stray.pid) is not None
 
-        up = start_up(port, tmp_path, "--take-over")
-        try:
-            wait_ready(up)
-            assert process(stray.pid) is None
-            assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
-            assert stop(up) == 0
-        finally:
-            stop(up)
+        take_over(port, tmp_path, [stray.pid])
     finally:
         stray.close()
 
@@ -277,12 +288,42 @@ def test_a_data_dir_locked_by_another_program_is_refused_and_left_alone(tmp_path
     try:
         assert other.stdout is not None and other.stdout.readline() == "locked\n"
         for flags in ((), ("--take-over",)):
-            refused = run_up(free_port(), tmp_path, *flags)
-            assert refused.returncode == 1
-            message = " ".join(refused.stderr.split())
+            message = refusal(free_port(), tmp_path, *flags)
             assert f"Data dir {tmp_path / 'memory'} is in use by pid {other.pid}: " in message
             assert "which is not a Memory Layer service; it is left alone" in message
             assert other.poll() is None
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.slow
+def test_a_port_held_by_a_leftover_gateway_is_taken_over_with_its_siblings(
+    tmp_path: Path,
+) -> None:
+    # The `up` that started them is gone: its pid names no process any more.
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    mark = {SUPERVISOR_VARIABLE: str(gone.pid)}
+    nowhere = f"127.0.0.1:{free_port()}"
+    chat = ChatProcess(nowhere, **mark).spawn()
+    gateway = GatewayProcess(
+        nowhere, jwt_secret=HS_SECRET, issuer="leftover", chat_addr=chat.address, **mark
+    ).spawn()
+    try:
+        deadline = time.monotonic() + 120
+        while (holder := port_holder(gateway.port)) is None or holder.pid != gateway.pid:
+            gateway.check()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+        message = refusal(gateway.port, tmp_path)
+        assert f"Port {gateway.port} is in use by pid {gateway.pid}: " in message
+        assert f"{sys.executable} -m gateway, left by an earlier `memory-layer up`" in message
+        assert process(chat.pid) is not None
+
+        # The gateway and chat_service of that `up`, found by the mark they share.
+        take_over(gateway.port, tmp_path, [gateway.pid, chat.pid])
+    finally:
+        gateway.close()
+        chat.close()
