@@ -129,7 +129,9 @@ def clear_the_way(memory_dir: Path, port: int, take_over: bool) -> None:
                 stop_leftovers(group)
             continue
         for obstacle in obstacles:
-            console.print(f"[red]{escape(obstacle.describe())}[/red]; {obstacle.remedy()}.")
+            console.print(
+                f"[red]{escape(obstacle.describe())}[/red]; {obstacle.remedy(take_over)}."
+            )
         raise typer.Exit(1)
     console.print(
         "[red]The data dir or the port is still in use after stopping the leftovers.[/red]"

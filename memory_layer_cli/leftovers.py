@@ -52,7 +52,9 @@ class Obstacle:
             return f"{self.what} is in use by {self.holder}, left by an earlier `memory-layer up`"
         return f"{self.what} is in use by {self.holder}, which is not a Memory Layer service"
 
-    def remedy(self) -> str:
+    def remedy(self, take_over: bool) -> str:
+        if self.leftover and take_over:
+            return f"{TAKE_OVER_FLAG} stops it once nothing else holds what `up` needs"
         if self.leftover:
             return f"run again with {TAKE_OVER_FLAG} to stop it and start"
         if self.supervisor is not None or self.holder is None:
