@@ -1,0 +1,110 @@
+// Drives Debian's firefox-esr with the extension installed, for the Python tests
+// (tests/support/firefox.py): one JSON command per line on stdin, one JSON answer per line on
+// stdout. The chat sites are stand-ins served at their real hostnames by request interception;
+// the extension's background script reaches the server on loopback directly.
+import { createInterface } from "node:readline";
+import puppeteer from "puppeteer-core";
+
+let browser = null;
+let sites = [];
+let engine = { path: "", body: "" };
+const pages = new Map();
+let nextPage = 1;
+
+function siteOf(url) {
+  const { hostname, protocol } = new URL(url);
+  return protocol === "https:" ? sites.find((site) => site.hosts.includes(hostname)) : undefined;
+}
+
+function serve(request) {
+  const site = siteOf(request.url());
+  if (!site) {
+    // Nothing but the stand-ins may leave a page: no host on the internet is reached.
+    request.abort("addressunreachable");
+    return;
+  }
+  const { pathname } = new URL(request.url());
+  if (pathname === engine.path) {
+    request.respond({ status: 200, contentType: "application/javascript", body: engine.body });
+  } else if (request.isNavigationRequest()) {
+    request.respond({ status: 200, contentType: "text/html", body: site.html });
+  } else {
+    request.respond({ status: 404, body: "" });
+  }
+}
+
+function page(id) {
+  const found = pages.get(id);
+  if (!found) throw new Error(`no page ${id}`);
+  return found;
+}
+
+const commands = {
+  async launch({ extension, profile, prefs, standIns, engineScript }) {
+    sites = standIns;
+    engine = engineScript;
+    browser = await puppeteer.launch({
+      browser: "firefox",
+      executablePath: "/usr/bin/firefox-esr",
+      headless: true,
+      userDataDir: profile,
+      extraPrefsFirefox: prefs,
+    });
+    return { id: await browser.installExtension(extension) };
+  },
+  async open({ url }) {
+    const opened = await browser.newPage();
+    await opened.setRequestInterception(true);
+    opened.on("request", serve);
+    await opened.goto(url);
+    await opened.waitForSelector("[role=textbox]");
+    const id = nextPage++;
+    pages.set(id, opened);
+    return { page: id };
+  },
+  async goto({ url }) {
+    // An extension page (moz-extension://): nothing to intercept.
+    const opened = await browser.newPage();
+    await opened.goto(url);
+    const id = nextPage++;
+    pages.set(id, opened);
+    return { page: id };
+  },
+  async send({ page: id, text, how }) {
+    const target = page(id);
+    await target.click("[role=textbox]");
+    await target.keyboard.type(text);
+    if (how === "enter") await target.keyboard.press("Enter");
+    else await target.click('button[aria-label="Send prompt"], button[aria-label="Send message"], button[aria-label="Submit"]');
+    return {};
+  },
+  async evaluate({ page: id, expression }) {
+    return { value: await page(id).evaluate(expression) };
+  },
+  async reload({ page: id }) {
+    await page(id).reload();
+    await page(id).waitForSelector("[role=textbox]");
+    return {};
+  },
+  async close() {
+    if (browser) await browser.close();
+    browser = null;
+    return {};
+  },
+};
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const { command, ...args } = JSON.parse(line);
+  let answer;
+  try {
+    answer = { ok: true, ...(await commands[command](args)) };
+  } catch (error) {
+    answer = { ok: false, error: String(error && error.stack ? error.stack : error) };
+  }
+  process.stdout.write(JSON.stringify(answer) + "\n");
+  if (command === "close") break;
+}
+lines.close();
+if (browser) await browser.close();
+process.exit(0);
