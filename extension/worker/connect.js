@@ -1,0 +1,121 @@
+/*
+ * Connecting in one click. The options page starts it: the worker keeps a one-time nonce for
+ * the server's origin, runs a content script (connect/bridge.js) on that server's dashboard
+ * only while the connection is awaited, and opens the dashboard. There, signed in, the person
+ * approves; the dashboard makes a key for this browser and posts it to the bridge with the
+ * nonce, which hands it here. The key is never in a URL, never in the page's storage, and only
+ * the worker keeps it.
+ */
+
+import { flush } from "./queue.js";
+import { check } from "./server.js";
+
+const BRIDGE = "memory-layer-connect";
+const PENDING = "connectPending";
+// Long enough to sign in with an emailed link, short enough that a forgotten tab expires.
+const PENDING_MS = 15 * 60 * 1000;
+const KEY_SHAPE = /^mlk_[A-Za-z0-9_-]{43}$/;
+
+/* The name the key gets on the dashboard, so the person knows which browser holds it. */
+export function keyName() {
+  const agent = navigator.userAgent;
+  const brands = ((navigator.userAgentData && navigator.userAgentData.brands) || []).map((b) => b.brand);
+  const browser = /Firefox\//.test(agent)
+    ? "Firefox"
+    : /Edg\//.test(agent)
+      ? "Edge"
+      : brands.includes("Brave")
+        ? "Brave"
+        : brands.includes("Google Chrome")
+          ? "Chrome"
+          : "Chromium";
+  const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || "";
+  const system = /mac/i.test(platform)
+    ? "macOS"
+    : /win/i.test(platform)
+      ? "Windows"
+      : /cros/i.test(platform)
+        ? "ChromeOS"
+        : /linux/i.test(platform)
+          ? "Linux"
+          : "";
+  return `Memory Layer extension (${browser}${system ? ` on ${system}` : ""})`;
+}
+
+function nonce() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function pending() {
+  const { [PENDING]: awaited } = await chrome.storage.session.get(PENDING);
+  return awaited && awaited.until > Date.now() ? awaited : null;
+}
+
+async function stopBridge() {
+  await chrome.storage.session.remove(PENDING);
+  try {
+    await chrome.scripting.unregisterContentScripts({ ids: [BRIDGE] });
+  } catch {
+    /* not registered */
+  }
+}
+
+async function start(serverUrl) {
+  const server = new URL(serverUrl);
+  const url = `${server.origin}${server.pathname.replace(/\/+$/, "")}`;
+  await stopBridge();
+  await chrome.storage.session.set({ [PENDING]: { url, origin: server.origin, nonce: nonce(), until: Date.now() + PENDING_MS } });
+  // Match patterns take no port; the worker checks the exact origin of every message.
+  await chrome.scripting.registerContentScripts([
+    {
+      id: BRIDGE,
+      matches: [`${server.protocol}//${server.hostname}${server.pathname.replace(/\/+$/, "")}/app/*`],
+      js: ["connect/bridge.js"],
+      runAt: "document_idle",
+      persistAcrossSessions: false,
+    },
+  ]);
+  await chrome.tabs.create({ url: `${url}/app/` });
+  return { ok: true };
+}
+
+async function receive(message, origin) {
+  const awaited = await pending();
+  if (!awaited || origin !== awaited.origin) return null;
+  switch (message.type) {
+    case "connect-request":
+      return { nonce: awaited.nonce, name: keyName() };
+    case "connect-key": {
+      if (message.nonce !== awaited.nonce || typeof message.key !== "string" || !KEY_SHAPE.test(message.key)) return null;
+      await stopBridge();
+      const result = await check(awaited.url, message.key);
+      // One write: the options page learns of the key and the outcome together.
+      await chrome.storage.local.set({
+        serverUrl: awaited.url,
+        apiKey: message.key,
+        connection: { ...result, at: Date.now() },
+        retry: { failures: 0, nextAt: 0, lastError: "" },
+      });
+      if (result.ok) flush();
+      return result;
+    }
+    case "connect-cancel":
+      if (message.nonce !== awaited.nonce) return null;
+      await stopBridge();
+      return { ok: false, message: "cancelled" };
+    default:
+      return null;
+  }
+}
+
+export const isConnectMessage = (message) => message.type.startsWith("connect-");
+
+/* connect-start from the extension's own pages; the rest only from the bridge, on the
+ * awaited server's dashboard, as the browser says (sender), never as the message says. */
+export function connectMessage(message, sender, fromExtensionPage) {
+  if (fromExtensionPage) {
+    return message.type === "connect-start" && typeof message.serverUrl === "string" ? start(message.serverUrl) : Promise.resolve(null);
+  }
+  if (!sender.tab || !sender.url) return Promise.resolve(null);
+  return receive(message, new URL(sender.url).origin);
+}

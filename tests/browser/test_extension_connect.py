@@ -1,0 +1,116 @@
+"""Connecting in one click, as a person does it: Connect on the options page opens the
+dashboard; signed in there, they approve, and the extension holds a key of its own, named for
+this browser, without anyone copying it. The key is never in a URL, in the page's storage, or
+readable from the dashboard or a chat site afterwards."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import OpenExtension
+from tests.support.browser import Stack
+from tests.support.extension import (
+    ExtensionBrowser,
+    content_script_reads_storage,
+    send_prompt,
+    stored,
+)
+
+KEY_NAME = "Memory Layer extension (Chromium on Linux)"
+STORAGE_REFUSED = "error: Access to storage is not allowed from this context."
+
+
+def readable_in(page: Page, secret: str) -> list[str]:
+    """Where the page's own JavaScript finds secret: its document and fields, its storage,
+    cookies, address, history entry and the addresses it loaded."""
+    found: list[str] = page.evaluate(
+        """(secret) => {
+            const places = {
+                document: document.documentElement.outerHTML,
+                fields: JSON.stringify([...document.querySelectorAll("input, textarea")]
+                    .map((field) => field.value)),
+                localStorage: JSON.stringify({...localStorage}),
+                sessionStorage: JSON.stringify({...sessionStorage}),
+                cookie: document.cookie,
+                address: location.href,
+                history: JSON.stringify(history.state),
+                loaded: JSON.stringify(performance.getEntries().map((e) => e.name)),
+            };
+            return Object.keys(places).filter((name) => places[name].includes(secret));
+        }""",
+        secret,
+    )
+    return found
+
+
+def open_options(browser: ExtensionBrowser) -> Page:
+    assert browser.context is not None
+    options = browser.context.new_page()
+    options.goto(f"chrome-extension://{browser.extension_id}/options/options.html")
+    return options
+
+
+def test_connect_from_a_fresh_install_to_a_stored_capture(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, key="")
+    assert browser.context is not None
+    options = open_options(browser)
+    options.get_by_label("Server URL").fill(stack.url)
+    with browser.context.expect_page() as opened:
+        options.get_by_role("button", name="Connect", exact=True).click()
+    expect(options.get_by_role("status")).to_have_text(
+        "Approve the connection on the dashboard that just opened."
+    )
+
+    # The dashboard opens in a tab of its own, signed out there: the person signs in with the
+    # link `memory-layer open` gives.
+    dashboard = opened.value
+    dashboard.wait_for_load_state()
+    assert dashboard.url == f"{stack.url}/app/"
+    expect(dashboard.get_by_role("heading", name="Sign in")).to_be_visible()
+    dashboard.goto(stack.sign_in_url(user))
+    region = dashboard.get_by_role("region", name="Connect the browser extension")
+    expect(region.get_by_label("Key name")).to_have_value(KEY_NAME)
+    expect(region.get_by_label("Read: memories in prompts")).to_be_checked()
+    expect(region.get_by_label("Write: keep what you capture")).to_be_checked()
+    region.get_by_role("button", name="Connect the extension").click()
+
+    expect(region.get_by_role("status")).to_have_text(
+        "Connected: the extension keeps your chats on this server now. You can close this tab."
+    )
+    expect(options.get_by_role("status")).to_have_text("Saved: connected.")
+    popup = browser.popup()
+    expect(popup.get_by_role("status")).to_have_text("Connected")
+    # The new key is in the dashboard's list, by name and prefix only.
+    listed = dashboard.get_by_role("article", name=f"API key {KEY_NAME}")
+    expect(listed).to_contain_text("read, write")
+
+    key = browser.storage()["apiKey"]
+    assert re.fullmatch(r"mlk_[A-Za-z0-9_-]{43}", key)
+    with stack.client(user) as client:
+        keys = client.get("/keys").json()["keys"]
+        assert [(k["name"], k["scopes"]) for k in keys] == [(KEY_NAME, ["read", "write"])]
+        assert key.startswith(keys[0]["prefix"])
+
+        chat = browser.open_site("claude")
+        typed = "Which bulbs should I plant in October?"
+        send_prompt(chat, typed)
+        found = stored(client, 2)
+        assert [m["text"] for m in found if m["kind"] == "prompt"] == [typed]
+        assert client.get("/keys").json()["keys"][0]["last_used_at"] is not None
+
+    # Nowhere the pages' own scripts or the extension's scripts in them can read the key.
+    assert readable_in(dashboard, key) == []
+    assert readable_in(chat, key) == []
+    assert content_script_reads_storage(browser, dashboard) == STORAGE_REFUSED
+    assert content_script_reads_storage(browser, chat) == STORAGE_REFUSED
+    assert [url for url in browser.requests if key in url] == []
+
+    # The offer was for one key: the dashboard opened again offers nothing.
+    dashboard.reload()
+    dashboard.goto(stack.sign_in_url(user))
+    expect(dashboard.get_by_role("heading", name="Overview")).to_be_visible()
+    expect(region).to_be_hidden()
