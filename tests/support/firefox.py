@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,10 @@ class DriverError(AssertionError):
 
 @dataclass
 class FirefoxExtension:
-    """firefox-esr with the extension installed, in a fresh profile. The add-on's internal
-    UUID is fixed through a preference, so that its own pages have a known address."""
+    """firefox-esr with the extension installed, in a fresh profile."""
 
     archive: Path
     profile_dir: Path
-    internal_uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
     _driver: subprocess.Popen[str] | None = None
 
     def call(self, command: str, **args: Any) -> dict[str, Any]:
@@ -67,13 +64,11 @@ class FirefoxExtension:
             for site in SITES.values()
         ]
         engine = {"path": ENGINE_PATH, "body": (CHAT_SITES_DIR / "engine.js").read_text()}
-        prefs = {"extensions.webextensions.uuids": json.dumps({GECKO_ID: self.internal_uuid})}
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         installed = self.call(
             "launch",
             extension=str(self.archive),
             profile=str(self.profile_dir),
-            prefs=prefs,
             standIns=stand_ins,
             engineScript=engine,
         )
@@ -99,9 +94,6 @@ class FirefoxExtension:
     def open_site(self, site_id: str) -> int:
         site = SITES[site_id]
         return int(self.call("open", url=site.origin + site.start)["page"])
-
-    def extension_page(self, path: str) -> int:
-        return int(self.call("goto", url=f"moz-extension://{self.internal_uuid}/{path}")["page"])
 
     def send_prompt(self, page: int, text: str, *, how: str = "enter") -> None:
         self.call("send", page=page, text=text, how=how)

@@ -40,7 +40,7 @@ function page(id) {
 }
 
 const commands = {
-  async launch({ extension, profile, prefs, standIns, engineScript }) {
+  async launch({ extension, profile, standIns, engineScript }) {
     sites = standIns;
     engine = engineScript;
     browser = await puppeteer.launch({
@@ -48,7 +48,6 @@ const commands = {
       executablePath: "/usr/bin/firefox-esr",
       headless: true,
       userDataDir: profile,
-      extraPrefsFirefox: prefs,
     });
     return { id: await browser.installExtension(extension) };
   },
@@ -58,14 +57,6 @@ const commands = {
     opened.on("request", serve);
     await opened.goto(url);
     await opened.waitForSelector("[role=textbox]");
-    const id = nextPage++;
-    pages.set(id, opened);
-    return { page: id };
-  },
-  async goto({ url }) {
-    // An extension page (moz-extension://): nothing to intercept.
-    const opened = await browser.newPage();
-    await opened.goto(url);
     const id = nextPage++;
     pages.set(id, opened);
     return { page: id };
