@@ -6,16 +6,18 @@ readable from the dashboard or a chat site afterwards."""
 from __future__ import annotations
 
 import re
+import time
 
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import OpenExtension
-from tests.support.browser import Stack
+from tests.support.browser import Stack, gateway_process, token
 from tests.support.extension import (
     ExtensionBrowser,
     content_script_reads_storage,
     send_prompt,
     stored,
+    wait_for,
 )
 
 KEY_NAME = "Memory Layer extension (Chromium on Linux)"
@@ -52,22 +54,27 @@ def open_options(browser: ExtensionBrowser) -> Page:
     return options
 
 
-def test_connect_from_a_fresh_install_to_a_stored_capture(
-    stack: Stack, user: str, open_extension: OpenExtension
-) -> None:
-    browser = open_extension(stack.url, user, key="")
+def start_connect(browser: ExtensionBrowser, server_url: str) -> tuple[Page, Page]:
+    """Connect pressed on the options page: the options page and the dashboard it opened."""
     assert browser.context is not None
     options = open_options(browser)
-    options.get_by_label("Server URL").fill(stack.url)
+    options.get_by_label("Server URL").fill(server_url)
     with browser.context.expect_page() as opened:
         options.get_by_role("button", name="Connect", exact=True).click()
     expect(options.get_by_role("status")).to_have_text(
         "Approve the connection on the dashboard that just opened."
     )
+    return options, opened.value
+
+
+def test_connect_from_a_fresh_install_to_a_stored_capture(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, key="")
+    options, dashboard = start_connect(browser, stack.url)
 
     # The dashboard opens in a tab of its own, signed out there: the person signs in with the
     # link `memory-layer open` gives.
-    dashboard = opened.value
     dashboard.wait_for_load_state()
     assert dashboard.url == f"{stack.url}/app/"
     expect(dashboard.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -116,3 +123,48 @@ def test_connect_from_a_fresh_install_to_a_stored_capture(
     dashboard.goto(stack.sign_in_url(user))
     expect(dashboard.get_by_role("heading", name="Overview")).to_be_visible()
     expect(region).to_be_hidden()
+
+
+def test_only_the_awaited_dashboard_with_its_nonce_hands_over_a_key(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, key="")
+    assert browser.context is not None
+    other = gateway_process(stack.memory_addr).start()
+    try:
+        _, dashboard = start_connect(browser, stack.url)
+
+        # Another server on the same host (another port): the extension's script may run
+        # there, but the worker offers nothing to an origin it does not await.
+        elsewhere = browser.context.new_page()
+        elsewhere.goto(f"{other.url}/app/#access_token={token(user)}")
+        expect(elsewhere.get_by_role("heading", name="Overview")).to_be_visible()
+        time.sleep(2)
+        expect(elsewhere.get_by_role("region", name="Connect the browser extension")).to_be_hidden()
+    finally:
+        other.close()
+
+    dashboard.goto(stack.sign_in_url(user))
+    region = dashboard.get_by_role("region", name="Connect the browser extension")
+    expect(region.get_by_label("Key name")).to_have_value(KEY_NAME)
+    # A key posted on the dashboard without the nonce the extension gave is not taken.
+    with stack.client(user) as client:
+        forged = client.post("/keys", json={"name": "not asked for"}).json()["key"]
+    dashboard.evaluate(
+        """(key) => window.postMessage(
+            {type: "memory-layer:connect-key", nonce: "0".repeat(64), key}, location.origin)""",
+        forged,
+    )
+    time.sleep(2)
+    assert browser.storage().get("apiKey", "") == ""
+
+    # Cancel: no key is made and the extension stops waiting.
+    region.get_by_role("button", name="Cancel").click()
+    expect(region.get_by_role("status")).to_have_text(
+        "Not connected. Connect again from the extension's options."
+    )
+    pending = "() => chrome.storage.session.get(null)"
+    wait_for(lambda: "connectPending" not in browser.worker.evaluate(pending))
+    with stack.client(user) as client:
+        assert [k["name"] for k in client.get("/keys").json()["keys"]] == ["not asked for"]
+    assert browser.storage().get("apiKey", "") == ""
