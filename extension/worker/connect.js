@@ -108,6 +108,17 @@ async function receive(message, origin) {
   }
 }
 
+/* A fresh install without a key opens the options page, where Connect is one click away. */
+export async function welcome({ reason }) {
+  if (reason !== "install") return;
+  try {
+    const { apiKey } = await chrome.storage.local.get("apiKey");
+    if (!apiKey) await chrome.tabs.create({ url: chrome.runtime.getURL("options/options.html") });
+  } catch (error) {
+    console.warn("memory layer: the options page did not open", error);
+  }
+}
+
 export const isConnectMessage = (message) => message.type.startsWith("connect-");
 
 /* connect-start from the extension's own pages; the rest only from the bridge, on the

@@ -4,7 +4,7 @@
  * and options pages read status and change settings through it.
  */
 
-import { connectMessage, isConnectMessage } from "./connect.js";
+import { connectMessage, isConnectMessage, welcome } from "./connect.js";
 import { enqueue, flush, queueStatus } from "./queue.js";
 import { call, check } from "./server.js";
 import { SITES, getSettings, ready, updateSettings } from "./settings.js";
@@ -153,7 +153,7 @@ chrome.alarms.onAlarm.addListener((alarm) => {
   if (alarm.name === "flush") flush();
 });
 chrome.runtime.onStartup.addListener(() => flush());
-chrome.runtime.onInstalled.addListener(() => ready().then(flush));
+chrome.runtime.onInstalled.addListener((details) => ready().then(() => welcome(details)).then(flush));
 chrome.tabs.onRemoved.addListener((tabId) => chrome.storage.session.remove(`injected:${tabId}`));
 
 ready().then(flush);

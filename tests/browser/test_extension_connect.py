@@ -47,19 +47,19 @@ def readable_in(page: Page, secret: str) -> list[str]:
     return found
 
 
-def open_options(browser: ExtensionBrowser) -> Page:
-    assert browser.context is not None
-    options = browser.context.new_page()
-    options.goto(f"chrome-extension://{browser.extension_id}/options/options.html")
-    return options
-
-
 def start_connect(browser: ExtensionBrowser, server_url: str) -> tuple[Page, Page]:
-    """Connect pressed on the options page: the options page and the dashboard it opened."""
-    assert browser.context is not None
-    options = open_options(browser)
+    """Connect pressed on the options page: that page and the dashboard it opened."""
+    context = browser.context
+    assert context is not None
+    address = f"chrome-extension://{browser.extension_id}/options/options.html"
+    # A fresh install without a key opens its options page by itself (a tab Playwright may
+    # have missed at launch, so the worker is asked), and the person finds Connect there.
+    tabs = "chrome.tabs.query({}).then((tabs) => tabs.map((tab) => tab.url || tab.pendingUrl))"
+    wait_for(lambda: address in browser.worker.evaluate(tabs))
+    options = context.new_page()
+    options.goto(address)
     options.get_by_label("Server URL").fill(server_url)
-    with browser.context.expect_page() as opened:
+    with context.expect_page() as opened:
         options.get_by_role("button", name="Connect", exact=True).click()
     expect(options.get_by_role("status")).to_have_text(
         "Approve the connection on the dashboard that just opened."

@@ -1,10 +1,12 @@
 """The same extension in Firefox (Debian's firefox-esr, driven by puppeteer-core), installed from
 the zip `memory-layer extension --browser firefox` writes, on the ChatGPT and Claude stand-ins
 against the real stack: prompt and answer stored once and linked, memories put into a prompt
-automatically, and captures made while the server is down delivered once when it is back."""
+automatically, captures made while the server is down delivered once when it is back, and
+Connect in one click from a fresh install."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from tests.support.firefox import FirefoxExtension, new_firefox_extension
 from tests.support.stack import GatewayProcess
 
 SITE_IDS = ["chatgpt", "claude"]
+KEY_SHAPE = re.compile(r"mlk_[A-Za-z0-9_-]{43}")
 MEMORY = "My dog Biscuit is a golden retriever and she is terrified of thunderstorms."
 RELATED = "How can I calm my dog Biscuit during thunderstorms?"
 # Backoff is capped at 30 s; the batch that follows a restart may wait that long.
@@ -31,9 +34,12 @@ def open_firefox(tmp_path: Path) -> Iterator[OpenFirefox]:
     it installed; closed at the end of the test."""
     opened: list[FirefoxExtension] = []
 
-    def open_(server_url: str, user: str, *, inject: str = "off") -> FirefoxExtension:
+    def open_(
+        server_url: str, user: str, *, inject: str = "off", key: str | None = None
+    ) -> FirefoxExtension:
         root = tmp_path / f"firefox-{len(opened)}"
-        browser = new_firefox_extension(root, server_url, token(user), inject)
+        key = token(user) if key is None else key
+        browser = new_firefox_extension(root, server_url, key, inject)
         opened.append(browser)
         return browser.launch()
 
@@ -138,3 +144,48 @@ def test_captures_wait_for_the_server_and_arrive_once(
         assert sorted(answer["prompt_id"] for answer in answers) == sorted(prompts)
         time.sleep(5)
         assert len(memories(client)) == 4
+
+
+def test_connect_in_one_click_from_a_fresh_install(
+    stack: Stack, user: str, open_firefox: OpenFirefox
+) -> None:
+    browser = open_firefox(stack.url, user, key="")
+    # Installed without a key, the extension opens its options page.
+    options = browser.find_page("moz-extension://")
+    assert browser.evaluate(options, "location.pathname") == "/options/options.html"
+    field = "(id) => document.getElementById(id)"
+    assert browser.evaluate(options, f"({field})('server-url').value") == stack.url
+    browser.click(options, "#connect-dashboard")
+    result = f"({field})('result').textContent"
+    wait_for(
+        lambda: (
+            browser.evaluate(options, result)
+            == "Approve the connection on the dashboard that just opened."
+        )
+    )
+
+    dashboard = browser.find_page(f"{stack.url}/app/")
+    browser.navigate(dashboard, stack.sign_in_url(user))
+    name = wait_for(lambda: browser.evaluate(dashboard, f"({field})('connect-name').value"))
+    assert name == "Memory Layer extension (Firefox on Linux)"
+    browser.click(dashboard, "#connect-approve")
+    status = f"({field})('connect-status').textContent"
+    wait_for(lambda: browser.evaluate(dashboard, status).startswith("Connected: "))
+    wait_for(lambda: browser.evaluate(options, result) == "Saved: connected.")
+
+    page = browser.open_site("claude")
+    typed = "Which bulbs should I plant in October?"
+    browser.send_prompt(page, typed)
+    with stack.client(user) as client:
+        found = stored(client, 2)
+        assert [m["text"] for m in found if m["kind"] == "prompt"] == [typed]
+        keys = client.get("/keys").json()["keys"]
+        assert [(k["name"], k["scopes"]) for k in keys] == [(name, ["read", "write"])]
+
+    # No whole key anywhere the dashboard's or the chat page's own scripts can look.
+    places = """[document.documentElement.outerHTML,
+        JSON.stringify([...document.querySelectorAll("input")].map((f) => f.value)),
+        JSON.stringify({...localStorage}), JSON.stringify({...sessionStorage}),
+        location.href, JSON.stringify(history.state)].join(" ")"""
+    for shown in (dashboard, page):
+        assert KEY_SHAPE.search(browser.evaluate(shown, places)) is None

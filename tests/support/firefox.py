@@ -95,6 +95,16 @@ class FirefoxExtension:
         site = SITES[site_id]
         return int(self.call("open", url=site.origin + site.start)["page"])
 
+    def find_page(self, prefix: str, timeout: float = 20.0) -> int:
+        """A tab the browser or the extension opened, by the start of its address."""
+        return int(self.call("find", prefix=prefix, timeoutMs=int(timeout * 1000))["page"])
+
+    def navigate(self, page: int, url: str) -> None:
+        self.call("navigate", page=page, url=url)
+
+    def click(self, page: int, selector: str) -> None:
+        self.call("click", page=page, selector=selector)
+
     def send_prompt(self, page: int, text: str, *, how: str = "enter") -> None:
         self.call("send", page=page, text=text, how=how)
 

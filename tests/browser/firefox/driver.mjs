@@ -61,6 +61,32 @@ const commands = {
     pages.set(id, opened);
     return { page: id };
   },
+  async find({ prefix, timeoutMs }) {
+    // A tab the extension opened itself (its options page): BiDi may not navigate to
+    // moz-extension: addresses, nor does it report them as the page's URL.
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      for (const candidate of await browser.pages()) {
+        if ([...pages.values()].includes(candidate)) continue;
+        const address = await candidate.evaluate(() => location.href).catch(() => "");
+        if (address.startsWith(prefix)) {
+          const id = nextPage++;
+          pages.set(id, candidate);
+          return { page: id, address };
+        }
+      }
+      if (Date.now() > until) throw new Error(`no page at ${prefix}`);
+      await new Promise((resolve) => setTimeout(resolve, 250));
+    }
+  },
+  async navigate({ page: id, url }) {
+    await page(id).goto(url);
+    return {};
+  },
+  async click({ page: id, selector }) {
+    await page(id).click(selector);
+    return {};
+  },
   async send({ page: id, text, how }) {
     const target = page(id);
     await target.click("[role=textbox]");
