@@ -1,8 +1,8 @@
 """The same extension in Firefox (Debian's firefox-esr, driven by puppeteer-core), installed from
 the zip `memory-layer extension --browser firefox` writes, on the ChatGPT and Claude stand-ins
 against the real stack: prompt and answer stored once and linked, memories put into a prompt
-automatically, captures made while the server is down delivered once when it is back, and
-Connect in one click from a fresh install."""
+automatically, captures made while the server is down delivered once when it is back,
+Connect in one click from a fresh install, and a site the person withdrew named in the popup."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support.browser import Stack, gateway_process, token
 from tests.support.extension import memories, stored, wait_for
-from tests.support.firefox import FirefoxExtension, new_firefox_extension
+from tests.support.firefox import DriverError, FirefoxExtension, new_firefox_extension
 from tests.support.stack import GatewayProcess
 
 SITE_IDS = ["chatgpt", "claude"]
@@ -189,3 +190,32 @@ def test_connect_in_one_click_from_a_fresh_install(
         location.href, JSON.stringify(history.state)].join(" ")"""
     for shown in (dashboard, page):
         assert KEY_SHAPE.search(browser.evaluate(shown, places)) is None
+
+
+def test_the_popup_names_a_withdrawn_site(
+    stack: Stack, user: str, open_firefox: OpenFirefox
+) -> None:
+    browser = open_firefox(stack.url, user, key="")
+    # The options page a fresh install opens becomes the popup (the same extension's page).
+    page = browser.find_page("moz-extension://")
+    notice = "document.getElementById('permissions')"
+
+    def once_loaded(expression: str) -> Any:
+        try:
+            loaded = browser.evaluate(page, "document.readyState === 'complete'")
+            return loaded and browser.evaluate(page, expression)
+        except DriverError:  # the page was navigating
+            return None
+
+    browser.evaluate(page, "location.href = chrome.runtime.getURL('popup/popup.html')")
+    wait_for(lambda: once_loaded("location.pathname") == "/popup/popup.html")
+    time.sleep(1)
+    assert once_loaded(f"{notice}.hidden") is True
+
+    # Firefox lets a person withdraw a site (about:addons → Permissions).
+    withdrawn = "chrome.permissions.remove({origins: ['https://claude.ai/*']})"
+    assert browser.evaluate(page, withdrawn) is True
+    browser.evaluate(page, "location.reload()")
+    shown = wait_for(lambda: once_loaded(f"!{notice}.hidden && {notice}.innerText"))
+    assert shown.startswith("Not allowed on every chat site and the server")
+    assert once_loaded("document.getElementById('grant').innerText") == "Allow"

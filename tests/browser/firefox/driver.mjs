@@ -96,7 +96,8 @@ const commands = {
     return {};
   },
   async evaluate({ page: id, expression }) {
-    return { value: await page(id).evaluate(expression) };
+    // undefined (a navigation, a statement) comes back as null.
+    return { value: (await page(id).evaluate(expression)) ?? null };
   },
   async reload({ page: id }) {
     await page(id).reload();
