@@ -16,30 +16,26 @@ const PENDING = "connectPending";
 const PENDING_MS = 15 * 60 * 1000;
 const KEY_SHAPE = /^mlk_[A-Za-z0-9_-]{43}$/;
 
+const SYSTEMS = [
+  [/mac/i, "macOS"],
+  [/win/i, "Windows"],
+  [/cros/i, "ChromeOS"],
+  [/linux/i, "Linux"],
+];
+
+function browserName() {
+  const brands = (navigator.userAgentData?.brands || []).map((b) => b.brand);
+  if (/Firefox\//.test(navigator.userAgent)) return "Firefox";
+  if (/Edg\//.test(navigator.userAgent)) return "Edge";
+  if (brands.includes("Brave")) return "Brave";
+  return brands.includes("Google Chrome") ? "Chrome" : "Chromium";
+}
+
 /* The name the key gets on the dashboard, so the person knows which browser holds it. */
 export function keyName() {
-  const agent = navigator.userAgent;
-  const brands = ((navigator.userAgentData && navigator.userAgentData.brands) || []).map((b) => b.brand);
-  const browser = /Firefox\//.test(agent)
-    ? "Firefox"
-    : /Edg\//.test(agent)
-      ? "Edge"
-      : brands.includes("Brave")
-        ? "Brave"
-        : brands.includes("Google Chrome")
-          ? "Chrome"
-          : "Chromium";
-  const platform = (navigator.userAgentData && navigator.userAgentData.platform) || navigator.platform || "";
-  const system = /mac/i.test(platform)
-    ? "macOS"
-    : /win/i.test(platform)
-      ? "Windows"
-      : /cros/i.test(platform)
-        ? "ChromeOS"
-        : /linux/i.test(platform)
-          ? "Linux"
-          : "";
-  return `Memory Layer extension (${browser}${system ? ` on ${system}` : ""})`;
+  const platform = navigator.userAgentData?.platform || navigator.platform || "";
+  const system = SYSTEMS.find(([pattern]) => pattern.test(platform));
+  return `Memory Layer extension (${browserName()}${system ? ` on ${system[1]}` : ""})`;
 }
 
 function nonce() {
@@ -62,14 +58,15 @@ async function stopBridge() {
 
 async function start(serverUrl) {
   const server = new URL(serverUrl);
-  const url = `${server.origin}${server.pathname.replace(/\/+$/, "")}`;
+  const path = server.pathname.replace(/\/+$/, "");
+  const url = `${server.origin}${path}`;
   await stopBridge();
   await chrome.storage.session.set({ [PENDING]: { url, origin: server.origin, nonce: nonce(), until: Date.now() + PENDING_MS } });
   // Match patterns take no port; the worker checks the exact origin of every message.
   await chrome.scripting.registerContentScripts([
     {
       id: BRIDGE,
-      matches: [`${server.protocol}//${server.hostname}${server.pathname.replace(/\/+$/, "")}/app/*`],
+      matches: [`${server.protocol}//${server.hostname}${path}/app/*`],
       js: ["connect/bridge.js"],
       runAt: "document_idle",
       persistAcrossSessions: false,
