@@ -1,7 +1,9 @@
-/* Options: the server URL and API key, checked on save with an authenticated read. */
+/* Options: the server URL, and either Connect (a key made on the dashboard and handed over
+ * without copying) or an API key pasted and checked on save with an authenticated read. */
 "use strict";
 
 const $ = (id) => document.getElementById(id);
+let awaitingDashboard = false;
 
 function originPattern(url) {
   const parsed = new URL(url);
@@ -43,9 +45,34 @@ $("connect").addEventListener("submit", async (event) => {
   apiKey = "";
 });
 
-$("open-dashboard").addEventListener("click", () => {
+$("connect-dashboard").addEventListener("click", async () => {
   const serverUrl = $("server-url").value.trim().replace(/\/+$/, "");
-  if (serverUrl) window.open(`${serverUrl}/app/`, "_blank", "noopener");
+  let granted = false;
+  try {
+    // First thing in the click: Firefox grants a permission only from the person's gesture.
+    granted = await chrome.permissions.request({ origins: [originPattern(serverUrl)] });
+  } catch (error) {
+    $("result").textContent = `Not connected: ${error.message}`;
+    return;
+  }
+  if (!granted) {
+    $("result").textContent = `Not connected: access to ${serverUrl} was not allowed.`;
+    return;
+  }
+  const started = await chrome.runtime.sendMessage({ type: "connect-start", serverUrl });
+  awaitingDashboard = Boolean(started && started.ok);
+  $("result").textContent = started && started.ok
+    ? "Approve the connection on the dashboard that just opened."
+    : "Not connected: the dashboard could not be opened.";
+});
+
+// The worker records the outcome of a connection made on the dashboard.
+chrome.storage.onChanged.addListener((changes, area) => {
+  if (!awaitingDashboard || area !== "local" || !changes.apiKey || !changes.connection) return;
+  awaitingDashboard = false;
+  const { ok, message } = changes.connection.newValue;
+  $("result").textContent = ok ? `Saved: ${message}.` : `Saved, but not connected: ${message}.`;
+  load();
 });
 
 $("budget").addEventListener("change", () =>

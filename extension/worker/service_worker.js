@@ -4,6 +4,7 @@
  * and options pages read status and change settings through it.
  */
 
+import { connectMessage, isConnectMessage, welcome } from "./connect.js";
 import { enqueue, flush, queueStatus } from "./queue.js";
 import { call, check } from "./server.js";
 import { SITES, getSettings, ready, updateSettings } from "./settings.js";
@@ -135,7 +136,12 @@ async function fromPage(message) {
 
 chrome.runtime.onMessage.addListener((message, sender, respond) => {
   if (!message || typeof message.type !== "string" || sender.id !== chrome.runtime.id) return false;
-  const handle = fromExtensionPage(sender) ? fromPage(message) : fromContentScript(message, sender);
+  const page = fromExtensionPage(sender);
+  const handle = isConnectMessage(message)
+    ? connectMessage(message, sender, page)
+    : page
+      ? fromPage(message)
+      : fromContentScript(message, sender);
   handle.then(respond, (error) => {
     console.warn("memory layer:", error);
     respond(null);
@@ -147,7 +153,7 @@ chrome.alarms.onAlarm.addListener((alarm) => {
   if (alarm.name === "flush") flush();
 });
 chrome.runtime.onStartup.addListener(() => flush());
-chrome.runtime.onInstalled.addListener(() => ready().then(flush));
+chrome.runtime.onInstalled.addListener((details) => ready().then(() => welcome(details)).then(flush));
 chrome.tabs.onRemoved.addListener((tabId) => chrome.storage.session.remove(`injected:${tabId}`));
 
 ready().then(flush);

@@ -3,16 +3,14 @@ the page's JavaScript read its key, or talk to anything but the configured serve
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, token
 from tests.support.extension import (
     SITES,
-    ExtensionBrowser,
+    content_script_reads_storage,
     origin,
     send_prompt,
     sent,
@@ -22,28 +20,6 @@ from tests.support.extension import (
 
 PAYLOAD = "Biscuit's vet chart says <img src=x onerror=\"document.title='pwned'\"> in red ink."
 PROMPT = "What does Biscuit's vet chart say?"
-
-
-def content_script_reads_storage(browser: ExtensionBrowser, page: Page) -> str:
-    """What the extension's content-script world gets when it asks for the stored settings."""
-    assert browser.context is not None
-    cdp = browser.context.new_cdp_session(page)
-    worlds: list[dict[str, Any]] = []
-    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
-    cdp.send("Runtime.enable")
-    world = next(w for w in worlds if w["name"] == "Memory Layer")
-    answer = cdp.send(
-        "Runtime.evaluate",
-        {
-            "expression": "chrome.storage.local.get(null)"
-            ".then((v) => JSON.stringify(v), (e) => 'error: ' + e.message)",
-            "contextId": world["id"],
-            "awaitPromise": True,
-            "returnByValue": True,
-        },
-    )
-    cdp.detach()
-    return str(answer["result"]["value"])
 
 
 def test_a_memory_holding_html_is_inserted_as_text(

@@ -186,6 +186,29 @@ def new_extension(
     return ExtensionBrowser(playwright, extension_dir, root / "profile", server_url)
 
 
+def content_script_reads_storage(browser: ExtensionBrowser, page: Page) -> str:
+    """What the extension's content-script world in page gets when it asks for the stored
+    settings."""
+    assert browser.context is not None
+    cdp = browser.context.new_cdp_session(page)
+    worlds: list[dict[str, Any]] = []
+    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
+    cdp.send("Runtime.enable")
+    world = next(w for w in worlds if w["name"] == "Memory Layer")
+    answer = cdp.send(
+        "Runtime.evaluate",
+        {
+            "expression": "chrome.storage.local.get(null)"
+            ".then((v) => JSON.stringify(v), (e) => 'error: ' + e.message)",
+            "contextId": world["id"],
+            "awaitPromise": True,
+            "returnByValue": True,
+        },
+    )
+    cdp.detach()
+    return str(answer["result"]["value"])
+
+
 def send_prompt(page: Page, text: str, *, how: str = "enter") -> None:
     """Type text as a person does and send it with Enter or the send button."""
     editor = page.get_by_role("textbox")

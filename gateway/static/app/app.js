@@ -1,5 +1,6 @@
 // The dashboard: sign-in, timeline, search, edit and delete, export and import, overview.
 // It talks only to this server's HTTP API, with the same bearer token the extension uses.
+import { offerConnect } from "/app/connect.js";
 import { ImportError, itemsFromFile } from "/app/imports.js";
 import { loadKeys } from "/app/keys.js";
 
@@ -111,6 +112,7 @@ async function signIn(token) {
   $("who-name").textContent = claims.email || claims.sub;
   loadOverview();
   loadKeys({ api, detail, ask });
+  offerConnect({ api, detail, keysChanged: () => loadKeys({ api, detail, ask }) });
 }
 
 // --- the API -----------------------------------------------------------------------------

@@ -1,18 +1,19 @@
 """`memory-layer extension`: the browser extension written out, connected to one server, in a
 form Chromium loads (no name starting with "_" or "."), with host permissions for that
-server alone."""
+server alone; for Firefox with the manifest Firefox takes, and as a zip."""
 
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
-from jose import jwt
 from typer.testing import CliRunner
 
 from memory_layer_cli import app
 from memory_layer_cli.extension import extension_source
 from memory_layer_cli.local_auth import load_or_create_local_auth
+from tests.support.ports import free_port
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -42,22 +43,46 @@ def test_writes_an_extension_connected_with_a_key(tmp_path: Path) -> None:
     assert (out / "config.json").stat().st_mode & 0o077 == 0
 
 
-def test_with_user_mints_a_local_token_for_that_user(tmp_path: Path) -> None:
-    auth = load_or_create_local_auth(tmp_path / "data")
-    out = tmp_path / "ext"
-
-    code, _ = run(
-        "--out", str(out), "--url", "https://memory.example.org", "--user", "alice",
-        "--data-dir", str(tmp_path / "data"),
+def test_for_firefox_the_manifest_is_adapted_and_a_zip_written(tmp_path: Path) -> None:
+    out = tmp_path / "ext-firefox"
+    code, output = run(
+        "--out", str(out), "--url", "http://127.0.0.1:9123", "--key", "mlk_abc",
+        "--browser", "firefox",
     )  # fmt: skip
 
-    assert code == 0
-    config = json.loads((out / "config.json").read_text())
-    claims = jwt.decode(config["key"], auth.jwt_secret, audience="authenticated")
-    assert claims["sub"] == "alice"
-    assert config["inject"] == "suggest"
+    assert code == 0, output
+    source = json.loads((extension_source() / "manifest.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["host_permissions"] == ["https://memory.example.org/*"]
+    # Firefox runs the same worker as a background script and knows the add-on by its id.
+    assert manifest["background"] == {"scripts": ["worker/service_worker.js"], "type": "module"}
+    assert manifest["browser_specific_settings"]["gecko"]["id"] == "extension@memory-layer"
+    assert "minimum_chrome_version" not in manifest
+    unchanged = set(source) - {"background", "minimum_chrome_version", "host_permissions"}
+    assert {k: manifest[k] for k in unchanged} == {k: source[k] for k in unchanged}
+    assert manifest["host_permissions"] == ["http://127.0.0.1/*"]
+
+    archive = tmp_path / "ext-firefox.zip"
+    with zipfile.ZipFile(archive) as zipped:
+        names = sorted(zipped.namelist())
+        assert json.loads(zipped.read("manifest.json")) == manifest
+        assert json.loads(zipped.read("config.json"))["key"] == "mlk_abc"
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert names == files
+    assert archive.stat().st_mode & 0o077 == 0
+
+
+def test_with_user_and_no_gateway_says_so_and_writes_nothing(tmp_path: Path) -> None:
+    load_or_create_local_auth(tmp_path / "data")
+    out = tmp_path / "ext"
+    url = f"http://127.0.0.1:{free_port()}"
+
+    code, output = run("--out", str(out), "--url", url, "--user", "alice",
+                        "--data-dir", str(tmp_path / "data"))  # fmt: skip
+
+    assert code == 1
+    assert f"No key made: cannot reach the gateway at {url}" in output
+    assert "is `memory-layer up` running?" in output
+    assert not out.exists()
 
 
 def test_refuses_what_it_cannot_write(tmp_path: Path) -> None:
@@ -65,5 +90,6 @@ def test_refuses_what_it_cannot_write(tmp_path: Path) -> None:
     assert run("--out", out, "--key", "k", "--user", "alice")[0] == 2
     assert run("--out", out, "--inject", "always")[0] == 2
     assert run("--out", out, "--url", "ftp://example.org")[0] == 2
+    assert run("--out", out, "--browser", "safari")[0] == 2
     assert run("--out", out, "--user", "alice", "--data-dir", str(tmp_path / "none"))[0] == 1
     assert not (tmp_path / "ext").exists()
