@@ -47,8 +47,8 @@ SITES = {
 }
 
 
-def site_page(site: Site, broken: bool) -> str:
-    standin = json.dumps({"site": site.id, "broken": broken})
+def site_page(site: Site, broken: bool, recent: int | None = None) -> str:
+    standin = json.dumps({"site": site.id, "broken": broken, "recent": recent})
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{site.name}</title>'
         f"</head><body><script>window.STANDIN = {standin};</script>"
@@ -74,6 +74,8 @@ class ExtensionBrowser:
     profile_dir: Path
     server_url: str
     broken: set[str] = field(default_factory=set)
+    # Sites that render only this many of a thread's last turns after a reload.
+    recent: dict[str, int] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     context: BrowserContext | None = None
@@ -128,7 +130,8 @@ class ExtensionBrowser:
                 route.fulfill(body=engine, content_type="application/javascript")
             elif route.request.resource_type == "document":
                 route.fulfill(
-                    body=site_page(site, site.id in self.broken), content_type="text/html"
+                    body=site_page(site, site.id in self.broken, self.recent.get(site.id)),
+                    content_type="text/html",
                 )
             else:
                 route.fulfill(status=404, body="")
@@ -171,6 +174,25 @@ class ExtensionBrowser:
     def storage(self) -> dict[str, Any]:
         return dict(self.worker.evaluate("() => chrome.storage.local.get(null)"))
 
+    def queue(self, store: str = "queue") -> list[dict[str, Any]]:
+        """The records of one of the queue's stores (queue, delivered, refused), as the
+        worker keeps them in the extension's IndexedDB; [] before it holds anything."""
+        return list(self.worker.evaluate(QUEUE_RECORDS, store))
+
+
+QUEUE_RECORDS = """(store) => new Promise((resolve, reject) => {
+    const open = indexedDB.open("memory-layer");
+    // Not made yet: leave the making to the worker, with its stores.
+    open.onupgradeneeded = () => open.transaction.abort();
+    open.onerror = () => resolve([]);
+    open.onsuccess = () => {
+        const db = open.result;
+        const all = db.transaction(store).objectStore(store).getAll();
+        all.onsuccess = () => { resolve(all.result); db.close(); };
+        all.onerror = () => reject(all.error);
+    };
+})"""
+
 
 def new_extension(
     playwright: Playwright, root: Path, server_url: str, key: str, inject: str
@@ -198,6 +220,33 @@ def send_prompt(page: Page, text: str, *, how: str = "enter") -> None:
             'button[aria-label="Send prompt"], button[aria-label="Send message"], '
             'button[aria-label="Submit"]'
         ).click()
+
+
+def chip(page: Page) -> tuple[str, float, float] | None:
+    """The extension's chip as a person sees it: its accessible name and the centre of its
+    button, or None when it is not shown. Its shadow root is closed, so neither the page's
+    scripts nor Playwright's selectors reach it; the browser's accessibility tree does."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        found = cdp.send("Accessibility.queryAXTree", {"nodeId": root, "role": "button"})
+        for node in found["nodes"]:
+            name = str(node.get("name", {}).get("value", ""))
+            if node.get("ignored") or not name.startswith("Insert "):
+                continue
+            box = cdp.send("DOM.getBoxModel", {"backendNodeId": node["backendDOMNodeId"]})
+            quad = box["model"]["border"]
+            return name, sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
+        return None
+    finally:
+        cdp.detach()
+
+
+def click_chip(page: Page, timeout: float = 15.0) -> str:
+    """Wait for the chip and click it with the mouse, as a person does; its name."""
+    name, x, y = wait_for(lambda: chip(page), timeout, lambda: "no chip shown")
+    page.mouse.click(x, y)
+    return str(name)
 
 
 def sent(page: Page) -> list[str]:
@@ -284,6 +333,76 @@ class ThrottlingServer:
         return Handler
 
     def __enter__(self) -> ThrottlingServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class NotFoundThenForward:
+    """A loopback proxy in front of the gateway that answers 404 to every request for its first
+    `seconds` (a route not loaded yet, a path fixed a minute later) and forwards every request
+    after; records each request's (method, path, status)."""
+
+    def __init__(self, upstream: str, seconds: float) -> None:
+        self.upstream = upstream
+        self.seconds = seconds
+        self.until = 0.0
+        self.seen: list[tuple[str, str, int]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if time.monotonic() < proxy.until:
+                    status, headers, data = (
+                        404,
+                        {"Content-Type": "application/json"},
+                        b'{"detail":"Not Found"}',
+                    )
+                else:
+                    passed = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type", "accept")
+                    }
+                    answer = httpx.request(
+                        self.command,
+                        proxy.upstream + self.path,
+                        content=body,
+                        headers=passed,
+                        timeout=120,
+                    )
+                    status, data = answer.status_code, answer.content
+                    headers = {
+                        k: v
+                        for k, v in answer.headers.items()
+                        if k.lower() in ("content-type", "retry-after")
+                    }
+                proxy.seen.append((self.command, self.path, status))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = relay
+
+        return Handler
+
+    def __enter__(self) -> NotFoundThenForward:
+        self.until = time.monotonic() + self.seconds
         self._thread.start()
         return self
 
