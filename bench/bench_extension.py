@@ -25,12 +25,9 @@ import secrets
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from playwright.sync_api import Page
 from service_process import NO_RATE_LIMITS, ProcessStack
 
 from gateway.tokens import mint_token
@@ -154,33 +151,6 @@ TIME_CAPTURES = """async ({count, prefix}) => {
 }"""
 
 
-def content_script_world(browser: ExtensionBrowser, page: Page) -> Callable[[str, Any], Any]:
-    """Evaluates a function in the extension's content-script world of page."""
-    assert browser.context is not None
-    cdp = browser.context.new_cdp_session(page)
-    worlds: list[dict[str, Any]] = []
-    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
-    cdp.send("Runtime.enable")
-    world = next(w for w in worlds if w["name"] == "Memory Layer")
-
-    def evaluate(function: str, arg: Any) -> Any:
-        answer = cdp.send(
-            "Runtime.callFunctionOn",
-            {
-                "functionDeclaration": function,
-                "executionContextId": world["id"],
-                "arguments": [{"value": arg}],
-                "awaitPromise": True,
-                "returnByValue": True,
-            },
-        )
-        if "exceptionDetails" in answer:
-            raise RuntimeError(answer["exceptionDetails"])
-        return answer["result"]["value"]
-
-    return evaluate
-
-
 def capture_costs(browser: ExtensionBrowser, captures: int) -> dict[int, list[float]]:
     """Capture times with SMALL_QUEUE and LARGE_QUEUE captures waiting, alternating blocks."""
     assert browser.context is not None
@@ -189,7 +159,7 @@ def capture_costs(browser: ExtensionBrowser, captures: int) -> dict[int, list[fl
     page = browser.context.new_page()
     page.goto("https://chatgpt.com/")
     page.get_by_role("textbox").wait_for()
-    evaluate = content_script_world(browser, page)
+    evaluate = browser.content_script_world(page)
     evaluate(TIME_CAPTURES, {"count": 5, "prefix": "warm-up"})
     samples: dict[int, list[float]] = {SMALL_QUEUE: [], LARGE_QUEUE: []}
     for block in range(0, captures, CAPTURE_BLOCK):

@@ -4,13 +4,12 @@
  * and options pages read status and change settings through it.
  */
 
-import { siteOf, validCapture } from "./capture.js";
+import { FALLBACK_LIMITS, siteOf, validCapture } from "./capture.js";
 import { CONTENT_MESSAGES } from "./messages.js";
 import { clearRefused, enqueue, flush, queueStatus, refusedCaptures, reset } from "./queue.js";
 import { call, check } from "./server.js";
 import { SITES, getSettings, ready, updateSettings } from "./settings.js";
 
-const MAX_PROMPT = 100000;
 // Context requests per tab: a person's typing and sends stay far below; a page script
 // asking again and again does not.
 const CONTEXT_PER_WINDOW = 8;
@@ -48,10 +47,12 @@ const NO_CONTEXT = { context: "", memories: [] };
 
 async function context(site, tabId, prompt) {
   const settings = await getSettings();
-  const usable = typeof prompt === "string" && prompt.trim() && prompt.length <= MAX_PROMPT;
+  const usable = typeof prompt === "string" && prompt.trim();
   if (settings.paused || settings.sites[site].inject === "off" || !usable || !withinRate(tabId)) return NO_CONTEXT;
   try {
-    const answer = await call("POST", "/context", { prompt, top_k: 5, max_tokens: 600 }, { timeoutMs: settings.budgetMs + 2000, settings });
+    // The server reads a query's start only; a longer prompt would be refused whole.
+    const query = prompt.slice(0, FALLBACK_LIMITS.max_text_chars);
+    const answer = await call("POST", "/context", { prompt: query, top_k: 5, max_tokens: 600 }, { timeoutMs: settings.budgetMs + 2000, settings });
     const memories = (answer.memories || []).map(({ id, text, score, provider }) => ({ id, text, score, provider }));
     return { context: answer.context || "", memories };
   } catch {

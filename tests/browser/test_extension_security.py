@@ -4,10 +4,8 @@ only when a person makes them), or talk to anything but the configured server.""
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Locator, Page, expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, token
@@ -28,24 +26,13 @@ PROMPT = "What does Biscuit's vet chart say?"
 
 def content_script_reads_storage(browser: ExtensionBrowser, page: Page) -> str:
     """What the extension's content-script world gets when it asks for the stored settings."""
-    assert browser.context is not None
-    cdp = browser.context.new_cdp_session(page)
-    worlds: list[dict[str, Any]] = []
-    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
-    cdp.send("Runtime.enable")
-    world = next(w for w in worlds if w["name"] == "Memory Layer")
-    answer = cdp.send(
-        "Runtime.evaluate",
-        {
-            "expression": "chrome.storage.local.get(null)"
+    return str(
+        browser.content_script_world(page)(
+            "() => chrome.storage.local.get(null)"
             ".then((v) => JSON.stringify(v), (e) => 'error: ' + e.message)",
-            "contextId": world["id"],
-            "awaitPromise": True,
-            "returnByValue": True,
-        },
+            None,
+        )
     )
-    cdp.detach()
-    return str(answer["result"]["value"])
 
 
 def test_a_memory_holding_html_is_inserted_as_text(
@@ -166,21 +153,23 @@ PAGE_CLICKS_CHIP = """() => {
 }"""
 
 
-def seeded(stack: Stack, user: str) -> None:
+def claude_remembering(
+    stack: Stack, user: str, open_extension: OpenExtension, inject: str
+) -> tuple[Page, Locator]:
+    """Claude's page and editor, in `inject` mode, for a user whose memory is about RELATED."""
     with stack.client(user) as client:
         client.post(
             "/save-prompt", json={"prompt": MEMORY, "provider": "chatgpt", "message_id": "seed"}
         ).raise_for_status()
         client.post("/context", json={"prompt": MEMORY}).raise_for_status()
+    page = open_extension(stack.url, user, inject=inject).open_site("claude")
+    return page, page.get_by_role("textbox")
 
 
 def test_in_auto_mode_only_a_persons_submit_brings_memories(
     stack: Stack, user: str, open_extension: OpenExtension
 ) -> None:
-    seeded(stack, user)
-    browser = open_extension(stack.url, user, inject="auto")
-    page = browser.open_site("claude")
-    editor = page.get_by_role("textbox")
+    page, editor = claude_remembering(stack, user, open_extension, "auto")
 
     page.evaluate(PAGE_TYPES, RELATED)
     page.evaluate(PAGE_PRESSES_ENTER)
@@ -211,10 +200,7 @@ def test_in_auto_mode_only_a_persons_submit_brings_memories(
 def test_in_suggest_mode_a_page_script_cannot_insert_memories(
     stack: Stack, user: str, open_extension: OpenExtension
 ) -> None:
-    seeded(stack, user)
-    browser = open_extension(stack.url, user, inject="suggest")
-    page = browser.open_site("claude")
-    editor = page.get_by_role("textbox")
+    page, editor = claude_remembering(stack, user, open_extension, "suggest")
 
     # Text put in by a script is not typing: no suggestion is asked for.
     page.evaluate(PAGE_TYPES, RELATED)

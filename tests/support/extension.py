@@ -174,6 +174,33 @@ class ExtensionBrowser:
     def storage(self) -> dict[str, Any]:
         return dict(self.worker.evaluate("() => chrome.storage.local.get(null)"))
 
+    def content_script_world(self, page: Page) -> Callable[[str, Any], Any]:
+        """A function that runs a JavaScript function, with one argument, in the extension's
+        content-script world of page (where its content scripts run) and returns its value."""
+        assert self.context is not None
+        cdp = self.context.new_cdp_session(page)
+        worlds: list[dict[str, Any]] = []
+        cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
+        cdp.send("Runtime.enable")
+        world = next(w for w in worlds if w["name"] == "Memory Layer")
+
+        def evaluate(function: str, arg: Any) -> Any:
+            answer = cdp.send(
+                "Runtime.callFunctionOn",
+                {
+                    "functionDeclaration": function,
+                    "executionContextId": world["id"],
+                    "arguments": [{"value": arg}],
+                    "awaitPromise": True,
+                    "returnByValue": True,
+                },
+            )
+            if "exceptionDetails" in answer:
+                raise RuntimeError(answer["exceptionDetails"])
+            return answer["result"]["value"]
+
+        return evaluate
+
     def queue(self, store: str = "queue") -> list[dict[str, Any]]:
         """The records of one of the queue's stores (queue, delivered, refused), as the
         worker keeps them in the extension's IndexedDB; [] before it holds anything."""
