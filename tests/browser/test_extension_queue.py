@@ -6,9 +6,11 @@ honoured."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -16,9 +18,9 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, gateway_process
 from tests.support.extension import (
+    BatchStandIn,
     ExtensionBrowser,
     NotFoundThenForward,
-    ThrottlingServer,
     memories,
     send_prompt,
     sent,
@@ -111,7 +113,7 @@ def test_captures_survive_a_browser_restart(
 def test_a_busy_server_is_retried_no_sooner_than_it_asks(
     user: str, open_extension: OpenExtension
 ) -> None:
-    with ThrottlingServer(retry_after_seconds=5) as server:
+    with BatchStandIn(retry_after_seconds=5) as server:
         browser = open_extension(server.url, user, inject="off")
         page = browser.open_site("perplexity")
         send_prompt(page, "Which seeds can I sow in March?")
@@ -206,3 +208,32 @@ def test_a_backlog_larger_than_the_body_cap_arrives_whole(
         time.sleep(5)
         assert len(memories(client)) == 10
         assert browser.queue("refused") == []
+
+
+def test_items_the_server_refuses_by_name_are_kept_and_exported(
+    user: str, open_extension: OpenExtension
+) -> None:
+    reason = "prompt: this server keeps no prompts about seeds"
+    with BatchStandIn(refuse=reason) as server:
+        browser = open_extension(server.url, user, inject="off")
+        page = browser.open_site("perplexity")
+        send_prompt(page, "Which seeds can I sow in March?")
+        finished_answers(page, 1)
+        wait_for(lambda: len(browser.queue("refused")) == 2, 30)
+        assert browser.queue() == []
+
+        popup = browser.popup()
+        expect(popup.get_by_text(f"2 refused by the server: {reason}")).to_be_visible()
+        with popup.expect_download() as download:
+            popup.get_by_role("button", name="Export refused").click()
+        exported = json.loads(Path(download.value.path()).read_text())
+        assert {r["reason"] for r in exported} == {reason}
+        texts = sorted(r["item"].get("prompt") or r["item"]["response"] for r in exported)
+        assert texts == [
+            "Here is what I know about Which seeds can I sow in March?. That is all for now.",
+            "Which seeds can I sow in March?",
+        ]
+        # Refused is an answer: nothing is sent again.
+        batches = len(server.batches)
+        time.sleep(5)
+        assert len(server.batches) == batches

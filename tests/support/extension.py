@@ -312,12 +312,14 @@ def memories(client: httpx.Client) -> list[dict[str, Any]]:
     return list(page.json()["memories"])
 
 
-class ThrottlingServer:
-    """A stand-in for the gateway that answers the first batch with 429 and `Retry-After`, and
-    stores every later one; records when each batch came and what it held."""
+class BatchStandIn:
+    """A stand-in for the gateway's batch route: with retry_after_seconds, it answers the first
+    batch with 429 and `Retry-After`; every other batch it stores, or with `refuse`, refuses
+    item by item for that reason. Records when each batch came and what it held."""
 
-    def __init__(self, retry_after_seconds: int) -> None:
+    def __init__(self, retry_after_seconds: int = 0, refuse: str = "") -> None:
         self.retry_after = retry_after_seconds
+        self.refuse = refuse
         self.batches: list[tuple[float, int, int]] = []  # (monotonic time, items, status)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -345,21 +347,30 @@ class ThrottlingServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 items = body.get("items", [])
-                if not server.batches:
+                if not server.batches and server.retry_after:
                     server.batches.append((time.monotonic(), len(items), 429))
                     headers = {"Retry-After": str(server.retry_after)}
                     self.answer(429, {"detail": "Too many items, retry later"}, headers)
                     return
                 server.batches.append((time.monotonic(), len(items), 200))
-                results = [{"status": "stored", "id": str(uuid.uuid4())} for _ in items]
+                if server.refuse:
+                    results = [{"status": "refused", "reason": server.refuse} for _ in items]
+                else:
+                    results = [{"status": "stored", "id": str(uuid.uuid4())} for _ in items]
+                stored = sum(result["status"] == "stored" for result in results)
                 self.answer(
                     200,
-                    {"results": results, "stored": len(items), "already_present": 0, "refused": 0},
+                    {
+                        "results": results,
+                        "stored": stored,
+                        "already_present": 0,
+                        "refused": len(items) - stored,
+                    },
                 )
 
         return Handler
 
-    def __enter__(self) -> ThrottlingServer:
+    def __enter__(self) -> BatchStandIn:
         self._thread.start()
         return self
 
