@@ -9,8 +9,13 @@ the baseline is the same sends with injection `off`, alternating in blocks in th
 that noise on a shared machine hits both. Targets: auto adds <= 150 ms at p50 and the submit
 waits <= 800 ms at p99.
 
-    python bench/bench_extension.py              # 50 sends each way
-    python bench/bench_extension.py --sends 20
+Then the cost of one capture against the size of the queue: with the server unreachable, the
+content script's capture message is timed until the worker has queued it, in blocks with 10 and
+with 5,000 captures already waiting, alternating in the same run. Target: with 5,000 a capture
+takes no longer than 1.5 times what it takes with 10.
+
+    python bench/bench_extension.py              # 50 sends each way, 200 captures each way
+    python bench/bench_extension.py --sends 20 --captures 100
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ ISSUER = "memory-layer-local"
 USER = "bench-extension"
 TARGET_ADDED_P50_MS = 150.0
 TARGET_P99_MS = 800.0
+TARGET_QUEUE_RATIO = 1.5
 BLOCK = 5
+CAPTURE_BLOCK = 20
+SMALL_QUEUE, LARGE_QUEUE = 10, 5000
 SUBJECTS = [
     ("My sourdough starter is called Bubbles and lives in the fridge.", "sourdough starter"),
     ("I am allergic to penicillin; my doctor said to use azithromycin.", "antibiotic allergy"),
@@ -92,7 +100,79 @@ def send_block(browser: ExtensionBrowser, texts: list[str]) -> tuple[list[float]
     return list(page.evaluate("() => window.standin.delays")), carried
 
 
-def run(sends: int) -> None:
+# The queue's IndexedDB, filled or emptied to a size (as the worker keeps it); only the bench
+# writes these records, and they stay under the cap so that none is dropped.
+SET_QUEUE_SIZE = """(size) => new Promise((resolve, reject) => {
+    const open = indexedDB.open("memory-layer");
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+        const db = open.result;
+        const tx = db.transaction("queue", "readwrite");
+        const queue = tx.objectStore("queue");
+        const counted = queue.count();
+        counted.onsuccess = () => {
+            let extra = counted.result - size;
+            for (let i = 0; extra < 0; i += 1, extra += 1) {
+                const id = `bench:fill:${Date.now()}:${i}`;
+                const item = {prompt: `A queued capture ${id}`, message_id: id,
+                              conversation_id: "bench", provider: "chatgpt",
+                              url: "https://chatgpt.com/c/bench"};
+                queue.add({key: `prompt:${id}`, item, at: Date.now(), sent: 0});
+            }
+            if (extra > 0) {
+                const cursor = queue.openCursor(null, "prev");
+                cursor.onsuccess = () => {
+                    if (!cursor.result || extra <= 0) return;
+                    cursor.result.delete();
+                    extra -= 1;
+                    cursor.result.continue();
+                };
+            }
+        };
+        tx.oncomplete = () => { db.close(); resolve(size); };
+        tx.onerror = () => reject(tx.error);
+    };
+})"""
+
+# Run in the content script's world: the capture message as core.js sends it, timed until the
+# worker answers (it answers once the capture is queued).
+TIME_CAPTURES = """async ({count, prefix}) => {
+    const times = [];
+    for (let i = 0; i < count; i += 1) {
+        const id = `chatgpt:${prefix}:${i}`;
+        const started = performance.now();
+        const queued = await chrome.runtime.sendMessage({type: "capture", item: {
+            prompt: `Captured while the server is away (${id})`, message_id: id,
+            conversation_id: "bench", url: location.href}});
+        if (queued !== true) throw new Error(`not queued: ${id}`);
+        times.push(performance.now() - started);
+    }
+    return times;
+}"""
+
+
+def capture_costs(browser: ExtensionBrowser, captures: int) -> dict[int, list[float]]:
+    """Capture times with SMALL_QUEUE and LARGE_QUEUE captures waiting, alternating blocks."""
+    assert browser.context is not None
+    # Nothing answers on port 9: every capture stays queued.
+    browser.worker.evaluate("() => chrome.storage.local.set({ serverUrl: 'http://127.0.0.1:9' })")
+    page = browser.context.new_page()
+    page.goto("https://chatgpt.com/")
+    page.get_by_role("textbox").wait_for()
+    evaluate = browser.content_script_world(page)
+    evaluate(TIME_CAPTURES, {"count": 5, "prefix": "warm-up"})
+    samples: dict[int, list[float]] = {SMALL_QUEUE: [], LARGE_QUEUE: []}
+    for block in range(0, captures, CAPTURE_BLOCK):
+        for size in (SMALL_QUEUE, LARGE_QUEUE):
+            browser.worker.evaluate(SET_QUEUE_SIZE, size)
+            samples[size] += evaluate(
+                TIME_CAPTURES, {"count": CAPTURE_BLOCK, "prefix": f"{size}-{block}"}
+            )
+    page.close()
+    return samples
+
+
+def run(sends: int, captures: int) -> None:
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="bench-extension-") as tmp:
@@ -120,6 +200,11 @@ def run(sends: int) -> None:
             with sync_playwright() as playwright:
                 browser = ExtensionBrowser(playwright, extension, root / "profile", stack.url)
                 browser.launch()
+                # The worker applies config.json (sites, injection mode) once it has started.
+                while not browser.worker.evaluate(
+                    "async () => (await chrome.storage.local.get('sites')).sites !== undefined"
+                ):
+                    time.sleep(0.2)
                 try:
                     samples: dict[str, list[float]] = {"auto": [], "off": []}
                     carried = {"auto": 0, "off": 0}
@@ -134,6 +219,7 @@ def run(sends: int) -> None:
                             samples[mode] += delays
                             carried[mode] += with_memories
                     elapsed = time.monotonic() - started
+                    queue_samples = capture_costs(browser, captures)
                 finally:
                     browser.close()
         finally:
@@ -155,13 +241,27 @@ def run(sends: int) -> None:
         f"auto p99 {p99:.1f} ms (target <= {TARGET_P99_MS:.0f}: "
         f"{'met' if p99 <= TARGET_P99_MS else 'NOT met'})"
     )
+    small, large = queue_samples[SMALL_QUEUE], queue_samples[LARGE_QUEUE]
+    print(f"{len(small)} captures each way, the content script's message until queued:")
+    for size, values in queue_samples.items():
+        print(
+            f"  {size:>5} queued: p50 {percentile(values, 50):6.2f} ms"
+            f"  p99 {percentile(values, 99):6.2f} ms  mean {statistics.fmean(values):6.2f} ms"
+        )
+    ratio = percentile(large, 50) / percentile(small, 50)
+    print(
+        f"a capture with {LARGE_QUEUE} queued takes {ratio:.2f}x one with {SMALL_QUEUE} at p50 "
+        f"(target <= {TARGET_QUEUE_RATIO}: {'met' if ratio <= TARGET_QUEUE_RATIO else 'NOT met'})"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sends", type=int, default=50, help="sends in each mode")
+    parser.add_argument("--captures", type=int, default=200, help="captures with each queue size")
     args = parser.parse_args()
-    run(max(BLOCK, args.sends - args.sends % BLOCK))
+    captures = max(CAPTURE_BLOCK, args.captures - args.captures % CAPTURE_BLOCK)
+    run(max(BLOCK, args.sends - args.sends % BLOCK), captures)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from gateway.mcp_tools import create_mcp_server
 from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
+from gateway.routes import limits as stated_limits
 
 PROBES = frozenset({"/healthz", "/readyz"})
 BULK_PATHS = frozenset({saves.BATCH_PATH})
@@ -36,6 +37,7 @@ PUBLIC_PATHS = PROBES | {
     "/redoc",
     "/openapi.json",
     "/app",
+    stated_limits.LIMITS_PATH,
     PROTECTED_RESOURCE_PATH,
     PROTECTED_RESOURCE_PATH + MCP_PATH,
 }
@@ -106,7 +108,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.limits = limits
     app.state.key_resolver = key_resolver
     install_error_handlers(app, settings.retry_after_seconds)
-    for module in (saves, search, chat, memories, admin, health, well_known, keys):
+    for module in (saves, search, chat, memories, admin, health, well_known, keys, stated_limits):
         app.include_router(module.router, dependencies=[Depends(within_key_scope)])
     mcp_sessions = mount_mcp(app, mcp_server, settings)
     mount_dashboard(app, settings)

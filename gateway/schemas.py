@@ -171,6 +171,18 @@ class SaveBatch(RequestBody):
     ]
 
 
+class Limits(BaseModel):
+    # Characters as the server counts them (code points); a JavaScript string's length is
+    # never smaller.
+    max_text_chars: int
+    max_field_chars: int
+    max_metadata_entries: int
+    max_batch_items: int
+    # Bytes of a request body: every route but the batch, and POST /memories/batch.
+    max_body_bytes: int
+    max_batch_body_bytes: int
+
+
 SaveStatusName = Literal["stored", "already_present", "refused"]
 
 

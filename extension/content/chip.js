@@ -1,5 +1,7 @@
 /* The one thing the extension adds to a page: a small chip offering memories. Fixed in place
- * over the page (nothing moves), built from text nodes only, and it never takes focus. */
+ * over the page (nothing moves), built from text nodes only, and it never takes focus. Its
+ * shadow root is closed (the page's scripts cannot reach the button) and only a person's
+ * click counts. */
 (() => {
   "use strict";
   const ML = globalThis.MemoryLayer;
@@ -10,7 +12,7 @@
   function build() {
     host = document.createElement("div");
     host.setAttribute("data-memory-layer", "chip");
-    const root = host.attachShadow({ mode: "open" });
+    const root = host.attachShadow({ mode: "closed" });
     const style = document.createElement("style");
     style.textContent = `
       button { all: initial; position: fixed; z-index: 2147483647; font: 12px/1.2 system-ui, sans-serif;
@@ -25,7 +27,7 @@
     button.addEventListener("click", (event) => {
       event.preventDefault();
       event.stopPropagation();
-      if (action) action();
+      if (event.isTrusted && action) action();
     });
     root.append(style, button);
     document.documentElement.append(host);

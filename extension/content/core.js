@@ -1,14 +1,25 @@
+// @ts-check
 /*
  * What every site shares: noticing a submit, injecting memories (auto / suggest / off),
  * capturing the prompt as typed and the answer once it has finished, and reporting whether
  * the page still looks like the site the adapter knows. Everything site-specific comes from
  * the adapter; the server is reached only through the service worker, which holds the key.
  *
- * Fail open: any error here leaves the person's message going out as typed.
+ * Fail open: any error here leaves the person's message going out as typed. Only a person
+ * drives it: submits, typing, the shortcut and the chip count only as trusted events, so a
+ * page's own scripts cannot make it fetch or insert memories.
+ *
+ * A capture's message id is fixed when its submit is seen (random, or the site's own id where
+ * the page shows one), never derived from the turn's place on the page: sites render only the
+ * latest turns of a long thread after a reload, and re-render them at will.
  */
 (() => {
   "use strict";
-  const ML = globalThis.MemoryLayer;
+  /** @typedef {import("../worker/messages.js").ContentMessage} ContentMessage */
+  /** @typedef {import("../worker/messages.js").SiteSettings} SiteSettings */
+  /** @typedef {import("../worker/messages.js").ContextAnswer} ContextAnswer */
+  /** @type {any} */
+  const ML = /** @type {any} */ (globalThis).MemoryLayer;
   const adapter = ML.forHost(location.hostname);
   if (!adapter || ML.started) return;
   ML.started = true;
@@ -21,23 +32,33 @@
   const CONVERSATION_WAIT_MS = 5000;
   const SUGGEST_DEBOUNCE_MS = 600;
   const SUGGEST_MIN_CHARS = 8;
+  // Typing counts as the person's for this long after their last key, paste or drop.
+  const TYPING_MS = 2000;
 
   const startedAt = Date.now();
-  const session = Math.random().toString(36).slice(2, 10);
+  /** @type {SiteSettings} */
   let settings = { capture: false, inject: "off", paused: true, budgetMs: 800 };
   let health = "unknown";
   let awaitingTurnSince = 0;
   let lastSubmit = { typed: "", at: 0 };
+  let personTypedAt = 0;
+  /** @type {{ block: string } | null} */
   let suggested = null;
   let bypass = false;
-  let suggestTimer = 0;
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let suggestTimer;
+  /** @type {Array<{ typed: string, at: number, id: string }>} */
   const pending = [];
+  /** @type {any[]} */
   const tracked = [];
-  const known = new Set();
+  // User turns already accounted for: on the page at load, captured, or rendered again.
+  /** @type {WeakSet<Element>} */
+  const seen = new WeakSet();
 
+  /** @param {ContentMessage} message */
   async function send(message) {
     try {
-      return await chrome.runtime.sendMessage({ ...message, site: adapter.id });
+      return await chrome.runtime.sendMessage(message);
     } catch {
       return null;
     }
@@ -82,68 +103,71 @@
     return adapter.turns().filter((turn) => turn.role === "user");
   }
 
-  function turnKey(turn, index) {
-    return turn.id || `${adapter.conversationId(location) || "new"}#${index}`;
-  }
+  const squeeze = (/** @type {string} */ text) => text.replace(/\s+/g, " ").trim();
+  /* Whether a turn shows what was typed (memories the extension inserted come before it). */
+  const shows = (/** @type {string} */ text, /** @type {string} */ typed) => squeeze(text).includes(squeeze(typed));
 
-  function noteSubmit(typed) {
+  function noteSubmit(/** @type {string} */ typed) {
     const now = Date.now();
     // Enter and a click on send can both fire for one message.
     if (typed === lastSubmit.typed && now - lastSubmit.at < 2000) return;
     lastSubmit = { typed, at: now };
-    pending.push({ typed, at: now });
+    pending.push({ typed, at: now, id: `${adapter.id}:${crypto.randomUUID()}` });
     if (!awaitingTurnSince) awaitingTurnSince = now;
   }
 
+  /* New user turns, newest first, each claiming the submit whose text it shows (or, the
+   * newest turn, the oldest submit waiting); a turn that claims none was rendered from
+   * history and is never captured. */
   function findNewTurns() {
     const now = Date.now();
     while (pending.length && now - pending[0].at > PENDING_MS) pending.shift();
-    userTurns().forEach((turn, index) => {
-      const key = turnKey(turn, index);
-      if (known.has(key)) return;
-      known.add(key);
+    if (!pending.length) awaitingTurnSince = 0;
+    const users = userTurns();
+    for (let i = users.length - 1; i >= 0; i -= 1) {
+      const turn = users[i];
+      if (seen.has(turn.element)) continue;
+      seen.add(turn.element);
+      let claimed = pending.findIndex((submit) => shows(turn.text, submit.typed));
+      if (claimed < 0 && i === users.length - 1 && pending.length) claimed = 0;
+      if (claimed < 0) continue;
+      const [submit] = pending.splice(claimed, 1);
       awaitingTurnSince = 0;
-      // A turn without a submit seen here was rendered from history: never captured.
-      const submit = pending.shift();
-      if (!submit || !capturing()) return;
-      tracked.push({ stage: "prompt", at: submit.at, typed: submit.typed, siteId: turn.id, index });
-    });
+      if (!capturing()) continue;
+      tracked.push({ stage: "prompt", at: submit.at, typed: submit.typed, messageId: turn.id || submit.id, element: turn.element });
+    }
   }
 
-  function locate(record) {
+  /* The record's answer: the last assistant turn after its user turn, found again by its text
+   * when the site has rendered the thread anew. */
+  function locate(/** @type {any} */ record) {
     const turns = adapter.turns();
-    let position = -1;
-    let seen = -1;
-    turns.forEach((turn, i) => {
-      if (turn.role !== "user") return;
-      seen += 1;
-      if (record.siteId ? turn.id === record.siteId : seen === record.index) position = i;
-    });
-    if (position < 0) return { user: null, answer: null };
+    let position = turns.findIndex((/** @type {any} */ turn) => turn.element === record.element);
+    if (position < 0) {
+      for (let i = turns.length - 1; i >= 0 && position < 0; i -= 1) {
+        if (turns[i].role === "user" && shows(turns[i].text, record.typed)) position = i;
+      }
+      if (position < 0) return { answer: null };
+      record.element = turns[position].element;
+      seen.add(record.element);
+    }
     let answer = null;
     for (let i = position + 1; i < turns.length && turns[i].role === "assistant"; i += 1) answer = turns[i];
-    return { user: turns[position], answer };
+    return { answer };
   }
 
-  function capturePrompt(record, now) {
+  function capturePrompt(/** @type {any} */ record, /** @type {number} */ now) {
     const conversation = adapter.conversationId(location);
     if (!conversation && now - record.at < CONVERSATION_WAIT_MS) return;
     record.conversation = conversation;
-    record.messageId = record.siteId || `${adapter.id}:${conversation || session}:${record.index}`;
     send({
       type: "capture",
-      item: {
-        prompt: record.typed,
-        provider: adapter.id,
-        conversation_id: conversation,
-        message_id: record.messageId,
-        url: location.href,
-      },
+      item: { prompt: record.typed, conversation_id: conversation, message_id: record.messageId, url: location.href },
     });
     record.stage = "answer";
   }
 
-  function captureAnswer(record, now) {
+  function captureAnswer(/** @type {any} */ record, /** @type {number} */ now) {
     const { answer } = locate(record);
     if (!answer || adapter.isStreaming(answer) || !answer.text) {
       record.answerText = null;
@@ -162,7 +186,6 @@
         message_id: record.messageId,
         response_message_id: answer.id || `${record.messageId}:answer`,
         conversation_id: record.conversation || adapter.conversationId(location),
-        provider: adapter.id,
         url: location.href,
       },
     });
@@ -217,8 +240,9 @@
     }
   }
 
-  function onSubmit(event) {
-    if (bypass) return;
+  /* A person's submit only: the page's own scripts cannot make the extension fetch memories. */
+  function onSubmit(/** @type {Event} */ event) {
+    if (bypass || !event.isTrusted) return;
     try {
       const editor = adapter.editor();
       if (!editor || !active()) return;
@@ -236,29 +260,46 @@
     }
   }
 
+  const inEditor = (/** @type {EventTarget | null} */ target) => {
+    const editor = adapter.editor();
+    return Boolean(editor && target instanceof Node && editor.contains(target));
+  };
+
   window.addEventListener(
     "keydown",
     (event) => {
-      if (event.key === "m" && event.altKey && ML.chip.visible) {
+      if (!event.isTrusted) return;
+      // By the key's place, not its character: Option+M gives "µ" on macOS.
+      if (event.code === "KeyM" && event.altKey && !event.ctrlKey && !event.metaKey && ML.chip.visible) {
         event.preventDefault();
         ML.chip.trigger();
         return;
       }
+      if (!inEditor(event.target)) return;
+      personTypedAt = Date.now();
       if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
-      const editor = adapter.editor();
-      if (editor && editor.contains(event.target)) onSubmit(event);
+      onSubmit(event);
     },
     true,
   );
+  for (const type of ["paste", "drop"]) {
+    window.addEventListener(
+      type,
+      (event) => {
+        if (event.isTrusted && inEditor(event.target)) personTypedAt = Date.now();
+      },
+      true,
+    );
+  }
   window.addEventListener(
     "click",
     (event) => {
-      if (adapter.isSubmitControl(event.target)) onSubmit(event);
+      if (event.isTrusted && adapter.isSubmitControl(event.target)) onSubmit(event);
     },
     true,
   );
 
-  async function insertSuggestion(answer) {
+  async function insertSuggestion(/** @type {ContextAnswer} */ answer) {
     ML.chip.hide();
     const editor = adapter.editor();
     if (!editor) return;
@@ -290,8 +331,9 @@
   document.addEventListener(
     "input",
     (event) => {
-      const editor = adapter.editor();
-      if (!editor || !editor.contains(event.target) || !injecting("suggest")) return;
+      // A script's execCommand makes a trusted input event too, but no key press before it.
+      const typing = event.isTrusted && Date.now() - personTypedAt < TYPING_MS;
+      if (!typing || !inEditor(event.target) || !injecting("suggest")) return;
       clearTimeout(suggestTimer);
       suggestTimer = setTimeout(suggest, SUGGEST_DEBOUNCE_MS);
     },
@@ -300,7 +342,7 @@
 
   /* ---- start ---- */
 
-  userTurns().forEach((turn, index) => known.add(turnKey(turn, index)));
+  userTurns().forEach((/** @type {any} */ turn) => seen.add(turn.element));
   let scheduled = false;
   new MutationObserver(() => {
     if (scheduled) return;

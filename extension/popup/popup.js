@@ -52,6 +52,10 @@ function render(status) {
   $("queue").textContent =
     `Queue: ${queue.length} waiting` + (queue.length && queue.lastError ? ` (${queue.lastError})` : "") +
     (queue.dropped ? `, ${queue.dropped} dropped when full` : "");
+  $("refused").hidden = !queue.refused;
+  $("refused-text").textContent = queue.refused
+    ? `${queue.refused} refused by the server: ${queue.refusedReasons[queue.refusedReasons.length - 1] || ""}`
+    : "";
   $("paused").checked = status.paused;
   $("sites").replaceChildren(...status.sites.map(siteRow));
   const memories = (status.injected && status.injected.memories) || [];
@@ -69,6 +73,13 @@ async function refresh() {
 }
 
 $("paused").addEventListener("change", () => change({ paused: $("paused").checked }));
+$("export-refused").addEventListener("click", async () => {
+  const refused = await chrome.runtime.sendMessage({ type: "refused" });
+  const link = element("a", undefined, { download: "memory-layer-refused.json" });
+  link.href = URL.createObjectURL(new Blob([JSON.stringify(refused, null, 2)], { type: "application/json" }));
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 10000);
+});
 $("options").addEventListener("click", (event) => {
   event.preventDefault();
   chrome.runtime.openOptionsPage();

@@ -4,34 +4,38 @@
  * and options pages read status and change settings through it.
  */
 
+import { FALLBACK_LIMITS, siteOf, validCapture } from "./capture.js";
 import { connectMessage, isConnectMessage, welcome } from "./connect.js";
-import { enqueue, flush, queueStatus } from "./queue.js";
+import { CONTENT_MESSAGES } from "./messages.js";
+import { clearRefused, enqueue, flush, queueStatus, refusedCaptures, reset } from "./queue.js";
 import { call, check } from "./server.js";
 import { SITES, getSettings, ready, updateSettings } from "./settings.js";
 
-const MAX_TEXT = 100000;
-const MAX_FIELD = 2048;
-
-const isText = (value, max) => typeof value === "string" && value.trim().length > 0 && value.length <= max;
-const isField = (value) => value === null || value === undefined || (typeof value === "string" && value.length <= MAX_FIELD);
+// Context requests per tab: a person's typing and sends stay far below; a page script
+// asking again and again does not.
+const CONTEXT_PER_WINDOW = 8;
+const CONTEXT_WINDOW_MS = 10000;
+/** @type {Map<number, number[]>} */
+const contextCalls = new Map();
 
 function fromExtensionPage(sender) {
   // The popup and options pages, also when opened in a tab; content scripts carry the site's URL.
   return sender.id === chrome.runtime.id && (sender.url || "").startsWith(chrome.runtime.getURL(""));
 }
 
-function validCapture(item, site) {
-  if (!item || typeof item !== "object" || item.provider !== site) return null;
-  const common = ["conversation_id", "url"].every((name) => isField(item[name]));
-  if (!common) return null;
-  if ("response" in item) {
-    if (!isText(item.response, MAX_TEXT) || !isText(item.message_id, MAX_FIELD) || !isText(item.response_message_id, MAX_FIELD)) return null;
-    const { response, message_id, response_message_id, conversation_id, provider, url } = item;
-    return { response, message_id, response_message_id, conversation_id, provider, url };
-  }
-  if (!isText(item.prompt, MAX_TEXT) || !isText(item.message_id, MAX_FIELD)) return null;
-  const { prompt, message_id, conversation_id, provider, url } = item;
-  return { prompt, message_id, conversation_id, provider, url };
+/* The site a content script runs on, from the browser's word about its frame. */
+function senderSite(sender) {
+  if (!sender.tab || sender.frameId !== 0) return null;
+  return siteOf(sender.origin || sender.url);
+}
+
+function withinRate(tabId) {
+  const now = Date.now();
+  const recent = (contextCalls.get(tabId) || []).filter((at) => now - at < CONTEXT_WINDOW_MS);
+  const allowed = recent.length < CONTEXT_PER_WINDOW;
+  if (allowed) recent.push(now);
+  contextCalls.set(tabId, recent);
+  return allowed;
 }
 
 async function siteSettings(site) {
@@ -40,15 +44,20 @@ async function siteSettings(site) {
   return { capture: own.capture, inject: own.inject, paused: settings.paused, budgetMs: settings.budgetMs };
 }
 
-async function context(site, prompt) {
+const NO_CONTEXT = { context: "", memories: [] };
+
+async function context(site, tabId, prompt) {
   const settings = await getSettings();
-  if (settings.paused || settings.sites[site].inject === "off" || !isText(prompt, MAX_TEXT)) return { context: "", memories: [] };
+  const usable = typeof prompt === "string" && prompt.trim();
+  if (settings.paused || settings.sites[site].inject === "off" || !usable || !withinRate(tabId)) return NO_CONTEXT;
   try {
-    const answer = await call("POST", "/context", { prompt, top_k: 5, max_tokens: 600 }, { timeoutMs: settings.budgetMs + 2000, settings });
+    // The server reads a query's start only; a longer prompt would be refused whole.
+    const query = prompt.slice(0, FALLBACK_LIMITS.max_text_chars);
+    const answer = await call("POST", "/context", { prompt: query, top_k: 5, max_tokens: 600 }, { timeoutMs: settings.budgetMs + 2000, settings });
     const memories = (answer.memories || []).map(({ id, text, score, provider }) => ({ id, text, score, provider }));
     return { context: answer.context || "", memories };
   } catch {
-    return { context: "", memories: [] };
+    return NO_CONTEXT;
   }
 }
 
@@ -70,11 +79,10 @@ async function status(tabId) {
 }
 
 async function fromContentScript(message, sender) {
-  const site = message.site;
-  if (!SITES[site] || !sender.tab) return null;
+  const site = senderSite(sender);
+  if (!site || !CONTENT_MESSAGES.includes(message.type)) return null;
   switch (message.type) {
     case "hello":
-      flush();
       return siteSettings(site);
     case "health": {
       const { health = {} } = await chrome.storage.local.get("health");
@@ -86,18 +94,20 @@ async function fromContentScript(message, sender) {
       const own = await siteSettings(site);
       const item = validCapture(message.item, site);
       if (!item || !own.capture || own.paused) return false;
-      await enqueue(item);
+      const queued = await enqueue(item);
       flush();
-      return true;
+      return queued;
     }
     case "context":
-      return context(site, message.prompt);
+      return context(site, sender.tab.id, message.prompt);
     case "injected":
       await chrome.storage.session.set({
         [`injected:${sender.tab.id}`]: {
           site,
           at: Date.now(),
-          memories: (message.memories || []).slice(0, 20).map(({ id, text }) => ({ id: String(id), text: String(text).slice(0, 500) })),
+          memories: (Array.isArray(message.memories) ? message.memories : [])
+            .slice(0, 20)
+            .map(({ id, text }) => ({ id: String(id), text: String(text).slice(0, 500) })),
         },
       });
       return true;
@@ -114,9 +124,12 @@ async function fromPage(message) {
       await updateSettings(message.changes || {});
       return status(message.tabId);
     case "connect": {
-      const result = await check(message.serverUrl.replace(/\/+$/, ""), message.apiKey);
-      await updateSettings({ serverUrl: message.serverUrl, apiKey: message.apiKey });
-      await chrome.storage.local.set({ connection: { ...result, at: Date.now() }, retry: { failures: 0, nextAt: 0, lastError: "" } });
+      // An empty key field keeps the saved key, also with a new URL.
+      const apiKey = message.apiKey || (await getSettings()).apiKey;
+      const result = await check(message.serverUrl.replace(/\/+$/, ""), apiKey);
+      await updateSettings({ serverUrl: message.serverUrl, apiKey: message.apiKey || "" });
+      await reset();
+      await chrome.storage.local.set({ connection: { ...result, at: Date.now() } });
       if (result.ok) flush();
       return result;
     }
@@ -128,6 +141,11 @@ async function fromPage(message) {
     }
     case "flush":
       await flush();
+      return queueStatus();
+    case "refused":
+      return refusedCaptures();
+    case "clearRefused":
+      await clearRefused();
       return queueStatus();
     default:
       return null;
@@ -154,6 +172,9 @@ chrome.alarms.onAlarm.addListener((alarm) => {
 });
 chrome.runtime.onStartup.addListener(() => flush());
 chrome.runtime.onInstalled.addListener((details) => ready().then(() => welcome(details)).then(flush));
-chrome.tabs.onRemoved.addListener((tabId) => chrome.storage.session.remove(`injected:${tabId}`));
+chrome.tabs.onRemoved.addListener((tabId) => {
+  contextCalls.delete(tabId);
+  chrome.storage.session.remove(`injected:${tabId}`);
+});
 
 ready().then(flush);

@@ -1,5 +1,10 @@
 /* Settings in chrome.storage.local, readable only by the extension's own pages and worker.
- * A copy written by `memory-layer extension` carries config.json, applied once at install. */
+ * A copy written by `memory-layer extension` carries config.json, applied once at install.
+ *
+ * Content scripts may read storage.local unless the browser is told otherwise. Where it cannot
+ * be (the call fails), the key is kept in storage.session instead, which content scripts never
+ * read by default: the person enters it again after a browser restart, and no page's renderer
+ * can reach it. */
 
 export const SITES = {
   chatgpt: "ChatGPT",
@@ -19,6 +24,8 @@ const DEFAULTS = {
 };
 
 let loaded = null;
+// Whether storage.local is closed to content scripts; the key lives there only if so.
+let localIsPrivate = false;
 
 async function applyConfigFile() {
   const { configApplied } = await chrome.storage.local.get("configApplied");
@@ -32,7 +39,7 @@ async function applyConfigFile() {
   }
   const values = { configApplied: true };
   if (typeof config.url === "string" && config.url) values.serverUrl = config.url.replace(/\/+$/, "");
-  if (typeof config.key === "string") values.apiKey = config.key;
+  if (typeof config.key === "string") await saveKey(config.key);
   if (INJECT_MODES.includes(config.inject)) {
     values.sites = Object.fromEntries(Object.keys(SITES).map((id) => [id, { capture: true, inject: config.inject }]));
   }
@@ -43,10 +50,13 @@ export function ready() {
   if (!loaded) {
     loaded = (async () => {
       try {
-        // Content scripts may read storage.local unless told otherwise; the key stays here.
         await chrome.storage.local.setAccessLevel({ accessLevel: "TRUSTED_CONTEXTS" });
+        localIsPrivate = true;
       } catch {
-        /* older browsers: the default is trusted contexts only */
+        localIsPrivate = false;
+        const { apiKey } = await chrome.storage.local.get("apiKey");
+        if (apiKey) await chrome.storage.session.set({ apiKey });
+        await chrome.storage.local.remove("apiKey");
       }
       await applyConfigFile();
     })();
@@ -54,9 +64,14 @@ export function ready() {
   return loaded;
 }
 
+function saveKey(apiKey) {
+  return (localIsPrivate ? chrome.storage.local : chrome.storage.session).set({ apiKey });
+}
+
 export async function getSettings() {
   await ready();
   const stored = await chrome.storage.local.get(["serverUrl", "apiKey", "paused", "budgetMs", "sites"]);
+  if (!localIsPrivate) stored.apiKey = (await chrome.storage.session.get("apiKey")).apiKey || "";
   const sites = { ...DEFAULTS.sites };
   for (const id of Object.keys(SITES)) sites[id] = { ...DEFAULTS.sites[id], ...(stored.sites || {})[id] };
   return { ...DEFAULTS, ...stored, sites };
@@ -74,7 +89,8 @@ export async function updateSettings(changes) {
     next.sites = { ...current.sites, [changes.site]: site };
   }
   if (typeof changes.serverUrl === "string") next.serverUrl = changes.serverUrl.replace(/\/+$/, "");
-  if (typeof changes.apiKey === "string") next.apiKey = changes.apiKey;
+  // An empty key field keeps the saved key.
+  if (typeof changes.apiKey === "string" && changes.apiKey) await saveKey(changes.apiKey);
   await chrome.storage.local.set(next);
   return getSettings();
 }

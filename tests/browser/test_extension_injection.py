@@ -4,15 +4,13 @@ click; what is stored is always the prompt as typed."""
 
 from __future__ import annotations
 
-import re
-
 import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack
-from tests.support.extension import send_prompt, sent, stored, wait_for
+from tests.support.extension import chip, click_chip, send_prompt, sent, stored, wait_for
 
 MEMORY = "My dog Biscuit is a golden retriever and she is terrified of thunderstorms."
 RELATED = "How can I calm my dog Biscuit during thunderstorms?"
@@ -69,12 +67,11 @@ def test_suggest_chip_inserts_memories_on_click(
         editor.click()
         editor.press_sequentially(RELATED)
 
-        chip = page.get_by_role("button", name=re.compile(r"^Insert 1 memory"))
-        chip.click()
+        assert click_chip(page).startswith("Insert 1 memory")
         # Inserted once, through the editor's own input path, with the caret left in it.
         expect(editor).to_contain_text(MEMORY)
         assert page.evaluate("() => document.activeElement.getAttribute('role')") == "textbox"
-        expect(chip).to_be_hidden()
+        wait_for(lambda: chip(page) is None, 5)
         editor.press("Enter")
 
         first = wait_for(lambda: sent(page))[0]
@@ -97,6 +94,6 @@ def test_suggest_offers_nothing_for_an_unrelated_prompt(
     editor.click()
     editor.press_sequentially(UNRELATED)
     page.wait_for_timeout(3000)
-    expect(page.get_by_role("button", name=re.compile("^Insert"))).to_have_count(0)
+    assert chip(page) is None
     editor.press("Enter")
     wait_for(lambda: sent(page) == [UNRELATED])

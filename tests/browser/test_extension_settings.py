@@ -8,7 +8,7 @@ import time
 from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenExtension
-from tests.support.browser import Stack, token
+from tests.support.browser import Stack, gateway_process, token
 from tests.support.extension import memories, send_prompt, sent, stored, wait_for
 
 
@@ -44,10 +44,20 @@ def test_options_checks_the_key_on_save(
     # The key is never shown again.
     expect(options.get_by_label("API key")).to_have_value("")
 
-    page = browser.open_site("perplexity")
-    send_prompt(page, "Which plants grow well on a north-facing balcony?")
-    with stack.client(user) as client:
-        stored(client, 2)
+    # A new URL with the key field left empty keeps the saved key, as the field says.
+    other = gateway_process(stack.memory_addr).start()
+    try:
+        options.get_by_label("Server URL").fill(other.url)
+        options.get_by_role("button", name="Save and check").click()
+        expect(result).to_have_text("Saved: connected.")
+        expect(popup.get_by_text(f"Server: {other.url}")).to_be_visible()
+
+        page = browser.open_site("perplexity")
+        send_prompt(page, "Which plants grow well on a north-facing balcony?")
+        with stack.client(user) as client:
+            stored(client, 2)
+    finally:
+        other.close()
 
 
 def test_popup_switches_a_site_off_and_pauses_everything(

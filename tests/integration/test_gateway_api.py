@@ -582,6 +582,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
         "/keys/{key_id}",
         "/healthz",
         "/readyz",
+        "/limits",
         "/.well-known/oauth-protected-resource",
         "/.well-known/oauth-protected-resource/mcp",
     }
@@ -591,7 +592,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
     }
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            public = path in ("/healthz", "/readyz") or path.startswith("/.well-known/")
+            public = path in ("/healthz", "/readyz", "/limits") or path.startswith("/.well-known/")
             expected = [] if public else [{"SupabaseBearer": []}]
             assert operation.get("security", []) == expected, (method, path)
     assert (await api.get("/docs")).status_code == 200

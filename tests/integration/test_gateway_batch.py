@@ -171,6 +171,39 @@ async def test_batch_has_its_own_body_cap(start_gateway: StartGateway, keys: Key
     assert huge.json()["detail"] == "Request body is larger than 65536 bytes"
 
 
+async def test_the_limits_a_client_keeps_to_are_stated_without_a_key(
+    start_gateway: StartGateway, api: httpx.AsyncClient, keys: Keys
+) -> None:
+    gateway = await start_gateway(max_body_bytes=2048, max_batch_body_bytes=64 * 1024)
+    async with gateway.client() as client:
+        assert (await client.get("/limits")).json() == {
+            "max_text_chars": 50_000,
+            "max_field_chars": 512,
+            "max_metadata_entries": 32,
+            "max_batch_items": 256,
+            "max_body_bytes": 2048,
+            "max_batch_body_bytes": 64 * 1024,
+        }
+
+    # What it states is what a batch holds to: at each limit stored, one past it refused.
+    stated = (await api.get("/limits")).json()
+    text, field = stated["max_text_chars"], stated["max_field_chars"]
+    items = [
+        {"prompt": "x" * text, "message_id": "at-limit"},
+        {"prompt": "y" * (text + 1), "message_id": "over-limit"},
+        {"prompt": "fits", "message_id": "m" * field},
+        {"prompt": "too long an id", "message_id": "n" * (field + 1)},
+    ]
+    auth = bearer(keys.es256(new_user()))
+    response = await api.post("/memories/batch", json={"items": items}, headers=auth)
+    assert [r["status"] for r in response.json()["results"]] == [
+        "stored",
+        "refused",
+        "stored",
+        "refused",
+    ]
+
+
 async def test_more_than_256_items_are_refused_whole(api: httpx.AsyncClient, keys: Keys) -> None:
     auth = bearer(keys.es256(new_user()))
     items = [{"prompt": f"p{n}"} for n in range(257)]

@@ -47,8 +47,8 @@ SITES = {
 }
 
 
-def site_page(site: Site, broken: bool) -> str:
-    standin = json.dumps({"site": site.id, "broken": broken})
+def site_page(site: Site, broken: bool, recent: int | None = None) -> str:
+    standin = json.dumps({"site": site.id, "broken": broken, "recent": recent})
     return (
         f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{site.name}</title>'
         f"</head><body><script>window.STANDIN = {standin};</script>"
@@ -74,6 +74,8 @@ class ExtensionBrowser:
     profile_dir: Path
     server_url: str
     broken: set[str] = field(default_factory=set)
+    # Sites that render only this many of a thread's last turns after a reload.
+    recent: dict[str, int] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)
     context: BrowserContext | None = None
@@ -128,7 +130,8 @@ class ExtensionBrowser:
                 route.fulfill(body=engine, content_type="application/javascript")
             elif route.request.resource_type == "document":
                 route.fulfill(
-                    body=site_page(site, site.id in self.broken), content_type="text/html"
+                    body=site_page(site, site.id in self.broken, self.recent.get(site.id)),
+                    content_type="text/html",
                 )
             else:
                 route.fulfill(status=404, body="")
@@ -171,6 +174,52 @@ class ExtensionBrowser:
     def storage(self) -> dict[str, Any]:
         return dict(self.worker.evaluate("() => chrome.storage.local.get(null)"))
 
+    def content_script_world(self, page: Page) -> Callable[[str, Any], Any]:
+        """A function that runs a JavaScript function, with one argument, in the extension's
+        content-script world of page (where its content scripts run) and returns its value."""
+        assert self.context is not None
+        cdp = self.context.new_cdp_session(page)
+        worlds: list[dict[str, Any]] = []
+        cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
+        cdp.send("Runtime.enable")
+        world = next(w for w in worlds if w["name"] == "Memory Layer")
+
+        def evaluate(function: str, arg: Any) -> Any:
+            answer = cdp.send(
+                "Runtime.callFunctionOn",
+                {
+                    "functionDeclaration": function,
+                    "executionContextId": world["id"],
+                    "arguments": [{"value": arg}],
+                    "awaitPromise": True,
+                    "returnByValue": True,
+                },
+            )
+            if "exceptionDetails" in answer:
+                raise RuntimeError(answer["exceptionDetails"])
+            return answer["result"]["value"]
+
+        return evaluate
+
+    def queue(self, store: str = "queue") -> list[dict[str, Any]]:
+        """The records of one of the queue's stores (queue, delivered, refused), as the
+        worker keeps them in the extension's IndexedDB; [] before it holds anything."""
+        return list(self.worker.evaluate(QUEUE_RECORDS, store))
+
+
+QUEUE_RECORDS = """(store) => new Promise((resolve, reject) => {
+    const open = indexedDB.open("memory-layer");
+    // Not made yet: leave the making to the worker, with its stores.
+    open.onupgradeneeded = () => open.transaction.abort();
+    open.onerror = () => resolve([]);
+    open.onsuccess = () => {
+        const db = open.result;
+        const all = db.transaction(store).objectStore(store).getAll();
+        all.onsuccess = () => { resolve(all.result); db.close(); };
+        all.onerror = () => reject(all.error);
+    };
+})"""
+
 
 def new_extension(
     playwright: Playwright, root: Path, server_url: str, key: str, inject: str
@@ -189,24 +238,13 @@ def new_extension(
 def content_script_reads_storage(browser: ExtensionBrowser, page: Page) -> str:
     """What the extension's content-script world in page gets when it asks for the stored
     settings."""
-    assert browser.context is not None
-    cdp = browser.context.new_cdp_session(page)
-    worlds: list[dict[str, Any]] = []
-    cdp.on("Runtime.executionContextCreated", lambda event: worlds.append(event["context"]))
-    cdp.send("Runtime.enable")
-    world = next(w for w in worlds if w["name"] == "Memory Layer")
-    answer = cdp.send(
-        "Runtime.evaluate",
-        {
-            "expression": "chrome.storage.local.get(null)"
+    return str(
+        browser.content_script_world(page)(
+            "() => chrome.storage.local.get(null)"
             ".then((v) => JSON.stringify(v), (e) => 'error: ' + e.message)",
-            "contextId": world["id"],
-            "awaitPromise": True,
-            "returnByValue": True,
-        },
+            None,
+        )
     )
-    cdp.detach()
-    return str(answer["result"]["value"])
 
 
 def send_prompt(page: Page, text: str, *, how: str = "enter") -> None:
@@ -221,6 +259,33 @@ def send_prompt(page: Page, text: str, *, how: str = "enter") -> None:
             'button[aria-label="Send prompt"], button[aria-label="Send message"], '
             'button[aria-label="Submit"]'
         ).click()
+
+
+def chip(page: Page) -> tuple[str, float, float] | None:
+    """The extension's chip as a person sees it: its accessible name and the centre of its
+    button, or None when it is not shown. Its shadow root is closed, so neither the page's
+    scripts nor Playwright's selectors reach it; the browser's accessibility tree does."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        root = cdp.send("DOM.getDocument", {"depth": 0})["root"]["nodeId"]
+        found = cdp.send("Accessibility.queryAXTree", {"nodeId": root, "role": "button"})
+        for node in found["nodes"]:
+            name = str(node.get("name", {}).get("value", ""))
+            if node.get("ignored") or not name.startswith("Insert "):
+                continue
+            box = cdp.send("DOM.getBoxModel", {"backendNodeId": node["backendDOMNodeId"]})
+            quad = box["model"]["border"]
+            return name, sum(quad[0::2]) / 4, sum(quad[1::2]) / 4
+        return None
+    finally:
+        cdp.detach()
+
+
+def click_chip(page: Page, timeout: float = 15.0) -> str:
+    """Wait for the chip and click it with the mouse, as a person does; its name."""
+    name, x, y = wait_for(lambda: chip(page), timeout, lambda: "no chip shown")
+    page.mouse.click(x, y)
+    return str(name)
 
 
 def sent(page: Page) -> list[str]:
@@ -259,12 +324,14 @@ def memories(client: httpx.Client) -> list[dict[str, Any]]:
     return list(page.json()["memories"])
 
 
-class ThrottlingServer:
-    """A stand-in for the gateway that answers the first batch with 429 and `Retry-After`, and
-    stores every later one; records when each batch came and what it held."""
+class BatchStandIn:
+    """A stand-in for the gateway's batch route: with retry_after_seconds, it answers the first
+    batch with 429 and `Retry-After`; every other batch it stores, or with `refuse`, refuses
+    item by item for that reason. Records when each batch came and what it held."""
 
-    def __init__(self, retry_after_seconds: int) -> None:
+    def __init__(self, retry_after_seconds: int = 0, refuse: str = "") -> None:
         self.retry_after = retry_after_seconds
+        self.refuse = refuse
         self.batches: list[tuple[float, int, int]] = []  # (monotonic time, items, status)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -292,21 +359,100 @@ class ThrottlingServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 items = body.get("items", [])
-                if not server.batches:
+                if not server.batches and server.retry_after:
                     server.batches.append((time.monotonic(), len(items), 429))
                     headers = {"Retry-After": str(server.retry_after)}
                     self.answer(429, {"detail": "Too many items, retry later"}, headers)
                     return
                 server.batches.append((time.monotonic(), len(items), 200))
-                results = [{"status": "stored", "id": str(uuid.uuid4())} for _ in items]
+                if server.refuse:
+                    results = [{"status": "refused", "reason": server.refuse} for _ in items]
+                else:
+                    results = [{"status": "stored", "id": str(uuid.uuid4())} for _ in items]
+                stored = sum(result["status"] == "stored" for result in results)
                 self.answer(
                     200,
-                    {"results": results, "stored": len(items), "already_present": 0, "refused": 0},
+                    {
+                        "results": results,
+                        "stored": stored,
+                        "already_present": 0,
+                        "refused": len(items) - stored,
+                    },
                 )
 
         return Handler
 
-    def __enter__(self) -> ThrottlingServer:
+    def __enter__(self) -> BatchStandIn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+class NotFoundThenForward:
+    """A loopback proxy in front of the gateway that answers 404 to every request for its first
+    `seconds` (a route not loaded yet, a path fixed a minute later) and forwards every request
+    after; records each request's (method, path, status)."""
+
+    def __init__(self, upstream: str, seconds: float) -> None:
+        self.upstream = upstream
+        self.seconds = seconds
+        self.until = 0.0
+        self.seen: list[tuple[str, str, int]] = []
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if time.monotonic() < proxy.until:
+                    status, headers, data = (
+                        404,
+                        {"Content-Type": "application/json"},
+                        b'{"detail":"Not Found"}',
+                    )
+                else:
+                    passed = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type", "accept")
+                    }
+                    answer = httpx.request(
+                        self.command,
+                        proxy.upstream + self.path,
+                        content=body,
+                        headers=passed,
+                        timeout=120,
+                    )
+                    status, data = answer.status_code, answer.content
+                    headers = {
+                        k: v
+                        for k, v in answer.headers.items()
+                        if k.lower() in ("content-type", "retry-after")
+                    }
+                proxy.seen.append((self.command, self.path, status))
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = relay
+
+        return Handler
+
+    def __enter__(self) -> NotFoundThenForward:
+        self.until = time.monotonic() + self.seconds
         self._thread.start()
         return self
 

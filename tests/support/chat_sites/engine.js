@@ -5,11 +5,13 @@
  * the button, an answer streamed in chunks under the site's streaming marker, the URL moving
  * to the conversation id, and turns rendered again after a reload.
  *
- * window.STANDIN = {site, broken}: broken renames the editor's markers (a site redesign).
+ * window.STANDIN = {site, broken, recent}: broken renames the editor's markers (a site
+ * redesign); recent, a number, renders only that many of the last turns after a reload, as the
+ * sites do with a long thread.
  */
 (() => {
   "use strict";
-  const { site, broken } = window.STANDIN;
+  const { site, broken, recent } = window.STANDIN;
   const uuid = () => crypto.randomUUID();
   const hex = () => Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
   const el = (tag, attributes = {}, text) => {
@@ -236,7 +238,8 @@
   const current = SITES.conversation(location.pathname);
   if (current) {
     setTimeout(() => {
-      for (const turn of load(current)) SITES.turn && render(turn).done();
+      const turns = load(current);
+      for (const turn of recent ? turns.slice(-recent) : turns) render(turn).done();
     }, 300);
   }
 })();
