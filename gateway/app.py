@@ -29,7 +29,6 @@ from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
 
 PROBES = frozenset({"/healthz", "/readyz"})
-BULK_PATHS = frozenset({saves.BATCH_PATH})
 PUBLIC_PATHS = PROBES | {
     "/docs",
     "/docs/oauth2-redirect",
@@ -119,7 +118,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         path_body_bytes={saves.BATCH_PATH: settings.max_batch_body_bytes},
     )
-    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS, bulk=BULK_PATHS)
+    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
     app.add_middleware(
         AuthMiddleware,
         verifier=verifier,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import threading
 import time
@@ -12,9 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from jose import jwt
 
+from gateway.api_keys import KeyGrant, KeyResolver, new_key
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
+from gateway.cursors import INVALID_CURSOR
 from memory_service.embedder import Embedder
 from tests.support.auth import (
     EXTENSION_ORIGIN,
@@ -251,6 +255,33 @@ async def test_a_flood_without_tokens_does_not_lock_out_signed_in_users_on_that_
     assert still_refused.status_code == 429
 
 
+async def test_made_up_keys_stop_costing_lookups_once_their_address_is_limited(
+    start_gateway: StartGateway, keys: Keys, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await start_gateway(rate_limit_ip="3/minute")
+    resolver: KeyResolver = gw.app.state.key_resolver
+    looked_up: list[bytes] = []
+    lookup = resolver._lookup
+
+    async def counted(digest: bytes) -> KeyGrant | None:
+        looked_up.append(digest)
+        return await lookup(digest)
+
+    monkeypatch.setattr(resolver, "_lookup", counted)
+    made = await api.post("/keys", json={"name": "real"}, headers=bearer(keys.es256(new_user())))
+    real_key = made.json()["key"]
+    async with gw.client() as client:
+        real = await client.get("/memories", headers=bearer(real_key))
+        flood = [
+            (await client.get("/memories", headers=bearer(new_key().key))).status_code
+            for _ in range(30)
+        ]
+    assert real.status_code == 200
+    assert flood == [401] * 3 + [429] * 27
+    # The real key and the three made-up keys answered 401; none after the address ran out.
+    assert len(looked_up) == 4
+
+
 async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
     start_gateway: StartGateway,
 ) -> None:
@@ -388,6 +419,46 @@ async def test_bad_input_gets_a_clear_4xx_and_stores_nothing(
 
 
 # --- the extension's flows --------------------------------------------------------------
+
+
+async def test_list_cursors_are_the_servers_own_and_a_forged_one_is_400(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    alice, bob = bearer(keys.es256(new_user())), bearer(keys.es256(new_user()))
+    items = [
+        {
+            "prompt": f"page item {n}",
+            "message_id": f"page-{n}",
+            "created_at": f"2024-0{n + 1}-01T00:00:00Z",
+        }
+        for n in range(3)
+    ]
+    saved = await api.post("/memories/batch", json={"items": items}, headers=alice)
+    assert saved.json()["stored"] == 3
+    first = (await api.get("/memories?limit=2", headers=alice)).json()
+    cursor = first["next_cursor"]
+    second = await api.get("/memories", params={"limit": 2, "cursor": cursor}, headers=alice)
+    assert second.status_code == 200
+    texts = [m["text"] for m in first["memories"] + second.json()["memories"]]
+    assert sorted(texts) == [f"page item {n}" for n in range(3)], texts
+
+    # A position memory_service would scroll ~100,000 records for, as a client could write it.
+    forged = base64.urlsafe_b64encode(b"1e18/100000").decode().rstrip("=")
+    position, _, mac = cursor.rpartition(".")
+    refused = [
+        forged,
+        f"{forged}.{mac}",
+        f"{position}.{'A' * len(mac)}",
+        position,
+        cursor + "x",
+    ]
+    for bad in refused:
+        response = await api.get("/memories", params={"cursor": bad}, headers=alice)
+        assert response.status_code == 400, bad
+        assert response.json() == {"detail": INVALID_CURSOR}
+    # A cursor is its user's: another user cannot replay it.
+    borrowed = await api.get("/memories", params={"cursor": cursor}, headers=bob)
+    assert borrowed.status_code == 400
 
 
 async def test_extension_flow_with_idempotent_saves_context_and_export(
