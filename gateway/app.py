@@ -24,7 +24,7 @@ from gateway.mcp_http import (
     mount_mcp,
 )
 from gateway.mcp_tools import create_mcp_server
-from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
+from gateway.ratelimit import ConcurrencyLimit, RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
 
@@ -103,6 +103,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.limits = limits
+    app.state.exports = ConcurrencyLimit(settings.exports_per_user)
     app.state.key_resolver = key_resolver
     install_error_handlers(app, settings.retry_after_seconds)
     for module in (saves, search, chat, memories, admin, health, well_known, keys):

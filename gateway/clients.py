@@ -4,7 +4,7 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
@@ -153,7 +153,7 @@ class MemoryClient(ServiceClient):
 
     async def export(
         self, caller: Caller, filters: schemas.Filters | None, stream_seconds: float
-    ) -> AsyncIterator[schemas.Memory]:
+    ) -> AsyncGenerator[schemas.Memory, None]:
         request = pb.ExportMemoriesRequest(filters=conv.filters_to_pb(filters))
         call = self._call(self.stub.ExportMemories, request, caller, stream_seconds)
         try:

@@ -131,6 +131,10 @@ class GatewaySettings(BaseSettings):
     the request itself (GATEWAY_RATE_LIMIT_USER): the default takes a 20,000-message history in
     about a minute.
     """
+    exports_per_user: int = Field(default=2, ge=1, le=64)
+    """GET /export streams one user may have running at once on this replica; the next gets 429
+    until one ends.
+    """
     trusted_proxies: CommaList = []
     """Comma-separated peers (addresses or CIDR ranges) whose X-Forwarded-For is believed (the
     rightmost untrusted hop is the client); otherwise the socket peer is the client. Without

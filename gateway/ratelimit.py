@@ -199,6 +199,26 @@ class RateLimits:
         return bucket_for(self.client_ip(scope))
 
 
+class ConcurrencyLimit:
+    """At most `limit` of something running at once per key, in this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[str, int] = {}
+
+    def try_acquire(self, key: str) -> bool:
+        running = self._running.get(key, 0)
+        if running >= self.limit:
+            return False
+        self._running[key] = running + 1
+        return True
+
+    def release(self, key: str) -> None:
+        running = self._running.pop(key, 0) - 1
+        if running > 0:
+            self._running[key] = running
+
+
 def too_many_requests(decision: Decision) -> JSONResponse:
     return JSONResponse({"detail": TOO_MANY_REQUESTS}, status_code=429, headers=decision.headers())
 

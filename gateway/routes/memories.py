@@ -9,12 +9,13 @@ from datetime import datetime
 from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
 
 from gateway.deps import CurrentCallerDep, MemoryClientDep, MemoryIdDep
+from gateway.ratelimit import ConcurrencyLimit
 from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage, MemoryUpdate
 from service_kit.limits import MAX_PAGE_SIZE
 
@@ -24,6 +25,7 @@ router = APIRouter(tags=["memories"])
 
 # An export streams for as long as it takes; each message must still arrive in time.
 EXPORT_TIMEOUT_SECONDS = 600.0
+TOO_MANY_EXPORTS = "Too many exports running for this user, retry when one has finished"
 
 
 def _query_filters(
@@ -98,24 +100,38 @@ async def delete_all_memories(caller: CurrentCallerDep, memory: MemoryClientDep)
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 async def export(
-    caller: CurrentCallerDep, memory: MemoryClientDep, filters: QueryFilters
+    request: Request, caller: CurrentCallerDep, memory: MemoryClientDep, filters: QueryFilters
 ) -> StreamingResponse:
-    """Everything the caller owns as NDJSON, one memory per line."""
+    """Everything the caller owns as NDJSON, one memory per line. At most
+    GATEWAY_EXPORTS_PER_USER run at once per user; the next gets 429."""
+    running: ConcurrencyLimit = request.app.state.exports
+    user_id = caller.identity.user_id
+    if not running.try_acquire(user_id):
+        retry = str(request.app.state.settings.retry_after_seconds)
+        raise HTTPException(429, TOO_MANY_EXPORTS, headers={"Retry-After": retry})
     memories = memory.export(caller, filters, EXPORT_TIMEOUT_SECONDS)
-    # Wait for the first memory so a failing service still gets a proper status code.
-    first: Memory | None = await anext(memories, None)
+    try:
+        # Wait for the first memory so a failing service still gets a proper status code.
+        first: Memory | None = await anext(memories, None)
+    except BaseException:
+        running.release(user_id)
+        raise
 
     async def lines() -> AsyncIterator[bytes]:
-        if first is None:
-            return
-        yield _ndjson(first)
+        # The slot is held until the stream ends, however it ends (a client gone included).
         try:
+            if first is None:
+                return
+            yield _ndjson(first)
             async for item in memories:
                 yield _ndjson(item)
         except grpc.aio.AioRpcError as exc:
             # Headers are gone; the truncated stream is what the client can notice.
             log.warning("export stopped early: %s", exc.code().name)
             raise
+        finally:
+            running.release(user_id)
+            await memories.aclose()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from jose import jwt
 from gateway.api_keys import KeyGrant, KeyResolver, new_key
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
 from gateway.cursors import INVALID_CURSOR
+from gateway.routes.memories import TOO_MANY_EXPORTS
 from memory_service.embedder import Embedder
 from tests.support.auth import (
     EXTENSION_ORIGIN,
@@ -459,6 +461,56 @@ async def test_list_cursors_are_the_servers_own_and_a_forged_one_is_400(
     # A cursor is its user's: another user cannot replay it.
     borrowed = await api.get("/memories", params={"cursor": cursor}, headers=bob)
     assert borrowed.status_code == 400
+
+
+async def _export_held_open(gw: Gateway, token: str) -> asyncio.StreamWriter:
+    """An export whose reader takes the headers and then reads nothing: once the socket
+    buffers are full the gateway's stream waits, still running."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = gw.url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    request = f"GET /export HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    writer.write(request.encode())
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    return writer
+
+
+async def test_a_third_concurrent_export_of_one_user_is_429(
+    start_gateway: StartGateway, keys: Keys, api: httpx.AsyncClient
+) -> None:
+    gw = await start_gateway(exports_per_user=2)
+    token = keys.es256(new_user())
+    # About 4 MB of export (labels cost no embedding), far more than socket buffers hold.
+    labels = {f"label{n}": "x" * 500 for n in range(32)}
+    for start in (0, 120):
+        items = [
+            {"prompt": f"export item {n}", "message_id": f"x{n}", "metadata": labels}
+            for n in range(start, start + 120)
+        ]
+        saved = await api.post("/memories/batch", json={"items": items}, headers=bearer(token))
+        assert saved.json()["stored"] == 120, saved.text
+    held = [await _export_held_open(gw, token) for _ in range(2)]
+    async with gw.client() as client:
+        third = await client.get("/export", headers=bearer(token))
+        other_user = await client.get("/export", headers=bearer(keys.es256(new_user())))
+        assert third.status_code == 429
+        assert third.json() == {"detail": TOO_MANY_EXPORTS}
+        assert int(third.headers["Retry-After"]) >= 1
+        assert other_user.status_code == 200
+        for writer in held:
+            writer.close()
+        # The exports whose clients left give their places back.
+        for _ in range(100):
+            again = await client.get("/export", headers=bearer(token))
+            if again.status_code != 429:
+                break
+            await asyncio.sleep(0.1)
+    assert again.status_code == 200
+    assert len(again.text.splitlines()) == 240
 
 
 async def test_extension_flow_with_idempotent_saves_context_and_export(
