@@ -14,6 +14,10 @@ MESSAGE_ID_NAMESPACE = uuid.UUID("5b8f2c1e-7d43-5a1f-9e0b-6c2d4a8f1e37")
 # Saves without one are derived from (user, kind, normalised text): saying the same thing
 # twice lands on one point.
 TEXT_NAMESPACE = uuid.UUID("0f6a7c1d-2b9e-5d4a-8c3f-71e2b5a9d604")
+# An id a client brings (a memory's id in an export) that is not already one of the user's
+# memories is scoped to the user: derived from (user, id), so whether anyone else holds the
+# id never shows, and sending it again lands on the same point.
+CLIENT_ID_NAMESPACE = uuid.UUID("9c3e5a71-4f2d-5b86-a1e0-3d7b9c2f6e48")
 
 
 class MemoryKind(enum.StrEnum):
@@ -95,3 +99,8 @@ def memory_point_id(
         return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{user_id}\x1f{message_id}"))
     key = f"{user_id}\x1f{kind.value}\x1f{normalised_text(text)}"
     return str(uuid.uuid5(TEXT_NAMESPACE, key))
+
+
+def scoped_client_id(user_id: str, client_id: str) -> str:
+    """The point id of a memory whose client brought `client_id` and does not own it yet."""
+    return str(uuid.uuid5(CLIENT_ID_NAMESPACE, f"{user_id}\x1f{client_id}"))
