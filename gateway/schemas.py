@@ -137,8 +137,8 @@ class BatchPrompt(SavePrompt):
     """A /save-prompt body in a batch, with the time it was first written (imports)."""
 
     created_at: AwareDatetime | None = None
-    # Without message_id: the id the memory had in an export; kept if it is already one of
-    # the caller's memories, otherwise scoped to the caller (the same on every retry).
+    # Without message_id: the id the memory had in an export; kept if it is the caller's
+    # own, otherwise scoped to the caller (the same on every retry).
     id: ShortText | None = None
 
 

@@ -24,7 +24,9 @@ from memory_service.models import (
     Memory,
     MemoryKind,
     MemoryPoint,
+    in_users_space,
     memory_point_id,
+    new_memory_id,
     normalised_text,
     scoped_client_id,
 )
@@ -98,12 +100,16 @@ def _uuid(value: str) -> str | None:
 
 
 def _client_id(who: Identity, value: str, owned: set[str]) -> str:
-    """Where an id the client brings points: one of the caller's memories as it is, any other
-    id scoped to the caller (taken by someone else or free, the answer is the same)."""
+    """Where an id the client brings points: an id of the caller's own (in their id space, as
+    every id they were given since ids had spaces, or one of their stored memories) as it
+    is, any other id scoped to the caller: taken by someone else or free, the answer is the
+    same."""
     client_id = _uuid(value)
     if client_id is None:
         raise _Refused(f"id {value[:64]!r} is not a UUID")
-    return client_id if client_id in owned else scoped_client_id(who.user_id, client_id)
+    if client_id in owned or in_users_space(who.user_id, client_id):
+        return client_id
+    return scoped_client_id(who.user_id, client_id)
 
 
 def _memory(who: Identity, item: BatchItem, now: datetime, owned: set[str]) -> Memory:
@@ -194,7 +200,7 @@ async def save_batch(
         p = planned.pop(memory_id)
         if _edited_since(p, memory):
             # The text's point holds a memory edited since: this text is new again.
-            p.memory.id = str(uuid.uuid4())
+            p.memory.id = new_memory_id(who.user_id)
             planned[p.memory.id] = p
             continue
         outcomes[p.index] = SaveOutcome(SaveStatus.ALREADY_PRESENT, memory)

@@ -24,6 +24,7 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
     memory_point_id,
+    new_memory_id,
     normalised_text,
 )
 from memory_service.search import search_memories
@@ -171,7 +172,7 @@ class Memories:
                 await self._seen_again(who, existing)
                 return existing
             # That memory was edited since: this text is new again, under an id of its own.
-            memory_id = str(uuid.uuid4())
+            memory_id = new_memory_id(who.user_id)
         memory = Memory(
             id=memory_id,
             user_id=who.user_id,
@@ -367,7 +368,6 @@ class Memories:
 
 
 def _check_id(memory_id: str) -> str:
-    import uuid
 
     try:
         return str(uuid.UUID(memory_id))

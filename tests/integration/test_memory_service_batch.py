@@ -93,6 +93,13 @@ async def test_two_users_each_save_an_item_with_the_same_client_id_and_neither_l
     back = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[restored]), metadata=caller(alice))
     assert back.results[0].status == pb.SAVE_STATUS_ALREADY_PRESENT
     assert back.results[0].memory.id == alices
+    # A backup restored after everything was deleted keeps the ids it had.
+    await stub.DeleteUserMemories(pb.DeleteUserMemoriesRequest(), metadata=caller(alice))
+    again = await stub.SaveMemories(
+        pb.SaveMemoriesRequest(items=[restored]), metadata=caller(alice)
+    )
+    assert again.results[0].status == pb.SAVE_STATUS_STORED
+    assert again.results[0].memory.id == alices
 
 
 async def test_an_answer_names_a_prompt_by_the_id_its_item_brought(
