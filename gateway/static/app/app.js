@@ -4,6 +4,9 @@ import { ImportError, itemsFromFile } from "/app/imports.js";
 import { loadKeys } from "/app/keys.js";
 
 const TOKEN_KEY = "memory-layer.access_token";
+// The email sign-in this tab started: a token coming back for that address was asked for.
+const PENDING_KEY = "memory-layer.sign_in_pending";
+const PENDING_MAX_MS = 60 * 60 * 1000;
 const PAGE_SIZE = 50;
 const BATCH_SIZE = 256;
 const CHART_DAYS = 30;
@@ -66,6 +69,8 @@ async function offerSupabase() {
     event.preventDefault();
     const status = $("email-status");
     const redirect = `${location.origin}/app/`;
+    const email = $("email").value.trim().toLowerCase();
+    sessionStorage.setItem(PENDING_KEY, JSON.stringify({ email, at: Date.now() }));
     status.textContent = "Sending…";
     try {
       const response = await fetch(
@@ -85,13 +90,48 @@ async function offerSupabase() {
   });
 }
 
+// Whether this tab asked for the token: it sent a sign-in link to the token's own email
+// address within the hour. Asked once: the pending sign-in is used up either way.
+function startedHere(claims) {
+  const raw = sessionStorage.getItem(PENDING_KEY);
+  sessionStorage.removeItem(PENDING_KEY);
+  if (!raw || typeof claims.email !== "string") return false;
+  try {
+    const { email, at } = JSON.parse(raw);
+    return claims.email.toLowerCase() === email && Date.now() - at < PENDING_MAX_MS;
+  } catch {
+    return false;
+  }
+}
+
+function expired(claims) {
+  return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+}
+
+// A token in a link is only taken when this tab asked for it, or once the person, shown whose
+// account it is, says so: a link someone sent them must not sign them in to another account.
+async function confirmedByPerson(token) {
+  const claims = claimsOf(token);
+  // Nothing to confirm for what signIn refuses anyway.
+  if (!claims || typeof claims.sub !== "string" || expired(claims)) return true;
+  if (startedHere(claims)) return true;
+  $("confirm-sign-in-account").textContent = claims.email || claims.sub;
+  return ask($("confirm-sign-in"));
+}
+
+function notify(message) {
+  const notice = $("dashboard-notice");
+  notice.textContent = message;
+  notice.hidden = !message;
+}
+
 async function signIn(token) {
   const claims = claimsOf(token);
   if (!claims || typeof claims.sub !== "string") {
     showSignIn("That is not an access token. Sign in again.");
     return;
   }
-  if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+  if (expired(claims)) {
     showSignIn("Your sign-in has expired. Sign in again.");
     return;
   }
@@ -568,7 +608,10 @@ function wire() {
     signIn($("token").value.trim());
     $("token").value = "";
   });
-  $("sign-out").addEventListener("click", () => showSignIn("You are signed out."));
+  $("sign-out").addEventListener("click", () => {
+    notify("");
+    showSignIn("You are signed out.");
+  });
   $("search-form").addEventListener("submit", search);
   $("search-clear").addEventListener("click", () => {
     $("search-form").reset();
@@ -589,19 +632,30 @@ function wire() {
   });
 }
 
+// What became of a sign-in link in the fragment: "none" (no link there), "handled" (taken,
+// refused or ignored) or "declined" (the person said no).
 async function fromFragment() {
   const { token, error } = takeTokenFromFragment();
+  if (!token && !error) return "none";
+  if (state.token) {
+    // Signed in: a link never swaps the session under the person.
+    notify("A sign-in link was ignored: this page is already signed in. Sign out first to use it.");
+    return "handled";
+  }
   if (error) showSignIn(`Sign-in failed: ${error}`);
-  else if (token) await signIn(token);
-  return Boolean(token || error);
+  else if (await confirmedByPerson(token)) await signIn(token);
+  else return "declined";
+  return "handled";
 }
 
 async function main() {
   wire();
   offerSupabase();
   // A sign-in link opened in a tab already showing the page changes only the fragment.
-  window.addEventListener("hashchange", fromFragment);
-  if (await fromFragment()) return;
+  window.addEventListener("hashchange", async () => {
+    if ((await fromFragment()) === "declined") showSignIn("Sign-in cancelled.");
+  });
+  if ((await fromFragment()) === "handled") return;
   const stored = sessionStorage.getItem(TOKEN_KEY);
   if (stored) await signIn(stored);
   else showSignIn("");
