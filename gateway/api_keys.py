@@ -52,6 +52,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/search"): READ_SCOPE,
     ("POST", "/context"): READ_SCOPE,
     ("GET", "/memories"): READ_SCOPE,
+    ("GET", "/memories/stats"): READ_SCOPE,
     ("GET", "/memories/{memory_id}"): READ_SCOPE,
     ("GET", "/export"): READ_SCOPE,
     ("POST", "/chat"): READ_SCOPE,

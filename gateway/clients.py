@@ -4,8 +4,9 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Self
 
 import grpc
@@ -161,6 +162,13 @@ class MemoryClient(ServiceClient):
                 yield conv.memory_from_pb(msg)
         finally:
             call.cancel()
+
+    async def user_stats(self, caller: Caller, bounds: Sequence[datetime]) -> pb.UserStats:
+        request = pb.GetUserStatsRequest()
+        for bound in bounds:
+            request.bounds.add().FromDatetime(bound)
+        reply: pb.UserStats = await self._call(self.stub.GetUserStats, request, caller)
+        return reply
 
     async def stats(self, caller: Caller) -> schemas.Stats:
         reply = await self._call(self.stub.GetStats, pb.GetStatsRequest(), caller)

@@ -8,7 +8,7 @@ exactly what they say (422 otherwise), datetimes must fall within what the store
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -271,6 +271,26 @@ class MemoryPage(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+class ProviderCount(BaseModel):
+    provider: str
+    count: int
+
+
+class DayCount(BaseModel):
+    day: date
+    count: int
+
+
+class MemoryStats(BaseModel):
+    """The caller's own figures, counted by the store without reading a memory."""
+
+    total: int
+    # Most memories first.
+    providers: list[ProviderCount]
+    # Oldest first; the last is today where the caller is.
+    per_day: list[DayCount]
 
 
 class Stats(BaseModel):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -28,7 +29,8 @@ from memory_service.models import (
     normalised_text,
 )
 from memory_service.search import search_memories
-from memory_service.store import MemoryStore, paging
+from memory_service.store import MemoryStore, ownership, paging
+from memory_service.store.interface import Range
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from service_kit.identity import Identity
 from service_kit.limits import (
@@ -66,6 +68,21 @@ class StoreStats:
     model: str
     dimension: int
     backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserStats:
+    total: int
+    # (provider, count), most memories first.
+    providers: list[tuple[str, int]]
+    # Memories created in each span between consecutive bounds.
+    span_counts: list[int]
+
+
+# Most spans one stats request counts (a year of days, with room for a leap year); most
+# providers it lists.
+MAX_STATS_SPANS = 366
+MAX_STATS_PROVIDERS = 100
 
 
 @contextmanager
@@ -365,6 +382,28 @@ class Memories:
             dimension=self.store.spec.dimension,
             backend=self.store.backend,
         )
+
+    async def user_stats(self, who: Identity, bounds: Sequence[datetime]) -> UserStats:
+        """The caller's figures from the store's counts alone: a fixed number of index lookups,
+        whatever the number of memories."""
+        if len(bounds) > MAX_STATS_SPANS + 1:
+            raise InvalidArgumentError(f"at most {MAX_STATS_SPANS + 1} span bounds")
+        if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
+            raise InvalidArgumentError("span bounds must be in increasing order")
+        tenant = ownership.tenant_conditions(who.user_id)
+        with _timed("count"):
+            total = await self.store.count_matching(tenant)
+            providers = await self.store.facet(tenant, "provider", MAX_STATS_PROVIDERS)
+            spans = [
+                await self.store.count_matching(
+                    # A span ends just before the next begins (times are stored to the
+                    # microsecond), so a memory at a bound counts once.
+                    [*tenant, Range("created_at", start.timestamp(), end.timestamp() - 1e-6)]
+                )
+                for start, end in itertools.pairwise(bounds)
+            ]
+        ranked = sorted(providers.items(), key=lambda item: (-item[1], item[0]))
+        return UserStats(total=total, providers=ranked, span_counts=spans)
 
 
 def _check_id(memory_id: str) -> str:

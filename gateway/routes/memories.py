@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
 import grpc
@@ -16,7 +16,17 @@ from pydantic import ValidationError
 
 from gateway.deps import CurrentCallerDep, MemoryClientDep, MemoryIdDep
 from gateway.ratelimit import ConcurrencyLimit
-from gateway.schemas import Deleted, Filters, Kind, Memory, MemoryPage, MemoryUpdate
+from gateway.schemas import (
+    DayCount,
+    Deleted,
+    Filters,
+    Kind,
+    Memory,
+    MemoryPage,
+    MemoryStats,
+    MemoryUpdate,
+    ProviderCount,
+)
 from service_kit.limits import MAX_PAGE_SIZE
 
 log = logging.getLogger(__name__)
@@ -25,6 +35,8 @@ router = APIRouter(tags=["memories"])
 
 # An export streams for as long as it takes; each message must still arrive in time.
 EXPORT_TIMEOUT_SECONDS = 600.0
+# Most days one overview counts, a year.
+MAX_STATS_DAYS = 366
 TOO_MANY_EXPORTS = "Too many exports running for this user, retry when one has finished"
 
 
@@ -62,6 +74,32 @@ async def list_memories(
     """One page of the caller's memories, newest first; pass `next_cursor` back as `cursor`
     for the next."""
     return await memory.list(caller, limit, cursor, filters)
+
+
+@router.get("/memories/stats", response_model=MemoryStats)
+async def memory_stats(
+    caller: CurrentCallerDep,
+    memory: MemoryClientDep,
+    days: Annotated[int, Query(ge=1, le=MAX_STATS_DAYS)] = 30,
+    utc_offset: Annotated[int, Query(ge=-14 * 60, le=14 * 60)] = 0,
+) -> MemoryStats:
+    """How many memories the caller has, per provider, and per day over the last `days`
+    days, those days as the caller counts them (`utc_offset`: minutes east of UTC). Counted
+    by the store: its cost does not grow with the number of memories."""
+    offset = timedelta(minutes=utc_offset)
+    today = (datetime.now(UTC) + offset).date()
+    first = today - timedelta(days=days - 1)
+    starts = [first + timedelta(days=n) for n in range(days + 1)]
+    bounds = [datetime.combine(day, time(), UTC) - offset for day in starts]
+    reply = await memory.user_stats(caller, bounds)
+    return MemoryStats(
+        total=reply.total,
+        providers=[ProviderCount(provider=p.provider, count=p.count) for p in reply.providers],
+        per_day=[
+            DayCount(day=day, count=count)
+            for day, count in zip(starts, reply.span_counts, strict=False)
+        ],
+    )
 
 
 @router.get("/memories/{memory_id}", response_model=Memory)

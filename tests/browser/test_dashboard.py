@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -402,12 +402,22 @@ def test_overview_counts_per_provider_and_per_day_and_admin_stats(
         save_exchange(mine, "Claude question about moons", "Many.", "claude")
         save_exchange(mine, "Another Claude question about rings", "Saturn.", "claude")
     page = watched.page
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
     open_signed_in(page, stack.sign_in_url(me))
     table = page.get_by_role("table", name="Memories per provider")
     expect(table.get_by_role("row", name="claude 4")).to_be_visible()
     expect(table.get_by_role("row", name="gemini 2")).to_be_visible()
     expect(page.get_by_text("6 in the last 30 days")).to_be_visible()
+    expect(page.get_by_text("6 memories in all.")).to_be_visible()
     expect(page.get_by_role("heading", name="Server (admin)")).to_be_hidden()
+    # Deleting one draws the overview again, from the counts, never from an export.
+    card_with(page, "Twice a day.").get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Yes, delete it").click()
+    expect(table.get_by_role("row", name="gemini 1")).to_be_visible()
+    expect(page.get_by_text("5 memories in all.")).to_be_visible()
+    assert asked.count("/memories/stats") == 2
+    assert "/export" not in asked
 
     page.get_by_role("button", name="Sign out").click()
     open_signed_in(page, stack.sign_in_url(f"admin-{me}", admin=True))

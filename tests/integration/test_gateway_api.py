@@ -10,6 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -461,6 +463,48 @@ async def test_list_cursors_are_the_servers_own_and_a_forged_one_is_400(
     # A cursor is its user's: another user cannot replay it.
     borrowed = await api.get("/memories", params={"cursor": cursor}, headers=bob)
     assert borrowed.status_code == 400
+
+
+PROVIDERS = ["claude", "claude", "gemini", "claude"]
+
+
+async def test_memory_stats_count_per_provider_and_per_day_where_the_caller_is(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    auth = bearer(keys.es256(new_user()))
+    now = datetime.now(UTC).replace(microsecond=0)
+    # 23:30 UTC yesterday is yesterday in UTC, and the next day in UTC+1.
+    late = datetime.combine(now.date() - timedelta(days=1), dt_time(23, 30), UTC)
+    times = [now, late, now - timedelta(days=2), now - timedelta(days=90)]
+    items = [
+        {"prompt": text, "provider": provider, "created_at": at.isoformat()}
+        for text, provider, at in zip("abcd", PROVIDERS, times, strict=True)
+    ]
+    saved = await api.post("/memories/batch", json={"items": items}, headers=auth)
+    assert saved.json()["stored"] == 4, saved.text
+    utc = (await api.get("/memories/stats", params={"days": 3}, headers=auth)).json()
+    assert utc["total"] == 4
+    assert utc["providers"] == [
+        {"provider": "claude", "count": 3},
+        {"provider": "gemini", "count": 1},
+    ]
+    today = now.date()
+    days = [str(today - timedelta(days=n)) for n in (2, 1, 0)]
+    assert utc["per_day"] == [
+        {"day": days[0], "count": 1},
+        {"day": days[1], "count": 1},
+        {"day": days[2], "count": 1},
+    ]
+    east = await api.get("/memories/stats", params={"days": 3, "utc_offset": 60}, headers=auth)
+    local_today = (now + timedelta(hours=1)).date()
+    local_days = [local_today - timedelta(days=n) for n in (2, 1, 0)]
+    local = [(at + timedelta(hours=1)).date() for at in times]
+    assert east.json()["per_day"] == [
+        {"day": str(day), "count": local.count(day)} for day in local_days
+    ]
+    assert sum(d["count"] for d in east.json()["per_day"]) == 3
+    refused = await api.get("/memories/stats", params={"days": 400}, headers=auth)
+    assert refused.status_code == 422
 
 
 async def _export_held_open(gw: Gateway, token: str) -> asyncio.StreamWriter:

@@ -500,23 +500,27 @@ async function importFile(event) {
 
 // --- overview ----------------------------------------------------------------------------
 
+// From the server's counts (GET /memories/stats): what it costs does not grow with the
+// number of memories, so it is drawn again after every change.
 async function loadOverview() {
-  let memories;
+  let stats;
   try {
-    const response = await api("/export");
+    const params = new URLSearchParams({
+      days: String(CHART_DAYS),
+      utc_offset: String(-new Date().getTimezoneOffset()),
+    });
+    const response = await api(`/memories/stats?${params}`);
     if (!response.ok) {
       $("overview-total").textContent = `Could not count memories: ${await detail(response)}`;
       return;
     }
-    memories = (await response.text()).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+    stats = await response.json();
   } catch (error) {
     if (error instanceof SignedOut) return;
     throw error;
   }
-  $("overview-total").textContent = `${memories.length} memories in all.`;
-  const perProvider = new Map();
-  for (const memory of memories) perProvider.set(memory.provider, (perProvider.get(memory.provider) || 0) + 1);
-  const rows = [...perProvider].sort((a, b) => b[1] - a[1]).map(([provider, count]) => {
+  $("overview-total").textContent = `${stats.total} memories in all.`;
+  const rows = stats.providers.map(({ provider, count }) => {
     const row = document.createElement("tr");
     const name = document.createElement("th");
     name.scope = "row";
@@ -527,37 +531,23 @@ async function loadOverview() {
     return row;
   });
   $("providers").tBodies[0].replaceChildren(...rows);
+  const providers = stats.providers.map((p) => p.provider);
   const select = $("provider");
   const chosen = select.value;
-  select.replaceChildren(new Option("Any", ""), ...[...perProvider.keys()].sort().map((p) => new Option(p, p)));
-  select.value = perProvider.has(chosen) ? chosen : "";
-  drawPerDay(memories);
+  select.replaceChildren(new Option("Any", ""), ...[...providers].sort().map((p) => new Option(p, p)));
+  select.value = providers.includes(chosen) ? chosen : "";
+  drawPerDay(stats.per_day);
   if (state.claims?.app_metadata?.role === "admin") loadAdminStats();
 }
 
-function localDay(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}
-
-function drawPerDay(memories) {
-  const days = [];
-  const today = new Date();
-  for (let i = CHART_DAYS - 1; i >= 0; i -= 1) {
-    days.push(localDay(new Date(today.getFullYear(), today.getMonth(), today.getDate() - i)));
-  }
-  const counts = new Map(days.map((d) => [d, 0]));
-  for (const memory of memories) {
-    const day = localDay(new Date(memory.created_at));
-    if (counts.has(day)) counts.set(day, counts.get(day) + 1);
-  }
-  const most = Math.max(1, ...counts.values());
+// perDay: [{day: "YYYY-MM-DD", count}], oldest first, days as this browser counts them.
+function drawPerDay(perDay) {
+  const most = Math.max(1, ...perDay.map((d) => d.count));
   const svg = $("per-day");
   const ns = "http://www.w3.org/2000/svg";
-  const width = 300 / CHART_DAYS;
+  const width = 300 / perDay.length;
   svg.replaceChildren(
-    ...days.map((day, i) => {
-      const count = counts.get(day);
+    ...perDay.map(({ day, count }, i) => {
       const bar = document.createElementNS(ns, "rect");
       const height = (count / most) * 96;
       bar.setAttribute("x", String(i * width + 1));
@@ -570,11 +560,11 @@ function drawPerDay(memories) {
       return bar;
     }),
   );
-  const busiest = [...counts].reduce((a, b) => (b[1] > a[1] ? b : a));
-  const recent = [...counts.values()].reduce((a, b) => a + b, 0);
+  const busiest = perDay.reduce((a, b) => (b.count > a.count ? b : a));
+  const recent = perDay.reduce((sum, d) => sum + d.count, 0);
   $("per-day-summary").textContent = recent
-    ? `${recent} in the last ${CHART_DAYS} days; most on ${busiest[0]} (${busiest[1]}).`
-    : `None in the last ${CHART_DAYS} days.`;
+    ? `${recent} in the last ${perDay.length} days; most on ${busiest.day} (${busiest.count}).`
+    : `None in the last ${perDay.length} days.`;
 }
 
 async function loadAdminStats() {
