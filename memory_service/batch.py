@@ -112,7 +112,9 @@ def _client_id(who: Identity, value: str, owned: set[str]) -> str:
     return scoped_client_id(who.user_id, client_id)
 
 
-def _memory(who: Identity, item: BatchItem, now: datetime, owned: set[str]) -> Memory:
+def _memory(
+    who: Identity, item: BatchItem, now: datetime, owned: set[str], id_key: bytes
+) -> Memory:
     new = item.new
     if item.problem:
         raise _Refused(item.problem)
@@ -130,7 +132,7 @@ def _memory(who: Identity, item: BatchItem, now: datetime, owned: set[str]) -> M
         memory_id = _client_id(who, item.id, owned)
     else:
         # As for a single save: the message id's point, or without one the text's.
-        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text)
+        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text, text_key=id_key)
     return Memory(
         id=memory_id,
         user_id=who.user_id,
@@ -185,7 +187,7 @@ async def save_batch(
     owned = await _owned_client_ids(memories, who, items)
     for index, item in enumerate(items):
         try:
-            memory = _memory(who, item, now, owned)
+            memory = _memory(who, item, now, owned, memories.id_key)
         except _Refused as exc:
             outcomes[index] = SaveOutcome(SaveStatus.REFUSED, reason=str(exc))
             continue

@@ -157,10 +157,17 @@ class Memories:
     """One user's memories, as seen through a verified identity."""
 
     def __init__(
-        self, embedder: Embedder, store: MemoryStore, *, relevance_floor: float = 0.0
+        self,
+        embedder: Embedder,
+        store: MemoryStore,
+        *,
+        id_key: bytes,
+        relevance_floor: float = 0.0,
     ) -> None:
         self.embedder = embedder
         self.store = store
+        # Keys the ids derived from text (memory_point_id).
+        self.id_key = id_key
         self.relevance_floor = relevance_floor
         self.commits = GroupCommit(store)
         self.user_writes = PerUserLimit(WRITES_PER_USER)
@@ -178,7 +185,9 @@ class Memories:
         text = _check_text(new.text)
         for name in ("provider", "conversation_id", "message_id", "url"):
             _check_field(getattr(new, name), name)
-        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text)
+        memory_id = memory_point_id(
+            who.user_id, new.message_id, new.kind, text, text_key=self.id_key
+        )
         # A retried save returns what the first one stored instead of writing again; so does
         # the same text saved again without a message id, which lands on the same point.
         existing = await self.store.get(who.user_id, memory_id)

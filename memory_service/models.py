@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import hmac
 import os
 import unicodedata
 import uuid
@@ -117,13 +118,23 @@ def _seed(*parts: str) -> bytes:
 
 
 def memory_point_id(
-    user_id: str, message_id: str, kind: MemoryKind = MemoryKind.PROMPT, text: str = ""
+    user_id: str,
+    message_id: str,
+    kind: MemoryKind = MemoryKind.PROMPT,
+    text: str = "",
+    *,
+    text_key: bytes = b"",
 ) -> str:
     """The point id for a save: stable for a client message id (UUIDv5 of user and message
-    id); without one, stable for the user, kind and normalised text, in the user's space."""
+    id); without one, stable for the user, kind and normalised text, in the user's space,
+    its seed keyed with `text_key` (the server's id key) so that nobody else can tell from an
+    id which text it stands for."""
     if message_id:
         return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{user_id}\x1f{message_id}"))
-    return user_scoped_id(user_id, _seed("text", user_id, kind.value, normalised_text(text)))
+    if not text_key:
+        raise ValueError("an id derived from text needs the server's id key")
+    said = "\x1f".join(("text", user_id, kind.value, normalised_text(text))).encode()
+    return user_scoped_id(user_id, hmac.digest(text_key, said, hashlib.sha256))
 
 
 def new_memory_id(user_id: str) -> str:

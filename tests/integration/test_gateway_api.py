@@ -741,6 +741,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
         "/chat",
         "/chat/stream",
         "/memories",
+        "/memories/stats",
         "/memories/{memory_id}",
         "/export",
         "/admin/stats",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,10 +38,12 @@ def test_a_brought_id_is_scoped_to_whoever_brings_it(alice: str, bob: str, broug
 
 
 def test_text_ids_are_the_users_own_and_message_ids_stay_uuid5() -> None:
-    text_id = memory_point_id("alice", "", MemoryKind.PROMPT, "I  like TEA")
-    assert text_id == memory_point_id("alice", "", MemoryKind.PROMPT, "i like tea")
+    key = b"models-test-id-key"
+    text_id = memory_point_id("alice", "", MemoryKind.PROMPT, "I  like TEA", text_key=key)
+    assert text_id == memory_point_id("alice", "", MemoryKind.PROMPT, "i like tea", text_key=key)
     assert in_users_space("alice", text_id) and not in_users_space("bob", text_id)
-    assert text_id != memory_point_id("alice", "", MemoryKind.RESPONSE, "i like tea")
+    with pytest.raises(ValueError, match="id key"):
+        memory_point_id("alice", "", MemoryKind.PROMPT, "i like tea")
     message = memory_point_id("alice", "m-1")
     assert uuid.UUID(message).version == 5
     assert in_users_space("alice", new_memory_id("alice"))
