@@ -3,6 +3,7 @@ times, idempotency, and the batch's own budget and body cap."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -179,6 +180,40 @@ async def test_refused_batch_requests_count_against_the_user_limit(
     assert [r.status_code for r in refused] == [403] * 3 + [429] * 5
     assert all(int(r.headers["Retry-After"]) >= 1 for r in refused[3:])
     assert [r.status_code for r in invalid] == [422] * 3 + [429] * 2
+
+
+async def test_two_users_each_save_an_item_with_the_same_id_and_neither_learns_of_the_other(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    alice, bob = bearer(keys.es256(new_user())), bearer(keys.es256(new_user()))
+    shared = str(uuid.uuid4())
+    first = await api.post(
+        "/memories/batch", json={"items": [{"prompt": "Alice's note", "id": shared}]}, headers=alice
+    )
+    second = await api.post(
+        "/memories/batch", json={"items": [{"prompt": "Bob's note", "id": shared}]}, headers=bob
+    )
+    [alices], [bobs] = first.json()["results"], second.json()["results"]
+    # The same answer either way: stored, no reason, an id of one's own.
+    assert alices["status"] == bobs["status"] == "stored"
+    assert alices["reason"] is None and bobs["reason"] is None
+    assert alices["id"] != bobs["id"]
+    assert (await api.get(f"/memories/{alices['id']}", headers=bob)).status_code == 404
+    assert (await api.get(f"/memories/{bobs['id']}", headers=alice)).status_code == 404
+    assert (await api.get(f"/memories/{alices['id']}", headers=alice)).json()["text"] == (
+        "Alice's note"
+    )
+    # Bob bringing Alice's id stores his own memory and leaves hers alone.
+    claimed = await api.post(
+        "/memories/batch",
+        json={"items": [{"prompt": "Bob claims it", "id": alices["id"]}]},
+        headers=bob,
+    )
+    [result] = claimed.json()["results"]
+    assert result["status"] == "stored" and result["id"] not in (alices["id"], bobs["id"])
+    assert (await api.get(f"/memories/{alices['id']}", headers=alice)).json()["text"] == (
+        "Alice's note"
+    )
 
 
 async def test_batch_has_its_own_body_cap(start_gateway: StartGateway, keys: Keys) -> None:
