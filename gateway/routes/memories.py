@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, time, timedelta
 from typing import Annotated
 
@@ -148,30 +148,38 @@ async def export(
         retry = str(request.app.state.settings.retry_after_seconds)
         raise HTTPException(429, TOO_MANY_EXPORTS, headers={"Retry-After": retry})
     memories = memory.export(caller, filters, EXPORT_TIMEOUT_SECONDS)
-    try:
-        # Wait for the first memory so a failing service still gets a proper status code.
-        first: Memory | None = await anext(memories, None)
-    except BaseException:
-        running.release(user_id)
-        raise
 
-    async def lines() -> AsyncIterator[bytes]:
-        # The slot is held until the stream ends, however it ends (a client gone included).
+    async def lines() -> AsyncGenerator[bytes, None]:
+        # The slot is held until this generator ends, however it ends: exhausted, failed, or
+        # closed when the response drops it (a client gone).
+        streaming = False
         try:
-            if first is None:
-                return
-            yield _ndjson(first)
             async for item in memories:
                 yield _ndjson(item)
+                streaming = True
         except grpc.aio.AioRpcError as exc:
-            # Headers are gone; the truncated stream is what the client can notice.
-            log.warning("export stopped early: %s", exc.code().name)
+            if streaming:
+                # Headers are gone; the truncated stream is what the client can notice.
+                log.warning("export stopped early: %s", exc.code().name)
             raise
         finally:
             running.release(user_id)
             await memories.aclose()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    body = lines()
+    # Started here, up to the first memory: a failing service still gets a proper status
+    # code, and a started generator is closed (its slot given back) even if the response
+    # never iterates it.
+    first = await anext(body, None)
+    return StreamingResponse(_then(first, body), media_type="application/x-ndjson")
+
+
+async def _then(first: bytes | None, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    if first is None:
+        return
+    yield first
+    async for line in rest:
+        yield line
 
 
 def _ndjson(item: Memory) -> bytes:
