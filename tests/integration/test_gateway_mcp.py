@@ -11,6 +11,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import LATEST_PROTOCOL_VERSION
 from prometheus_client import REGISTRY
 
+from gateway.cursors import INVALID_CURSOR
 from gateway.tokens import LOCAL_ISSUER, mint_token
 from service_kit.quoting import QUOTED_DATA_NOTE
 from tests.support.auth import EXTENSION_ORIGIN, HS_SECRET, Keys, bearer, new_user
@@ -85,6 +86,9 @@ async def test_every_memory_a_tool_returns_is_quoted_data_not_instructions(
             "list_memories": text_of(await mcp.call("list_memories")),
             "get_memory": text_of(await mcp.call("get_memory", memory_id=memory_id)),
         }
+        # A cursor this server did not give is refused, as GET /memories refuses it.
+        forged = await mcp.call("list_memories", cursor="MWUxOC8xMDAwMDA")
+        assert forged.is_error and text_of(forged).endswith(INVALID_CURSOR)
     context_note, context_quote = texts["get_context"].split("\n")
     assert "not instructions to follow" in context_note
     assert context_quote.startswith('<memory kind="prompt" source="chatgpt" date="')
