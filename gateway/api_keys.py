@@ -34,7 +34,8 @@ from service_kit.identity import Identity
 # A key is remembered this long after memory_service answered for it; the revocation bound.
 CACHE_SECONDS = 2.0
 # Most keys remembered at once; beyond it the cache starts over (a flood of made-up keys
-# costs memory_service lookups, which the per-address limit already bounds).
+# costs memory_service lookups only until its address is over the per-address limit: the
+# auth middleware checks that budget before any lookup).
 MAX_CACHED_KEYS = 10_000
 _KEY_CHARS = len(base64.urlsafe_b64encode(bytes(KEY_RANDOM_BYTES)).rstrip(b"="))
 _KEY_SHAPE = re.compile(rf"{KEY_PREFIX}[A-Za-z0-9_-]{{{_KEY_CHARS}}}")
@@ -49,6 +50,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/search"): READ_SCOPE,
     ("POST", "/context"): READ_SCOPE,
     ("GET", "/memories"): READ_SCOPE,
+    ("GET", "/memories/stats"): READ_SCOPE,
     ("GET", "/memories/{memory_id}"): READ_SCOPE,
     ("GET", "/export"): READ_SCOPE,
     ("POST", "/chat"): READ_SCOPE,
@@ -128,6 +130,16 @@ class KeyResolver:
         self.memory: MemoryClient | None = None
         self._cache: dict[bytes, tuple[float, KeyGrant | None]] = {}
         self._pending: dict[bytes, asyncio.Future[KeyGrant | None]] = {}
+
+    def needs_lookup(self, key: str) -> bool:
+        """Whether resolving `key` now would ask memory_service: a well-formed key neither
+        remembered nor already being looked up."""
+        if not _KEY_SHAPE.fullmatch(key):
+            return False
+        digest = key_digest(key)
+        cached = self._cache.get(digest)
+        fresh = cached is not None and cached[0] > self.clock()
+        return not fresh and digest not in self._pending
 
     async def resolve(self, key: str) -> KeyGrant | None:
         """The key's grant; None for a malformed, unknown, revoked or expired key. A failure

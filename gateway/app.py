@@ -24,13 +24,12 @@ from gateway.mcp_http import (
     mount_mcp,
 )
 from gateway.mcp_tools import create_mcp_server
-from gateway.ratelimit import RateLimits, UserRateLimitMiddleware
+from gateway.ratelimit import ConcurrencyLimit, RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
 from gateway.routes import limits as stated_limits
 
 PROBES = frozenset({"/healthz", "/readyz"})
-BULK_PATHS = frozenset({saves.BATCH_PATH})
 PUBLIC_PATHS = PROBES | {
     "/docs",
     "/docs/oauth2-redirect",
@@ -106,6 +105,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = verifier
     app.state.limits = limits
+    app.state.exports = ConcurrencyLimit(settings.exports_per_user)
     app.state.key_resolver = key_resolver
     install_error_handlers(app, settings.retry_after_seconds)
     for module in (saves, search, chat, memories, admin, health, well_known, keys, stated_limits):
@@ -121,7 +121,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         path_body_bytes={saves.BATCH_PATH: settings.max_batch_body_bytes},
     )
-    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS, bulk=BULK_PATHS)
+    app.add_middleware(UserRateLimitMiddleware, limits=limits, exempt=PUBLIC_PATHS)
     app.add_middleware(
         AuthMiddleware,
         verifier=verifier,

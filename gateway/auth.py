@@ -33,7 +33,7 @@ from gateway import metrics
 from gateway.api_keys import STATE_KEY, KeyResolver, is_api_key
 from gateway.config import GatewaySettings
 from gateway.errors import grpc_error_response
-from gateway.ratelimit import RateLimits, too_many_requests
+from gateway.ratelimit import Decision, RateLimits, too_many_requests
 from service_kit.identity import Identity, is_valid_user_id
 
 log = logging.getLogger(__name__)
@@ -398,6 +398,15 @@ class AuthMiddleware:
         scope.setdefault("state", {})[STATE_KEY] = grant
         return grant.identity
 
+    async def _lookup_refused(self, token: str, scope: Scope) -> Decision | None:
+        """An address already over its budget gets no key looked up for it (a flood of
+        made-up keys would otherwise cost memory_service a read each); a key this replica
+        remembers costs nothing and is answered as usual."""
+        if self.keys is None or not is_api_key(token) or not self.keys.needs_lookup(token):
+            return None
+        decision = await self.limits.peek(self.limits.per_ip, "ip", self.limits.ip_bucket(scope))
+        return None if decision.allowed else decision
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.probes:
             return await self.app(scope, receive, send)
@@ -405,6 +414,9 @@ class AuthMiddleware:
         if not public:
             try:
                 token = bearer_token(Headers(scope=scope).get("authorization"))
+                refused = await self._lookup_refused(token, scope)
+                if refused is not None:
+                    return await too_many_requests(refused)(scope, receive, send)
                 identity = await self._identify(token, scope)
             except AuthError as exc:
                 metrics.AUTH_FAILURES.inc()

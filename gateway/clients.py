@@ -5,7 +5,7 @@ over every address a name resolves to (headless Services in Kubernetes)."""
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway import conversions as conv
 from gateway import schemas
+from gateway.cursors import CursorSeal
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
@@ -85,6 +86,11 @@ class MemoryClient(ServiceClient):
     descriptor = MEMORY_SERVICE
     stub_type = memory_pb2_grpc.MemoryServiceStub
 
+    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout: float) -> None:
+        super().__init__(channel, service_token, timeout)
+        # The service token is the secret every gateway replica already shares.
+        self.cursors = CursorSeal(service_token)
+
     async def save_prompt(
         self, caller: Caller, body: schemas.SavePrompt, message_id: str
     ) -> schemas.Memory:
@@ -126,13 +132,18 @@ class MemoryClient(ServiceClient):
     async def list(
         self, caller: Caller, page_size: int, cursor: str, filters: schemas.Filters
     ) -> schemas.MemoryPage:
+        """One page; `cursor` is a next_cursor this client gave the same user (400 if not)."""
+        user_id = caller.identity.user_id
+        position = self.cursors.open(user_id, cursor) if cursor else ""
         request = pb.ListMemoriesRequest(
-            page_size=page_size, cursor=cursor, filters=conv.filters_to_pb(filters)
+            page_size=page_size, cursor=position, filters=conv.filters_to_pb(filters)
         )
         reply = await self._call(self.stub.ListMemories, request, caller)
         return schemas.MemoryPage(
             memories=[conv.memory_from_pb(m) for m in reply.memories],
-            next_cursor=reply.next_cursor or None,
+            next_cursor=self.cursors.seal(user_id, reply.next_cursor)
+            if reply.next_cursor
+            else None,
         )
 
     async def delete(self, caller: Caller, memory_id: str) -> None:
@@ -144,7 +155,7 @@ class MemoryClient(ServiceClient):
 
     async def export(
         self, caller: Caller, filters: schemas.Filters | None, stream_seconds: float
-    ) -> AsyncIterator[schemas.Memory]:
+    ) -> AsyncGenerator[schemas.Memory, None]:
         request = pb.ExportMemoriesRequest(filters=conv.filters_to_pb(filters))
         call = self._call(self.stub.ExportMemories, request, caller, stream_seconds)
         try:
@@ -152,6 +163,13 @@ class MemoryClient(ServiceClient):
                 yield conv.memory_from_pb(msg)
         finally:
             call.cancel()
+
+    async def user_stats(self, caller: Caller, bounds: Sequence[datetime]) -> pb.UserStats:
+        request = pb.GetUserStatsRequest()
+        for bound in bounds:
+            request.bounds.add().FromDatetime(bound)
+        reply: pb.UserStats = await self._call(self.stub.GetUserStats, request, caller)
+        return reply
 
     async def stats(self, caller: Caller) -> schemas.Stats:
         reply = await self._call(self.stub.GetStats, pb.GetStatsRequest(), caller)

@@ -127,8 +127,13 @@ class GatewaySettings(BaseSettings):
     rate_limit_chat: str = "20/minute"
     """Chat requests per user (/chat, /chat/stream), on top of the user limit."""
     rate_limit_batch_items: str = "20000/minute"
-    """Items per user through POST /memories/batch (imports, bulk clients), counted instead of
-    requests: the default takes a 20,000-message history in about a minute.
+    """Items per user through POST /memories/batch (imports, bulk clients), counted on top of
+    the request itself (GATEWAY_RATE_LIMIT_USER): the default takes a 20,000-message history in
+    about a minute.
+    """
+    exports_per_user: int = Field(default=2, ge=1, le=64)
+    """GET /export streams one user may have running at once on this replica; the next gets 429
+    until one ends.
     """
     trusted_proxies: CommaList = []
     """Comma-separated peers (addresses or CIDR ranges) whose X-Forwarded-For is believed (the

@@ -129,9 +129,16 @@ class RateLimits:
         cost: int = 1,
     ) -> tuple[bool, float, int]:
         async with asyncio.timeout(SHARED_STORAGE_TIMEOUT_SECONDS * 1.5):
-            allowed = await limiter.hit(item, scope, key, cost=cost)
+            if cost:
+                allowed = await limiter.hit(item, scope, key, cost=cost)
+            else:
+                allowed = await limiter.test(item, scope, key)
             stats = await limiter.get_window_stats(item, scope, key)
         return allowed, stats.reset_time, stats.remaining
+
+    async def peek(self, item: RateLimitItem, scope: str, key: str) -> Decision:
+        """Whether the budget has room for one more request, spending none of it."""
+        return await self.hit(item, scope, key, cost=0)
 
     async def hit(self, item: RateLimitItem, scope: str, key: str, cost: int = 1) -> Decision:
         counted = None
@@ -192,25 +199,41 @@ class RateLimits:
         return bucket_for(self.client_ip(scope))
 
 
+class ConcurrencyLimit:
+    """At most `limit` of something running at once per key, in this process."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._running: dict[str, int] = {}
+
+    def try_acquire(self, key: str) -> bool:
+        running = self._running.get(key, 0)
+        if running >= self.limit:
+            return False
+        self._running[key] = running + 1
+        return True
+
+    def release(self, key: str) -> None:
+        running = self._running.pop(key, 0) - 1
+        if running > 0:
+            self._running[key] = running
+
+
 def too_many_requests(decision: Decision) -> JSONResponse:
     return JSONResponse({"detail": TOO_MANY_REQUESTS}, status_code=429, headers=decision.headers())
 
 
 class UserRateLimitMiddleware:
-    """Runs after authentication; its headers go on every answer so clients can pace.
-    Requests without an identity were counted by address in the auth middleware. Bulk paths
-    count items against their own budget in the route instead of requests here."""
+    """Runs after authentication and before anything else looks at the request, so every
+    signed-in request counts, whatever its answer (a refused scope, an invalid body); its
+    headers go on every answer so clients can pace. Requests without an identity were
+    counted by address in the auth middleware. Bulk paths also count their items against a
+    budget of their own, in the route."""
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        limits: RateLimits,
-        exempt: frozenset[str],
-        bulk: frozenset[str] = frozenset(),
-    ) -> None:
+    def __init__(self, app: ASGIApp, limits: RateLimits, exempt: frozenset[str]) -> None:
         self.app = app
         self.limits = limits
-        self.exempt = exempt | bulk
+        self.exempt = exempt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         identity = scope.get("state", {}).get("identity")

@@ -8,7 +8,7 @@ exactly what they say (422 otherwise), datetimes must fall within what the store
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -145,7 +145,8 @@ class BatchPrompt(SavePrompt):
     """A /save-prompt body in a batch, with the time it was first written (imports)."""
 
     created_at: AwareDatetime | None = None
-    # Without message_id: the id the memory had in an export, kept if it is free.
+    # Without message_id: the id the memory had in an export; kept if it is the caller's
+    # own, otherwise scoped to the caller (the same on every retry).
     id: ShortText | None = None
 
 
@@ -290,6 +291,26 @@ class MemoryPage(BaseModel):
 
 class Deleted(BaseModel):
     deleted: int
+
+
+class ProviderCount(BaseModel):
+    provider: str
+    count: int
+
+
+class DayCount(BaseModel):
+    day: date
+    count: int
+
+
+class MemoryStats(BaseModel):
+    """The caller's own figures, counted by the store without reading a memory."""
+
+    total: int
+    # Most memories first.
+    providers: list[ProviderCount]
+    # Oldest first; the last is today where the caller is.
+    per_day: list[DayCount]
 
 
 class Stats(BaseModel):

@@ -20,6 +20,7 @@ def mint_token(
     ttl_seconds: int = 24 * 3600,
     admin: bool = False,
     now: float | None = None,
+    email: str | None = None,
 ) -> str:
     issued = int(now if now is not None else time.time())
     claims: dict[str, Any] = {
@@ -32,4 +33,6 @@ def mint_token(
     }
     if admin:
         claims["app_metadata"] = {"role": "admin"}
+    if email:
+        claims["email"] = email
     return str(jwt.encode(claims, secret, algorithm="HS256"))

@@ -205,7 +205,10 @@ def open_dashboard(
     if not webbrowser.open(link):
         console.print(f"No browser could be started; open this link:\n{link}")
         raise typer.Exit(1)
-    console.print(f"Opened the dashboard for {user} at {url.rstrip('/')}/app/.")
+    console.print(
+        f"Opened the dashboard for {user} at {url.rstrip('/')}/app/; confirm the sign-in there "
+        "(the page asks before taking any link it did not ask for)."
+    )
 
 
 app.command("import")(import_export)

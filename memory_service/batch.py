@@ -1,6 +1,7 @@
 """Saving many memories at once (imports, bulk clients): each item is checked on its own, the
-accepted ones are embedded together and written with one store update, and every item gets
-its own result, so one bad item never costs the others."""
+accepted ones are embedded together and written with one insert-only store update, and every
+item gets its own result, so one bad item never costs the others. Every id an item brings is
+read as the caller's: one of their memories, or scoped to them."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from memory_service.models import (
     Memory,
     MemoryKind,
     MemoryPoint,
+    in_users_space,
     memory_point_id,
+    new_memory_id,
     normalised_text,
+    scoped_client_id,
 )
 from memory_service.store import ownership
 from service_kit.errors import InvalidArgumentError
@@ -88,14 +92,29 @@ def check_created_at(value: datetime | None, now: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-def _own_id(value: str) -> str:
+def _uuid(value: str) -> str | None:
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise _Refused(f"id {value[:64]!r} is not a UUID") from None
+        return None
 
 
-def _memory(who: Identity, item: BatchItem, now: datetime) -> Memory:
+def _client_id(who: Identity, value: str, owned: set[str]) -> str:
+    """Where an id the client brings points: an id of the caller's own (in their id space, as
+    every id they were given since ids had spaces, or one of their stored memories) as it
+    is, any other id scoped to the caller: taken by someone else or free, the answer is the
+    same."""
+    client_id = _uuid(value)
+    if client_id is None:
+        raise _Refused(f"id {value[:64]!r} is not a UUID")
+    if client_id in owned or in_users_space(who.user_id, client_id):
+        return client_id
+    return scoped_client_id(who.user_id, client_id)
+
+
+def _memory(
+    who: Identity, item: BatchItem, now: datetime, owned: set[str], id_key: bytes
+) -> Memory:
     new = item.new
     if item.problem:
         raise _Refused(item.problem)
@@ -110,10 +129,10 @@ def _memory(who: Identity, item: BatchItem, now: datetime) -> Memory:
     if new.kind is MemoryKind.RESPONSE and not (item.prompt_id or item.prompt_message_id):
         raise _Refused("a response names its prompt: prompt_id or prompt_message_id")
     if item.id and not new.message_id:
-        memory_id = _own_id(item.id)
+        memory_id = _client_id(who, item.id, owned)
     else:
         # As for a single save: the message id's point, or without one the text's.
-        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text)
+        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text, text_key=id_key)
     return Memory(
         id=memory_id,
         user_id=who.user_id,
@@ -133,13 +152,24 @@ def _edited_since(p: _Planned, stored: Memory) -> bool:
     return content_id and normalised_text(stored.text) != normalised_text(p.memory.text)
 
 
-def _prompt_id(who: Identity, item: BatchItem) -> str:
+def _prompt_id(who: Identity, item: BatchItem, owned: set[str]) -> str:
+    """The memory id of a response's prompt, named as a client names memories: its id (as
+    the prompt's own item in a batch brings it) or its client message id."""
     if item.prompt_id:
         try:
-            return str(uuid.UUID(item.prompt_id))
-        except ValueError:
+            return _client_id(who, item.prompt_id, owned)
+        except _Refused:
             raise _Refused(f"prompt {item.prompt_id[:64]!r} not found") from None
     return memory_point_id(who.user_id, item.prompt_message_id)
+
+
+async def _owned_client_ids(memories: Memories, who: Identity, items: list[BatchItem]) -> set[str]:
+    """Which of the ids the items bring (their own, their prompts') are the caller's
+    memories already; only the caller's are looked at."""
+    values = {value for item in items for value in (item.id, item.prompt_id) if value}
+    named = sorted(filter(None, map(_uuid, values)))
+    with _timed("get"):
+        return set(await ownership.get_many(memories.store, who.user_id, named))
 
 
 async def save_batch(
@@ -154,9 +184,10 @@ async def save_batch(
     planned: dict[str, _Planned] = {}
     # Later items repeating an earlier one's id, and that earlier item's index.
     repeats: dict[int, int] = {}
+    owned = await _owned_client_ids(memories, who, items)
     for index, item in enumerate(items):
         try:
-            memory = _memory(who, item, now)
+            memory = _memory(who, item, now, owned, memories.id_key)
         except _Refused as exc:
             outcomes[index] = SaveOutcome(SaveStatus.REFUSED, reason=str(exc))
             continue
@@ -171,18 +202,12 @@ async def save_batch(
         p = planned.pop(memory_id)
         if _edited_since(p, memory):
             # The text's point holds a memory edited since: this text is new again.
-            p.memory.id = str(uuid.uuid4())
+            p.memory.id = new_memory_id(who.user_id)
             planned[p.memory.id] = p
             continue
         outcomes[p.index] = SaveOutcome(SaveStatus.ALREADY_PRESENT, memory)
-    own_ids = [p.memory.id for p in planned.values() if not p.memory.message_id and p.item.id]
-    for memory_id in await ownership.taken_ids(memories.store, own_ids):
-        # Someone else's memory: say nothing about it beyond the refusal.
-        outcomes[planned.pop(memory_id).index] = SaveOutcome(
-            SaveStatus.REFUSED, reason=f"id {memory_id} is taken"
-        )
 
-    await _link_responses(memories, who, planned, stored, outcomes)
+    await _link_responses(memories, who, planned, stored, outcomes, owned)
 
     accepted = sorted(planned.values(), key=lambda p: p.index)
     if accepted:
@@ -191,8 +216,15 @@ async def save_batch(
             MemoryPoint(p.memory, dense, memories._sparse_document(p.memory.text))
             for p, dense in zip(accepted, vectors, strict=True)
         ]
+        # Insert-only: a save that stored one of these ids since they were looked up above
+        # (a retry in flight, the same text saved alone) keeps its memory, which is then
+        # this item's answer; nothing is overwritten.
         with _timed("upsert"):
-            await memories.store.upsert(points)
+            held = await memories.store.insert_new(points)
+        for p, memory in zip(accepted, held, strict=True):
+            if memory is not p.memory:
+                outcomes[p.index] = SaveOutcome(SaveStatus.ALREADY_PRESENT, memory)
+        accepted = [p for p in accepted if outcomes[p.index] is None]
         with _timed("set_payload"):
             for p in accepted:
                 for prompt_id in p.links:
@@ -221,6 +253,7 @@ async def _link_responses(
     planned: dict[str, _Planned],
     stored: dict[str, Memory],
     outcomes: list[SaveOutcome | None],
+    owned: set[str],
 ) -> None:
     """Point each response at its prompt, in this batch or stored before; a response whose
     prompt is in neither is refused."""
@@ -229,7 +262,7 @@ async def _link_responses(
         if p.memory.kind is not MemoryKind.RESPONSE:
             continue
         try:
-            responses[memory_id] = _prompt_id(who, p.item)
+            responses[memory_id] = _prompt_id(who, p.item, owned)
         except _Refused as exc:
             outcomes[planned.pop(memory_id).index] = SaveOutcome(
                 SaveStatus.REFUSED, reason=str(exc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from service_kit.identity import Peer
@@ -36,6 +36,13 @@ class MemorySettings(ServiceSettings):
     """Longest wait for one operation on the Qdrant server before it counts as down. Well under
     the gateway's deadline (10 s), so that a read retried three times on UNAVAILABLE still
     ends as a 503 the client can retry, not a 504.
+    """
+    id_key: SecretStr | None = None
+    """Key of the ids derived from a memory's text (saves without a message id), so that
+    nobody else can tell from an id which text it stands for. Unset: the embedded store keeps
+    a random one in MEMORY_DATA_DIR (id.key); with MEMORY_QDRANT_URL set it is required, the
+    same on every replica (e.g. openssl rand -hex 32). Changing it makes the same text saved
+    again a memory of its own.
     """
     data_dir: Path = Path("./data/memory")
     """Embedded store: the directory it is persisted in. Its write-ahead logs are sparse files;
@@ -105,6 +112,14 @@ class MemorySettings(ServiceSettings):
     of a user's memories were measured at score <= 0.12, prompts about one of them at >=
     0.42. /search applies it only when asked with min_score.
     """
+
+    @model_validator(mode="after")
+    def _id_key_for_a_shared_store(self) -> MemorySettings:
+        if self.qdrant_url and not secret(self.id_key):
+            raise ValueError(
+                "MEMORY_ID_KEY must be set (the same on every replica) when MEMORY_QDRANT_URL is"
+            )
+        return self
 
     def caller_tokens(self) -> dict[str, Peer]:
         return {

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from memory_service.batch import BatchItem, SaveOutcome, SaveStatus
-from memory_service.memories import NewMemory, StoreStats
+from memory_service.memories import NewMemory, StoreStats, UserStats
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SearchFilters, SearchMode
 from protos.memory.v1 import memory_pb2 as pb
 from service_kit.errors import InvalidArgumentError
@@ -175,3 +175,11 @@ def scored_to_pb(results: list[ScoredMemory]) -> pb.SearchResponse:
 
 def stats_to_pb(stats: StoreStats) -> pb.Stats:
     return pb.Stats(**dataclasses.asdict(stats))
+
+
+def user_stats_to_pb(stats: UserStats) -> pb.UserStats:
+    return pb.UserStats(
+        total=stats.total,
+        providers=[pb.ProviderCount(provider=p, count=n) for p, n in stats.providers],
+        span_counts=stats.span_counts,
+    )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,10 +25,12 @@ from memory_service.models import (
     SearchMode,
     SparseVector,
     memory_point_id,
+    new_memory_id,
     normalised_text,
 )
 from memory_service.search import search_memories
-from memory_service.store import MemoryStore, paging
+from memory_service.store import MemoryStore, ownership, paging
+from memory_service.store.interface import Range
 from service_kit.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
 from service_kit.identity import Identity
 from service_kit.limits import (
@@ -65,6 +68,21 @@ class StoreStats:
     model: str
     dimension: int
     backend: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserStats:
+    total: int
+    # (provider, count), most memories first.
+    providers: list[tuple[str, int]]
+    # Memories created in each span between consecutive bounds.
+    span_counts: list[int]
+
+
+# Most spans one stats request counts (a year of days, with room for a leap year); most
+# providers it lists.
+MAX_STATS_SPANS = 366
+MAX_STATS_PROVIDERS = 100
 
 
 @contextmanager
@@ -139,10 +157,17 @@ class Memories:
     """One user's memories, as seen through a verified identity."""
 
     def __init__(
-        self, embedder: Embedder, store: MemoryStore, *, relevance_floor: float = 0.0
+        self,
+        embedder: Embedder,
+        store: MemoryStore,
+        *,
+        id_key: bytes,
+        relevance_floor: float = 0.0,
     ) -> None:
         self.embedder = embedder
         self.store = store
+        # Keys the ids derived from text (memory_point_id).
+        self.id_key = id_key
         self.relevance_floor = relevance_floor
         self.commits = GroupCommit(store)
         self.user_writes = PerUserLimit(WRITES_PER_USER)
@@ -160,7 +185,9 @@ class Memories:
         text = _check_text(new.text)
         for name in ("provider", "conversation_id", "message_id", "url"):
             _check_field(getattr(new, name), name)
-        memory_id = memory_point_id(who.user_id, new.message_id, new.kind, text)
+        memory_id = memory_point_id(
+            who.user_id, new.message_id, new.kind, text, text_key=self.id_key
+        )
         # A retried save returns what the first one stored instead of writing again; so does
         # the same text saved again without a message id, which lands on the same point.
         existing = await self.store.get(who.user_id, memory_id)
@@ -171,7 +198,7 @@ class Memories:
                 await self._seen_again(who, existing)
                 return existing
             # That memory was edited since: this text is new again, under an id of its own.
-            memory_id = str(uuid.uuid4())
+            memory_id = new_memory_id(who.user_id)
         memory = Memory(
             id=memory_id,
             user_id=who.user_id,
@@ -365,9 +392,30 @@ class Memories:
             backend=self.store.backend,
         )
 
+    async def user_stats(self, who: Identity, bounds: Sequence[datetime]) -> UserStats:
+        """The caller's figures from the store's counts alone: a fixed number of index lookups,
+        whatever the number of memories."""
+        if len(bounds) > MAX_STATS_SPANS + 1:
+            raise InvalidArgumentError(f"at most {MAX_STATS_SPANS + 1} span bounds")
+        if any(later <= earlier for earlier, later in itertools.pairwise(bounds)):
+            raise InvalidArgumentError("span bounds must be in increasing order")
+        tenant = ownership.tenant_conditions(who.user_id)
+        with _timed("count"):
+            total = await self.store.count_matching(tenant)
+            providers = await self.store.facet(tenant, "provider", MAX_STATS_PROVIDERS)
+            spans = [
+                await self.store.count_matching(
+                    # A span ends just before the next begins (times are stored to the
+                    # microsecond), so a memory at a bound counts once.
+                    [*tenant, Range("created_at", start.timestamp(), end.timestamp() - 1e-6)]
+                )
+                for start, end in itertools.pairwise(bounds)
+            ]
+        ranked = sorted(providers.items(), key=lambda item: (-item[1], item[0]))
+        return UserStats(total=total, providers=ranked, span_counts=spans)
+
 
 def _check_id(memory_id: str) -> str:
-    import uuid
 
     try:
         return str(uuid.UUID(memory_id))

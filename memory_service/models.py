@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import hmac
+import os
 import unicodedata
 import uuid
 from dataclasses import dataclass, field
@@ -11,9 +14,9 @@ from datetime import datetime
 # Point ids of memories saved with a client message id are derived from (user, message id),
 # so a retried save lands on the same point.
 MESSAGE_ID_NAMESPACE = uuid.UUID("5b8f2c1e-7d43-5a1f-9e0b-6c2d4a8f1e37")
-# Saves without one are derived from (user, kind, normalised text): saying the same thing
-# twice lands on one point.
-TEXT_NAMESPACE = uuid.UUID("0f6a7c1d-2b9e-5d4a-8c3f-71e2b5a9d604")
+# Every other id is in its user's own id space (see user_scoped_id).
+_USER_SPACE = b"memory-layer user id space\x1f"
+_SEED_BYTES = 8
 
 
 class MemoryKind(enum.StrEnum):
@@ -86,12 +89,60 @@ def normalised_text(text: str) -> str:
     return " ".join(unicodedata.normalize("NFC", text).casefold().split())
 
 
+def user_scoped_id(user_id: str, seed: bytes) -> str:
+    """An id in the user's own space: 8 bytes of seed, then 8 of a hash of user and seed.
+    Whether an id is in a user's space needs no store and no secret, and only that user's
+    memories are ever given one, so no id a client brings can reach another user's point,
+    and whether another user holds an id never shows."""
+    if len(seed) < _SEED_BYTES:
+        raise ValueError("an id seed is 8 bytes")
+    # Shaped as a UUIDv4 (version nibble in the seed, variant bits in the hash) before the
+    # hash is taken, so the id's own first half gives the same hash back.
+    head = bytearray(seed[:_SEED_BYTES])
+    head[6] = (head[6] & 0x0F) | 0x40
+    tail = bytearray(hashlib.sha256(_USER_SPACE + user_id.encode() + b"\x1f" + head).digest())
+    tail[0] = (tail[0] & 0x3F) | 0x80
+    return str(uuid.UUID(bytes=bytes(head + tail[:_SEED_BYTES])))
+
+
+def in_users_space(user_id: str, memory_id: str) -> bool:
+    try:
+        bytes_ = uuid.UUID(memory_id).bytes
+    except ValueError:
+        return False
+    return user_scoped_id(user_id, bytes_[:_SEED_BYTES]) == str(uuid.UUID(memory_id))
+
+
+def _seed(*parts: str) -> bytes:
+    return hashlib.sha256("\x1f".join(parts).encode()).digest()
+
+
 def memory_point_id(
-    user_id: str, message_id: str, kind: MemoryKind = MemoryKind.PROMPT, text: str = ""
+    user_id: str,
+    message_id: str,
+    kind: MemoryKind = MemoryKind.PROMPT,
+    text: str = "",
+    *,
+    text_key: bytes = b"",
 ) -> str:
-    """The point id for a save: stable for a client message id; without one, stable for the
-    user, kind and normalised text."""
+    """The point id for a save: stable for a client message id (UUIDv5 of user and message
+    id); without one, stable for the user, kind and normalised text, in the user's space,
+    its seed keyed with `text_key` (the server's id key) so that nobody else can tell from an
+    id which text it stands for."""
     if message_id:
         return str(uuid.uuid5(MESSAGE_ID_NAMESPACE, f"{user_id}\x1f{message_id}"))
-    key = f"{user_id}\x1f{kind.value}\x1f{normalised_text(text)}"
-    return str(uuid.uuid5(TEXT_NAMESPACE, key))
+    if not text_key:
+        raise ValueError("an id derived from text needs the server's id key")
+    said = "\x1f".join(("text", user_id, kind.value, normalised_text(text))).encode()
+    return user_scoped_id(user_id, hmac.digest(text_key, said, hashlib.sha256))
+
+
+def new_memory_id(user_id: str) -> str:
+    """A fresh random id in the user's space."""
+    return user_scoped_id(user_id, os.urandom(_SEED_BYTES))
+
+
+def scoped_client_id(user_id: str, client_id: str) -> str:
+    """Where an id a client brings points when it is not one of the user's own: derived from
+    user and id, in the user's space, the same every time it is brought."""
+    return user_scoped_id(user_id, _seed("client id", user_id, client_id))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -19,6 +20,7 @@ from memory_service.onnx_encoder import OnnxEncoder
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.embedded.files import replace_durably
 from memory_service.store.embedded.maintenance import StoreMaintenance
 from memory_service.store.keys import KeyStore
 from memory_service.store.keys.embedded import EmbeddedKeyStore
@@ -28,6 +30,7 @@ from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
 from service_kit.heap import freeze_startup_heap
+from service_kit.settings import secret
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,24 @@ def build_key_store(settings: MemorySettings, store: MemoryStore) -> KeyStore:
         collection = f"{settings.collection_prefix}_api_keys"
         return ServerKeyStore(store.client, collection, timeout=settings.qdrant_timeout_seconds)
     return EmbeddedKeyStore(settings.data_dir)
+
+
+ID_KEY_FILE = "id.key"
+_ID_KEY_BYTES = 32
+
+
+def load_id_key(settings: MemorySettings) -> bytes:
+    """MEMORY_ID_KEY, or the embedded store's own, made on first start (the data dir is held
+    by this process by then, so no other one makes it at the same time)."""
+    if secret(settings.id_key):
+        return secret(settings.id_key).encode()
+    path = settings.data_dir / ID_KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        key = secrets.token_bytes(_ID_KEY_BYTES)
+        replace_durably(path, key, 0o600)
+        return key
 
 
 def build_encoder(settings: MemorySettings) -> OnnxEncoder:
@@ -111,7 +132,10 @@ class MemoryServer(ServiceServer):
         await asyncio.to_thread(release_free_memory)
         self._trim_task = asyncio.create_task(release_free_memory_every(HEAP_TRIM_SECONDS))
         self.embedder, self.store = embedder, store
-        self.memories = Memories(embedder, store, relevance_floor=self.settings.relevance_floor)
+        id_key = await asyncio.to_thread(load_id_key, self.settings)
+        self.memories = Memories(
+            embedder, store, id_key=id_key, relevance_floor=self.settings.relevance_floor
+        )
         self.servicer.memories = self.memories
         self.servicer.keys = ApiKeys(key_store)
         if isinstance(store, EdgeMemoryStore) and self.settings.maintenance_interval_seconds > 0:

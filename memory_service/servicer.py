@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC
 
 import grpc
 
@@ -104,6 +105,12 @@ class MemoryServicer(KeyRpcs, memory_pb2_grpc.MemoryServiceServicer):
         filters = conv.filters_from_pb(request.filters)
         async for memory in self.memories.export(require_identity(), filters):
             yield conv.memory_to_pb(memory)
+
+    async def GetUserStats(
+        self, request: pb.GetUserStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UserStats:
+        bounds = [bound.ToDatetime(tzinfo=UTC) for bound in request.bounds]
+        return conv.user_stats_to_pb(await self.memories.user_stats(require_identity(), bounds))
 
     async def GetStats(
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext

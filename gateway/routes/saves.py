@@ -86,8 +86,9 @@ async def save_batch(
 ) -> SaveResults:
     """Save up to 256 prompts and answers at once, one result per item in order. Items are
     /save-prompt and /save-response bodies; an answer may name a prompt of the same batch by
-    its `message_id`. Items may carry `created_at`, their original time. Counted per item
-    against GATEWAY_RATE_LIMIT_BATCH_ITEMS; message ids make every item idempotent."""
+    its `message_id`. Items may carry `created_at`, their original time. Counted as a request
+    against GATEWAY_RATE_LIMIT_USER, whatever the answer, and per item against
+    GATEWAY_RATE_LIMIT_BATCH_ITEMS; message ids make every item idempotent."""
     limits: RateLimits = request.app.state.limits
     decision = await limits.hit(
         limits.per_user_batch_items, "batch", caller.identity.user_id, cost=len(body.items)

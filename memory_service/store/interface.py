@@ -152,6 +152,15 @@ class MemoryStore(abc.ABC):
     async def count_users(self) -> int: ...
 
     @abc.abstractmethod
+    async def count_matching(self, conditions: list[Condition]) -> int:
+        """Points that meet the conditions, counted exactly from the indexes."""
+
+    @abc.abstractmethod
+    async def facet(self, conditions: list[Condition], key: str, limit: int) -> dict[str, int]:
+        """How many points that meet the conditions hold each value of the indexed keyword
+        field `key`: the `limit` most common values, counted exactly."""
+
+    @abc.abstractmethod
     async def delete(self, user_id: str, memory_id: str) -> bool: ...
 
     @abc.abstractmethod

@@ -91,12 +91,3 @@ async def get_many(
         return {}
     found = await fetch(store, memory_ids, user_id)
     return {i: memory for i, memory in found.items() if memory.user_id == user_id}
-
-
-async def taken_ids(store: MemoryStore, memory_ids: Sequence[str]) -> set[str]:
-    """Which of memory_ids any user's memory already has. The one read whose answer is
-    not scoped to a user: a save that brings its own id must not land on someone else's
-    point, and only the ids come back."""
-    if not memory_ids:
-        return set()
-    return set(await fetch(store, memory_ids))

@@ -275,6 +275,20 @@ class ServerMemoryStore(interface.MemoryStore):
         return int(result.count)
 
     @_translated
+    async def count_matching(self, conditions: list[interface.Condition]) -> int:
+        result = await self.client.count(self.name, count_filter=_filter(conditions), exact=True)
+        return int(result.count)
+
+    @_translated
+    async def facet(
+        self, conditions: list[interface.Condition], key: str, limit: int
+    ) -> dict[str, int]:
+        response = await self.client.facet(
+            self.name, key=key, facet_filter=_filter(conditions), limit=limit, exact=True
+        )
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    @_translated
     async def count_users(self) -> int:
         response = await self.client.facet(self.name, key="user_id", limit=1_000_000, exact=False)
         return len(response.hits)

@@ -10,7 +10,7 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -20,10 +20,12 @@ from memory_layer_cli.importing import ExportItems
 from tests.support.browser import (
     ANON_KEY,
     SCREENSHOT,
+    SIGN_IN_DIALOG,
     Stack,
     Watched,
     expired_token,
     forged_token,
+    open_signed_in,
     token,
     watch,
 )
@@ -87,7 +89,7 @@ def test_sign_in_by_fragment_shows_my_memories_and_never_anothers(
         save_exchange(mine, "Which trail runs along the Douro river?", "The Ecovia do Douro.")
         save_exchange(theirs, "Private note of someone else about their passport", "Noted.")
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
 
     expect(card_with(page, "Douro river")).to_have_count(1)
     assert "access_token" not in page.url
@@ -114,11 +116,50 @@ def test_an_expired_or_refused_token_sends_the_person_back_to_sign_in(
     expect(page.get_by_role("alert")).to_contain_text("expired")
     assert "access_token" not in page.url
 
-    page.goto(f"{stack.url}/app/#access_token={forged_token(user())}")
+    open_signed_in(page, f"{stack.url}/app/#access_token={forged_token(user())}")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     expect(page.get_by_role("alert")).to_contain_text("refused")
     assert page.evaluate("sessionStorage.length") == 0
     assert watched.foreign == []
+
+
+def test_a_link_with_someone_elses_token_signs_in_only_once_the_person_confirms(
+    stack: Stack, watched: Watched
+) -> None:
+    victim, attacker = user(), user()
+    with stack.client(attacker) as theirs:
+        save_exchange(theirs, "Attacker's planted note about a bank", "Noted.")
+    page = watched.page
+    # A link someone sent: the page does not sign in, and says whose account it would be.
+    page.goto(f"{stack.url}/app/#access_token={token(attacker)}")
+    dialog = page.get_by_role("dialog", name=SIGN_IN_DIALOG)
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text(attacker)
+    assert "access_token" not in page.url
+    assert page.evaluate("sessionStorage.length") == 0
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    expect(page.get_by_text("planted note")).to_have_count(0)
+    assert page.evaluate("sessionStorage.length") == 0
+
+    # Signed in as themselves, a link arriving by a fragment change swaps nothing.
+    with stack.client(victim) as mine:
+        save_exchange(mine, "My own note about the allotment", "Noted.")
+    open_signed_in(page, stack.sign_in_url(victim))
+    expect(card_with(page, "allotment")).to_have_count(1)
+    mine_stored = page.evaluate("sessionStorage.getItem('memory-layer.access_token')")
+    page.evaluate(f"location.hash = 'access_token={token(attacker)}'")
+    expect(page.get_by_role("alert")).to_contain_text("already signed in")
+    expect(dialog).to_be_hidden()
+    assert "access_token" not in page.url
+    assert page.evaluate("sessionStorage.getItem('memory-layer.access_token')") == mine_stored
+    expect(card_with(page, "allotment")).to_have_count(1)
+    expect(page.get_by_text("planted note")).to_have_count(0)
+    # A reload keeps the person's own session.
+    page.reload()
+    expect(card_with(page, "allotment")).to_have_count(1)
+    expect(page.get_by_text("planted note")).to_have_count(0)
+    watched.assert_clean()
 
 
 def test_the_timeline_pages_newest_first_until_all_are_shown(
@@ -130,7 +171,7 @@ def test_the_timeline_pages_newest_first_until_all_are_shown(
             saved = mine.post("/save-prompt", json={"prompt": f"Numbered note {n:02d}"})
             assert saved.status_code == 200, saved.text
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(page.get_by_text("50 memories shown.")).to_be_visible()
     # Scrolling to the end of the list loads the next page.
     page.get_by_role("button", name="Load more").scroll_into_view_if_needed()
@@ -149,7 +190,7 @@ def test_search_finds_a_memory_by_a_word_in_it_with_its_score(
         save_exchange(mine, "How long should sourdough proof overnight?", "About 12 hours cold.")
         save_exchange(mine, "Best way to learn Rust ownership?", "Read the book.", "claude")
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(cards(page)).to_have_count(4)
 
     page.get_by_role("searchbox").fill("sourdough")
@@ -178,7 +219,7 @@ def test_edit_changes_a_memory_and_search_finds_the_new_text(
     with stack.client(me) as mine:
         edited = save_exchange(mine, "My gym locker is number 118", "Noted.")
         page = watched.page
-        page.goto(stack.sign_in_url(me))
+        open_signed_in(page, stack.sign_in_url(me))
         card = card_with(page, "locker is number 118")
         expect(card).to_have_count(1)
 
@@ -215,7 +256,7 @@ def test_delete_removes_a_memory_after_confirmation(stack: Stack, watched: Watch
         doomed = save_exchange(mine, "Forget my old locker code 4512", "Forgotten.")
         save_exchange(mine, "Keep the bicycle shop address", "Kept.")
         page = watched.page
-        page.goto(stack.sign_in_url(me))
+        open_signed_in(page, stack.sign_in_url(me))
         card = card_with(page, "locker code")
         expect(card).to_have_count(1)
 
@@ -246,7 +287,7 @@ def test_delete_all_needs_the_typed_phrase_and_empties_the_timeline(
         for n in range(3):
             save_exchange(mine, f"Grocery list number {n}", f"Milk and {n} eggs.")
         page = watched.page
-        page.goto(stack.sign_in_url(me))
+        open_signed_in(page, stack.sign_in_url(me))
         expect(cards(page)).to_have_count(6)
 
         page.get_by_role("button", name="Delete all my memories").click()
@@ -279,7 +320,7 @@ def test_export_downloads_every_memory_as_ndjson(
         }
     assert len(expected) == 8
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(cards(page)).to_have_count(8)
 
     with page.expect_download() as download_info:
@@ -310,7 +351,7 @@ def test_import_of_an_export_shows_progress_and_the_memories_appear(
         }
         assert mine.delete("/memories").json() == {"deleted": 4}
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(page.get_by_text("No memories yet.")).to_be_visible()
 
     upload = page.get_by_label("Import a ChatGPT or Claude conversations.json, or an NDJSON export")
@@ -361,14 +402,25 @@ def test_overview_counts_per_provider_and_per_day_and_admin_stats(
         save_exchange(mine, "Claude question about moons", "Many.", "claude")
         save_exchange(mine, "Another Claude question about rings", "Saturn.", "claude")
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(urlsplit(request.url).path))
+    open_signed_in(page, stack.sign_in_url(me))
     table = page.get_by_role("table", name="Memories per provider")
     expect(table.get_by_role("row", name="claude 4")).to_be_visible()
     expect(table.get_by_role("row", name="gemini 2")).to_be_visible()
     expect(page.get_by_text("6 in the last 30 days")).to_be_visible()
+    expect(page.get_by_text("6 memories in all.")).to_be_visible()
     expect(page.get_by_role("heading", name="Server (admin)")).to_be_hidden()
+    # Deleting one draws the overview again, from the counts, never from an export.
+    card_with(page, "Twice a day.").get_by_role("button", name="Delete").click()
+    page.get_by_role("button", name="Yes, delete it").click()
+    expect(table.get_by_role("row", name="gemini 1")).to_be_visible()
+    expect(page.get_by_text("5 memories in all.")).to_be_visible()
+    assert asked.count("/memories/stats") == 2
+    assert "/export" not in asked
 
-    page.goto(stack.sign_in_url(f"admin-{me}", admin=True))
+    page.get_by_role("button", name="Sign out").click()
+    open_signed_in(page, stack.sign_in_url(f"admin-{me}", admin=True))
     expect(page.get_by_role("heading", name="Server (admin)")).to_be_visible()
     expect(page.get_by_text("Memories (all users)")).to_be_visible()
     watched.assert_clean()
@@ -379,7 +431,7 @@ def test_a_360px_phone_has_no_horizontal_scroll(stack: Stack, phone: Watched) ->
     with stack.client(me) as mine:
         save_exchange(mine, "A long unbroken word " + "x" * 300, "And a short answer.")
     page = phone.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(cards(page)).to_have_count(2)
     assert page.evaluate("window.innerWidth") == 360
     assert no_horizontal_scroll(page)
@@ -393,7 +445,7 @@ def test_keyboard_reaches_search_and_a_cards_buttons(stack: Stack, watched: Watc
     with stack.client(me) as mine:
         save_exchange(mine, "Keyboard only person asks about tabs", "Tab moves focus.")
     page = watched.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(cards(page)).to_have_count(2)
     page.keyboard.press("Tab")
     expect(page.get_by_role("link", name="Skip to content")).to_be_focused()
@@ -481,7 +533,7 @@ def test_screenshot_of_the_dashboard(
         )
     page = watched.page
     page.set_viewport_size({"width": 1100, "height": 1400})
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(cards(page)).to_have_count(6)
     page.get_by_role("searchbox").fill("Lisbon")
     page.get_by_role("button", name="Search", exact=True).click()
@@ -525,12 +577,25 @@ def test_supabase_email_sign_in_comes_back_signed_in(
         redirect = parse_qs(sent.query)["redirect_to"]
         assert redirect == [f"{stack.url}/app/"]
         # What the link in the email does: Supabase redirects with the session in the fragment.
+        # The sign-in this tab started comes back for the address it was sent to: no question.
         page.goto(
-            f"{redirect[0]}#access_token={token(me)}&expires_in=3600"
-            "&refresh_token=r&token_type=bearer&type=magiclink"
+            f"{redirect[0]}#access_token={token(me, email='person@example.test')}"
+            "&expires_in=3600&refresh_token=r&token_type=bearer&type=magiclink"
         )
         expect(card_with(page, "Supabase project ref")).to_have_count(1)
+        expect(page.get_by_role("dialog", name=SIGN_IN_DIALOG)).to_be_hidden()
         assert page.url == f"{stack.url}/app/"
+        page.get_by_role("button", name="Sign out").click()
+
+        # A link for another address, even after a sign-in was started, is asked about.
+        page.get_by_label("Email").fill("person@example.test")
+        page.get_by_role("button", name="Send me a sign-in link").click()
+        expect(page.get_by_text("Check your inbox")).to_be_visible()
+        page.goto(f"{redirect[0]}#access_token={token(user(), email='other@example.test')}")
+        dialog = page.get_by_role("dialog", name=SIGN_IN_DIALOG)
+        expect(dialog).to_contain_text("other@example.test")
+        dialog.get_by_role("button", name="Cancel").click()
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
         watched.assert_clean()
 
 

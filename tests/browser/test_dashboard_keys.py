@@ -10,7 +10,7 @@ import uuid
 import httpx
 from playwright.sync_api import expect
 
-from tests.support.browser import Stack, Watched
+from tests.support.browser import Stack, Watched, open_signed_in
 
 
 def _post(stack: Stack, path: str, key: str, body: dict[str, str]) -> int:
@@ -22,7 +22,7 @@ def test_create_a_key_shown_once_list_it_and_revoke_it(stack: Stack, watched: Wa
     me = f"person-{uuid.uuid4().hex[:8]}"
     page = watched.page
     page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.url)
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     page.get_by_role("link", name="API keys").click()
     keys = page.get_by_role("region", name="API keys")
     expect(keys.get_by_text("No keys yet.")).to_be_visible()
@@ -83,7 +83,7 @@ def test_keys_fit_a_phone_screen(stack: Stack, phone: Watched) -> None:
         made = mine.post("/keys", json={"name": "A rather long name for a key " * 3})
         assert made.status_code == 201
     page = phone.page
-    page.goto(stack.sign_in_url(me))
+    open_signed_in(page, stack.sign_in_url(me))
     expect(page.get_by_role("list", name="Your API keys").get_by_role("article")).to_have_count(1)
     assert page.evaluate(
         "document.documentElement.scrollWidth <= document.documentElement.clientWidth"

@@ -4,17 +4,25 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from jose import jwt
 
+from gateway.api_keys import KeyGrant, KeyResolver, new_key
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
+from gateway.cursors import INVALID_CURSOR
+from gateway.routes.memories import TOO_MANY_EXPORTS
 from memory_service.embedder import Embedder
 from tests.support.auth import (
     EXTENSION_ORIGIN,
@@ -251,6 +259,33 @@ async def test_a_flood_without_tokens_does_not_lock_out_signed_in_users_on_that_
     assert still_refused.status_code == 429
 
 
+async def test_made_up_keys_stop_costing_lookups_once_their_address_is_limited(
+    start_gateway: StartGateway, keys: Keys, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gw = await start_gateway(rate_limit_ip="3/minute")
+    resolver: KeyResolver = gw.app.state.key_resolver
+    looked_up: list[bytes] = []
+    lookup = resolver._lookup
+
+    async def counted(digest: bytes) -> KeyGrant | None:
+        looked_up.append(digest)
+        return await lookup(digest)
+
+    monkeypatch.setattr(resolver, "_lookup", counted)
+    made = await api.post("/keys", json={"name": "real"}, headers=bearer(keys.es256(new_user())))
+    real_key = made.json()["key"]
+    async with gw.client() as client:
+        real = await client.get("/memories", headers=bearer(real_key))
+        flood = [
+            (await client.get("/memories", headers=bearer(new_key().key))).status_code
+            for _ in range(30)
+        ]
+    assert real.status_code == 200
+    assert flood == [401] * 3 + [429] * 27
+    # The real key and the three made-up keys answered 401; none after the address ran out.
+    assert len(looked_up) == 4
+
+
 async def test_forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy(
     start_gateway: StartGateway,
 ) -> None:
@@ -388,6 +423,138 @@ async def test_bad_input_gets_a_clear_4xx_and_stores_nothing(
 
 
 # --- the extension's flows --------------------------------------------------------------
+
+
+async def test_list_cursors_are_the_servers_own_and_a_forged_one_is_400(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    alice, bob = bearer(keys.es256(new_user())), bearer(keys.es256(new_user()))
+    items = [
+        {
+            "prompt": f"page item {n}",
+            "message_id": f"page-{n}",
+            "created_at": f"2024-0{n + 1}-01T00:00:00Z",
+        }
+        for n in range(3)
+    ]
+    saved = await api.post("/memories/batch", json={"items": items}, headers=alice)
+    assert saved.json()["stored"] == 3
+    first = (await api.get("/memories?limit=2", headers=alice)).json()
+    cursor = first["next_cursor"]
+    second = await api.get("/memories", params={"limit": 2, "cursor": cursor}, headers=alice)
+    assert second.status_code == 200
+    texts = [m["text"] for m in first["memories"] + second.json()["memories"]]
+    assert sorted(texts) == [f"page item {n}" for n in range(3)], texts
+
+    # A position memory_service would scroll ~100,000 records for, as a client could write it.
+    forged = base64.urlsafe_b64encode(b"1e18/100000").decode().rstrip("=")
+    position, _, mac = cursor.rpartition(".")
+    refused = [
+        forged,
+        f"{forged}.{mac}",
+        f"{position}.{'A' * len(mac)}",
+        position,
+        cursor + "x",
+    ]
+    for bad in refused:
+        response = await api.get("/memories", params={"cursor": bad}, headers=alice)
+        assert response.status_code == 400, bad
+        assert response.json() == {"detail": INVALID_CURSOR}
+    # A cursor is its user's: another user cannot replay it.
+    borrowed = await api.get("/memories", params={"cursor": cursor}, headers=bob)
+    assert borrowed.status_code == 400
+
+
+PROVIDERS = ["claude", "claude", "gemini", "claude"]
+
+
+async def test_memory_stats_count_per_provider_and_per_day_where_the_caller_is(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    auth = bearer(keys.es256(new_user()))
+    now = datetime.now(UTC).replace(microsecond=0)
+    # 23:30 UTC yesterday is yesterday in UTC, and the next day in UTC+1.
+    late = datetime.combine(now.date() - timedelta(days=1), dt_time(23, 30), UTC)
+    times = [now, late, now - timedelta(days=2), now - timedelta(days=90)]
+    items = [
+        {"prompt": text, "provider": provider, "created_at": at.isoformat()}
+        for text, provider, at in zip("abcd", PROVIDERS, times, strict=True)
+    ]
+    saved = await api.post("/memories/batch", json={"items": items}, headers=auth)
+    assert saved.json()["stored"] == 4, saved.text
+    utc = (await api.get("/memories/stats", params={"days": 3}, headers=auth)).json()
+    assert utc["total"] == 4
+    assert utc["providers"] == [
+        {"provider": "claude", "count": 3},
+        {"provider": "gemini", "count": 1},
+    ]
+    today = now.date()
+    days = [str(today - timedelta(days=n)) for n in (2, 1, 0)]
+    assert utc["per_day"] == [
+        {"day": days[0], "count": 1},
+        {"day": days[1], "count": 1},
+        {"day": days[2], "count": 1},
+    ]
+    east = await api.get("/memories/stats", params={"days": 3, "utc_offset": 60}, headers=auth)
+    local_today = (now + timedelta(hours=1)).date()
+    local_days = [local_today - timedelta(days=n) for n in (2, 1, 0)]
+    local = [(at + timedelta(hours=1)).date() for at in times]
+    assert east.json()["per_day"] == [
+        {"day": str(day), "count": local.count(day)} for day in local_days
+    ]
+    assert sum(d["count"] for d in east.json()["per_day"]) == 3
+    refused = await api.get("/memories/stats", params={"days": 400}, headers=auth)
+    assert refused.status_code == 422
+
+
+async def _export_held_open(gw: Gateway, token: str) -> asyncio.StreamWriter:
+    """An export whose reader takes the headers and then reads nothing: once the socket
+    buffers are full the gateway's stream waits, still running."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    host, port = gw.url.removeprefix("http://").split(":")
+    await asyncio.get_running_loop().sock_connect(sock, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=sock, limit=4096)
+    request = f"GET /export HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    writer.write(request.encode())
+    status = await reader.readline()
+    assert status.startswith(b"HTTP/1.1 200"), status
+    return writer
+
+
+async def test_a_third_concurrent_export_of_one_user_is_429(
+    start_gateway: StartGateway, keys: Keys, api: httpx.AsyncClient
+) -> None:
+    gw = await start_gateway(exports_per_user=2)
+    token = keys.es256(new_user())
+    # About 4 MB of export (labels cost no embedding), far more than socket buffers hold.
+    labels = {f"label{n}": "x" * 500 for n in range(32)}
+    for start in (0, 120):
+        items = [
+            {"prompt": f"export item {n}", "message_id": f"x{n}", "metadata": labels}
+            for n in range(start, start + 120)
+        ]
+        saved = await api.post("/memories/batch", json={"items": items}, headers=bearer(token))
+        assert saved.json()["stored"] == 120, saved.text
+    held = [await _export_held_open(gw, token) for _ in range(2)]
+    async with gw.client() as client:
+        third = await client.get("/export", headers=bearer(token))
+        other_user = await client.get("/export", headers=bearer(keys.es256(new_user())))
+        assert third.status_code == 429
+        assert third.json() == {"detail": TOO_MANY_EXPORTS}
+        assert int(third.headers["Retry-After"]) >= 1
+        assert other_user.status_code == 200
+        for writer in held:
+            writer.close()
+        # The exports whose clients left give their places back.
+        for _ in range(100):
+            again = await client.get("/export", headers=bearer(token))
+            if again.status_code != 429:
+                break
+            await asyncio.sleep(0.1)
+    assert again.status_code == 200
+    assert len(again.text.splitlines()) == 240
 
 
 async def test_extension_flow_with_idempotent_saves_context_and_export(
@@ -574,6 +741,7 @@ async def test_probes_and_docs_need_no_token_and_metrics_are_not_on_the_api_port
         "/chat",
         "/chat/stream",
         "/memories",
+        "/memories/stats",
         "/memories/{memory_id}",
         "/export",
         "/admin/stats",

@@ -3,6 +3,7 @@ times, idempotency, and the batch's own budget and body cap."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -142,12 +143,11 @@ async def test_single_saves_do_not_take_created_at(api: httpx.AsyncClient, keys:
 async def test_batch_items_count_against_their_own_budget(
     start_gateway: StartGateway, keys: Keys
 ) -> None:
-    gateway = await start_gateway(rate_limit_batch_items="5/minute", rate_limit_user="1/minute")
+    gateway = await start_gateway(rate_limit_batch_items="5/minute", rate_limit_user="10/minute")
     auth = bearer(keys.es256(new_user()))
     items = [{"prompt": f"budget item {n}", "message_id": f"b{n}"} for n in range(3)]
     async with gateway.client() as client:
         first = await client.post("/memories/batch", json={"items": items}, headers=auth)
-        # A second request would be over the per-user request limit; batches do not use it.
         second = await client.post("/memories/batch", json={"items": items[:2]}, headers=auth)
         third = await client.post("/memories/batch", json={"items": items[:1]}, headers=auth)
     assert first.status_code == 200, first.text
@@ -155,6 +155,65 @@ async def test_batch_items_count_against_their_own_budget(
     assert second.status_code == 200
     assert third.status_code == 429
     assert int(third.headers["Retry-After"]) >= 1
+
+
+async def test_refused_batch_requests_count_against_the_user_limit(
+    start_gateway: StartGateway, keys: Keys, api: httpx.AsyncClient
+) -> None:
+    gateway = await start_gateway(rate_limit_user="3/minute")
+    owner = new_user()
+    created = await api.post(
+        "/keys", json={"name": "reader", "scopes": ["read"]}, headers=bearer(keys.es256(owner))
+    )
+    read_only = bearer(created.json()["key"])
+    items = [{"prompt": "refused for its scope", "message_id": "scope-1"}]
+    async with gateway.client() as client:
+        refused = [
+            (await client.post("/memories/batch", json={"items": items}, headers=read_only))
+            for _ in range(8)
+        ]
+        invalid_user = bearer(keys.es256(new_user()))
+        invalid = [
+            (await client.post("/memories/batch", json={"items": []}, headers=invalid_user))
+            for _ in range(5)
+        ]
+    assert [r.status_code for r in refused] == [403] * 3 + [429] * 5
+    assert all(int(r.headers["Retry-After"]) >= 1 for r in refused[3:])
+    assert [r.status_code for r in invalid] == [422] * 3 + [429] * 2
+
+
+async def test_two_users_each_save_an_item_with_the_same_id_and_neither_learns_of_the_other(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    alice, bob = bearer(keys.es256(new_user())), bearer(keys.es256(new_user()))
+    shared = str(uuid.uuid4())
+    first = await api.post(
+        "/memories/batch", json={"items": [{"prompt": "Alice's note", "id": shared}]}, headers=alice
+    )
+    second = await api.post(
+        "/memories/batch", json={"items": [{"prompt": "Bob's note", "id": shared}]}, headers=bob
+    )
+    [alices], [bobs] = first.json()["results"], second.json()["results"]
+    # The same answer either way: stored, no reason, an id of one's own.
+    assert alices["status"] == bobs["status"] == "stored"
+    assert alices["reason"] is None and bobs["reason"] is None
+    assert alices["id"] != bobs["id"]
+    assert (await api.get(f"/memories/{alices['id']}", headers=bob)).status_code == 404
+    assert (await api.get(f"/memories/{bobs['id']}", headers=alice)).status_code == 404
+    assert (await api.get(f"/memories/{alices['id']}", headers=alice)).json()["text"] == (
+        "Alice's note"
+    )
+    # Bob bringing Alice's id stores his own memory and leaves hers alone.
+    claimed = await api.post(
+        "/memories/batch",
+        json={"items": [{"prompt": "Bob claims it", "id": alices["id"]}]},
+        headers=bob,
+    )
+    [result] = claimed.json()["results"]
+    assert result["status"] == "stored" and result["id"] not in (alices["id"], bobs["id"])
+    assert (await api.get(f"/memories/{alices['id']}", headers=alice)).json()["text"] == (
+        "Alice's note"
+    )
 
 
 async def test_batch_has_its_own_body_cap(start_gateway: StartGateway, keys: Keys) -> None:

@@ -113,7 +113,7 @@ async def test_an_export_imported_into_a_fresh_instance_gives_the_same_memories(
         headers=auth,
     )
     assert batch.json()["stored"] == 2, batch.text
-    # Saved without message ids: their ids are random, and must survive the trip too.
+    # Saved without message ids: their ids are their user's own, and survive the trip too.
     lone = await api.post("/save-prompt", json={"prompt": "Pack an umbrella"}, headers=auth)
     reply = await api.post(
         "/save-response",

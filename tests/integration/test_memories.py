@@ -22,7 +22,7 @@ ALICE = Identity("alice")
 async def memories(embedder: Embedder, tmp_path: Path) -> AsyncIterator[Memories]:
     store = EdgeMemoryStore(tmp_path, CollectionSpec(embedder.model_name, embedder.dimension))
     await store.open()
-    yield Memories(embedder, store, relevance_floor=0.3)
+    yield Memories(embedder, store, id_key=b"memories-test-id-key", relevance_floor=0.3)
     await store.close()
 
 

@@ -1,5 +1,5 @@
 """SaveMemories over real gRPC against the real model and embedded store: one store write per
-batch, ids brought from an export kept unless taken, and refusals that stay per item."""
+batch, ids brought from an export scoped to their user, and refusals that stay per item."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from memory_service import metrics
+from memory_service.models import scoped_client_id
 from memory_service.server import MemoryServer
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
@@ -53,23 +54,76 @@ async def test_a_batch_is_embedded_and_written_once(
     assert found.results[0].memory.message_id == "g7"
 
 
-async def test_an_exported_id_is_kept_unless_another_user_has_it(
+async def test_two_users_each_save_an_item_with_the_same_client_id_and_neither_learns_of_the_other(
     stub: memory_pb2_grpc.MemoryServiceStub,
 ) -> None:
     alice, bob = new_user(), new_user()
-    own = str(uuid.uuid4())
-    item = pb.SaveItem(text="Saved without a message id", id=own)
+    client_id = str(uuid.uuid4())
+    item = pb.SaveItem(text="Saved without a message id", id=client_id)
     first = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(alice))
     assert first.results[0].status == pb.SAVE_STATUS_STORED
-    assert first.results[0].memory.id == own
+    alices = first.results[0].memory.id
+    # The id is scoped to its user; what it maps to needs nobody else's memories to compute.
+    assert alices == scoped_client_id(alice, client_id)
     again = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(alice))
     assert again.results[0].status == pb.SAVE_STATUS_ALREADY_PRESENT
+    assert again.results[0].memory.id == alices
 
-    taken = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[item]), metadata=caller(bob))
-    assert taken.results[0].status == pb.SAVE_STATUS_REFUSED
-    assert taken.results[0].reason == f"id {own} is taken"
-    mine = await stub.GetMemory(pb.GetMemoryRequest(id=own), metadata=caller(alice))
+    bobs_item = pb.SaveItem(text="Bob's own note", id=client_id)
+    bobs = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[bobs_item]), metadata=caller(bob))
+    # Bob's answer is the one he gets whether or not anyone holds that id.
+    assert bobs.results[0].status == pb.SAVE_STATUS_STORED
+    assert bobs.results[0].reason == ""
+    assert bobs.results[0].memory.id == scoped_client_id(bob, client_id) != alices
+    # Alice's own id, brought by Bob, is scoped to Bob as well: no oracle, no overwrite.
+    borrowed = pb.SaveItem(text="Bob claims Alice's id", id=alices)
+    claimed = await stub.SaveMemories(
+        pb.SaveMemoriesRequest(items=[borrowed]), metadata=caller(bob)
+    )
+    assert claimed.results[0].status == pb.SAVE_STATUS_STORED
+    assert claimed.results[0].memory.id == scoped_client_id(bob, alices)
+
+    mine = await stub.GetMemory(pb.GetMemoryRequest(id=alices), metadata=caller(alice))
     assert mine.user_id == alice and mine.text == "Saved without a message id"
+    with pytest.raises(grpc.aio.AioRpcError) as hidden:
+        await stub.GetMemory(pb.GetMemoryRequest(id=alices), metadata=caller(bob))
+    assert hidden.value.code() == grpc.StatusCode.NOT_FOUND
+    # The id Alice's memory has (as an export carries it) is hers as it is.
+    restored = pb.SaveItem(text="Saved without a message id", id=alices)
+    back = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[restored]), metadata=caller(alice))
+    assert back.results[0].status == pb.SAVE_STATUS_ALREADY_PRESENT
+    assert back.results[0].memory.id == alices
+    # A backup restored after everything was deleted keeps the ids it had.
+    await stub.DeleteUserMemories(pb.DeleteUserMemoriesRequest(), metadata=caller(alice))
+    again = await stub.SaveMemories(
+        pb.SaveMemoriesRequest(items=[restored]), metadata=caller(alice)
+    )
+    assert again.results[0].status == pb.SAVE_STATUS_STORED
+    assert again.results[0].memory.id == alices
+
+
+async def test_an_answer_names_a_prompt_by_the_id_its_item_brought(
+    stub: memory_pb2_grpc.MemoryServiceStub,
+) -> None:
+    user = new_user()
+    prompt_id, answer_id = str(uuid.uuid4()), str(uuid.uuid4())
+    items = [
+        pb.SaveItem(text="Which bus goes to the zoo?", id=prompt_id),
+        pb.SaveItem(
+            text="The 42.", kind=pb.MEMORY_KIND_RESPONSE, id=answer_id, prompt_id=prompt_id
+        ),
+    ]
+    reply = await stub.SaveMemories(pb.SaveMemoriesRequest(items=items), metadata=caller(user))
+    assert [r.status for r in reply.results] == [pb.SAVE_STATUS_STORED] * 2
+    prompt, answer = (r.memory for r in reply.results)
+    assert answer.prompt_id == prompt.id == scoped_client_id(user, prompt_id)
+    # A later batch names the same prompt the same way.
+    later = pb.SaveItem(
+        text="Or the 7.", kind=pb.MEMORY_KIND_RESPONSE, message_id="later", prompt_id=prompt_id
+    )
+    linked = await stub.SaveMemories(pb.SaveMemoriesRequest(items=[later]), metadata=caller(user))
+    assert linked.results[0].status == pb.SAVE_STATUS_STORED
+    assert linked.results[0].memory.prompt_id == prompt.id
 
 
 async def test_unreadable_items_are_refused_alone_and_oversized_batches_whole(

@@ -36,6 +36,7 @@ def outage_stack(
                 host="127.0.0.1",
                 port=0,
                 qdrant_url=qdrant.url,
+                id_key=SecretStr("store-outage-test-id-key"),
                 qdrant_timeout_seconds=STORE_TIMEOUT_SECONDS,
                 data_dir=tmp_path_factory.mktemp("unused-data-dir"),
                 service_token=SecretStr(SERVICE_TOKEN),

@@ -35,8 +35,22 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO_ROOT / "docs" / "dashboard.png"
 
 
-def token(user: str, *, ttl_seconds: int = 3600, admin: bool = False) -> str:
-    return mint_token(HS_SECRET, user, issuer=ISSUER, ttl_seconds=ttl_seconds, admin=admin)
+def token(
+    user: str, *, ttl_seconds: int = 3600, admin: bool = False, email: str | None = None
+) -> str:
+    return mint_token(
+        HS_SECRET, user, issuer=ISSUER, ttl_seconds=ttl_seconds, admin=admin, email=email
+    )
+
+
+SIGN_IN_DIALOG = "Sign in from this link?"
+
+
+def open_signed_in(page: Page, link: str) -> None:
+    """Open a sign-in link the page did not ask for (what `memory-layer open` opens) and, as
+    the person would, confirm the account it names."""
+    page.goto(link)
+    page.get_by_role("dialog", name=SIGN_IN_DIALOG).get_by_role("button", name="Continue").click()
 
 
 def expired_token(user: str) -> str:

@@ -5,6 +5,9 @@ import { ImportError, itemsFromFile } from "/app/imports.js";
 import { loadKeys } from "/app/keys.js";
 
 const TOKEN_KEY = "memory-layer.access_token";
+// The email sign-in this tab started: a token coming back for that address was asked for.
+const PENDING_KEY = "memory-layer.sign_in_pending";
+const PENDING_MAX_MS = 60 * 60 * 1000;
 const PAGE_SIZE = 50;
 const BATCH_SIZE = 256;
 const CHART_DAYS = 30;
@@ -67,6 +70,8 @@ async function offerSupabase() {
     event.preventDefault();
     const status = $("email-status");
     const redirect = `${location.origin}/app/`;
+    const email = $("email").value.trim().toLowerCase();
+    sessionStorage.setItem(PENDING_KEY, JSON.stringify({ email, at: Date.now() }));
     status.textContent = "Sending…";
     try {
       const response = await fetch(
@@ -86,13 +91,48 @@ async function offerSupabase() {
   });
 }
 
+// Whether this tab asked for the token: it sent a sign-in link to the token's own email
+// address within the hour. Asked once: the pending sign-in is used up either way.
+function startedHere(claims) {
+  const raw = sessionStorage.getItem(PENDING_KEY);
+  sessionStorage.removeItem(PENDING_KEY);
+  if (!raw || typeof claims.email !== "string") return false;
+  try {
+    const { email, at } = JSON.parse(raw);
+    return claims.email.toLowerCase() === email && Date.now() - at < PENDING_MAX_MS;
+  } catch {
+    return false;
+  }
+}
+
+function expired(claims) {
+  return typeof claims.exp === "number" && claims.exp * 1000 <= Date.now();
+}
+
+// A token in a link is only taken when this tab asked for it, or once the person, shown whose
+// account it is, says so: a link someone sent them must not sign them in to another account.
+async function confirmedByPerson(token) {
+  const claims = claimsOf(token);
+  // Nothing to confirm for what signIn refuses anyway.
+  if (!claims || typeof claims.sub !== "string" || expired(claims)) return true;
+  if (startedHere(claims)) return true;
+  $("confirm-sign-in-account").textContent = claims.email || claims.sub;
+  return ask($("confirm-sign-in"));
+}
+
+function notify(message) {
+  const notice = $("dashboard-notice");
+  notice.textContent = message;
+  notice.hidden = !message;
+}
+
 async function signIn(token) {
   const claims = claimsOf(token);
   if (!claims || typeof claims.sub !== "string") {
     showSignIn("That is not an access token. Sign in again.");
     return;
   }
-  if (typeof claims.exp === "number" && claims.exp * 1000 <= Date.now()) {
+  if (expired(claims)) {
     showSignIn("Your sign-in has expired. Sign in again.");
     return;
   }
@@ -462,23 +502,27 @@ async function importFile(event) {
 
 // --- overview ----------------------------------------------------------------------------
 
+// From the server's counts (GET /memories/stats): what it costs does not grow with the
+// number of memories, so it is drawn again after every change.
 async function loadOverview() {
-  let memories;
+  let stats;
   try {
-    const response = await api("/export");
+    const params = new URLSearchParams({
+      days: String(CHART_DAYS),
+      utc_offset: String(-new Date().getTimezoneOffset()),
+    });
+    const response = await api(`/memories/stats?${params}`);
     if (!response.ok) {
       $("overview-total").textContent = `Could not count memories: ${await detail(response)}`;
       return;
     }
-    memories = (await response.text()).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l));
+    stats = await response.json();
   } catch (error) {
     if (error instanceof SignedOut) return;
     throw error;
   }
-  $("overview-total").textContent = `${memories.length} memories in all.`;
-  const perProvider = new Map();
-  for (const memory of memories) perProvider.set(memory.provider, (perProvider.get(memory.provider) || 0) + 1);
-  const rows = [...perProvider].sort((a, b) => b[1] - a[1]).map(([provider, count]) => {
+  $("overview-total").textContent = `${stats.total} memories in all.`;
+  const rows = stats.providers.map(({ provider, count }) => {
     const row = document.createElement("tr");
     const name = document.createElement("th");
     name.scope = "row";
@@ -489,37 +533,23 @@ async function loadOverview() {
     return row;
   });
   $("providers").tBodies[0].replaceChildren(...rows);
+  const providers = stats.providers.map((p) => p.provider);
   const select = $("provider");
   const chosen = select.value;
-  select.replaceChildren(new Option("Any", ""), ...[...perProvider.keys()].sort().map((p) => new Option(p, p)));
-  select.value = perProvider.has(chosen) ? chosen : "";
-  drawPerDay(memories);
+  select.replaceChildren(new Option("Any", ""), ...[...providers].sort().map((p) => new Option(p, p)));
+  select.value = providers.includes(chosen) ? chosen : "";
+  drawPerDay(stats.per_day);
   if (state.claims?.app_metadata?.role === "admin") loadAdminStats();
 }
 
-function localDay(date) {
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())}`;
-}
-
-function drawPerDay(memories) {
-  const days = [];
-  const today = new Date();
-  for (let i = CHART_DAYS - 1; i >= 0; i -= 1) {
-    days.push(localDay(new Date(today.getFullYear(), today.getMonth(), today.getDate() - i)));
-  }
-  const counts = new Map(days.map((d) => [d, 0]));
-  for (const memory of memories) {
-    const day = localDay(new Date(memory.created_at));
-    if (counts.has(day)) counts.set(day, counts.get(day) + 1);
-  }
-  const most = Math.max(1, ...counts.values());
+// perDay: [{day: "YYYY-MM-DD", count}], oldest first, days as this browser counts them.
+function drawPerDay(perDay) {
+  const most = Math.max(1, ...perDay.map((d) => d.count));
   const svg = $("per-day");
   const ns = "http://www.w3.org/2000/svg";
-  const width = 300 / CHART_DAYS;
+  const width = 300 / perDay.length;
   svg.replaceChildren(
-    ...days.map((day, i) => {
-      const count = counts.get(day);
+    ...perDay.map(({ day, count }, i) => {
       const bar = document.createElementNS(ns, "rect");
       const height = (count / most) * 96;
       bar.setAttribute("x", String(i * width + 1));
@@ -532,11 +562,11 @@ function drawPerDay(memories) {
       return bar;
     }),
   );
-  const busiest = [...counts].reduce((a, b) => (b[1] > a[1] ? b : a));
-  const recent = [...counts.values()].reduce((a, b) => a + b, 0);
+  const busiest = perDay.reduce((a, b) => (b.count > a.count ? b : a));
+  const recent = perDay.reduce((sum, d) => sum + d.count, 0);
   $("per-day-summary").textContent = recent
-    ? `${recent} in the last ${CHART_DAYS} days; most on ${busiest[0]} (${busiest[1]}).`
-    : `None in the last ${CHART_DAYS} days.`;
+    ? `${recent} in the last ${perDay.length} days; most on ${busiest.day} (${busiest.count}).`
+    : `None in the last ${perDay.length} days.`;
 }
 
 async function loadAdminStats() {
@@ -570,7 +600,10 @@ function wire() {
     signIn($("token").value.trim());
     $("token").value = "";
   });
-  $("sign-out").addEventListener("click", () => showSignIn("You are signed out."));
+  $("sign-out").addEventListener("click", () => {
+    notify("");
+    showSignIn("You are signed out.");
+  });
   $("search-form").addEventListener("submit", search);
   $("search-clear").addEventListener("click", () => {
     $("search-form").reset();
@@ -591,19 +624,30 @@ function wire() {
   });
 }
 
+// What became of a sign-in link in the fragment: "none" (no link there), "handled" (taken,
+// refused or ignored) or "declined" (the person said no).
 async function fromFragment() {
   const { token, error } = takeTokenFromFragment();
+  if (!token && !error) return "none";
+  if (state.token) {
+    // Signed in: a link never swaps the session under the person.
+    notify("A sign-in link was ignored: this page is already signed in. Sign out first to use it.");
+    return "handled";
+  }
   if (error) showSignIn(`Sign-in failed: ${error}`);
-  else if (token) await signIn(token);
-  return Boolean(token || error);
+  else if (await confirmedByPerson(token)) await signIn(token);
+  else return "declined";
+  return "handled";
 }
 
 async function main() {
   wire();
   offerSupabase();
   // A sign-in link opened in a tab already showing the page changes only the fragment.
-  window.addEventListener("hashchange", fromFragment);
-  if (await fromFragment()) return;
+  window.addEventListener("hashchange", async () => {
+    if ((await fromFragment()) === "declined") showSignIn("Sign-in cancelled.");
+  });
+  if ((await fromFragment()) === "handled") return;
   const stored = sessionStorage.getItem(TOKEN_KEY);
   if (stored) await signIn(stored);
   else showSignIn("");

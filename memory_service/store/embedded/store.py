@@ -307,6 +307,15 @@ class EdgeMemoryStore(MemoryStore):
         request = qe.CountRequest(exact=True, filter=edge_filter(tenant_conditions(user_id)))
         return int(await self._engine.run(self._shard(user_id).count, request))
 
+    async def count_matching(self, conditions: list[Condition]) -> int:
+        request = qe.CountRequest(exact=True, filter=edge_filter(conditions))
+        return int(await self._engine.run(self._shard_for(conditions).count, request))
+
+    async def facet(self, conditions: list[Condition], key: str, limit: int) -> dict[str, int]:
+        request = qe.FacetRequest(key=key, limit=limit, exact=True, filter=edge_filter(conditions))
+        response = await self._engine.run(self._shard_for(conditions).facet, request)
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     async def count_users(self) -> int:
         # Each user's memories are in one shard only.
         request = qe.FacetRequest(key="user_id", limit=1_000_000, exact=False)

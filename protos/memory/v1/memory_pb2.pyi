@@ -310,6 +310,30 @@ class GetStatsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetUserStatsRequest(_message.Message):
+    __slots__ = ("bounds",)
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    bounds: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    def __init__(self, bounds: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ...) -> None: ...
+
+class ProviderCount(_message.Message):
+    __slots__ = ("provider", "count")
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    provider: str
+    count: int
+    def __init__(self, provider: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class UserStats(_message.Message):
+    __slots__ = ("total", "providers", "span_counts")
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    PROVIDERS_FIELD_NUMBER: _ClassVar[int]
+    SPAN_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    total: int
+    providers: _containers.RepeatedCompositeFieldContainer[ProviderCount]
+    span_counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, total: _Optional[int] = ..., providers: _Optional[_Iterable[_Union[ProviderCount, _Mapping]]] = ..., span_counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class Stats(_message.Message):
     __slots__ = ("total_memories", "users", "collection", "model", "dimension", "backend")
     TOTAL_MEMORIES_FIELD_NUMBER: _ClassVar[int]

@@ -89,6 +89,11 @@ class MemoryServiceStub:
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.SerializeToString,
                 response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.Stats.FromString,
                 _registered_method=True)
+        self.GetUserStats = channel.unary_unary(
+                '/memory.v1.MemoryService/GetUserStats',
+                request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetUserStatsRequest.SerializeToString,
+                response_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.UserStats.FromString,
+                _registered_method=True)
         self.CreateKey = channel.unary_unary(
                 '/memory.v1.MemoryService/CreateKey',
                 request_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.CreateKeyRequest.SerializeToString,
@@ -193,6 +198,14 @@ class MemoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserStats(self, request, context):
+        """The caller's own figures from counts alone (no memory is read): how many, per provider,
+        and per time span.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateKey(self, request, context):
         """API keys. The gateway makes the key and sends only its SHA-256 hash; the service
         never sees a key. Create, list and revoke act for the caller.
@@ -286,6 +299,11 @@ def add_MemoryServiceServicer_to_server(servicer, server):
                     servicer.GetStats,
                     request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.FromString,
                     response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.Stats.SerializeToString,
+            ),
+            'GetUserStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserStats,
+                    request_deserializer=protos_dot_memory_dot_v1_dot_memory__pb2.GetUserStatsRequest.FromString,
+                    response_serializer=protos_dot_memory_dot_v1_dot_memory__pb2.UserStats.SerializeToString,
             ),
             'CreateKey': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateKey,
@@ -610,6 +628,33 @@ class MemoryService:
             '/memory.v1.MemoryService/GetStats',
             protos_dot_memory_dot_v1_dot_memory__pb2.GetStatsRequest.SerializeToString,
             protos_dot_memory_dot_v1_dot_memory__pb2.Stats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/memory.v1.MemoryService/GetUserStats',
+            protos_dot_memory_dot_v1_dot_memory__pb2.GetUserStatsRequest.SerializeToString,
+            protos_dot_memory_dot_v1_dot_memory__pb2.UserStats.FromString,
             options,
             channel_credentials,
             insecure,

@@ -120,14 +120,22 @@ def test_keyword_scores_follow_bm25_order_on_the_dense_scale() -> None:
     assert [r.score for r in results] == pytest.approx([0.5, 0.25])
 
 
+KEY = b"ranking-test-id-key"
+
+
 def test_saves_without_a_message_id_share_a_point_per_normalised_text() -> None:
-    same = memory_point_id("u", "", MemoryKind.PROMPT, "Café\u0301 au lait")
-    assert same == memory_point_id("u", "", MemoryKind.PROMPT, "  CAFÉ\u0301   au LAIT ")
-    assert same != memory_point_id("u", "", MemoryKind.RESPONSE, "Café\u0301 au lait")
-    assert same != memory_point_id("v", "", MemoryKind.PROMPT, "Café\u0301 au lait")
+    def text_id(user: str, kind: MemoryKind, text: str, key: bytes = KEY) -> str:
+        return memory_point_id(user, "", kind, text, text_key=key)
+
+    same = text_id("u", MemoryKind.PROMPT, "Café\u0301 au lait")
+    assert same == text_id("u", MemoryKind.PROMPT, "  CAFÉ\u0301   au LAIT ")
+    assert same != text_id("u", MemoryKind.RESPONSE, "Café\u0301 au lait")
+    assert same != text_id("v", MemoryKind.PROMPT, "Café\u0301 au lait")
+    # Keyed: without the server's key, nobody can tell which text an id stands for.
+    assert same != text_id("u", MemoryKind.PROMPT, "Café\u0301 au lait", b"another key")
     # NFC: a precomposed letter and a letter with a combining accent are the same text.
-    assert memory_point_id("u", "", MemoryKind.PROMPT, "caf\u00e9") == memory_point_id(
-        "u", "", MemoryKind.PROMPT, "cafe\u0301"
+    assert text_id("u", MemoryKind.PROMPT, "caf\u00e9") == text_id(
+        "u", MemoryKind.PROMPT, "cafe\u0301"
     )
     assert memory_point_id("u", "m-1", MemoryKind.PROMPT, "x") == memory_point_id(
         "u", "m-1", MemoryKind.PROMPT, "y"

@@ -28,6 +28,7 @@ from memory_service.store import (
     paging,
 )
 from memory_service.store.embedded import EdgeMemoryStore
+from memory_service.store.interface import Range
 from memory_service.store.remote import ServerMemoryStore
 from tests.support.qdrant_stand_in import QdrantStandIn
 from tests.support.store_points import BM25, SPEC, conversation_points, point, sparse_query, vector
@@ -420,7 +421,7 @@ async def test_insert_new_refuses_an_id_held_by_another_user(store: MemoryStore)
     assert kept is not None and kept.text == "alice's message"
 
 
-async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyone(
+async def test_get_many_reads_only_the_owners_memories(
     store: MemoryStore,
 ) -> None:
     a = [point("alice", f"alice batch {i}", i) for i in range(3)]
@@ -432,4 +433,19 @@ async def test_get_many_reads_only_the_owners_memories_and_taken_ids_sees_everyo
     assert sorted(found) == sorted([a[0].memory.id, a[2].memory.id])
     assert found[a[2].memory.id].text == "alice batch 2"
     assert await ownership.get_many(store, "alice", []) == {}
-    assert await ownership.taken_ids(store, asked) == {a[0].memory.id, a[2].memory.id, b.memory.id}
+
+
+async def test_counts_and_facets_see_only_the_conditions_user(store: MemoryStore) -> None:
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    mine = [
+        point("alice", "first", 0, provider="claude", created=day),
+        point("alice", "second", 1, provider="claude", created=day + timedelta(hours=30)),
+        point("alice", "third", 2, provider="gemini", created=day + timedelta(hours=50)),
+    ]
+    await store.upsert([*mine, point("bob", "bob's", 3, provider="claude", created=day)])
+    tenant = ownership.tenant_conditions("alice")
+    assert await store.count_matching(tenant) == 3
+    assert await store.facet(tenant, "provider", 10) == {"claude": 2, "gemini": 1}
+    first_day = Range("created_at", day.timestamp(), (day + timedelta(days=1)).timestamp())
+    assert await store.count_matching([*tenant, first_day]) == 1
+    assert await store.facet(ownership.tenant_conditions("carol"), "provider", 10) == {}
