@@ -11,7 +11,7 @@ import time
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import OpenExtension
-from tests.support.browser import Stack, gateway_process, token
+from tests.support.browser import Stack, gateway_process, open_signed_in, token
 from tests.support.extension import (
     ExtensionBrowser,
     content_script_reads_storage,
@@ -78,7 +78,7 @@ def test_connect_from_a_fresh_install_to_a_stored_capture(
     dashboard.wait_for_load_state()
     assert dashboard.url == f"{stack.url}/app/"
     expect(dashboard.get_by_role("heading", name="Sign in")).to_be_visible()
-    dashboard.goto(stack.sign_in_url(user))
+    open_signed_in(dashboard, stack.sign_in_url(user))
     region = dashboard.get_by_role("region", name="Connect the browser extension")
     expect(region.get_by_label("Key name")).to_have_value(KEY_NAME)
     expect(region.get_by_label("Read: memories in prompts")).to_be_checked()
@@ -144,7 +144,7 @@ def test_only_the_awaited_dashboard_with_its_nonce_hands_over_a_key(
     finally:
         other.close()
 
-    dashboard.goto(stack.sign_in_url(user))
+    open_signed_in(dashboard, stack.sign_in_url(user))
     region = dashboard.get_by_role("region", name="Connect the browser extension")
     expect(region.get_by_label("Key name")).to_have_value(KEY_NAME)
     # A key posted on the dashboard without the nonce the extension gave is not taken.

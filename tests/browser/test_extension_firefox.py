@@ -167,6 +167,9 @@ def test_connect_in_one_click_from_a_fresh_install(
 
     dashboard = browser.find_page(f"{stack.url}/app/")
     browser.navigate(dashboard, stack.sign_in_url(user))
+    # A link the dashboard did not ask for signs in once the person confirms the account.
+    wait_for(lambda: browser.evaluate(dashboard, "document.getElementById('confirm-sign-in').open"))
+    browser.click(dashboard, '#confirm-sign-in button[value="confirm"]')
     name = wait_for(lambda: browser.evaluate(dashboard, f"({field})('connect-name').value"))
     assert name == "Memory Layer extension (Firefox on Linux)"
     browser.click(dashboard, "#connect-approve")
