@@ -12,12 +12,12 @@ acknowledgement rarely holds what a question needs), by saying when something ha
 (yesterday, last week, two years ago) when the question asks when, the more so next to the
 turns with the question's words, by being about a date the query names, the more so where
 its own words say so, and by its conversation's weight among the candidates (a conversation
-many candidates come from is about the query). The constants live in one `RankingParams`;
-bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's development split,
-choosing them on some conversations and scoring them on the others, with today's ranking
-(`TODAY`) measured beside them in the same run. Feedback from the keyword side's first pass
-(a second BM25 query with the best matches' heaviest terms) is measured there too; it is
-off, as it added nothing the other rules do not.
+many candidates come from is about the query). Each of these is a named feature (FEATURES)
+and a memory's score is their values times their weights, which live in one frozen
+`RankingParams`; `fuse_explained` returns each feature's contribution. bench/bench_retrieval.py
+cross-validates the weights on LoCoMo's and LongMemEval's development sets together, in the
+product's shape. Feedback from the keyword side's first pass (a second BM25 query with the
+best matches' heaviest terms) is built and off, as it added nothing the other rules do not.
 
 Every returned score is in [0, 1] and means the same for every query and mode: the top
 result carries the calibrated dense similarity of the query's best semantic match
@@ -59,9 +59,8 @@ CONTEXT_LIMIT = 200
 @dataclass(frozen=True, slots=True)
 class RankingParams:
     """The tunable constants of the hybrid ranking. The default instance is what the service
-    ranks by; bench/bench_retrieval.py chooses each value on some LoCoMo conversations and
-    scores it on others, and `TODAY` (every newer signal off) is the ranking it is measured
-    against."""
+    ranks by; bench/bench_retrieval.py chooses each value on some questions of both development
+    sets and scores it on others. Every weight is a feature's (`weight`)."""
 
     # Share of the dense signal in a memory's own score; BM25 gets the rest.
     dense_weight: float = 0.3
@@ -114,7 +113,8 @@ class RankingParams:
 
 DEFAULT = RankingParams()
 # The ranking before the time, conversation, answer, length and cosine rules and the second
-# neighbours: scores of both signals, the nearest neighbours among the candidates.
+# neighbours: scores of both signals, the nearest neighbours among the candidates. The tests
+# start from it to see one rule at a time.
 TODAY = RankingParams(
     dense_weight=0.35,
     neighbour_weight=0.4,
