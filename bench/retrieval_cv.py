@@ -57,6 +57,7 @@ DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "date_said_weight": (0.0, 0.3),
     "conversation_weight": (0.0, 0.1, 0.2),
     "diversity_weight": (0.0, 0.05, 0.1, 0.2, 0.4),
+    "lean_chars": (0, 300),
 }
 # The rules of the default, each set to 0 in turn to measure it.
 SIGNALS = {
@@ -72,6 +73,7 @@ SIGNALS = {
     "date in its own words": "date_said_weight",
     "conversation": "conversation_weight",
     "diversity": "diversity_weight",
+    "leaning only of short turns": "lean_chars",
 }
 # Acceptance on LongMemEval: over the better single signal; on LoCoMo: recall@10 and over BM25.
 TARGET_LME_RECALL_MARGIN = 0.05

@@ -109,6 +109,11 @@ class RankingParams:
     # assistant history spreads what one question needs over several conversations, and one
     # strong conversation's lifts would fill the top otherwise.
     diversity_weight: float = 0.0
+    # A turn this long or shorter takes its whole share of its neighbours' and its question's
+    # scores, a longer one that share times this over its length: a short reply ("last
+    # week!") leans on the turns around it, a long answer says what it is about in its own
+    # words. 0: every turn its whole share.
+    lean_chars: int = 300
 
 
 DEFAULT = RankingParams()
@@ -129,6 +134,7 @@ TODAY = RankingParams(
     date_weight=0.0,
     date_said_weight=0.0,
     context_memories=0,
+    lean_chars=0,
 )
 
 T = TypeVar("T")
@@ -401,10 +407,12 @@ def _features(
         turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
         asking = [asks_question(candidates[i].text) for i in ids]
         for k, memory_id in enumerate(ids):
-            values["neighbours"][memory_id] = max(turns[k + 1], turns[k + 3])
-            values["second_neighbours"][memory_id] = max(turns[k], turns[k + 4])
+            length = len(candidates[memory_id].text)
+            lean = min(1.0, params.lean_chars / length) if params.lean_chars and length else 1.0
+            values["neighbours"][memory_id] = lean * max(turns[k + 1], turns[k + 3])
+            values["second_neighbours"][memory_id] = lean * max(turns[k], turns[k + 4])
             if k > 0 and asking[k - 1]:
-                values["answer"][memory_id] = turns[k + 1]
+                values["answer"][memory_id] = lean * turns[k + 1]
             if memory_id in telling:
                 values["when_near_words"][memory_id] = max(
                     turns[k], turns[k + 1], turns[k + 3], turns[k + 4]

@@ -220,6 +220,8 @@ def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off
         today.date_weight,
         today.date_said_weight,
         today.context_memories,
+        today.diversity_weight,
+        today.lean_chars,
     )
     assert not any(newer)
 
@@ -450,3 +452,24 @@ def test_explain_gives_each_features_part_of_the_score_before_scaling() -> None:
     for memory_id, score in fused.ranked:
         assert score == pytest.approx(top_score * total[memory_id] / total[top])
     assert ranking.fuse_explained(dense, sparse, params, query="hiking").contributions == {}
+
+
+def test_with_lean_chars_a_long_answer_takes_a_smaller_share_of_its_question() -> None:
+    question = memory("question", conversation="c", minute=0, text="Which trail should we take?")
+    short = memory("short", conversation="c", minute=1, text="The ridge one.")
+    long_text = "Here is a long answer about trails in general. " * 20
+    question_2 = memory("question-2", conversation="d", minute=0, text="Which trail is best?")
+    long = memory("long", conversation="d", minute=1, text=long_text)
+    dense = candidates((question, 0.6), (question_2, 0.6), (short, 0.3), (long, 0.3))
+    sparse = candidates((question, 5.0), (question_2, 5.0))
+    params = replace(PLAIN, neighbour_weight=0.0, answer_weight=0.6)
+
+    whole = ranking.fuse_explained(dense, sparse, params, explain=True).contributions
+    leaning = ranking.fuse_explained(
+        dense, sparse, replace(params, lean_chars=300), explain=True
+    ).contributions
+
+    assert whole["short"]["answer"] == pytest.approx(whole["long"]["answer"])
+    assert leaning["short"]["answer"] == pytest.approx(whole["short"]["answer"])
+    share = 300 / len(long_text)
+    assert leaning["long"]["answer"] == pytest.approx(share * whole["long"]["answer"])
