@@ -117,7 +117,9 @@ class MemoryClient(ServiceClient):
         self, caller: Caller, body: schemas.SearchQuery | schemas.ContextQuery
     ) -> list[schemas.ScoredMemory]:
         reply = await self._call(self.stub.Search, conv.query_to_pb(body), caller)
-        return conv.scored_from_pb(reply)
+        return conv.scored_from_pb(
+            reply, explain=isinstance(body, schemas.SearchQuery) and body.explain
+        )
 
     async def get(self, caller: Caller, memory_id: str) -> schemas.Memory:
         request = pb.GetMemoryRequest(id=memory_id)

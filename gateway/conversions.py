@@ -112,6 +112,7 @@ def search_to_pb(
     *,
     min_score: float = 0.0,
     relevant_only: bool = False,
+    explain: bool = False,
 ) -> pb.SearchRequest:
     return pb.SearchRequest(
         query=query,
@@ -120,6 +121,7 @@ def search_to_pb(
         filters=filters_to_pb(filters),
         min_score=min_score,
         relevant_only=relevant_only,
+        explain=explain,
     )
 
 
@@ -135,7 +137,14 @@ def query_to_pb(body: schemas.SearchQuery | schemas.ContextQuery) -> pb.SearchRe
             min_score=body.min_score,
             relevant_only=True,
         )
-    return search_to_pb(body.query, body.top_k, body.mode, body.filters, min_score=body.min_score)
+    return search_to_pb(
+        body.query,
+        body.top_k,
+        body.mode,
+        body.filters,
+        min_score=body.min_score,
+        explain=body.explain,
+    )
 
 
 def update_to_pb(memory_id: str, body: schemas.MemoryUpdate) -> pb.UpdateMemoryRequest:
@@ -172,9 +181,15 @@ def memory_from_pb(msg: pb.Memory) -> schemas.Memory:
     return schemas.Memory.model_validate(_fields(msg))
 
 
-def scored_from_pb(msg: pb.SearchResponse) -> list[schemas.ScoredMemory]:
+def scored_from_pb(msg: pb.SearchResponse, explain: bool = False) -> list[schemas.ScoredMemory]:
     return [
-        schemas.ScoredMemory.model_validate({**_fields(r.memory), "score": r.score})
+        schemas.ScoredMemory.model_validate(
+            {
+                **_fields(r.memory),
+                "score": r.score,
+                "contributions": dict(r.contributions) if explain else None,
+            }
+        )
         for r in msg.results
     ]
 

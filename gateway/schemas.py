@@ -209,6 +209,8 @@ class SearchQuery(RequestBody):
     filters: Filters | None = None
     # Only results scoring at least this much (scores are in [0, 1]).
     min_score: Score = 0.0
+    # Hybrid results carry `contributions`: each ranking feature's part of the score.
+    explain: bool = False
     user_id: UserId | None = None
 
 
@@ -271,6 +273,9 @@ class Memory(BaseModel):
 
 class ScoredMemory(Memory):
     score: float
+    # With `explain` in the hybrid mode: each ranking feature's value times its weight, summed
+    # before scores are scaled to [0, 1]; left out when not asked for.
+    contributions: dict[str, float] | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class SearchResults(BaseModel):

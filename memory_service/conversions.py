@@ -169,7 +169,12 @@ def memory_to_pb(memory: Memory) -> pb.Memory:
 
 def scored_to_pb(results: list[ScoredMemory]) -> pb.SearchResponse:
     return pb.SearchResponse(
-        results=[pb.ScoredMemory(memory=memory_to_pb(r.memory), score=r.score) for r in results]
+        results=[
+            pb.ScoredMemory(
+                memory=memory_to_pb(r.memory), score=r.score, contributions=r.contributions
+            )
+            for r in results
+        ]
     )
 
 

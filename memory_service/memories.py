@@ -264,9 +264,11 @@ class Memories:
         *,
         min_score: float = 0.0,
         relevant_only: bool = False,
+        explain: bool = False,
     ) -> list[ScoredMemory]:
         """The caller's best `top_k` memories for `query`, scored in [0, 1]; with
-        `relevant_only` (memories about to be injected), none below the relevance floor."""
+        `relevant_only` (memories about to be injected), none below the relevance floor; with
+        `explain`, hybrid results carry each ranking feature's contribution."""
         _check_text(query, "query")
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
@@ -300,6 +302,7 @@ class Memories:
                 limit=top_k,
                 query=query,
                 document_terms=self._sparse_document,
+                explain=explain,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 

@@ -57,6 +57,9 @@ class Memory:
 class ScoredMemory:
     memory: Memory
     score: float
+    # Asked for with explain, hybrid only: each ranking feature's share of the score before
+    # scaling (ranking.FEATURES); None when not asked for.
+    contributions: dict[str, float] | None = None
 
 
 @dataclass(frozen=True, slots=True)

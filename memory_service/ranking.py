@@ -12,12 +12,12 @@ acknowledgement rarely holds what a question needs), by saying when something ha
 (yesterday, last week, two years ago) when the question asks when, the more so next to the
 turns with the question's words, by being about a date the query names, the more so where
 its own words say so, and by its conversation's weight among the candidates (a conversation
-many candidates come from is about the query). The constants live in one `RankingParams`;
-bench/bench_retrieval.py cross-validates them by conversation on LoCoMo's development split,
-choosing them on some conversations and scoring them on the others, with today's ranking
-(`TODAY`) measured beside them in the same run. Feedback from the keyword side's first pass
-(a second BM25 query with the best matches' heaviest terms) is measured there too; it is
-off, as it added nothing the other rules do not.
+many candidates come from is about the query). Each of these is a named feature (FEATURES)
+and a memory's score is their values times their weights, which live in one frozen
+`RankingParams`; `fuse_explained` returns each feature's contribution. bench/bench_retrieval.py
+cross-validates the weights on LoCoMo's and LongMemEval's development sets together, in the
+product's shape. Feedback from the keyword side's first pass (a second BM25 query with the
+best matches' heaviest terms) is built and off, as it added nothing the other rules do not.
 
 Every returned score is in [0, 1] and means the same for every query and mode: the top
 result carries the calibrated dense similarity of the query's best semantic match
@@ -28,6 +28,7 @@ A query no memory is about scores low everywhere, which is what the relevance fl
 from __future__ import annotations
 
 import functools
+import heapq
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -58,9 +59,8 @@ CONTEXT_LIMIT = 200
 @dataclass(frozen=True, slots=True)
 class RankingParams:
     """The tunable constants of the hybrid ranking. The default instance is what the service
-    ranks by; bench/bench_retrieval.py chooses each value on some LoCoMo conversations and
-    scores it on others, and `TODAY` (every newer signal off) is the ranking it is measured
-    against."""
+    ranks by; bench/bench_retrieval.py chooses each value on some questions of both development
+    sets and scores it on others. Every weight is a feature's (`weight`)."""
 
     # Share of the dense signal in a memory's own score; BM25 gets the rest.
     dense_weight: float = 0.3
@@ -105,11 +105,21 @@ class RankingParams:
     # CONTEXT_LIMIT memories at most, so that the neighbour and answer rules see turns
     # neither signal returned; 0: neighbours are other candidates only.
     context_memories: int = 5
+    # Taken from a memory's score for each memory of its conversation ranked above it: an
+    # assistant history spreads what one question needs over several conversations, and one
+    # strong conversation's lifts would fill the top otherwise.
+    diversity_weight: float = 0.0
+    # A turn this long or shorter takes its whole share of its neighbours' and its question's
+    # scores, a longer one that share times this over its length: a short reply ("last
+    # week!") leans on the turns around it, a long answer says what it is about in its own
+    # words. 0: every turn its whole share.
+    lean_chars: int = 300
 
 
 DEFAULT = RankingParams()
 # The ranking before the time, conversation, answer, length and cosine rules and the second
-# neighbours: scores of both signals, the nearest neighbours among the candidates.
+# neighbours: scores of both signals, the nearest neighbours among the candidates. The tests
+# start from it to see one rule at a time.
 TODAY = RankingParams(
     dense_weight=0.35,
     neighbour_weight=0.4,
@@ -124,6 +134,7 @@ TODAY = RankingParams(
     date_weight=0.0,
     date_said_weight=0.0,
     context_memories=0,
+    lean_chars=0,
 )
 
 T = TypeVar("T")
@@ -278,32 +289,135 @@ def context_conversations(
     return sorted({candidates[i].conversation_id for i in best} - {""})
 
 
-def _with_conversation(
-    scores: dict[str, float], candidates: dict[str, Candidate], weight: float
-) -> dict[str, float]:
-    """Each candidate plus `weight` times its conversation's share of the query: the sum of
-    its candidates' scores, relative to the best conversation's (a memory outside any
-    conversation is one of its own)."""
-    totals: dict[str, float] = {}
-    for memory_id, score in scores.items():
-        key = candidates[memory_id].conversation_id or f"\x00{memory_id}"
-        totals[key] = totals.get(key, 0.0) + score
-    best = max(totals.values(), default=0.0)
-    if best <= 0:
-        return scores
-    return {
-        memory_id: score
-        + weight * totals[candidates[memory_id].conversation_id or f"\x00{memory_id}"] / best
-        for memory_id, score in scores.items()
-    }
-
-
 def _scaled(ranked: list[tuple[T, float]], confidence: float) -> list[tuple[T, float]]:
     """Scores relative to the top, times the query's confidence: the top gets `confidence`."""
     if not ranked:
         return []
     top = ranked[0][1]
     return [(item, confidence * (value / top if top > 0 else 1.0)) for item, value in ranked]
+
+
+# The hybrid ranking's features, in the order `explain` lists them. A memory's score is the
+# sum of each feature's value times its weight (RankingParams.weight):
+#   dense, keyword        its min-max share of each signal's first pass (its own score)
+#   cosine                its raw cosine similarity to the query
+#   length                log(1 + length / LENGTH_UNIT), capped at LENGTH_CAP characters
+#   neighbours            the better own score of the turns before and after it
+#   second_neighbours     the better own score of the turns two away
+#   answer                the own score of the turn before it, when that turn asks something
+#   says_when             1 when it says when something happened and the query asks when
+#   when_near_words       for such a memory, the best own score of the turns one and two away
+#   date                  1 when it is about a time the query names
+#   date_said             1 when its own words place it in that time
+#   conversation          its conversation's summed score, relative to the best conversation's
+#   diversity             minus the number of memories of its conversation ranked above it
+FEATURES = (
+    "dense",
+    "keyword",
+    "cosine",
+    "length",
+    "neighbours",
+    "second_neighbours",
+    "answer",
+    "says_when",
+    "when_near_words",
+    "date",
+    "date_said",
+    "conversation",
+    "diversity",
+)
+_WEIGHT_OF = {
+    "cosine": "cosine_weight",
+    "length": "length_weight",
+    "neighbours": "neighbour_weight",
+    "second_neighbours": "second_neighbour_weight",
+    "answer": "answer_weight",
+    "says_when": "time_weight",
+    "when_near_words": "time_neighbour_weight",
+    "date": "date_weight",
+    "date_said": "date_said_weight",
+    "conversation": "conversation_weight",
+    "diversity": "diversity_weight",
+}
+
+
+def weight(params: RankingParams, feature: str) -> float:
+    """The weight of one of FEATURES under `params`."""
+    if feature == "dense":
+        return params.dense_weight
+    if feature == "keyword":
+        return 1 - params.dense_weight
+    return float(getattr(params, _WEIGHT_OF[feature]))
+
+
+@dataclass(frozen=True, slots=True)
+class Fused:
+    """The hybrid ranking of one query: ids and scores best first, and, when asked for, each
+    id's contribution of every feature (value times weight) to its score before scaling."""
+
+    ranked: list[tuple[str, float]]
+    contributions: dict[str, dict[str, float]]
+
+
+def _features(
+    dense_hits: Sequence[Candidate],
+    sparse_hits: Sequence[Candidate],
+    params: RankingParams,
+    query: str,
+    context: Context,
+) -> tuple[dict[str, dict[str, float]], dict[str, Candidate]]:
+    """Each feature's value (before its weight) for every memory it is not 0 for, but the
+    conversation and diversity features, which read the fused scores; and every candidate."""
+    dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
+    cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
+    bm25 = {h.id: h.score for h in sparse_hits}
+    candidates = {h.id: h for h in (*context.dense, *sparse_hits, *dense_hits)}
+    values: dict[str, dict[str, float]] = {name: {} for name in FEATURES}
+    dense, keyword = values["dense"], values["keyword"]
+    for memory_id in candidates:
+        dense[memory_id] = _share(cosines.get(memory_id), dense_bounds)
+        keyword[memory_id] = _share(bm25.get(memory_id), sparse_bounds)
+    own = {
+        i: params.dense_weight * dense[i] + (1 - params.dense_weight) * keyword[i]
+        for i in candidates
+    }
+    # A memory the dense side did not return is no closer than the last one it did.
+    floor = min((h.score for h in dense_hits), default=0.0)
+    when = (params.time_weight > 0 or params.time_neighbour_weight > 0) and asks_when(query)
+    dated = params.date_weight > 0 or params.date_said_weight > 0
+    periods = timeframes.named_periods(query) if dated else ()
+    months = timeframes.named_months(query) if dated else ()
+    for memory_id, hit in candidates.items():
+        values["cosine"][memory_id] = cosines.get(memory_id, floor)
+        values["length"][memory_id] = math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
+        if when and says_when(hit.text):
+            values["says_when"][memory_id] = 1.0
+        if (periods or months) and timeframes.is_about(periods, hit.text, hit.created_at, months):
+            values["date"][memory_id] = 1.0
+            if timeframes.says_about(periods, hit.text, hit.created_at, months):
+                values["date_said"][memory_id] = 1.0
+    conversations: dict[str, list[str]] = {}
+    for memory_id, hit in candidates.items():
+        if hit.conversation_id:
+            conversations.setdefault(hit.conversation_id, []).append(memory_id)
+    telling = values["says_when"]
+    for ids in conversations.values():
+        ids.sort(key=lambda i: (candidates[i].created_at, i))
+        # Own scores in conversation order, two zeros either side: turn k is turns[k + 2].
+        turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
+        asking = [asks_question(candidates[i].text) for i in ids]
+        for k, memory_id in enumerate(ids):
+            length = len(candidates[memory_id].text)
+            lean = min(1.0, params.lean_chars / length) if params.lean_chars and length else 1.0
+            values["neighbours"][memory_id] = lean * max(turns[k + 1], turns[k + 3])
+            values["second_neighbours"][memory_id] = lean * max(turns[k], turns[k + 4])
+            if k > 0 and asking[k - 1]:
+                values["answer"][memory_id] = lean * turns[k + 1]
+            if memory_id in telling:
+                values["when_near_words"][memory_id] = max(
+                    turns[k], turns[k + 1], turns[k + 3], turns[k + 4]
+                )
+    return values, candidates
 
 
 def fuse(
@@ -314,63 +428,94 @@ def fuse(
     query: str = "",
     context: Context = NO_CONTEXT,
 ) -> list[tuple[str, float]]:
-    """Every candidate's id and score, best first, in the hybrid ranking of `query`.
+    """Every candidate's id and score, best first, in the hybrid ranking of `query`."""
+    return fuse_explained(dense_hits, sparse_hits, params, query=query, context=context).ranked
 
-    A memory's score is its own score (the two signals' min-max shares over the first pass),
-    plus shares of its neighbours' own scores in its conversation (the turns one and two
-    away, the question it answers, and for a memory that says when on a question that asks
-    when, the best of those four turns once more), its raw cosine, how much it says, the time
-    and date rules, and its conversation's weight. Neighbours are the memories known on
-    either side: the candidates and the context's memories of the best conversations."""
-    own, candidates, cosines = _own_scores(dense_hits, sparse_hits, params, context)
-    # A memory the dense side did not return is no closer than the last one it did.
-    floor = min((h.score for h in dense_hits), default=0.0)
-    when = (params.time_weight > 0 or params.time_neighbour_weight > 0) and asks_when(query)
-    dated = params.date_weight > 0 or params.date_said_weight > 0
-    periods = timeframes.named_periods(query) if dated else ()
-    months = timeframes.named_months(query) if dated else ()
-    scores = {}
-    telling: set[str] = set()
-    for memory_id, value in own.items():
-        hit = candidates[memory_id]
-        value += params.cosine_weight * cosines.get(memory_id, floor)
-        value += params.length_weight * math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
-        if when and says_when(hit.text):
-            value += params.time_weight
-            telling.add(memory_id)
-        if (periods or months) and timeframes.is_about(periods, hit.text, hit.created_at, months):
-            value += params.date_weight
-            if timeframes.says_about(periods, hit.text, hit.created_at, months):
-                value += params.date_said_weight
-        scores[memory_id] = value
-    conversations: dict[str, list[str]] = {}
-    for memory_id, hit in candidates.items():
-        if hit.conversation_id:
-            conversations.setdefault(hit.conversation_id, []).append(memory_id)
-    near, second, answer, timely = (
-        params.neighbour_weight,
-        params.second_neighbour_weight,
-        params.answer_weight,
-        params.time_neighbour_weight,
-    )
-    for ids in conversations.values():
-        ids.sort(key=lambda i: (candidates[i].created_at, i))
-        # Own scores in conversation order, two zeros either side: turn k is turns[k + 2].
-        turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
-        asking = [asks_question(candidates[i].text) for i in ids]
-        for k, memory_id in enumerate(ids):
-            value = near * max(turns[k + 1], turns[k + 3])
-            value += second * max(turns[k], turns[k + 4])
-            if k > 0 and asking[k - 1]:
-                value += answer * turns[k + 1]
-            if memory_id in telling:
-                value += timely * max(turns[k], turns[k + 1], turns[k + 3], turns[k + 4])
-            scores[memory_id] += value
-    if params.conversation_weight > 0:
-        scores = _with_conversation(scores, candidates, params.conversation_weight)
-    order = sorted(scores, key=lambda i: (-scores[i], i))
+
+def fuse_explained(
+    dense_hits: Sequence[Candidate],
+    sparse_hits: Sequence[Candidate],
+    params: RankingParams = DEFAULT,
+    *,
+    query: str = "",
+    context: Context = NO_CONTEXT,
+    explain: bool = False,
+) -> Fused:
+    """Every candidate's id and score, best first, in the hybrid ranking of `query`: the sum
+    of its FEATURES' values times their weights, scaled so the top carries the query's
+    calibrated best cosine. Neighbours are the memories known on either side: the candidates
+    and the context's memories of the best conversations. With `explain`, each memory's
+    contribution of every feature that is not 0."""
+    values, candidates = _features(dense_hits, sparse_hits, params, query, context)
+    weights = {name: weight(params, name) for name in FEATURES}
+    scores = dict.fromkeys(candidates, 0.0)
+    for name, by_memory in values.items():
+        w = weights[name]
+        if w:
+            for memory_id, value in by_memory.items():
+                scores[memory_id] += w * value
+    if weights["conversation"] > 0:
+        shares = _conversation_shares(scores, candidates)
+        values["conversation"] = shares
+        for memory_id, share in shares.items():
+            scores[memory_id] += weights["conversation"] * share
+    if weights["diversity"] > 0:
+        ranked, above = _diversified(scores, candidates, weights["diversity"])
+        values["diversity"] = {i: -float(n) for i, n in above.items() if n}
+    else:
+        ranked = [(i, scores[i]) for i in sorted(scores, key=lambda i: (-scores[i], i))]
+    contributions: dict[str, dict[str, float]] = {}
+    if explain:
+        for memory_id, _ in ranked:
+            contributions[memory_id] = {
+                name: weights[name] * values[name][memory_id]
+                for name in FEATURES
+                if weights[name] and values[name].get(memory_id)
+            }
     confidence = calibrated_cosine(max((h.score for h in dense_hits), default=0.0))
-    return _scaled([(i, scores[i]) for i in order], confidence)
+    return Fused(_scaled(ranked, confidence), contributions)
+
+
+def _conversation_shares(
+    scores: dict[str, float], candidates: dict[str, Candidate]
+) -> dict[str, float]:
+    """Each candidate's conversation's share of the query: the sum of its candidates' scores,
+    relative to the best conversation's (a memory outside any conversation is one of its
+    own)."""
+    totals: dict[str, float] = {}
+    for memory_id, score in scores.items():
+        key = candidates[memory_id].conversation_id or f"\x00{memory_id}"
+        totals[key] = totals.get(key, 0.0) + score
+    best = max(totals.values(), default=0.0)
+    if best <= 0:
+        return {}
+    return {
+        memory_id: totals[candidates[memory_id].conversation_id or f"\x00{memory_id}"] / best
+        for memory_id in scores
+    }
+
+
+def _diversified(
+    scores: dict[str, float], candidates: dict[str, Candidate], weight: float
+) -> tuple[list[tuple[str, float]], dict[str, int]]:
+    """Greedy order by score less `weight` for each memory of the same conversation already
+    placed, each with that lessened score (never below 0), and how many were above each."""
+    placed: dict[str, int] = {}
+    above: dict[str, int] = {}
+    heap = [(-value, memory_id, 0) for memory_id, value in scores.items()]
+    heapq.heapify(heap)
+    ranked: list[tuple[str, float]] = []
+    while heap:
+        negative, memory_id, seen = heapq.heappop(heap)
+        key = candidates[memory_id].conversation_id or f"\x00{memory_id}"
+        count = placed.get(key, 0)
+        if count != seen:
+            heapq.heappush(heap, (-(scores[memory_id] - weight * count), memory_id, count))
+            continue
+        placed[key] = count + 1
+        above[memory_id] = count
+        ranked.append((memory_id, max(-negative, 0.0)))
+    return ranked, above
 
 
 def semantic(dense_hits: Sequence[ScoredMemory], limit: int) -> list[ScoredMemory]:

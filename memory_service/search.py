@@ -36,10 +36,12 @@ async def search_memories(
     query: str = "",
     document_terms: Callable[[str], SparseVector] | None = None,
     params: ranking.RankingParams = ranking.DEFAULT,
+    explain: bool = False,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
     only runs the queries. `query` is the text the vectors are of, and `document_terms` the
-    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules."""
+    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules. With
+    `explain`, hybrid results carry each feature's contribution to their score."""
     wanted = limit + ranking.DUPLICATE_MARGIN
     if mode is SearchMode.RRF:
         if dense is None or sparse is None:
@@ -66,14 +68,16 @@ async def search_memories(
         )
         conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
         context = await conversation_context(store, user_id, filters, conversations, dense=dense)
-        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query, context=context)
-        ranked = ranked[:wanted]
+        fused = ranking.fuse_explained(
+            dense_hits, sparse_hits, params, query=query, context=context, explain=explain
+        )
+        ranked = fused.ranked[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
         # The ids come from a search scoped to the user; checking the owner again keeps
         # "every read is the caller's" true of this by-id read too.
         return ranking.collapse_duplicates(
             (
-                ScoredMemory(memories[i], score)
+                ScoredMemory(memories[i], score, fused.contributions.get(i) if explain else None)
                 for i, score in ranked
                 if i in memories and memories[i].user_id == user_id
             ),

@@ -57,6 +57,7 @@ class MemoryServicer(KeyRpcs, memory_pb2_grpc.MemoryServiceServicer):
             conv.filters_from_pb(request.filters),
             min_score=request.min_score,
             relevant_only=request.relevant_only,
+            explain=request.explain,
         )
         return conv.scored_to_pb(results)
 

@@ -6,11 +6,11 @@ A period is a first and a last day, as proleptic Gregorian ordinals (`date.toord
 query names days ("on 1 May, 2022", "May 1, 2022", "2022-05-01"), else months ("in March
 2023"), else years ("in 2023"): the most specific kind it has. A month without a year ("in
 May", "the second week of November") names that month of any year. A memory is about the day
-it was saved, every date written in it, and the days its relative words point to, counted
-from the first date written in it (a message that quotes when it was sent) or else from the
-day it was saved. What it says of its own (`says_about`) leaves out that first date and the
-day it was saved: a turn saved in March that says "last month" is about February by what it
-says, while every turn saved in March is about March.
+it was saved (its `created_at`, on the UTC day), every date written in it, and the days its
+relative words point to, counted from the day it was saved. What it says of its own
+(`says_about`) leaves out the day it was saved: a turn saved in March that says "last month"
+is about February by what it says, while every turn saved in March is about March. A date
+written in a memory is something it says, never when it was said.
 """
 
 from __future__ import annotations
@@ -150,13 +150,10 @@ def named_months(query: str) -> tuple[int, ...]:
 
 @functools.lru_cache(maxsize=4096)
 def memory_periods(text: str, saved_day: int) -> tuple[tuple[Period, ...], tuple[Period, ...]]:
-    """When a memory was said (the day it was saved and the first date written in it) and
-    what it says (the other dates written in it, and the periods its relative words point to
-    from its first written date, else from the day it was saved)."""
-    written = _written_days(text)
-    reference = written[0][0] if written else saved_day
-    relative = [period(reference) for pattern, period in _RELATIVE if pattern.search(text)]
-    return ((saved_day, saved_day), *written[:1]), (*written[1:], *relative)
+    """When a memory was said (the day it was saved) and what it says (the dates written in
+    it, and the periods its relative words point to from the day it was saved)."""
+    relative = [period(saved_day) for pattern, period in _RELATIVE if pattern.search(text)]
+    return ((saved_day, saved_day),), (*_written_days(text), *relative)
 
 
 def saved_day(created_at: float) -> int:

@@ -604,6 +604,22 @@ async def test_extension_flow_with_idempotent_saves_context_and_export(
     ids = [r["id"] for r in found.json()["results"]]
     assert prompt["id"] in ids and k1.json()["id"] not in ids
     assert all(isinstance(r["score"], float) for r in found.json()["results"])
+    assert all("contributions" not in r for r in found.json()["results"])
+    explained = await api.post(
+        "/search",
+        json={"query": "pnpm workspace monorepo", "top_k": 2, "explain": True},
+        headers=headers,
+    )
+    results = explained.json()["results"]
+    assert [r["id"] for r in results] == ids
+    # Each result's parts, summed, stand to the top's as its score to the top's.
+    totals = [sum(r["contributions"].values()) for r in results]
+    parts = {r["id"]: r["contributions"] for r in results}
+    # The prompt holds the query's words; its answer gains from the question it answers.
+    assert parts[prompt["id"]]["keyword"] > 0
+    assert parts[answer.json()["id"]]["answer"] > 0
+    for result, total in zip(results, totals, strict=True):
+        assert result["score"] == pytest.approx(results[0]["score"] * total / totals[0], rel=1e-4)
     keyword = await api.post(
         "/search",
         json={"query": "Australia", "mode": "keyword", "filters": {"providers": ["claude"]}},

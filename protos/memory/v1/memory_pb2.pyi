@@ -202,28 +202,39 @@ class SaveMemoriesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SaveResult, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only")
+    __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only", "explain")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     FILTERS_FIELD_NUMBER: _ClassVar[int]
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     RELEVANT_ONLY_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     mode: SearchMode
     filters: Filters
     min_score: float
     relevant_only: bool
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., min_score: _Optional[float] = ..., relevant_only: _Optional[bool] = ...) -> None: ...
+    explain: bool
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., min_score: _Optional[float] = ..., relevant_only: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
 
 class ScoredMemory(_message.Message):
-    __slots__ = ("memory", "score")
+    __slots__ = ("memory", "score", "contributions")
+    class ContributionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     memory: Memory
     score: float
-    def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ..., score: _Optional[float] = ...) -> None: ...
+    contributions: _containers.ScalarMap[str, float]
+    def __init__(self, memory: _Optional[_Union[Memory, _Mapping]] = ..., score: _Optional[float] = ..., contributions: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class SearchResponse(_message.Message):
     __slots__ = ("results",)

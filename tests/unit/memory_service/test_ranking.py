@@ -20,15 +20,26 @@ PLAIN = replace(
 )
 
 
-def memory(name: str, *, conversation: str = "", minute: int = 0, text: str = "") -> Memory:
+def memory(
+    name: str,
+    *,
+    conversation: str = "",
+    minute: int = 0,
+    text: str = "",
+    saved: datetime = START,
+) -> Memory:
     return Memory(
         id=name,
         user_id="u",
         kind=MemoryKind.PROMPT,
         text=text or f"text of {name}",
-        created_at=START + timedelta(minutes=minute),
+        created_at=saved + timedelta(minutes=minute),
         conversation_id=conversation,
     )
+
+
+def on(year: int, month: int, day: int) -> datetime:
+    return datetime(year, month, day, 18, tzinfo=UTC)
 
 
 def hits(*pairs: tuple[Memory, float]) -> list[ScoredMemory]:
@@ -217,6 +228,8 @@ def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off
         today.date_weight,
         today.date_said_weight,
         today.context_memories,
+        today.diversity_weight,
+        today.lean_chars,
     )
     assert not any(newer)
 
@@ -334,8 +347,8 @@ def test_context_turns_join_the_ranking_scored_against_the_first_pass() -> None:
 
 
 def test_a_query_naming_a_date_lifts_the_memories_about_that_day() -> None:
-    said_then = memory("then", text="(2 May, 2022) watched the trilogy last night")
-    said_later = memory("later", text="(9 June, 2022) watched the trilogy again")
+    said_then = memory("then", text="watched the trilogy last night", saved=on(2022, 5, 2))
+    said_later = memory("later", text="watched the trilogy again", saved=on(2022, 6, 9))
     weak = memory("weak", text="a film night")
     dense = candidates((said_later, 0.6), (said_then, 0.58), (weak, 0.2))
     sparse = candidates((said_later, 5.0), (said_then, 4.8), (weak, 1.0))
@@ -373,8 +386,8 @@ def test_a_turn_that_says_when_next_to_the_question_words_beats_one_elsewhere() 
 
 
 def test_a_memory_that_says_it_was_in_the_named_month_beats_one_only_said_then() -> None:
-    says = memory("says", text="(18 April, 2023) we went to a convention last month")
-    said_then = memory("then", text="(6 March, 2023) we went to a convention downtown")
+    says = memory("says", text="we went to a convention last month", saved=on(2023, 4, 18))
+    said_then = memory("then", text="we went to a convention downtown", saved=on(2023, 3, 6))
     weak = memory("weak", text="a talk")
     dense = candidates((said_then, 0.6), (says, 0.58), (weak, 0.2))
     sparse = candidates((said_then, 5.0), (says, 4.8), (weak, 1.0))
@@ -387,8 +400,8 @@ def test_a_memory_that_says_it_was_in_the_named_month_beats_one_only_said_then()
 
 
 def test_a_month_named_without_a_year_lifts_the_memories_about_it() -> None:
-    june = memory("june", text="(30 June, 2023) we went camping last week")
-    august = memory("august", text="(20 August, 2023) we went camping by the lake")
+    june = memory("june", text="we went camping last week", saved=on(2023, 6, 30))
+    august = memory("august", text="we went camping by the lake", saved=on(2023, 8, 20))
     weak = memory("weak", text="a tent")
     dense = candidates((august, 0.6), (june, 0.58), (weak, 0.2))
     sparse = candidates((august, 5.0), (june, 4.8), (weak, 1.0))
@@ -398,3 +411,73 @@ def test_a_month_named_without_a_year_lifts_the_memories_about_it() -> None:
     assert first_two == ["august", "june"]
     first_two = order(ranking.fuse(dense, sparse, dated, query="Did we go camping in June?"))[:2]
     assert first_two == ["june", "august"]
+
+
+def test_a_second_conversation_joins_the_top_once_one_conversation_has_placed_two() -> None:
+    # One conversation holds three good matches, another one nearly as good.
+    first = [memory(f"a-{i}", conversation="c1", minute=10 * i) for i in range(3)]
+    other, weak = memory("b-0", conversation="c2"), memory("weak")
+    dense = candidates(
+        (first[0], 0.6), (first[1], 0.58), (first[2], 0.56), (other, 0.55), (weak, 0.3)
+    )
+    sparse = candidates(
+        (first[0], 5.0), (first[1], 4.8), (first[2], 4.6), (other, 4.5), (weak, 1.0)
+    )
+    alone = replace(PLAIN, neighbour_weight=0.0)
+
+    without = ranking.fuse(dense, sparse, alone)
+    spread = ranking.fuse(dense, sparse, replace(alone, diversity_weight=0.1))
+
+    assert order(without) == ["a-0", "a-1", "a-2", "b-0", "weak"]
+    assert order(spread) == ["a-0", "b-0", "a-1", "a-2", "weak"]
+    # Still falling, in [0, 1], the top the best calibrated cosine.
+    scores = [score for _, score in spread]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(ranking.calibrated_cosine(0.6))
+
+
+def test_explain_gives_each_features_part_of_the_score_before_scaling() -> None:
+    question = memory("question", conversation="c", minute=0, text="Where should we go hiking?")
+    answer = memory("answer", conversation="c", minute=1, text="The ridge trail, at dawn.")
+    other = memory("other", conversation="d", minute=0, text="A recipe for soup")
+    dense = candidates((question, 0.6), (other, 0.4), (answer, 0.3))
+    sparse = candidates((question, 6.0), (other, 1.0))
+    params = replace(ranking.DEFAULT, diversity_weight=0.1)
+
+    fused = ranking.fuse_explained(dense, sparse, params, query="hiking", explain=True)
+
+    assert fused.ranked == ranking.fuse(dense, sparse, params, query="hiking")
+    assert set(fused.contributions) == {"question", "answer", "other"}
+    for parts in fused.contributions.values():
+        assert set(parts) <= set(ranking.FEATURES)
+        assert all(value != 0 for value in parts.values())
+    # The answer's gain from its question is the question's own score times the weight.
+    own = params.dense_weight * 1.0 + (1 - params.dense_weight) * 1.0
+    assert fused.contributions["answer"]["answer"] == pytest.approx(params.answer_weight * own)
+    # The parts add up to the unscaled score: relative to the top's sum, the returned score.
+    total = {i: sum(parts.values()) for i, parts in fused.contributions.items()}
+    top, top_score = fused.ranked[0]
+    for memory_id, score in fused.ranked:
+        assert score == pytest.approx(top_score * total[memory_id] / total[top])
+    assert ranking.fuse_explained(dense, sparse, params, query="hiking").contributions == {}
+
+
+def test_with_lean_chars_a_long_answer_takes_a_smaller_share_of_its_question() -> None:
+    question = memory("question", conversation="c", minute=0, text="Which trail should we take?")
+    short = memory("short", conversation="c", minute=1, text="The ridge one.")
+    long_text = "Here is a long answer about trails in general. " * 20
+    question_2 = memory("question-2", conversation="d", minute=0, text="Which trail is best?")
+    long = memory("long", conversation="d", minute=1, text=long_text)
+    dense = candidates((question, 0.6), (question_2, 0.6), (short, 0.3), (long, 0.3))
+    sparse = candidates((question, 5.0), (question_2, 5.0))
+    params = replace(PLAIN, neighbour_weight=0.0, answer_weight=0.6)
+
+    whole = ranking.fuse_explained(dense, sparse, params, explain=True).contributions
+    leaning = ranking.fuse_explained(
+        dense, sparse, replace(params, lean_chars=300), explain=True
+    ).contributions
+
+    assert whole["short"]["answer"] == pytest.approx(whole["long"]["answer"])
+    assert leaning["short"]["answer"] == pytest.approx(whole["short"]["answer"])
+    share = 300 / len(long_text)
+    assert leaning["long"]["answer"] == pytest.approx(share * whole["long"]["answer"])
