@@ -66,13 +66,14 @@ $("connect-dashboard").addEventListener("click", async () => {
     : "Not connected: the dashboard could not be opened.";
 });
 
-// The worker records the outcome of a connection made on the dashboard.
-chrome.storage.onChanged.addListener((changes, area) => {
-  if (!awaitingDashboard || area !== "local" || !changes.apiKey || !changes.connection) return;
+// The worker says how a connection made on the dashboard ended (content scripts' messages come
+// with their tab). Not async: in Firefox a listener's promise would answer for the worker.
+chrome.runtime.onMessage.addListener((message, sender) => {
+  if (!awaitingDashboard || sender.tab || !message || message.type !== "connected") return false;
   awaitingDashboard = false;
-  const { ok, message } = changes.connection.newValue;
-  $("result").textContent = ok ? `Saved: ${message}.` : `Saved, but not connected: ${message}.`;
+  $("result").textContent = message.ok ? `Saved: ${message.message}.` : `Saved, but not connected: ${message.message}.`;
   load();
+  return false;
 });
 
 $("budget").addEventListener("change", () =>

@@ -4,11 +4,12 @@
  * only while the connection is awaited, and opens the dashboard. There, signed in, the person
  * approves; the dashboard makes a key for this browser and posts it to the bridge with the
  * nonce, which hands it here. The key is never in a URL, never in the page's storage, and only
- * the worker keeps it.
+ * the worker keeps it (through settings.js, like a key pasted on the options page).
  */
 
-import { flush } from "./queue.js";
+import { flush, reset } from "./queue.js";
 import { check } from "./server.js";
+import { getSettings, updateSettings } from "./settings.js";
 
 const BRIDGE = "memory-layer-connect";
 const PENDING = "connectPending";
@@ -76,6 +77,19 @@ async function start(serverUrl) {
   return { ok: true };
 }
 
+/* A server and key, pasted on the options page or made on the dashboard: checked with an
+ * authenticated read, then kept (an empty key keeps the saved one), and what the queue learnt
+ * about the server before is forgotten. */
+export async function connectTo(serverUrl, apiKey) {
+  const url = serverUrl.replace(/\/+$/, "");
+  const result = await check(url, apiKey || (await getSettings()).apiKey);
+  await updateSettings({ serverUrl: url, apiKey });
+  await reset();
+  await chrome.storage.local.set({ connection: { ...result, at: Date.now() } });
+  if (result.ok) flush();
+  return result;
+}
+
 async function receive(message, origin) {
   const awaited = await pending();
   if (!awaited || origin !== awaited.origin) return null;
@@ -85,15 +99,9 @@ async function receive(message, origin) {
     case "connect-key": {
       if (message.nonce !== awaited.nonce || typeof message.key !== "string" || !KEY_SHAPE.test(message.key)) return null;
       await stopBridge();
-      const result = await check(awaited.url, message.key);
-      // One write: the options page learns of the key and the outcome together.
-      await chrome.storage.local.set({
-        serverUrl: awaited.url,
-        apiKey: message.key,
-        connection: { ...result, at: Date.now() },
-        retry: { failures: 0, nextAt: 0, lastError: "" },
-      });
-      if (result.ok) flush();
+      const result = await connectTo(awaited.url, message.key);
+      // The options page that started it says how it ended; it may have been closed.
+      chrome.runtime.sendMessage({ type: "connected", ok: result.ok, message: result.message }).catch(() => undefined);
       return result;
     }
     case "connect-cancel":
@@ -109,7 +117,7 @@ async function receive(message, origin) {
 export async function welcome({ reason }) {
   if (reason !== "install") return;
   try {
-    const { apiKey } = await chrome.storage.local.get("apiKey");
+    const { apiKey } = await getSettings();
     if (!apiKey) await chrome.tabs.create({ url: chrome.runtime.getURL("options/options.html") });
   } catch (error) {
     console.warn("memory layer: the options page did not open", error);

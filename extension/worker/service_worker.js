@@ -5,9 +5,9 @@
  */
 
 import { FALLBACK_LIMITS, siteOf, validCapture } from "./capture.js";
-import { connectMessage, isConnectMessage, welcome } from "./connect.js";
+import { connectMessage, connectTo, isConnectMessage, welcome } from "./connect.js";
 import { CONTENT_MESSAGES } from "./messages.js";
-import { clearRefused, enqueue, flush, queueStatus, refusedCaptures, reset } from "./queue.js";
+import { clearRefused, enqueue, flush, queueStatus, refusedCaptures } from "./queue.js";
 import { call, check } from "./server.js";
 import { SITES, getSettings, ready, updateSettings } from "./settings.js";
 
@@ -123,16 +123,9 @@ async function fromPage(message) {
     case "settings":
       await updateSettings(message.changes || {});
       return status(message.tabId);
-    case "connect": {
+    case "connect":
       // An empty key field keeps the saved key, also with a new URL.
-      const apiKey = message.apiKey || (await getSettings()).apiKey;
-      const result = await check(message.serverUrl.replace(/\/+$/, ""), apiKey);
-      await updateSettings({ serverUrl: message.serverUrl, apiKey: message.apiKey || "" });
-      await reset();
-      await chrome.storage.local.set({ connection: { ...result, at: Date.now() } });
-      if (result.ok) flush();
-      return result;
-    }
+      return connectTo(message.serverUrl, message.apiKey || "");
     case "recheck": {
       const settings = await getSettings();
       const result = await check(settings.serverUrl, settings.apiKey);

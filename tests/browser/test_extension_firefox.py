@@ -155,7 +155,9 @@ def test_connect_in_one_click_from_a_fresh_install(
     options = browser.find_page("moz-extension://")
     assert browser.evaluate(options, "location.pathname") == "/options/options.html"
     field = "(id) => document.getElementById(id)"
-    assert browser.evaluate(options, f"({field})('server-url').value") == stack.url
+    # The page fills its fields once the worker answers, after it has loaded.
+    server_url = f"({field})('server-url').value"
+    assert wait_for(lambda: browser.evaluate(options, server_url)) == stack.url
     browser.click(options, "#connect-dashboard")
     result = f"({field})('result').textContent"
     wait_for(
