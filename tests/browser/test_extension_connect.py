@@ -120,6 +120,7 @@ def test_connect_from_a_fresh_install_to_a_stored_capture(
 
     # The offer was for one key: the dashboard opened again offers nothing.
     dashboard.reload()
+    expect(dashboard.get_by_role("heading", name="Overview")).to_be_visible()
     dashboard.goto(stack.sign_in_url(user))
     expect(dashboard.get_by_role("heading", name="Overview")).to_be_visible()
     expect(region).to_be_hidden()
@@ -137,7 +138,7 @@ def test_only_the_awaited_dashboard_with_its_nonce_hands_over_a_key(
         # Another server on the same host (another port): the extension's script may run
         # there, but the worker offers nothing to an origin it does not await.
         elsewhere = browser.context.new_page()
-        elsewhere.goto(f"{other.url}/app/#access_token={token(user)}")
+        open_signed_in(elsewhere, f"{other.url}/app/#access_token={token(user)}")
         expect(elsewhere.get_by_role("heading", name="Overview")).to_be_visible()
         time.sleep(2)
         expect(elsewhere.get_by_role("region", name="Connect the browser extension")).to_be_hidden()

@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
+from pydantic import SecretStr
 
 from gateway.auth import UNAUTHORIZED_DETAIL
 from memory_service.embedder import Embedder
@@ -227,7 +228,13 @@ async def key_gateways(
         return
     qdrant = QdrantStandIn().start()
     replicas = [
-        await start_memory(embedder, tmp_path / f"unused-{n}", qdrant_url=qdrant.url)
+        await start_memory(
+            embedder,
+            tmp_path / f"unused-{n}",
+            qdrant_url=qdrant.url,
+            # Replicas of one deployment share the key their text ids are made with.
+            id_key=SecretStr("key-replicas-test-id-key"),
+        )
         for n in range(2)
     ]
     try:
