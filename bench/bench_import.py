@@ -38,7 +38,7 @@ from corpus import DETAILS, SUBJECTS, prompt_texts
 from encoders import encode, service_encoder
 from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
 
-from memory_service.onnx_encoder import OnnxEncoder
+from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 TARGET = 0.8
 CLI = [sys.executable, "-m", "memory_layer_cli"]

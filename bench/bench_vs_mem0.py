@@ -43,7 +43,7 @@ from corpus import prompt_texts, query_texts
 from encoders import onnx_rate, reference_model, reference_rate, service_encoder
 
 from gateway.tokens import mint_token
-from memory_service.model_loading import bundled_model_path
+from memory_service.embedding.model_dir import bundled_model_path
 
 MEM0_VERSION = "2.2.1"
 TARGET_SAVES = 3.0

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from memory_service.model_loading import bundled_model_path, open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder
+from memory_service.embedding.model_dir import bundled_model_path, open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import qdrant_edge
 
 from memory_service import metrics
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.group_commit import GroupCommit
 from memory_service.models import (
     Memory,

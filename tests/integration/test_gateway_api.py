@@ -15,7 +15,7 @@ import httpx
 from jose import jwt
 
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from tests.support.auth import (
     EXTENSION_ORIGIN,
     REDIS_URL,

@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer, create_server
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc

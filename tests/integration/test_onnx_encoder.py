@@ -15,11 +15,15 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from memory_service.embedder import Embedder
-from memory_service.encoder import CHUNK_OVERLAP_TOKENS, MAX_WINDOWS_PER_TEXT, token_windows
-from memory_service.model_loading import bundled_model_path, open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder, length_groups
-from memory_service.onnx_model import bert_model_bytes
+from memory_service.embedding.encoder import (
+    CHUNK_OVERLAP_TOKENS,
+    MAX_WINDOWS_PER_TEXT,
+    token_windows,
+)
+from memory_service.embedding.graph import bert_model_bytes
+from memory_service.embedding.model_dir import bundled_model_path, open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder, length_groups
+from memory_service.embedding.scheduler import Embedder
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import pytest
 
-from memory_service.embedder import SHARED_SECONDS, Embedder
+from memory_service.embedding.scheduler import SHARED_SECONDS, Embedder
 
 DIMENSION = 8
 # Bounds a test that waits for the scheduler to reach a state, should it never get there.

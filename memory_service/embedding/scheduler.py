@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from memory_service import metrics
-from memory_service.encoder import Encoder
+from memory_service.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import math
 
 import numpy as np
 
-from memory_service.model_loading import ModelDir, ModelError
-from memory_service.onnx_proto import FLOAT, INT64, Attribute, Node, Value, model_bytes
+from memory_service.embedding.model_dir import ModelDir, ModelError
+from memory_service.embedding.onnx_proto import FLOAT, INT64, Attribute, Node, Value, model_bytes
 
 OPSET = 17
 

@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from memory_service.encoder import mean_of_windows, token_windows
-from memory_service.model_loading import ModelDir, ModelError
-from memory_service.onnx_model import bert_model_bytes
+from memory_service.embedding.encoder import mean_of_windows, token_windows
+from memory_service.embedding.graph import bert_model_bytes
+from memory_service.embedding.model_dir import ModelDir, ModelError
 
 # Padded tokens in one model call at most: bounds the memory of attention's [heads, tokens,
 # tokens] scores whatever the batch.
