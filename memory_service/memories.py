@@ -273,6 +273,7 @@ class Memories:
                 limit=top_k,
                 query=query,
                 document_terms=self._sparse_document,
+                calibration=self.embedder.calibration,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from memory_service import ranking
+from memory_service.embedding.calibration import Calibration
 from memory_service.models import ScoredMemory, SearchFilters, SearchMode, SparseVector
 from memory_service.store.interface import (
     DENSE_VECTOR,
@@ -36,6 +37,7 @@ async def search_memories(
     query: str = "",
     document_terms: Callable[[str], SparseVector] | None = None,
     params: ranking.RankingParams = ranking.DEFAULT,
+    calibration: Calibration = ranking.REFERENCE_CALIBRATION,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
     only runs the queries. `query` is the text the vectors are of, and `document_terms` the
@@ -66,7 +68,9 @@ async def search_memories(
         )
         conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
         context = await conversation_context(store, user_id, filters, conversations, dense=dense)
-        ranked = ranking.fuse(dense_hits, sparse_hits, params, query=query, context=context)
+        ranked = ranking.fuse(
+            dense_hits, sparse_hits, params, query=query, context=context, calibration=calibration
+        )
         ranked = ranked[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
         # The ids come from a search scoped to the user; checking the owner again keeps
@@ -85,7 +89,7 @@ async def search_memories(
         (nearest,) = await _nearest(
             store, user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
         )
-        return ranking.semantic(nearest, limit)
+        return ranking.semantic(nearest, limit, calibration)
     if sparse is None:
         raise ValueError("keyword search needs its vector")
     queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
@@ -94,7 +98,7 @@ async def search_memories(
         queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
     hits = await _nearest(store, user_id, filters, queries)
     best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
-    return ranking.keyword(hits[0], best, limit)
+    return ranking.keyword(hits[0], best, limit, calibration)
 
 
 async def hybrid_candidates(

@@ -63,6 +63,7 @@ def build_encoder(settings: MemorySettings) -> OnnxEncoder:
         open_model_dir(settings.model),
         dimension=settings.embedding_dim,
         model_threads=embed_parallelism(settings)["model_threads"],
+        precision=settings.embed_precision,
     )
 
 

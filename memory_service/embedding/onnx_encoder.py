@@ -11,8 +11,9 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from memory_service.embedding import calibration
 from memory_service.embedding.encoder import mean_of_windows, token_windows
-from memory_service.embedding.graph import bert_model_bytes
+from memory_service.embedding.graph import Precision, bert_graph
 from memory_service.embedding.model_dir import ModelDir, ModelError
 
 # Padded tokens in one model call at most: bounds the memory of attention's [heads, tokens,
@@ -32,8 +33,16 @@ class OnnxEncoder:
     (the default when each embedding worker has one core) a run computes on its caller's
     thread, so the workers run side by side on one copy of the weights."""
 
-    def __init__(self, model: ModelDir, *, dimension: int | None = None, model_threads: int = 1):
+    def __init__(
+        self,
+        model: ModelDir,
+        *,
+        dimension: int | None = None,
+        model_threads: int = 1,
+        precision: Precision = "int8",
+    ):
         self.model_name = model.name
+        self.precision = precision
         self.model_threads = model_threads
         self._lowercase = model.do_lower_case
         self._tokenizer = Tokenizer.from_file(str(model.tokenizer_file))
@@ -53,19 +62,25 @@ class OnnxEncoder:
         # threads take cores the other embedding workers and the rest of the machine need
         # (measured slower under load, equal when idle).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        graph = bert_graph(model, dimension, precision)
+        # The weights go to the session as arrays it uses in place; the serialized graph
+        # only names them. The session holds them (and these arrays) while it lives.
+        self._weights = {
+            name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in graph.weights.items()
+        }
+        options.add_external_initializers(list(self._weights), list(self._weights.values()))
         self._session = ort.InferenceSession(
-            bert_model_bytes(model, dimension), options, providers=["CPUExecutionProvider"]
+            graph.model_bytes, options, providers=["CPUExecutionProvider"]
         )
-        # The session keeps the serialized model, weights and all, only to rebuild itself on
-        # another execution provider, which a CPU-only session never does: the weights would
-        # be held twice.
-        if getattr(self._session, "_model_bytes", None) is not None:
-            self._session._model_bytes = None
         self.dimension = int(self._session.get_outputs()[0].shape[1])
+        self.calibration = calibration.measure(self)
 
     @property
     def mode(self) -> str:
-        return f"onnxruntime float32, {self.model_threads} thread(s) per call"
+        return (
+            f"onnxruntime {self.precision}, {self.model_threads} thread(s) per call, cosine "
+            f"{self.calibration.unrelated} unrelated to {self.calibration.related} related"
+        )
 
     def prepare_thread(self) -> None:
         pass
