@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
 from encoders import encode, service_encoder
-from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
+from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready, service_precision
 
 from memory_service.embedding.onnx_encoder import OnnxEncoder
 
@@ -176,6 +176,7 @@ def encode_seconds(encoder: OnnxEncoder, texts: list[str]) -> float:
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     args = parser.parse_args()

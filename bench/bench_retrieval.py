@@ -54,6 +54,7 @@ import httpx
 from bench_gateway_overhead import ISSUER, JWT_SECRET, SERVICE_TOKEN, gateway_stack
 from retrieval_cv import FEEDBACK_WEIGHTS, fold_assignment, prepare
 from retrieval_cv import report as report_cv
+from service_process import service_precision
 
 from gateway.tokens import mint_token
 from memory_service import ranking
@@ -328,6 +329,7 @@ def report(
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="a LoCoMo-format JSON file")
     parser.add_argument("--concurrency", type=int, default=4, help="searches in flight")

@@ -41,6 +41,7 @@ import torch
 from bench_gateway_overhead import ISSUER, JWT_SECRET, gateway_stack
 from corpus import prompt_texts, query_texts
 from encoders import onnx_rate, reference_model, reference_rate, service_encoder
+from service_process import service_precision
 
 from gateway.tokens import mint_token
 from memory_service.embedding.model_dir import bundled_model_path
@@ -242,6 +243,7 @@ def report(
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoints", type=lambda s: [int(x) for x in s.split(",")], default=[3_000, 20_000]
