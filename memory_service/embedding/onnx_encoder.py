@@ -13,7 +13,7 @@ from tokenizers import Tokenizer
 
 from memory_service.embedding import calibration
 from memory_service.embedding.encoder import mean_of_windows, token_windows
-from memory_service.embedding.graph import Precision, bert_graph
+from memory_service.embedding.graph import BertGraph, Precision, bert_graph
 from memory_service.embedding.model_dir import ModelDir, ModelError
 
 # Padded tokens in one model call at most: bounds the memory of attention's [heads, tokens,
@@ -53,25 +53,7 @@ class OnnxEncoder:
         self._prefix, self._suffix = special_tokens(model.tokenizer_file)
         # Tokens per window: the model's limit less the special tokens added around it.
         self.window = model.max_seq_length - len(self._prefix) - len(self._suffix)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = model_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Threads of a run wait for each other's work by sleeping, not spinning: spinning
-        # threads take cores the other embedding workers and the rest of the machine need
-        # (measured slower under load, equal when idle).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        graph = bert_graph(model, dimension, precision)
-        # The weights go to the session as arrays it uses in place; the serialized graph
-        # only names them. The session holds them (and these arrays) while it lives.
-        self._weights = {
-            name: ort.OrtValue.ortvalue_from_numpy(array) for name, array in graph.weights.items()
-        }
-        options.add_external_initializers(list(self._weights), list(self._weights.values()))
-        self._session = ort.InferenceSession(
-            graph.model_bytes, options, providers=["CPUExecutionProvider"]
-        )
+        self._session = open_session(bert_graph(model, dimension, precision), model_threads)
         self.dimension = int(self._session.get_outputs()[0].shape[1])
         self.calibration = calibration.measure(self)
 
@@ -133,6 +115,26 @@ class OnnxEncoder:
             (vectors,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
             out[part] = vectors
         return out
+
+
+def open_session(graph: BertGraph, model_threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session of `graph` on the CPU, `model_threads` threads per run.
+
+    The weights go to the session as arrays rather than inside the serialized graph, which
+    only names them. The session copies them into tensors of its own while it is built
+    (tested), so the caller need not keep `graph` once this returns."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = model_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Threads of a run wait for each other's work by sleeping, not spinning: spinning threads
+    # take cores the other embedding workers and the rest of the machine need (measured
+    # slower under load, equal when idle).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    weights = [ort.OrtValue.ortvalue_from_numpy(array) for array in graph.weights.values()]
+    options.add_external_initializers(list(graph.weights), weights)
+    return ort.InferenceSession(graph.model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def length_groups(lengths: Sequence[int]) -> list[slice]:

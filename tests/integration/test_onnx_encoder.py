@@ -20,9 +20,9 @@ from memory_service.embedding.encoder import (
     MAX_WINDOWS_PER_TEXT,
     token_windows,
 )
-from memory_service.embedding.graph import bert_graph
+from memory_service.embedding.graph import Precision, bert_graph
 from memory_service.embedding.model_dir import bundled_model_path, open_model_dir
-from memory_service.embedding.onnx_encoder import OnnxEncoder, length_groups
+from memory_service.embedding.onnx_encoder import OnnxEncoder, length_groups, open_session
 from memory_service.embedding.scheduler import Embedder
 
 pytestmark = pytest.mark.slow
@@ -275,3 +275,19 @@ def test_the_model_is_built_to_the_same_bytes_every_time() -> None:
         np.array_equal(bert_graph(model, precision="int8").weights[k], v)
         for k, v in int8.weights.items()
     )
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_the_session_keeps_no_hold_on_the_weights_it_was_handed(precision: Precision) -> None:
+    """The encoder drops the weight arrays once its session is built: the session must have
+    copied them. Overwritten afterwards, they change nothing."""
+    graph = bert_graph(open_model_dir(None), precision=precision)
+    session = open_session(graph, model_threads=1)
+    ids = np.array([[101, 1996, 4937, 2938, 2006, 1996, 13523, 102]])
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    (before,) = session.run(None, feed)
+    for array in graph.weights.values():
+        array.fill(0)
+    (after,) = session.run(None, feed)
+    assert np.array_equal(before, after)
+    assert float(np.abs(before).sum()) > 0
