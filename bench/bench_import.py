@@ -7,9 +7,9 @@ average, as in public chat logs), each message with its own time over the past t
 `memory-layer up` starts the three services with default settings in a temp dir, and
 `memory-layer import` loads the zip; its wall time, parse and count pass included, gives
 messages/s. Then GET /export checks that every message was stored once, with the export's
-time. The baseline is the service's own encoder (ONNX Runtime, float32, on all cores) on the
-same 20,000 texts in this process in batches of 32, half of them before the import and half
-after, while the stack is idle.
+time. The baseline is the service's own encoder (ONNX Runtime, in the service's precision,
+on all cores) on the same 20,000 texts in this process in batches of 32, half of them before
+the import and half after, while the stack is idle.
 Target: import messages/s / baseline texts/s >= 0.8.
 
     python bench/bench_import.py                           # 20,000 messages
@@ -231,8 +231,8 @@ def main() -> None:
         "(memory-layer import, wall time)"
     )
     print(
-        f"baseline: the service's encoder (ONNX Runtime, float32) in this process, batches of "
-        f"32, on the same texts: {baseline:.1f} texts/s"
+        f"baseline: the service's encoder (ONNX Runtime, {service_precision()}) in this "
+        f"process, batches of 32, on the same texts: {baseline:.1f} texts/s"
     )
     print(
         f"stored: {len(memories):,} memories, {len(by_message):,} distinct message ids, "
