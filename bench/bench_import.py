@@ -7,9 +7,9 @@ average, as in public chat logs), each message with its own time over the past t
 `memory-layer up` starts the three services with default settings in a temp dir, and
 `memory-layer import` loads the zip; its wall time, parse and count pass included, gives
 messages/s. Then GET /export checks that every message was stored once, with the export's
-time. The baseline is the service's own encoder (ONNX Runtime, float32, on all cores) on the
-same 20,000 texts in this process in batches of 32, half of them before the import and half
-after, while the stack is idle.
+time. The baseline is the service's own encoder (ONNX Runtime, in the service's precision,
+on all cores) on the same 20,000 texts in this process in batches of 32, half of them before
+the import and half after, while the stack is idle.
 Target: import messages/s / baseline texts/s >= 0.8.
 
     python bench/bench_import.py                           # 20,000 messages
@@ -36,9 +36,9 @@ from typing import Any
 import httpx
 from corpus import DETAILS, SUBJECTS, prompt_texts
 from encoders import encode, service_encoder
-from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready
+from service_process import REPO_ROOT, ServiceProcess, free_port, http_ready, service_precision
 
-from memory_service.onnx_encoder import OnnxEncoder
+from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 TARGET = 0.8
 CLI = [sys.executable, "-m", "memory_layer_cli"]
@@ -176,6 +176,7 @@ def encode_seconds(encoder: OnnxEncoder, texts: list[str]) -> float:
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20_000)
     args = parser.parse_args()
@@ -230,8 +231,8 @@ def main() -> None:
         "(memory-layer import, wall time)"
     )
     print(
-        f"baseline: the service's encoder (ONNX Runtime, float32) in this process, batches of "
-        f"32, on the same texts: {baseline:.1f} texts/s"
+        f"baseline: the service's encoder (ONNX Runtime, {service_precision()}) in this "
+        f"process, batches of 32, on the same texts: {baseline:.1f} texts/s"
     )
     print(
         f"stored: {len(memories):,} memories, {len(by_message):,} distinct message ids, "

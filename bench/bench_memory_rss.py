@@ -40,6 +40,7 @@ from service_process import (
     call_metadata,
     free_port,
     http_ready,
+    service_precision,
     status_lines,
 )
 
@@ -190,6 +191,7 @@ def report(plan: SeedPlan, args: argparse.Namespace, empty: Reading, full: Readi
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--users", type=int, default=1_000)

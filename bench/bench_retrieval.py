@@ -51,6 +51,7 @@ from bench_gateway_overhead import ISSUER, JWT_SECRET, SERVICE_TOKEN, gateway_st
 from retrieval_cv import fold_assignment, prepare
 from retrieval_cv import report as report_cv
 from retrieval_data import Dataset, Question, Turn, load_locomo, load_longmemeval
+from service_process import service_precision
 
 from gateway.tokens import mint_token
 from protos.memory.v1 import memory_pb2 as pb
@@ -322,6 +323,7 @@ def report(
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--locomo", type=Path, help="LoCoMo's JSON (locomo-dev.json)")
     parser.add_argument("--longmemeval", type=Path, help="longmemeval-dev.json")

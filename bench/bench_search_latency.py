@@ -37,7 +37,7 @@ from memory_service.store.embedded import EdgeMemoryStore
 from protos.memory.v1 import memory_pb2 as pb
 
 if TYPE_CHECKING:
-    from memory_service.onnx_encoder import OnnxEncoder
+    from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 TARGET_P50_RATIO = 1.5
 

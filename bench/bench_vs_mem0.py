@@ -13,9 +13,10 @@ second (20,000) and searches run again; saves/s is measured over each checkpoint
 mem0 takes one add at a time (~15/s here), so past the first checkpoint its memories are
 loaded the way add(infer=False) stores them but embedded in batches (--mem0-add-all: every
 one through add()).
-Both embed in float32. In the same run, the first checkpoint's texts (at most --encode-texts
-of them) are also encoded in this process by the service's encoder (ONNX Runtime) and by
-SentenceTransformer.encode(batch_size=32) in float32, the in-process baseline, on all cores.
+mem0 embeds in float32, ours in MEMORY_EMBED_PRECISION (int8 by default). In the same run,
+the first checkpoint's texts (at most --encode-texts of them) are also encoded in this
+process by the service's encoder (ONNX Runtime) and by SentenceTransformer.encode
+(batch_size=32) in float32, the in-process baseline, on all cores.
 Targets: saves/s at 3,000 >= 3x mem0's; search p50 at 20,000 >= 10x faster than mem0's.
 
     python bench/bench_vs_mem0.py
@@ -41,9 +42,10 @@ import torch
 from bench_gateway_overhead import ISSUER, JWT_SECRET, gateway_stack
 from corpus import prompt_texts, query_texts
 from encoders import onnx_rate, reference_model, reference_rate, service_encoder
+from service_process import service_precision
 
 from gateway.tokens import mint_token
-from memory_service.model_loading import bundled_model_path
+from memory_service.embedding.model_dir import bundled_model_path
 
 MEM0_VERSION = "2.2.1"
 TARGET_SAVES = 3.0
@@ -206,7 +208,7 @@ def report(
     print()
     print(
         f"Side by side: {args.users} users, chat-like texts, {len(ours[0]['search_s'])} queries "
-        f"per checkpoint; ours embeds in float32 (ONNX Runtime) through HTTP with "
+        f"per checkpoint; ours embeds in {service_precision()} (ONNX Runtime) through HTTP with "
         f"{args.clients} clients, mem0 {mem0['mem0_version']} in process with "
         f"{args.mem0_concurrency} at a time"
     )
@@ -242,6 +244,7 @@ def report(
 
 
 def main() -> None:
+    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoints", type=lambda s: [int(x) for x in s.split(",")], default=[3_000, 20_000]

@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
+from service_process import service_precision
 
-from memory_service.model_loading import bundled_model_path, open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder
+from memory_service.embedding.model_dir import bundled_model_path, open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -26,8 +27,9 @@ def cores() -> int:
 
 def service_encoder() -> OnnxEncoder:
     """The service's encoder as memory_service runs it by default: one session, one thread
-    per call, as many calls at once as there are cores (see `encode`)."""
-    return OnnxEncoder(open_model_dir(None), model_threads=1)
+    per call, as many calls at once as there are cores (see `encode`), in the precision the
+    bench's services run in (MEMORY_EMBED_PRECISION)."""
+    return OnnxEncoder(open_model_dir(None), model_threads=1, precision=service_precision())
 
 
 def reference_model() -> SentenceTransformer:

@@ -24,13 +24,13 @@ import qdrant_edge
 from corpus import prompt_texts
 from encoders import encode
 
-from memory_service.model_loading import BUNDLED_MODEL_NAME
+from memory_service.embedding.model_dir import BUNDLED_MODEL_NAME
 from memory_service.models import Memory, MemoryKind, MemoryPoint, SparseVector
 from memory_service.store import CollectionSpec
 from memory_service.store.embedded import EdgeMemoryStore
 
 if TYPE_CHECKING:
-    from memory_service.onnx_encoder import OnnxEncoder
+    from memory_service.embedding.onnx_encoder import OnnxEncoder
 
 SEED_MARKER = "bench-seed.json"
 POINT_NAMESPACE = uuid.UUID("0c6f7a52-3b7e-4d0e-9a51-2f8e3c1d9b64")

@@ -4,6 +4,7 @@ with memory_service as an async context manager and a token fresh for each run."
 
 from __future__ import annotations
 
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import grpc  # noqa: E402
 
+from memory_service.config import MemorySettings  # noqa: E402
 from protos.memory.v1 import memory_pb2_grpc  # noqa: E402
 from service_kit.identity import Identity, outgoing_metadata  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -36,6 +38,14 @@ __all__ = [
 
 # A fresh token per run: the bench owns both ends of every call.
 SERVICE_TOKEN = secrets.token_urlsafe(24)
+
+
+def service_precision() -> str:
+    """The embedding precision a memory_service started from this process runs in
+    (MEMORY_EMBED_PRECISION, inherited), for the bench's report."""
+    return os.environ.get(
+        "MEMORY_EMBED_PRECISION", str(MemorySettings.model_fields["embed_precision"].default)
+    )
 
 
 def call_metadata(user_id: str) -> tuple[tuple[str, str], ...]:

@@ -2,7 +2,7 @@
 
 import sys
 
-from memory_service.model_loading import ModelError
+from memory_service.embedding.model_dir import ModelError
 from memory_service.server import serve
 from memory_service.store import StoreError
 from service_kit.grpc_server import run_main

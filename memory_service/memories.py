@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import qdrant_edge
 
 from memory_service import metrics
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.group_commit import GroupCommit
 from memory_service.models import (
     Memory,
@@ -303,6 +303,7 @@ class Memories:
                 query=query,
                 document_terms=self._sparse_document,
                 explain=explain,
+                calibration=self.embedder.calibration,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 

@@ -36,13 +36,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from memory_service import timeframes
+from memory_service.embedding.calibration import Calibration
 from memory_service.models import ScoredMemory, SparseVector, normalised_text
 
-# Cosine similarities of all-MiniLM-L6-v2 between unrelated texts sit below ~0.2 and between
-# a question and the text that answers it mostly above ~0.45; the calibration maps
-# COSINE_UNRELATED to 0 and COSINE_RELATED to 1, linearly between.
-COSINE_UNRELATED = 0.15
-COSINE_RELATED = 0.65
+# What cosines mean is the model's (embedding/calibration.py, measured at startup); this one,
+# all-MiniLM-L6-v2's, serves callers that rank without a model at hand.
+REFERENCE_CALIBRATION = Calibration(unrelated=0.15, related=0.65)
 # Extra results asked of the engine so that collapsing duplicates still fills top_k.
 DUPLICATE_MARGIN = 10
 # Feedback for the keyword side's second pass: the terms that weigh most in the first
@@ -140,10 +139,9 @@ TODAY = RankingParams(
 T = TypeVar("T")
 
 
-def calibrated_cosine(cosine: float) -> float:
+def calibrated_cosine(cosine: float, calibration: Calibration = REFERENCE_CALIBRATION) -> float:
     """A cosine similarity on the score scale: 0 unrelated, 1 clearly about the query."""
-    scaled = (cosine - COSINE_UNRELATED) / (COSINE_RELATED - COSINE_UNRELATED)
-    return min(max(scaled, 0.0), 1.0)
+    return calibration.score(cosine)
 
 
 def collapse_duplicates(results: Iterable[ScoredMemory], limit: int) -> list[ScoredMemory]:
@@ -427,9 +425,12 @@ def fuse(
     *,
     query: str = "",
     context: Context = NO_CONTEXT,
+    calibration: Calibration = REFERENCE_CALIBRATION,
 ) -> list[tuple[str, float]]:
     """Every candidate's id and score, best first, in the hybrid ranking of `query`."""
-    return fuse_explained(dense_hits, sparse_hits, params, query=query, context=context).ranked
+    return fuse_explained(
+        dense_hits, sparse_hits, params, query=query, context=context, calibration=calibration
+    ).ranked
 
 
 def fuse_explained(
@@ -440,6 +441,7 @@ def fuse_explained(
     query: str = "",
     context: Context = NO_CONTEXT,
     explain: bool = False,
+    calibration: Calibration = REFERENCE_CALIBRATION,
 ) -> Fused:
     """Every candidate's id and score, best first, in the hybrid ranking of `query`: the sum
     of its FEATURES' values times their weights, scaled so the top carries the query's
@@ -472,7 +474,7 @@ def fuse_explained(
                 for name in FEATURES
                 if weights[name] and values[name].get(memory_id)
             }
-    confidence = calibrated_cosine(max((h.score for h in dense_hits), default=0.0))
+    confidence = calibration.score(max((h.score for h in dense_hits), default=0.0))
     return Fused(_scaled(ranked, confidence), contributions)
 
 
@@ -518,17 +520,24 @@ def _diversified(
     return ranked, above
 
 
-def semantic(dense_hits: Sequence[ScoredMemory], limit: int) -> list[ScoredMemory]:
+def semantic(
+    dense_hits: Sequence[ScoredMemory],
+    limit: int,
+    calibration: Calibration = REFERENCE_CALIBRATION,
+) -> list[ScoredMemory]:
     """Dense order, each score its own calibrated cosine."""
-    scored = (ScoredMemory(h.memory, calibrated_cosine(h.score)) for h in dense_hits)
+    scored = (ScoredMemory(h.memory, calibration.score(h.score)) for h in dense_hits)
     return collapse_duplicates(scored, limit)
 
 
 def keyword(
-    sparse_hits: Sequence[ScoredMemory], best_cosine: float | None, limit: int
+    sparse_hits: Sequence[ScoredMemory],
+    best_cosine: float | None,
+    limit: int,
+    calibration: Calibration = REFERENCE_CALIBRATION,
 ) -> list[ScoredMemory]:
     """BM25 order, scaled by the query's best dense match like hybrid (by 1 when the caller
     has no dense vector to measure it with)."""
-    confidence = 1.0 if best_cosine is None else calibrated_cosine(best_cosine)
+    confidence = 1.0 if best_cosine is None else calibration.score(best_cosine)
     scaled = _scaled([(h.memory, h.score) for h in sparse_hits], confidence)
     return collapse_duplicates((ScoredMemory(m, score) for m, score in scaled), limit)

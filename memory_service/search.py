@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from memory_service import ranking
+from memory_service.embedding.calibration import Calibration
 from memory_service.models import ScoredMemory, SearchFilters, SearchMode, SparseVector
 from memory_service.store.interface import (
     DENSE_VECTOR,
@@ -37,6 +38,7 @@ async def search_memories(
     document_terms: Callable[[str], SparseVector] | None = None,
     params: ranking.RankingParams = ranking.DEFAULT,
     explain: bool = False,
+    calibration: Calibration = ranking.REFERENCE_CALIBRATION,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
     only runs the queries. `query` is the text the vectors are of, and `document_terms` the
@@ -69,7 +71,13 @@ async def search_memories(
         conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
         context = await conversation_context(store, user_id, filters, conversations, dense=dense)
         fused = ranking.fuse_explained(
-            dense_hits, sparse_hits, params, query=query, context=context, explain=explain
+            dense_hits,
+            sparse_hits,
+            params,
+            query=query,
+            context=context,
+            explain=explain,
+            calibration=calibration,
         )
         ranked = fused.ranked[:wanted]
         memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
@@ -89,7 +97,7 @@ async def search_memories(
         (nearest,) = await _nearest(
             store, user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
         )
-        return ranking.semantic(nearest, limit)
+        return ranking.semantic(nearest, limit, calibration)
     if sparse is None:
         raise ValueError("keyword search needs its vector")
     queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
@@ -98,7 +106,7 @@ async def search_memories(
         queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
     hits = await _nearest(store, user_id, filters, queries)
     best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
-    return ranking.keyword(hits[0], best, limit)
+    return ranking.keyword(hits[0], best, limit, calibration)
 
 
 async def hybrid_candidates(

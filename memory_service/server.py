@@ -12,11 +12,11 @@ from functools import partial
 from memory_service import metrics
 from memory_service.api_keys import ApiKeys
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
+from memory_service.embedding.model_dir import embed_parallelism, open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.memories import Memories
 from memory_service.memory_release import release_free_memory, release_free_memory_every
-from memory_service.model_loading import embed_parallelism, open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder
 from memory_service.servicer import MemoryServicer
 from memory_service.store import CollectionSpec, MemoryStore
 from memory_service.store.embedded import EdgeMemoryStore
@@ -84,6 +84,7 @@ def build_encoder(settings: MemorySettings) -> OnnxEncoder:
         open_model_dir(settings.model),
         dimension=settings.embedding_dim,
         model_threads=embed_parallelism(settings)["model_threads"],
+        precision=settings.embed_precision,
     )
 
 

@@ -11,9 +11,9 @@ from typing import Any
 import httpx
 import pytest
 
-from memory_service.embedder import Embedder
-from memory_service.model_loading import open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder
+from memory_service.embedding.model_dir import open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer
 from tests.support.auth import JwksServer, Keys, ec_key, gateway_settings, rsa_key
 from tests.support.stack import Gateway, StartGateway, start_memory

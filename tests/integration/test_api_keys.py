@@ -15,7 +15,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import SecretStr
 
 from gateway.auth import UNAUTHORIZED_DETAIL
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from tests.support.auth import Keys, bearer, new_user
 from tests.support.mcp_client import MCP_HEADERS, mcp_request, mcp_session
 from tests.support.qdrant_stand_in import QdrantStandIn

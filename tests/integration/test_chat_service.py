@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from chat_service.config import ChatSettings
 from chat_service.server import ChatServer, create_server
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer
 from memory_service.server import create_server as create_memory_server
 from protos.chat.v1 import chat_pb2, chat_pb2_grpc

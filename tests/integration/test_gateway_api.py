@@ -23,7 +23,7 @@ from gateway.api_keys import KeyGrant, KeyResolver, new_key
 from gateway.auth import MAX_JWKS_BYTES, UNAUTHORIZED_DETAIL
 from gateway.cursors import INVALID_CURSOR
 from gateway.routes.memories import TOO_MANY_EXPORTS
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from tests.support.auth import (
     EXTENSION_ORIGIN,
     REDIS_URL,

@@ -20,7 +20,7 @@ from chat_service.server import ChatServer, create_server
 from gateway.config import GatewaySettings
 from gateway.deps import CHAT_NOT_CONFIGURED
 from gateway.tokens import mint_token
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer
 from tests.support.auth import HS_SECRET, bearer, new_user
 from tests.support.llm_stand_in import ANSWER, Received, Reply, StandInProvider

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.models import memory_point_id
 from tests.support.auth import Keys, bearer, new_user
 from tests.support.exports import START, chatgpt_export, run_cli, start_cli

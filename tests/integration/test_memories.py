@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.memories import WRITES_PER_USER, Memories, NewMemory
 from memory_service.models import MemoryKind, SearchFilters, SearchMode
 from memory_service.store import CollectionSpec

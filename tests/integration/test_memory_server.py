@@ -9,7 +9,7 @@ from pathlib import Path
 from memory_service import memory_release
 from memory_service import server as memory_server
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.memories import NewMemory
 from memory_service.models import SearchFilters, SearchMode
 from memory_service.server import create_server

@@ -15,11 +15,15 @@ import pytest
 import torch
 from sentence_transformers import SentenceTransformer
 
-from memory_service.embedder import Embedder
-from memory_service.encoder import CHUNK_OVERLAP_TOKENS, MAX_WINDOWS_PER_TEXT, token_windows
-from memory_service.model_loading import bundled_model_path, open_model_dir
-from memory_service.onnx_encoder import OnnxEncoder, length_groups
-from memory_service.onnx_model import bert_model_bytes
+from memory_service.embedding.encoder import (
+    CHUNK_OVERLAP_TOKENS,
+    MAX_WINDOWS_PER_TEXT,
+    token_windows,
+)
+from memory_service.embedding.graph import Precision, bert_graph
+from memory_service.embedding.model_dir import bundled_model_path, open_model_dir
+from memory_service.embedding.onnx_encoder import OnnxEncoder, length_groups, open_session
+from memory_service.embedding.scheduler import Embedder
 
 pytestmark = pytest.mark.slow
 
@@ -80,6 +84,18 @@ CORPUS = _SHORT + _CHAT + _UNICODE + _CODE + _NEAR_WINDOW
 
 
 @pytest.fixture(scope="module")
+def encoder() -> OnnxEncoder:
+    """The encoder in float32, the precision whose vectors are sentence-transformers'."""
+    return OnnxEncoder(open_model_dir(None), precision="float32")
+
+
+@pytest.fixture(scope="module")
+def int8() -> OnnxEncoder:
+    """The encoder as the service runs it by default."""
+    return OnnxEncoder(open_model_dir(None))
+
+
+@pytest.fixture(scope="module")
 def reference() -> SentenceTransformer:
     """sentence-transformers in float32 on the same model directory."""
     return SentenceTransformer(str(bundled_model_path()), device="cpu")
@@ -126,6 +142,19 @@ async def test_vectors_match_sentence_transformers(
     worst = int(np.argmin(cosines))
     assert cosines.min() >= PARITY_COSINE, (CORPUS[worst], float(cosines[worst]))
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_int8_vectors_stay_near_float32(encoder: OnnxEncoder, int8: OnnxEncoder) -> None:
+    """The default precision: int8 weights in the dense layers, within a small angle of the
+    float32 vectors on every text of the corpus."""
+    assert int8.precision == "int8"
+    flags = [False] * len(CORPUS)
+    cosines = (np.array(int8.encode(CORPUS, flags)) * np.array(encoder.encode(CORPUS, flags))).sum(
+        1
+    )
+    worst = int(np.argmin(cosines))
+    assert cosines.mean() >= 0.99
+    assert cosines.min() >= 0.97, (CORPUS[worst], float(cosines[worst]))
 
 
 def test_a_long_text_is_the_mean_of_its_windows(
@@ -208,9 +237,10 @@ def test_threads_sharing_the_session_get_the_vectors_of_one_thread(encoder: Onnx
 async def test_parallel_workers_give_the_vectors_of_sentence_transformers(
     reference: SentenceTransformer,
 ) -> None:
-    shared = OnnxEncoder(open_model_dir(None), model_threads=1)
+    shared = OnnxEncoder(open_model_dir(None), model_threads=1, precision="float32")
     embedder = Embedder(shared, batch_size=8, max_wait_ms=2, workers=2)
-    assert embedder.mode == "onnxruntime float32, 1 thread(s) per call, 2 workers"
+    assert embedder.mode.startswith("onnxruntime float32, 1 thread(s) per call, cosine ")
+    assert embedder.mode.endswith(", 2 workers")
     texts = [f"note {i}: " + "about the garden " * (i % 9) for i in range(48)]
     try:
         vectors = np.array(await asyncio.gather(*(embedder.embed(t) for t in texts)))
@@ -221,7 +251,7 @@ async def test_parallel_workers_give_the_vectors_of_sentence_transformers(
 
 
 def test_a_truncated_dimension_matches_sentence_transformers() -> None:
-    encoder = OnnxEncoder(open_model_dir(None), dimension=128)
+    encoder = OnnxEncoder(open_model_dir(None), dimension=128, precision="float32")
     assert encoder.dimension == 128
     texts = CORPUS[10:20]
     ours = np.array(encoder.encode(texts, [False] * len(texts)))
@@ -233,6 +263,31 @@ def test_a_truncated_dimension_matches_sentence_transformers() -> None:
 
 def test_the_model_is_built_to_the_same_bytes_every_time() -> None:
     model = open_model_dir(None)
-    first = bert_model_bytes(model)
-    assert bert_model_bytes(model) == first
-    assert bert_model_bytes(model, 128) != first
+    first = bert_graph(model)
+    again = bert_graph(model)
+    assert again.model_bytes == first.model_bytes
+    assert again.weights.keys() == first.weights.keys()
+    assert all(np.array_equal(again.weights[k], v) for k, v in first.weights.items())
+    assert bert_graph(model, 128).model_bytes != first.model_bytes
+    int8 = bert_graph(model, precision="int8")
+    assert bert_graph(model, precision="int8").model_bytes == int8.model_bytes
+    assert all(
+        np.array_equal(bert_graph(model, precision="int8").weights[k], v)
+        for k, v in int8.weights.items()
+    )
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_the_session_keeps_no_hold_on_the_weights_it_was_handed(precision: Precision) -> None:
+    """The encoder drops the weight arrays once its session is built: the session must have
+    copied them. Overwritten afterwards, they change nothing."""
+    graph = bert_graph(open_model_dir(None), precision=precision)
+    session = open_session(graph, model_threads=1)
+    ids = np.array([[101, 1996, 4937, 2938, 2006, 1996, 13523, 102]])
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    (before,) = session.run(None, feed)
+    for array in graph.weights.values():
+        array.fill(0)
+    (after,) = session.run(None, feed)
+    assert np.array_equal(before, after)
+    assert float(np.abs(before).sum()) > 0

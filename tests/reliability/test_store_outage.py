@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer, create_server
 from tests.support.qdrant_stand_in import QdrantStandIn
 from tests.support.reliability import client_for, gateway_settings

@@ -26,8 +26,8 @@ import uvicorn
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from memory_service.config import MemorySettings
-from memory_service.embedder import Embedder
-from memory_service.encoder import Encoder
+from memory_service.embedding.encoder import Encoder
+from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer, create_server
 from tests.support.ports import free_port
 from tests.support.processes import ServiceProcess, grpc_serving, http_ready, service_env

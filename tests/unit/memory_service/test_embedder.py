@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 import numpy as np
 import pytest
 
-from memory_service.embedder import SHARED_SECONDS, Embedder
+from memory_service.embedding.scheduler import SHARED_SECONDS, Embedder
+from memory_service.ranking import REFERENCE_CALIBRATION
 
 DIMENSION = 8
 # Bounds a test that waits for the scheduler to reach a state, should it never get there.
@@ -33,6 +34,7 @@ class ScriptedEncoder:
     model_name = "scripted"
     dimension = DIMENSION
     mode = "scripted"
+    calibration = REFERENCE_CALIBRATION
 
     def __init__(self, *, held: bool = False) -> None:
         self.calls: list[list[str]] = []

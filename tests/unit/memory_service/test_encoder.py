@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from memory_service.encoder import (
+from memory_service.embedding.encoder import (
     CHUNK_OVERLAP_TOKENS,
     MAX_WINDOWS_PER_TEXT,
     mean_of_windows,

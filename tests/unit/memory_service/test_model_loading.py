@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from memory_service.config import MemorySettings
-from memory_service.model_loading import (
+from memory_service.embedding.model_dir import (
     BUNDLED_MODEL_INSTALL,
     BUNDLED_MODEL_NAME,
     ModelError,

@@ -59,9 +59,9 @@ def order(fused: list[tuple[str, float]]) -> list[str]:
 
 def test_calibrated_cosine_maps_unrelated_to_0_and_related_to_1() -> None:
     assert ranking.calibrated_cosine(-0.3) == 0.0
-    assert ranking.calibrated_cosine(ranking.COSINE_UNRELATED) == 0.0
+    assert ranking.calibrated_cosine(ranking.REFERENCE_CALIBRATION.unrelated) == 0.0
     assert ranking.calibrated_cosine(0.4) == pytest.approx(0.5)
-    assert ranking.calibrated_cosine(ranking.COSINE_RELATED) == 1.0
+    assert ranking.calibrated_cosine(ranking.REFERENCE_CALIBRATION.related) == 1.0
     assert ranking.calibrated_cosine(0.95) == 1.0
 
 

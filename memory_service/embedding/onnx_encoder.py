@@ -11,9 +11,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from memory_service.encoder import mean_of_windows, token_windows
-from memory_service.model_loading import ModelDir, ModelError
-from memory_service.onnx_model import bert_model_bytes
+from memory_service.embedding import calibration
+from memory_service.embedding.encoder import mean_of_windows, token_windows
+from memory_service.embedding.graph import BertGraph, Precision, bert_graph
+from memory_service.embedding.model_dir import ModelDir, ModelError
 
 # Padded tokens in one model call at most: bounds the memory of attention's [heads, tokens,
 # tokens] scores whatever the batch.
@@ -32,8 +33,16 @@ class OnnxEncoder:
     (the default when each embedding worker has one core) a run computes on its caller's
     thread, so the workers run side by side on one copy of the weights."""
 
-    def __init__(self, model: ModelDir, *, dimension: int | None = None, model_threads: int = 1):
+    def __init__(
+        self,
+        model: ModelDir,
+        *,
+        dimension: int | None = None,
+        model_threads: int = 1,
+        precision: Precision = "int8",
+    ):
         self.model_name = model.name
+        self.precision = precision
         self.model_threads = model_threads
         self._lowercase = model.do_lower_case
         self._tokenizer = Tokenizer.from_file(str(model.tokenizer_file))
@@ -44,28 +53,16 @@ class OnnxEncoder:
         self._prefix, self._suffix = special_tokens(model.tokenizer_file)
         # Tokens per window: the model's limit less the special tokens added around it.
         self.window = model.max_seq_length - len(self._prefix) - len(self._suffix)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = model_threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        # Threads of a run wait for each other's work by sleeping, not spinning: spinning
-        # threads take cores the other embedding workers and the rest of the machine need
-        # (measured slower under load, equal when idle).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self._session = ort.InferenceSession(
-            bert_model_bytes(model, dimension), options, providers=["CPUExecutionProvider"]
-        )
-        # The session keeps the serialized model, weights and all, only to rebuild itself on
-        # another execution provider, which a CPU-only session never does: the weights would
-        # be held twice.
-        if getattr(self._session, "_model_bytes", None) is not None:
-            self._session._model_bytes = None
+        self._session = open_session(bert_graph(model, dimension, precision), model_threads)
         self.dimension = int(self._session.get_outputs()[0].shape[1])
+        self.calibration = calibration.measure(self)
 
     @property
     def mode(self) -> str:
-        return f"onnxruntime float32, {self.model_threads} thread(s) per call"
+        return (
+            f"onnxruntime {self.precision}, {self.model_threads} thread(s) per call, cosine "
+            f"{self.calibration.unrelated} unrelated to {self.calibration.related} related"
+        )
 
     def prepare_thread(self) -> None:
         pass
@@ -118,6 +115,26 @@ class OnnxEncoder:
             (vectors,) = self._session.run(None, {"input_ids": ids, "attention_mask": mask})
             out[part] = vectors
         return out
+
+
+def open_session(graph: BertGraph, model_threads: int) -> ort.InferenceSession:
+    """An ONNX Runtime session of `graph` on the CPU, `model_threads` threads per run.
+
+    The weights go to the session as arrays rather than inside the serialized graph, which
+    only names them. The session copies them into tensors of its own while it is built
+    (tested), so the caller need not keep `graph` once this returns."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = model_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    # Threads of a run wait for each other's work by sleeping, not spinning: spinning threads
+    # take cores the other embedding workers and the rest of the machine need (measured
+    # slower under load, equal when idle).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    weights = [ort.OrtValue.ortvalue_from_numpy(array) for array in graph.weights.values()]
+    options.add_external_initializers(list(graph.weights), weights)
+    return ort.InferenceSession(graph.model_bytes, options, providers=["CPUExecutionProvider"])
 
 
 def length_groups(lengths: Sequence[int]) -> list[slice]:

@@ -185,4 +185,6 @@ def _as_float32(raw: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "BF16":
         # bfloat16 is the high half of a float32.
         return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=False)
+    # A copy, not a view of the file's bytes: a weight kept by the session must not keep the
+    # whole file in memory.
+    return raw.astype(np.float32)

@@ -19,7 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from memory_service import metrics
-from memory_service.encoder import Encoder
+from memory_service.embedding.calibration import Calibration
+from memory_service.embedding.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Embedder:
         self.clock: Clock = clock or SystemClock()
         self.model_name: str = encoder.model_name
         self.dimension: int = encoder.dimension
+        self.calibration: Calibration = encoder.calibration
         self._last_batch = 0
         # Owners in the order they are next served; a served owner moves to the back.
         self._waiting: dict[str, deque[_Pending]] = {}

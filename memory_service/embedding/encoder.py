@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from memory_service.embedding.calibration import Calibration
+
 CHUNK_OVERLAP_TOKENS = 32
 # Windows embedded for one text at most: a save's cost is bounded whatever its length.
 MAX_WINDOWS_PER_TEXT = 32
@@ -27,6 +29,11 @@ class Encoder(Protocol):
 
     @property
     def dimension(self) -> int: ...
+
+    @property
+    def calibration(self) -> Calibration:
+        """What the model's cosines mean (calibration.py)."""
+        ...
 
     @property
     def mode(self) -> str:
