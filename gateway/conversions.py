@@ -129,21 +129,17 @@ def query_to_pb(body: schemas.SearchQuery | schemas.ContextQuery) -> pb.SearchRe
     """A /search body as asked; a /context body's memories are about to be injected, so only
     those at or above the relevance floor."""
     if isinstance(body, schemas.ContextQuery):
-        return search_to_pb(
-            body.prompt,
-            body.top_k,
-            body.mode,
-            body.filters,
-            min_score=body.min_score,
-            relevant_only=True,
-        )
+        text, relevant_only, explain = body.prompt, True, False
+    else:
+        text, relevant_only, explain = body.query, False, body.explain
     return search_to_pb(
-        body.query,
+        text,
         body.top_k,
         body.mode,
         body.filters,
         min_score=body.min_score,
-        explain=body.explain,
+        relevant_only=relevant_only,
+        explain=explain,
     )
 
 
