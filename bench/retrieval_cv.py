@@ -199,7 +199,9 @@ def ranked_evidence(
     texts = {h.id: h.text for h in every}
     seen: set[str] = set()
     kept: list[str] = []
-    fused = ranking.fuse(dense_hits, sparse_hits, params, query=question.text, context=context)
+    fused = ranking.fuse(
+        dense_hits, sparse_hits, params, query=question.text, context=context
+    ).ranked
     for memory_id, _ in fused:
         key = normalised_text(texts[memory_id])
         if key in seen:

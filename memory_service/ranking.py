@@ -14,7 +14,7 @@ turns with the question's words, by being about a date the query names, the more
 its own words say so, and by its conversation's weight among the candidates (a conversation
 many candidates come from is about the query). Each of these is a named feature (FEATURES)
 and a memory's score is their values times their weights, which live in one frozen
-`RankingParams`; `fuse_explained` returns each feature's contribution. bench/bench_retrieval.py
+`RankingParams`; `fuse` also returns each feature's contribution. bench/bench_retrieval.py
 cross-validates the weights on LoCoMo's and LongMemEval's development sets together, in the
 product's shape. Feedback from the keyword side's first pass (a second BM25 query with the
 best matches' heaviest terms) is built and off, as it added nothing the other rules do not.
@@ -419,21 +419,6 @@ def _features(
 
 
 def fuse(
-    dense_hits: Sequence[Candidate],
-    sparse_hits: Sequence[Candidate],
-    params: RankingParams = DEFAULT,
-    *,
-    query: str = "",
-    context: Context = NO_CONTEXT,
-    calibration: Calibration = REFERENCE_CALIBRATION,
-) -> list[tuple[str, float]]:
-    """Every candidate's id and score, best first, in the hybrid ranking of `query`."""
-    return fuse_explained(
-        dense_hits, sparse_hits, params, query=query, context=context, calibration=calibration
-    ).ranked
-
-
-def fuse_explained(
     dense_hits: Sequence[Candidate],
     sparse_hits: Sequence[Candidate],
     params: RankingParams = DEFAULT,

@@ -70,7 +70,7 @@ async def search_memories(
         )
         conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
         context = await conversation_context(store, user_id, filters, conversations, dense=dense)
-        fused = ranking.fuse_explained(
+        fused = ranking.fuse(
             dense_hits,
             sparse_hits,
             params,

@@ -70,12 +70,14 @@ def test_a_memory_strong_on_both_signals_beats_one_strong_on_one() -> None:
     dense = candidates((dense_only, 0.62), (both, 0.58), (words_only, 0.30), (weak, 0.20))
     sparse = candidates((words_only, 9.0), (both, 8.0), (weak, 1.0))
 
-    assert order(ranking.fuse(dense, sparse)) == ["both", "words", "dense", "weak"]
+    assert order(ranking.fuse(dense, sparse).ranked) == ["both", "words", "dense", "weak"]
 
 
 def test_scores_are_in_0_1_falling_and_the_top_is_the_best_calibrated_cosine() -> None:
     a, b, c = memory("a"), memory("b"), memory("c")
-    fused = ranking.fuse(candidates((a, 0.5), (b, 0.45), (c, 0.2)), candidates((b, 3.0), (a, 1.0)))
+    fused = ranking.fuse(
+        candidates((a, 0.5), (b, 0.45), (c, 0.2)), candidates((b, 3.0), (a, 1.0))
+    ).ranked
 
     scores = [score for _, score in fused]
     assert scores == sorted(scores, reverse=True)
@@ -85,7 +87,7 @@ def test_scores_are_in_0_1_falling_and_the_top_is_the_best_calibrated_cosine() -
 
 def test_a_query_nothing_is_about_scores_zero_however_the_words_match() -> None:
     a, b = memory("a"), memory("b")
-    fused = ranking.fuse(candidates((a, 0.12), (b, 0.05)), candidates((a, 4.0)))
+    fused = ranking.fuse(candidates((a, 0.12), (b, 0.05)), candidates((a, 4.0))).ranked
 
     assert [score for _, score in fused] == [0.0, 0.0]
 
@@ -97,17 +99,17 @@ def test_the_neighbour_of_a_strong_match_in_its_conversation_moves_up() -> None:
     dense = [(match, 0.6), (elsewhere, 0.42), (answer, 0.40)]
     sparse = [(match, 6.0), (elsewhere, 1.2), (answer, 1.0)]
 
-    fused = ranking.fuse(candidates(*dense), candidates(*sparse))
+    fused = ranking.fuse(candidates(*dense), candidates(*sparse)).ranked
 
     assert order(fused) == ["match", "answer", "elsewhere"]
     # Without the conversation they are not neighbours, and the order follows the signals.
     answer.conversation_id = ""
-    assert order(ranking.fuse(candidates(*dense), candidates(*sparse)))[1] == "elsewhere"
+    assert order(ranking.fuse(candidates(*dense), candidates(*sparse)).ranked)[1] == "elsewhere"
 
 
 def test_a_lone_candidate_is_scored_by_its_own_similarity() -> None:
     only = memory("only")
-    ((memory_id, score),) = ranking.fuse(candidates((only, 0.4)), [])
+    ((memory_id, score),) = ranking.fuse(candidates((only, 0.4)), []).ranked
     assert memory_id == "only"
     assert score == pytest.approx(ranking.calibrated_cosine(0.4))
 
@@ -176,9 +178,11 @@ def test_a_when_question_lifts_the_memory_that_says_when() -> None:
     dense = candidates((undated, 0.6), (dated, 0.58), (weak, 0.2))
     sparse = candidates((undated, 5.0), (dated, 4.8), (weak, 1.0))
 
-    asked = ranking.fuse(dense, sparse, query="When did she go to the support group?")
-    told = ranking.fuse(dense, sparse, query="What was the support group like?")
-    before = ranking.fuse(dense, sparse, ranking.TODAY, query="When did she go to the group?")
+    asked = ranking.fuse(dense, sparse, query="When did she go to the support group?").ranked
+    told = ranking.fuse(dense, sparse, query="What was the support group like?").ranked
+    before = ranking.fuse(
+        dense, sparse, ranking.TODAY, query="When did she go to the group?"
+    ).ranked
 
     assert order(asked) == ["dated", "undated", "weak"]
     assert order(told) == ["undated", "dated", "weak"]
@@ -247,8 +251,8 @@ def test_a_memory_from_the_conversation_most_candidates_come_from_moves_up() -> 
     )
     sparse = candidates((lone, 5.0), (busy, 5.0), (lone_next, 2.0), *((o, 2.0) for o in others))
 
-    without = ranking.fuse(dense, sparse, PLAIN)
-    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, conversation_weight=0.2))
+    without = ranking.fuse(dense, sparse, PLAIN).ranked
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, conversation_weight=0.2)).ranked
 
     # Tied without the rule (then ordered by id); the busier conversation's first with it.
     assert dict(without)["a-lone"] == pytest.approx(dict(without)["b-busy"])
@@ -260,7 +264,9 @@ def test_the_conversation_rule_treats_memories_outside_conversations_each_on_its
     a, b = memory("a"), memory("b")
     params = ranking.RankingParams(conversation_weight=0.3)
 
-    fused = ranking.fuse(candidates((a, 0.6), (b, 0.3)), candidates((a, 4.0), (b, 1.0)), params)
+    fused = ranking.fuse(
+        candidates((a, 0.6), (b, 0.3)), candidates((a, 4.0), (b, 1.0)), params
+    ).ranked
 
     assert order(fused) == ["a", "b"]
     assert fused[0][1] == pytest.approx(ranking.calibrated_cosine(0.6))
@@ -276,8 +282,8 @@ def test_the_answer_to_a_question_gains_from_the_question() -> None:
     dense = candidates((asked, 0.6), (said, 0.6), (answer, 0.3), (remark, 0.3))
     sparse = candidates((asked, 6.0), (said, 6.0))
 
-    without = ranking.fuse(dense, sparse, PLAIN)
-    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, answer_weight=0.6))
+    without = ranking.fuse(dense, sparse, PLAIN).ranked
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, answer_weight=0.6)).ranked
 
     assert dict(without)["answer"] == pytest.approx(dict(without)["remark"])
     assert order(with_rule).index("answer") < order(with_rule).index("remark")
@@ -291,8 +297,8 @@ def test_a_turn_two_away_from_a_strong_match_gains_a_share() -> None:
     dense = candidates((turns[0], 0.6), (turns[1], 0.2), (turns[2], 0.3), (lone, 0.3))
     sparse = candidates((turns[0], 6.0))
 
-    without = ranking.fuse(dense, sparse, PLAIN)
-    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, second_neighbour_weight=0.4))
+    without = ranking.fuse(dense, sparse, PLAIN).ranked
+    with_rule = ranking.fuse(dense, sparse, replace(PLAIN, second_neighbour_weight=0.4)).ranked
 
     assert order(without).index("lone") < order(without).index("t2")
     assert order(with_rule).index("t2") < order(with_rule).index("lone")
@@ -306,7 +312,7 @@ def test_a_memory_that_says_more_ranks_above_an_equal_one_line_match() -> None:
     sparse = candidates((short, 3.0), (long, 3.0), (longer, 3.0))
     assert ranking.LENGTH_CAP < len(long.text) < len(longer.text)
 
-    fused = ranking.fuse(dense, sparse, replace(PLAIN, length_weight=0.2))
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, length_weight=0.2)).ranked
 
     assert order(fused)[-1] == "short"
     # Past LENGTH_CAP characters more text adds nothing.
@@ -321,7 +327,7 @@ def test_the_raw_cosine_tells_apart_what_min_max_makes_equal() -> None:
     dense = candidates((close, 0.7), (far, 0.2))
     sparse = candidates((far, 4.0), (words, 4.0), (close, 1.0))
 
-    fused = ranking.fuse(dense, sparse, replace(PLAIN, cosine_weight=1.0))
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, cosine_weight=1.0)).ranked
 
     # The keyword-only memory is taken to be no closer than the dense side's last hit.
     assert dict(fused)["far"] == pytest.approx(dict(fused)["words"])
@@ -339,7 +345,7 @@ def test_context_turns_join_the_ranking_scored_against_the_first_pass() -> None:
 
     assert ranking.context_conversations(dense, sparse) == ["c1", "c2"]
     assert ranking.context_conversations(dense, sparse, ranking.TODAY) == []
-    fused = dict(ranking.fuse(dense, sparse, query="team trip", context=context))
+    fused = dict(ranking.fuse(dense, sparse, query="team trip", context=context).ranked)
 
     assert set(fused) == {"match", "answer", "other"}
     assert fused["answer"] > fused["other"]
@@ -355,10 +361,13 @@ def test_a_query_naming_a_date_lifts_the_memories_about_that_day() -> None:
     query = "What did Joanna watch on 1 May, 2022?"
     dated = replace(PLAIN, date_weight=0.3)
 
-    assert order(ranking.fuse(dense, sparse, PLAIN, query=query))[:2] == ["later", "then"]
-    assert order(ranking.fuse(dense, sparse, dated, query=query))[:2] == ["then", "later"]
+    assert order(ranking.fuse(dense, sparse, PLAIN, query=query).ranked)[:2] == ["later", "then"]
+    assert order(ranking.fuse(dense, sparse, dated, query=query).ranked)[:2] == ["then", "later"]
     # A query that names no date leaves the order to the signals.
-    assert order(ranking.fuse(dense, sparse, dated, query="What did Joanna watch?"))[0] == "later"
+    assert (
+        order(ranking.fuse(dense, sparse, dated, query="What did Joanna watch?").ranked)[0]
+        == "later"
+    )
 
 
 def test_a_turn_that_says_when_next_to_the_question_words_beats_one_elsewhere() -> None:
@@ -371,9 +380,9 @@ def test_a_turn_that_says_when_next_to_the_question_words_beats_one_elsewhere() 
     timed = replace(PLAIN, neighbour_weight=0.0, time_weight=0.2)
     query = "When will she come to see the turtles?"
 
-    plain = order(ranking.fuse(dense, sparse, timed, query=query))
+    plain = order(ranking.fuse(dense, sparse, timed, query=query).ranked)
     lifted = order(
-        ranking.fuse(dense, sparse, replace(timed, time_neighbour_weight=0.4), query=query)
+        ranking.fuse(dense, sparse, replace(timed, time_neighbour_weight=0.4), query=query).ranked
     )
 
     assert plain == ["asked", "elsewhere", "reply"]
@@ -381,7 +390,7 @@ def test_a_turn_that_says_when_next_to_the_question_words_beats_one_elsewhere() 
     # Only on a question that asks when.
     told = ranking.fuse(
         dense, sparse, replace(timed, time_neighbour_weight=0.4), query="Who has turtles?"
-    )
+    ).ranked
     assert order(told) == ["asked", "elsewhere", "reply"]
 
 
@@ -394,9 +403,9 @@ def test_a_memory_that_says_it_was_in_the_named_month_beats_one_only_said_then()
     query = "What did John attend in March 2023?"
     dated = replace(PLAIN, date_weight=0.3)
 
-    assert order(ranking.fuse(dense, sparse, dated, query=query))[:2] == ["then", "says"]
+    assert order(ranking.fuse(dense, sparse, dated, query=query).ranked)[:2] == ["then", "says"]
     said = replace(dated, date_said_weight=0.3)
-    assert order(ranking.fuse(dense, sparse, said, query=query))[:2] == ["says", "then"]
+    assert order(ranking.fuse(dense, sparse, said, query=query).ranked)[:2] == ["says", "then"]
 
 
 def test_a_month_named_without_a_year_lifts_the_memories_about_it() -> None:
@@ -407,9 +416,13 @@ def test_a_month_named_without_a_year_lifts_the_memories_about_it() -> None:
     sparse = candidates((august, 5.0), (june, 4.8), (weak, 1.0))
     dated = replace(PLAIN, date_weight=0.3)
 
-    first_two = order(ranking.fuse(dense, sparse, dated, query="Where did we go camping?"))[:2]
+    first_two = order(ranking.fuse(dense, sparse, dated, query="Where did we go camping?").ranked)[
+        :2
+    ]
     assert first_two == ["august", "june"]
-    first_two = order(ranking.fuse(dense, sparse, dated, query="Did we go camping in June?"))[:2]
+    first_two = order(
+        ranking.fuse(dense, sparse, dated, query="Did we go camping in June?").ranked
+    )[:2]
     assert first_two == ["june", "august"]
 
 
@@ -425,8 +438,8 @@ def test_a_second_conversation_joins_the_top_once_one_conversation_has_placed_tw
     )
     alone = replace(PLAIN, neighbour_weight=0.0)
 
-    without = ranking.fuse(dense, sparse, alone)
-    spread = ranking.fuse(dense, sparse, replace(alone, diversity_weight=0.1))
+    without = ranking.fuse(dense, sparse, alone).ranked
+    spread = ranking.fuse(dense, sparse, replace(alone, diversity_weight=0.1)).ranked
 
     assert order(without) == ["a-0", "a-1", "a-2", "b-0", "weak"]
     assert order(spread) == ["a-0", "b-0", "a-1", "a-2", "weak"]
@@ -444,9 +457,9 @@ def test_explain_gives_each_features_part_of_the_score_before_scaling() -> None:
     sparse = candidates((question, 6.0), (other, 1.0))
     params = replace(ranking.DEFAULT, diversity_weight=0.1)
 
-    fused = ranking.fuse_explained(dense, sparse, params, query="hiking", explain=True)
+    fused = ranking.fuse(dense, sparse, params, query="hiking", explain=True)
 
-    assert fused.ranked == ranking.fuse(dense, sparse, params, query="hiking")
+    assert fused.ranked == ranking.fuse(dense, sparse, params, query="hiking").ranked
     assert set(fused.contributions) == {"question", "answer", "other"}
     for parts in fused.contributions.values():
         assert set(parts) <= set(ranking.FEATURES)
@@ -459,7 +472,7 @@ def test_explain_gives_each_features_part_of_the_score_before_scaling() -> None:
     top, top_score = fused.ranked[0]
     for memory_id, score in fused.ranked:
         assert score == pytest.approx(top_score * total[memory_id] / total[top])
-    assert ranking.fuse_explained(dense, sparse, params, query="hiking").contributions == {}
+    assert ranking.fuse(dense, sparse, params, query="hiking").contributions == {}
 
 
 def test_with_lean_chars_a_long_answer_takes_a_smaller_share_of_its_question() -> None:
@@ -472,8 +485,8 @@ def test_with_lean_chars_a_long_answer_takes_a_smaller_share_of_its_question() -
     sparse = candidates((question, 5.0), (question_2, 5.0))
     params = replace(PLAIN, neighbour_weight=0.0, answer_weight=0.6)
 
-    whole = ranking.fuse_explained(dense, sparse, params, explain=True).contributions
-    leaning = ranking.fuse_explained(
+    whole = ranking.fuse(dense, sparse, params, explain=True).contributions
+    leaning = ranking.fuse(
         dense, sparse, replace(params, lean_chars=300), explain=True
     ).contributions
 

@@ -243,7 +243,7 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
     assert {h.id for h in context.dense} == {t.memory.id for t in turns}
     assert ranking.context_conversations(dense_hits, sparse_hits, ranking.TODAY) == []
 
-    fused = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=context)
+    fused = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=context).ranked
     ranked = [memory_id for memory_id, _ in fused]
     # The turn after the best match (its answer) is ranked, above the conversation's
     # unrelated turn.
