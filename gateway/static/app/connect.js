@@ -3,6 +3,8 @@
 // name of that browser. Signed in, the person approves: a key is made with the scopes chosen
 // and posted, with the nonce, to that script only on this page's own origin. The key is never
 // shown, kept in the page's storage, or put in the address.
+import { createKey } from "/app/keys.js";
+
 const $ = (id) => document.getElementById(id);
 
 let offer = null; // {nonce, name} from the extension
@@ -29,20 +31,12 @@ function post(message) {
 async function approve(event) {
   event.preventDefault();
   const status = $("connect-status");
-  const scopes = ["read", "write"].filter((scope) => $(`connect-${scope}`).checked);
-  if (scopes.length === 0) {
-    status.textContent = "Choose at least one scope.";
-    return;
-  }
   const name = $("connect-name").value.trim();
-  const response = await deps.api("/keys", { method: "POST", body: { name, scopes } });
-  if (!response.ok) {
-    status.textContent = `The key was not created: ${await deps.detail(response)}`;
-    return;
-  }
+  const created = await createKey(deps, "connect", status, { name });
+  if (created === null) return;
   hide();
   status.textContent = "Handing the key to the extension…";
-  post({ type: "memory-layer:connect-key", key: (await response.json()).key });
+  post({ type: "memory-layer:connect-key", key: created.key });
   deps.keysChanged();
 }
 

@@ -62,23 +62,30 @@ function hideNewKey() {
   $("new-key").hidden = true;
 }
 
+// Makes a key with the scopes ticked in the form (its `${prefix}-read` and `${prefix}-write`
+// boxes) and the fields of `body`: the key made, or null once `status` says why not.
+export async function createKey(helpers, prefix, status, body) {
+  const scopes = ["read", "write"].filter((scope) => $(`${prefix}-${scope}`).checked);
+  if (scopes.length === 0) {
+    status.textContent = "Choose at least one scope.";
+    return null;
+  }
+  const response = await helpers.api("/keys", { method: "POST", body: { ...body, scopes } });
+  if (!response.ok) {
+    status.textContent = `The key was not created: ${await helpers.detail(response)}`;
+    return null;
+  }
+  return response.json();
+}
+
 async function create(event) {
   event.preventDefault();
   const status = $("keys-status");
-  const scopes = ["read", "write"].filter((scope) => $(`key-${scope}`).checked);
-  if (scopes.length === 0) {
-    status.textContent = "Choose at least one scope.";
-    return;
-  }
-  const body = { name: $("key-name").value.trim(), scopes };
+  const body = { name: $("key-name").value.trim() };
   const days = $("key-expiry").value;
   if (days) body.expires_in_days = Number(days);
-  const response = await deps.api("/keys", { method: "POST", body });
-  if (!response.ok) {
-    status.textContent = `The key was not created: ${await deps.detail(response)}`;
-    return;
-  }
-  const created = await response.json();
+  const created = await createKey(deps, "key", status, body);
+  if (created === null) return;
   status.textContent = `Created “${created.name}”.`;
   $("key-form").reset();
   $("new-key-value").value = created.key;
