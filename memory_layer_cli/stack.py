@@ -54,14 +54,17 @@ def private_dir(path: Path) -> Path:
     return path
 
 
-def die_with_this_process() -> Callable[[], None]:
+def die_with_this_process() -> Callable[[], None] | None:
     """What a child runs between fork and exec so that the kernel sends it SIGTERM (a
     graceful stop) when this process dies, however it dies.
 
     The kernel sends that signal when the *thread* that forked the child ends, not the
     process: children are forked from the main thread only, which lives as long as the
     process. A parent that died before the child asked for the signal is caught by
-    comparing the parent pid after asking."""
+    comparing the parent pid after asking. Elsewhere than Linux there is no such signal: None,
+    and a killed `up` leaves its services running."""
+    if not sys.platform.startswith("linux"):
+        return None
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("services are started from the main thread only")
     # Loaded here, in the parent: the child between fork and exec only calls it.
