@@ -37,6 +37,10 @@ class CursorSeal:
 
     def open(self, user_id: str, cursor: str) -> str:
         """The position a cursor sealed for this user stands for; 400 for anything else."""
+        # A sealed cursor is ASCII; anything else was never given out (and compare_digest
+        # takes no other strings).
+        if not cursor.isascii():
+            raise HTTPException(400, INVALID_CURSOR)
         position, dot, mac = cursor.rpartition(".")
         if not dot or not position or not hmac.compare_digest(mac, self._mac(user_id, position)):
             raise HTTPException(400, INVALID_CURSOR)
