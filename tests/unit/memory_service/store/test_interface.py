@@ -340,6 +340,26 @@ async def test_scroll_steps_over_memories_sharing_one_time(store: MemoryStore) -
     assert set(seen[1:6]) == {p.memory.id for p in tied}
 
 
+@pytest.mark.parametrize(("tied_count", "limit"), [(3, 2), (5, 2), (7, 3), (6, 4)])
+async def test_pages_ending_inside_a_run_of_ties_neither_repeat_nor_drop(
+    store: MemoryStore, tied_count: int, limit: int
+) -> None:
+    # The store returns memories of one time in any order, and may return a different
+    # subset of them each time a window cuts through the run.
+    same = datetime(2025, 5, 1, 12, 0, tzinfo=UTC)
+    tied = [point("u", f"tied {i}", i, created=same) for i in range(tied_count)]
+    older = point("u", "older", 1, created=same - timedelta(seconds=1))
+    await store.upsert([*tied, older])
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        page, cursor = await paging.scroll(store, "u", SearchFilters(), limit, cursor)
+        seen += [m.id for m in page]
+        if cursor is None:
+            break
+    assert seen == [*sorted(p.memory.id for p in tied), older.memory.id]
+
+
 async def test_upsert_same_id_keeps_one_point(store: MemoryStore) -> None:
     p = point("u", "first", 0)
     await store.upsert([p])
