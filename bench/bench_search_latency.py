@@ -8,6 +8,10 @@ EdgeMemoryStore.search on the same data dir, for the same (user, query) pairs. S
 baseline alternate for --rounds rounds so that noise on a shared machine hits both.
 Target: p50(service) / p50(baseline) <= 1.5.
 
+The same service process also answers each query BM25-only (mode keyword), alternating
+with the default so that load hits both: what the hybrid ranking costs over the cheapest
+search there is. Target: p50(default) / p50(BM25-only) <= 1.5.
+
     python bench/bench_search_latency.py                      # 100k memories, 1k users
     python bench/bench_search_latency.py --memories 20000 --users 200 --queries 100
     python bench/bench_search_latency.py --data-dir /tmp/seeded   # keep the seeded dir
@@ -46,26 +50,33 @@ def percentile(samples: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(samples), q))
 
 
+SERVICE_MODES = {"default": pb.SEARCH_MODE_UNSPECIFIED, "keyword": pb.SEARCH_MODE_KEYWORD}
+
+
 async def service_latencies(
     data_dir: Path, pairs: list[tuple[str, str]], top_k: int, warmup: int
-) -> list[float]:
+) -> dict[str, list[float]]:
+    """Each query searched the default way and BM25-only, in alternating order."""
     async with MemoryServiceProcess(data_dir) as service, service.channel() as channel:
         stub = service.stub(channel)
 
-        async def search(user: str, query: str) -> int:
-            request = pb.SearchRequest(query=query, top_k=top_k, mode=pb.SEARCH_MODE_HYBRID)
+        async def search(user: str, query: str, mode: pb.SearchMode) -> int:
+            request = pb.SearchRequest(query=query, top_k=top_k, mode=mode)
             reply = await stub.Search(request, metadata=call_metadata(user), timeout=30)
             return len(reply.results)
 
         for user, query in pairs[:warmup]:
-            await search(user, query)
-        latencies = []
+            for mode in SERVICE_MODES.values():
+                await search(user, query, mode)
+        latencies: dict[str, list[float]] = {name: [] for name in SERVICE_MODES}
         empty = 0
-        for user, query in pairs:
-            started = time.perf_counter()
-            found = await search(user, query)
-            latencies.append(time.perf_counter() - started)
-            empty += found == 0
+        for index, (user, query) in enumerate(pairs):
+            names = list(SERVICE_MODES) if index % 2 == 0 else list(reversed(SERVICE_MODES))
+            for name in names:
+                started = time.perf_counter()
+                found = await search(user, query, SERVICE_MODES[name])
+                latencies[name].append(time.perf_counter() - started)
+                empty += name == "default" and found == 0
         if empty:
             print(f"  warning: {empty} of {len(pairs)} service searches found nothing")
         return latencies
@@ -133,27 +144,32 @@ def main() -> None:
         users = user_ids(plan.users)
         queries = query_texts(args.queries)
         service: list[float] = []
+        keyword: list[float] = []
         baseline: list[float] = []
         round_ratios = []
         for r in range(args.rounds):
             pairs = [(rng.choice(users), q) for q in queries]
-            s = asyncio.run(service_latencies(data_dir, pairs, args.top_k, args.warmup))
+            measured = asyncio.run(service_latencies(data_dir, pairs, args.top_k, args.warmup))
+            s, k = measured["default"], measured["keyword"]
             b = asyncio.run(baseline_latencies(data_dir, model, pairs, args.top_k, args.warmup))
             service += s
+            keyword += k
             baseline += b
             round_ratios.append(statistics.median(s) / statistics.median(b))
             print(
                 f"  round {r + 1}: service p50 {statistics.median(s) * 1e3:.1f} ms, "
+                f"BM25-only {statistics.median(k) * 1e3:.1f} ms, "
                 f"baseline p50 {statistics.median(b) * 1e3:.1f} ms"
             )
 
-    report(args, plan, service, baseline, round_ratios)
+    report(args, plan, service, keyword, baseline, round_ratios)
 
 
 def report(
     args: argparse.Namespace,
     plan: SeedPlan,
     service: list[float],
+    keyword: list[float],
     baseline: list[float],
     round_ratios: list[float],
 ) -> None:
@@ -166,7 +182,8 @@ def report(
     )
     print(f"{'':44} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     rows = [
-        ("memory_service Search over gRPC", service),
+        ("memory_service Search over gRPC (default)", service),
+        ("the same, BM25-only (mode keyword)", keyword),
         ("baseline: in-process encode + search_memories", baseline),
     ]
     for name, samples in rows:
@@ -178,6 +195,12 @@ def report(
     print(f"per-round p50 ratios: {', '.join(f'{r:.2f}' for r in round_ratios)}")
     verdict = "MET" if p50_ratio <= TARGET_P50_RATIO else "NOT MET"
     print(f"target p50 ratio <= {TARGET_P50_RATIO}: {p50_ratio:.2f} -> {verdict}")
+    keyword_ratio = percentile(service, 50) / percentile(keyword, 50)
+    verdict = "MET" if keyword_ratio <= TARGET_P50_RATIO else "NOT MET"
+    print(
+        f"default against BM25-only over gRPC, target p50 ratio <= {TARGET_P50_RATIO}: "
+        f"{keyword_ratio:.2f} -> {verdict}"
+    )
 
 
 if __name__ == "__main__":
