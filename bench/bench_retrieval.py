@@ -37,6 +37,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -62,6 +63,8 @@ TOP_K = 10
 KS = (1, 5, 10)
 TARGET_FLOOR_RATIO = 0.95
 TARGET_P50_RATIO = 1.5
+# int8 recall@10 against float32's, default and dense-only.
+TARGET_PRECISION_DELTA = 0.005
 BATCH_ITEMS = 32
 SAVE_ATTEMPTS = 5
 # Written into the data directory once every turn is stored: which data it holds, and each
@@ -117,29 +120,41 @@ def datasets(args: argparse.Namespace) -> list[Dataset]:
     return loaded
 
 
-def data_key(args: argparse.Namespace) -> str:
-    """What a stored directory holds: the data files' contents and the shape they were saved
-    in (this module's and retrieval_data.py's sources)."""
+def data_key(args: argparse.Namespace, precision: str) -> str:
+    """What a stored directory holds: the data files' contents, the shape they were saved in
+    (retrieval_data.py's source) and the precision they were embedded in."""
     digest = hashlib.sha256()
     here = Path(__file__).parent
     for path in (args.locomo, args.longmemeval, here / "retrieval_data.py"):
         digest.update(path.read_bytes() if path is not None else b"-")
     digest.update(str(args.per_type).encode())
+    digest.update(precision.encode())
     return digest.hexdigest()
 
 
-async def bench(args: argparse.Namespace, data_dir: Path) -> None:
+async def bench(args: argparse.Namespace, base_dir: Path) -> None:
     sets = datasets(args)
-    async with gateway_stack(data_dir) as (memory_addr, gateway_url):
-        turn_of = await store_all(args, sets, data_dir, gateway_url)
-        rankings = {
-            dataset.name: await measure(args, dataset, memory_addr, gateway_url, turn_of)
-            for dataset in sets
-        }
+    runs: dict[str, tuple[Path, dict[str, str], dict[str, dict[str, list[list[str]]]]]] = {}
+    for precision in args.precisions:
+        data_dir = base_dir / precision if len(args.precisions) > 1 else base_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # The services inherit this process's environment.
+        os.environ["MEMORY_EMBED_PRECISION"] = precision
+        print(f"\nembedding precision: {precision}, store in {data_dir}", flush=True)
+        async with gateway_stack(data_dir) as (memory_addr, gateway_url):
+            turn_of = await store_all(args, sets, data_dir, gateway_url, precision)
+            rankings = {
+                dataset.name: await measure(args, dataset, memory_addr, gateway_url, turn_of)
+                for dataset in sets
+            }
+        runs[precision] = (data_dir, turn_of, rankings)
+    if len(runs) > 1:
+        report_precisions(sets, {p: rankings for p, (_, _, rankings) in runs.items()})
     if args.folds < 2:
         return
+    data_dir, turn_of, rankings = runs[args.precisions[0]]
     questions = [q for dataset in sets for q in dataset.questions]
-    print(f"\nopening the store in process; candidates for {len(questions)} questions…")
+    print(f"\nopening the {args.precisions[0]} store in process; candidates for {len(questions)}…")
     prepared = await prepare(data_dir / "memory", questions, turn_of, SERVICE_TOKEN)
     folds: dict[str, int] = {}
     for dataset in sets:
@@ -158,13 +173,42 @@ async def bench(args: argparse.Namespace, data_dir: Path) -> None:
     )
 
 
+def report_precisions(
+    sets: list[Dataset], runs: dict[str, dict[str, dict[str, list[list[str]]]]]
+) -> None:
+    """Recall@10 and MRR@10 of the default and dense-only searches in each precision, and
+    each one's difference from the first precision's, per set."""
+    first, *others = runs
+    print(f"\nprecision against {first} (target: recall@10 within {TARGET_PRECISION_DELTA})")
+    print(f"{'set':<14}{'ranking':<12}{'precision':<11}{'R@10':>8}{'MRR@10':>8}{'Δ R@10':>9}")
+    for dataset in sets:
+        for way in ("default", "dense-only"):
+            rows = {}
+            for precision, rankings in runs.items():
+                scores = Scores()
+                for ranked, question in zip(
+                    rankings[dataset.name][way], dataset.questions, strict=True
+                ):
+                    scores.add(ranked, question.evidence)
+                rows[precision] = scores.row()
+            for precision in (first, *others):
+                recall, mrr = rows[precision][2], rows[precision][-1]
+                delta = recall - rows[first][2]
+                mark = "" if precision == first else f"{delta:>+9.3f}"
+                print(f"{dataset.name:<14}{way:<12}{precision:<11}{recall:>8.3f}{mrr:>8.3f}{mark}")
+
+
 async def store_all(
-    args: argparse.Namespace, sets: list[Dataset], data_dir: Path, gateway_url: str
+    args: argparse.Namespace,
+    sets: list[Dataset],
+    data_dir: Path,
+    gateway_url: str,
+    precision: str,
 ) -> dict[str, str]:
     """Saves every turn of every set in order through /memories/batch, or nothing where the
     directory already holds this data; returns each memory id's evidence id."""
     marker = data_dir / STORED
-    key = data_key(args)
+    key = data_key(args, precision)
     if marker.exists():
         stored = json.loads(marker.read_text())
         if stored["key"] == key:
@@ -323,7 +367,6 @@ def report(
 
 
 def main() -> None:
-    print(f"embedding precision: {service_precision()}", flush=True)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--locomo", type=Path, help="LoCoMo's JSON (locomo-dev.json)")
     parser.add_argument("--longmemeval", type=Path, help="longmemeval-dev.json")
@@ -348,7 +391,17 @@ def main() -> None:
         help="cross-validate the ranking's constants over this many folds of each set "
         "(LoCoMo by conversation, LongMemEval by question; 0: skip)",
     )
+    parser.add_argument(
+        "--precisions",
+        type=lambda value: value.split(","),
+        default=[service_precision()],
+        help="embedding precisions to store and search in, comma-separated (e.g. "
+        "int8,float32: one store each under --data-dir, compared side by side; the CV runs "
+        "on the first)",
+    )
     args = parser.parse_args()
+    if unknown := set(args.precisions) - {"int8", "float32"}:
+        parser.error(f"unknown precision: {', '.join(sorted(unknown))}")
     if args.locomo is None and args.longmemeval is None:
         parser.error("name --locomo, --longmemeval or both")
     if args.data_dir is not None:
