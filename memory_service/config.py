@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from memory_service.embedding.encoder import LongText
 from service_kit.identity import Peer
 from service_kit.settings import ServiceSettings, secret
 
@@ -86,6 +87,14 @@ class MemorySettings(ServiceSettings):
     float32: the model's own weights, the vectors of sentence-transformers. Stored vectors
     are kept when it changes.
     """
+    long_text: str = "first"
+    """How a memory longer than the model's window (256 tokens, ~1,000 characters of English)
+    is embedded for search: first, from its first window (as a query is); first:N, the mean
+    of its first N windows; mean, the mean of all its windows (32 at most, spread over the
+    text). BM25 always sees the whole text. first ranked LongMemEval's right turns higher
+    than mean at the same recall and embeds long texts 1.8x as fast
+    (docs/benchmarks.md). Stored vectors are kept when it changes.
+    """
     embed_batch_size: int = Field(default=32, ge=1, le=512)
     """Most texts embedded in one coalesced batch."""
     embed_batch_wait_ms: float = Field(default=4.0, ge=0, le=1000)
@@ -119,6 +128,11 @@ class MemorySettings(ServiceSettings):
     of a user's memories were measured at score <= 0.12, prompts about one of them at >=
     0.42. /search applies it only when asked with min_score.
     """
+
+    @field_validator("long_text")
+    @classmethod
+    def _long_text(cls, value: str) -> str:
+        return str(LongText.parse(value))
 
     @model_validator(mode="after")
     def _id_key_for_a_shared_store(self) -> MemorySettings:

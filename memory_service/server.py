@@ -12,6 +12,7 @@ from functools import partial
 from memory_service import metrics
 from memory_service.api_keys import ApiKeys
 from memory_service.config import MemorySettings
+from memory_service.embedding.encoder import LongText
 from memory_service.embedding.model_dir import embed_parallelism, open_model_dir
 from memory_service.embedding.onnx_encoder import OnnxEncoder
 from memory_service.embedding.scheduler import Embedder
@@ -85,6 +86,7 @@ def build_encoder(settings: MemorySettings) -> OnnxEncoder:
         dimension=settings.embedding_dim,
         model_threads=embed_parallelism(settings)["model_threads"],
         precision=settings.embed_precision,
+        long_text=LongText.parse(settings.long_text),
     )
 
 

@@ -1,5 +1,5 @@
 """The `Encoder` over ONNX Runtime: the model's own tokenizer (tokenizers), long text split into
-model-sized windows rather than cut off, sequences of similar length run together."""
+model-sized windows (those its `LongText` picks), sequences of similar length run together."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from memory_service.embedding import calibration
-from memory_service.embedding.encoder import mean_of_windows, token_windows
+from memory_service.embedding.encoder import DEFAULT_LONG_TEXT, LongText, mean_of_windows
 from memory_service.embedding.graph import BertGraph, Precision, bert_graph
 from memory_service.embedding.model_dir import ModelDir, ModelError
 
@@ -40,10 +40,12 @@ class OnnxEncoder:
         dimension: int | None = None,
         model_threads: int = 1,
         precision: Precision = "int8",
+        long_text: LongText = DEFAULT_LONG_TEXT,
     ):
         self.model_name = model.name
         self.precision = precision
         self.model_threads = model_threads
+        self.long_text = long_text
         self._lowercase = model.do_lower_case
         self._tokenizer = Tokenizer.from_file(str(model.tokenizer_file))
         # tokenizer.json may carry the padding and truncation it was trained with; windows
@@ -61,7 +63,8 @@ class OnnxEncoder:
     def mode(self) -> str:
         return (
             f"onnxruntime {self.precision}, {self.model_threads} thread(s) per call, cosine "
-            f"{self.calibration.unrelated} unrelated to {self.calibration.related} related"
+            f"{self.calibration.unrelated} unrelated to {self.calibration.related} related, "
+            f"long text {self.long_text}"
         )
 
     def prepare_thread(self) -> None:
@@ -81,9 +84,13 @@ class OnnxEncoder:
         spans = (
             [(0, min(len(ids), self.window))]
             if first_window_only
-            else token_windows(len(ids), self.window)
+            else self.long_text.spans(len(ids), self.window)
         )
-        return [[*self._prefix, *ids[start:end], *self._suffix] for start, end in spans]
+        return [self.sequence(ids[start:end]) for start, end in spans]
+
+    def sequence(self, ids: Sequence[int]) -> list[int]:
+        """The model's input for one window's token ids: the special tokens around them."""
+        return [*self._prefix, *ids, *self._suffix]
 
     def encode(self, texts: Sequence[str], first_window_only: Sequence[bool]) -> list[np.ndarray]:
         sequences: list[list[int]] = []

@@ -172,8 +172,9 @@ class Embedder:
     async def embed(
         self, text: str, owner: str = "", *, first_window_only: bool = False
     ) -> list[float]:
-        """One unit-length vector for text; long text is the mean of its chunks, or, with
-        `first_window_only`, the vector of its first model window."""
+        """One unit-length vector for text; long text is embedded from the windows the
+        encoder's `LongText` picks (MEMORY_LONG_TEXT) or, with `first_window_only`, from its
+        first model window."""
         await self.start()
         future: asyncio.Future[np.ndarray] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(owner, deque()).append(

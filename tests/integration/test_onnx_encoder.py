@@ -7,6 +7,7 @@ grouped into model calls or spread over threads."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import threading
 from collections.abc import Sequence
 
@@ -18,6 +19,8 @@ from sentence_transformers import SentenceTransformer
 from memory_service.embedding.encoder import (
     CHUNK_OVERLAP_TOKENS,
     MAX_WINDOWS_PER_TEXT,
+    LongText,
+    mean_of_windows,
     token_windows,
 )
 from memory_service.embedding.graph import Precision, bert_graph
@@ -157,10 +160,18 @@ def test_int8_vectors_stay_near_float32(encoder: OnnxEncoder, int8: OnnxEncoder)
     assert cosines.min() >= 0.97, (CORPUS[worst], float(cosines[worst]))
 
 
+def with_long_text(encoder: OnnxEncoder, long_text: str) -> OnnxEncoder:
+    """The encoder (its session shared) representing long text as MEMORY_LONG_TEXT says."""
+    other = copy.copy(encoder)
+    other.long_text = LongText.parse(long_text)
+    return other
+
+
 def test_a_long_text_is_the_mean_of_its_windows(
     encoder: OnnxEncoder, reference: SentenceTransformer
 ) -> None:
     text = " ".join(_CHAT) * 8 + " Finally: the wifi password is under the router."
+    encoder = with_long_text(encoder, "mean")
     windows = encoder.windows(text)
     assert len(windows) > 2
     assert all(len(w) <= 256 for w in windows)
@@ -174,13 +185,37 @@ def test_a_long_text_is_the_mean_of_its_windows(
     assert float(vector @ expected) >= PARITY_COSINE
 
 
+@pytest.mark.parametrize("long_text", ["first", "first:2", "first:3"])
+def test_a_long_text_is_embedded_from_its_first_windows(
+    encoder: OnnxEncoder, long_text: str
+) -> None:
+    """first: the vector of the first window alone; first:N the normalized mean of the
+    first N windows' vectors."""
+    text = " ".join(_CHAT) * 8 + " Finally: the wifi password is under the router."
+    every = with_long_text(encoder, "mean").windows(text)
+    assert len(every) > 3
+    chosen = with_long_text(encoder, long_text)
+    count = LongText.parse(long_text).windows
+    assert chosen.windows(text) == every[:count]
+    (vector,) = chosen.encode([text], [False])
+    expected = mean_of_windows(encoder.encode_sequences(every[:count]))
+    assert np.allclose(vector, expected, atol=1e-5)
+    assert float(np.linalg.norm(vector)) == pytest.approx(1.0, abs=1e-5)
+    (whole,) = with_long_text(encoder, "mean").encode([text], [False])
+    assert float(vector @ whole) < 0.999
+    # A text within one window is the same whatever the setting.
+    assert np.array_equal(
+        chosen.encode(_CHAT, [False] * len(_CHAT)), encoder.encode(_CHAT, [False] * len(_CHAT))
+    )
+
+
 def test_a_query_is_embedded_from_its_first_window_only(
     encoder: OnnxEncoder, reference: SentenceTransformer
 ) -> None:
     first = " ".join(f"alpha{i}" for i in range(120))
     text = first + " " + " ".join(f"omega{i}" for i in range(900))
     (query,) = encoder.encode([text], [True])
-    (whole,) = encoder.encode([text], [False])
+    (whole,) = with_long_text(encoder, "mean").encode([text], [False])
     assert encoder.windows(text, first_window_only=True) == encoder.windows(text)[:1]
     (first_window,) = window_vectors(reference, encoder.windows(text)[:1])
     assert float(query @ first_window) >= PARITY_COSINE
@@ -193,6 +228,7 @@ def test_the_longest_texts_are_embedded_from_windows_spread_over_all_of_them(
     encoder: OnnxEncoder,
 ) -> None:
     text = " ".join(f"w{i}" for i in range(60_000))
+    encoder = with_long_text(encoder, "mean")
     ids = encoder.token_ids([text])[0]
     windows = encoder.windows(text)
     assert len(windows) == MAX_WINDOWS_PER_TEXT

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from memory_service.config import MemorySettings
+from memory_service.embedding.encoder import DEFAULT_LONG_TEXT, LongText
 from memory_service.embedding.model_dir import (
     BUNDLED_MODEL_INSTALL,
     BUNDLED_MODEL_NAME,
@@ -39,6 +41,20 @@ def test_the_threads_setting_keeps_its_former_name(monkeypatch: pytest.MonkeyPat
     assert MemorySettings().embed_threads == 3
     monkeypatch.setenv("MEMORY_EMBED_THREADS", "5")
     assert MemorySettings().embed_threads == 5
+
+
+def test_long_text_is_embedded_from_its_first_window_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert MemorySettings().long_text == "first"
+    assert LongText.parse(MemorySettings().long_text) == DEFAULT_LONG_TEXT == LongText(1)
+    monkeypatch.setenv("MEMORY_LONG_TEXT", "First:3")
+    assert MemorySettings().long_text == "first:3"
+    monkeypatch.setenv("MEMORY_LONG_TEXT", "mean")
+    assert MemorySettings().long_text == "mean"
+    monkeypatch.setenv("MEMORY_LONG_TEXT", "first:0")
+    with pytest.raises(ValidationError, match="long_text"):
+        MemorySettings()
 
 
 def test_the_bundled_model_is_a_mean_pooled_bert() -> None:
