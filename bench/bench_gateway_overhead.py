@@ -77,16 +77,19 @@ def texts(count: int, seed: int) -> list[str]:
 
 
 @contextlib.asynccontextmanager
-async def gateway_stack(data_dir: Path) -> AsyncIterator[tuple[str, str]]:
+async def gateway_stack(
+    data_dir: Path, memory: dict[str, str] | None = None
+) -> AsyncIterator[tuple[str, str]]:
     """memory_service (embedded store under data_dir) and the gateway as child processes on
-    free ports, limits out of the way; yields their addresses once both are ready. If
-    anything fails, the tails of their logs go to stderr."""
+    free ports, limits out of the way; yields their addresses once both are ready. `memory`:
+    MEMORY_* settings for memory_service over those this process has. If anything fails, the
+    tails of their logs go to stderr."""
     stack = ProcessStack(
         data_dir / "memory",
         jwt_secret=JWT_SECRET,
         issuer=ISSUER,
         service_token=SERVICE_TOKEN,
-        memory={"MEMORY_LOG_LEVEL": "WARNING"},
+        memory={"MEMORY_LOG_LEVEL": "WARNING", **(memory or {})},
         gateway={"GATEWAY_LOG_LEVEL": "WARNING", **NO_RATE_LIMITS},
         log_dir=data_dir,
         inherit_settings=True,

@@ -232,17 +232,7 @@ async def store_all(
             # In order, a batch after the one before: an answer's prompt is stored first.
             for first in range(0, len(turns), BATCH_ITEMS):
                 batch = turns[first : first + BATCH_ITEMS]
-                body = {"items": [turn.batch_item() for turn in batch]}
-                for attempt in range(SAVE_ATTEMPTS):
-                    response = await http.post("/memories/batch", json=body, headers=headers)
-                    # A batch that waited past its deadline behind others is sent again: its
-                    # message ids make the items already stored present, not twice stored.
-                    if response.status_code not in (503, 504) or attempt == SAVE_ATTEMPTS - 1:
-                        break
-                response.raise_for_status()
-                for turn, result in zip(batch, response.json()["results"], strict=True):
-                    if result["status"] == "refused":
-                        raise RuntimeError(f"{turn.turn_id} refused: {result['reason']}")
+                for turn, result in zip(batch, await save_batch(http, headers, batch), strict=True):
                     turn_of[result["id"]] = turn.turn_id
                 done += len(batch)
             print(f"  {done}/{total} turns, {time.perf_counter() - started:.0f} s", flush=True)
@@ -252,6 +242,26 @@ async def store_all(
     print(f"  saved in {elapsed:.0f} s ({total / elapsed:.1f} turns/s)")
     marker.write_text(json.dumps({"key": key, "turn_of": turn_of}))
     return turn_of
+
+
+async def save_batch(
+    http: httpx.AsyncClient, headers: dict[str, str], batch: list[Turn]
+) -> list[dict[str, Any]]:
+    """One POST /memories/batch of `batch` (one user's turns, in order); its results, in the
+    turns' order, none refused."""
+    body = {"items": [turn.batch_item() for turn in batch]}
+    for attempt in range(SAVE_ATTEMPTS):
+        response = await http.post("/memories/batch", json=body, headers=headers)
+        # A batch that waited past its deadline behind others is sent again: its message ids
+        # make the items already stored present, not twice stored.
+        if response.status_code not in (503, 504) or attempt == SAVE_ATTEMPTS - 1:
+            break
+    response.raise_for_status()
+    results: list[dict[str, Any]] = response.json()["results"]
+    for turn, result in zip(batch, results, strict=True):
+        if result["status"] == "refused":
+            raise RuntimeError(f"{turn.turn_id} refused: {result['reason']}")
+    return results
 
 
 async def measure(
