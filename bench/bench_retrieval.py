@@ -55,6 +55,7 @@ from retrieval_data import Dataset, Question, Turn, load_locomo, load_longmemeva
 from service_process import service_precision
 
 from gateway.tokens import mint_token
+from memory_service.config import MemorySettings
 from protos.memory.v1 import memory_pb2 as pb
 from protos.memory.v1 import memory_pb2_grpc
 from service_kit.identity import Identity, outgoing_metadata
@@ -122,13 +123,16 @@ def datasets(args: argparse.Namespace) -> list[Dataset]:
 
 def data_key(args: argparse.Namespace, precision: str) -> str:
     """What a stored directory holds: the data files' contents, the shape they were saved in
-    (retrieval_data.py's source) and the precision they were embedded in."""
+    (retrieval_data.py's source), the precision they were embedded in and how long texts
+    were (MEMORY_LONG_TEXT)."""
     digest = hashlib.sha256()
     here = Path(__file__).parent
     for path in (args.locomo, args.longmemeval, here / "retrieval_data.py"):
         digest.update(path.read_bytes() if path is not None else b"-")
     digest.update(str(args.per_type).encode())
     digest.update(precision.encode())
+    long_text = MemorySettings.model_fields["long_text"].default
+    digest.update(os.environ.get("MEMORY_LONG_TEXT", long_text).encode())
     return digest.hexdigest()
 
 
