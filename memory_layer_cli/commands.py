@@ -1,6 +1,9 @@
 """The `memory-layer` command: run the whole stack locally, mint development tokens, open the
 dashboard signed in, import exports and export memories (transfer.py), bridge desktop apps'
-MCP over stdio to a gateway."""
+MCP over stdio to a gateway.
+
+`up` runs in this process for as long as the stack does, so what only other commands use
+(an HTTP client, the MCP SDK) is imported by those commands, never here."""
 
 from __future__ import annotations
 
@@ -9,10 +12,8 @@ import os
 import time
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
-import httpx
 import typer
 from rich.markup import escape
 
@@ -26,7 +27,6 @@ from memory_layer_cli.leftovers import (
     stop_leftovers,
 )
 from memory_layer_cli.local_auth import load_or_create_local_auth
-from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from memory_layer_cli.options import (
     GIVE_UP_DATA_DIR,
     RUN_UP_FIRST,
@@ -51,6 +51,9 @@ from memory_layer_cli.stack import (
     wait_until_ready,
 )
 from memory_layer_cli.transfer import export_memories, import_export
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     help="Memory Layer: a self-hosted memory backend for AI-chat browser extensions.",
@@ -97,7 +100,7 @@ def up(
             with console.status(
                 "Starting memory_service (loading the model), chat_service and the gateway…"
             ):
-                wait_until_ready(url, services)
+                wait_until_ready(port, services)
             print_ready(url, data_dir, log_dir, supabase, env.get("CHAT_LLM_PROVIDER", ""))
             while all(service.process.poll() is None for service in services):
                 time.sleep(0.5)
@@ -233,6 +236,10 @@ def mcp_bridge(
     if not url.startswith(("http://", "https://")):
         console.print(f"--url must be the gateway's http:// or https:// URL, not {url!r}.")
         raise typer.Exit(2)
+    import anyio
+
+    from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
+
     auth: httpx.Auth
     credential = api_key(key) or bearer
     if credential:

@@ -102,3 +102,20 @@ def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Pa
     assert result.exit_code == 1
     assert f"Port {port} is in use by pid {os.getpid()}: " in result.output
     assert "pick another with --port" in result.output
+
+
+def test_the_cli_loads_no_http_client_mcp_sdk_or_jose_until_a_command_needs_one() -> None:
+    # `up` runs in the process that imported the CLI for as long as the stack does.
+    script = "import sys, memory_layer_cli; print(' '.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = {name.split(".")[0] for name in out.stdout.split()}
+    heavy = {"httpx", "ssl", "anyio", "mcp", "mcp_types", "jose", "cryptography"}
+    assert "typer" in loaded
+    assert loaded & heavy == set()
