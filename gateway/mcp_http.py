@@ -126,7 +126,8 @@ class McpEndpoint:
             try:
                 yield
             finally:
-                self._sessions = None
+                # A session manager runs once: a later lifespan builds its own.
+                self._sessions, self._app = None, None
                 sessions.cancel_scope.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
