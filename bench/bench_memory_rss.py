@@ -9,7 +9,7 @@ memory_service, chat_service and the CLI process that supervises them) starts on
 data dir, idles --idle-seconds once ready, and the VmRSS of the process tree is
 summed (the CLI process and all its descendants).
 Targets: memory_service <= 350 MB after model load; <= +300 MB for the 100k memories (after
-traffic); `memory-layer up` idle <= 600 MB for all its processes.
+traffic); `memory-layer up` idle <= 400 MB for all its processes.
 
     python bench/bench_memory_rss.py                      # 100k memories, 1k users
     python bench/bench_memory_rss.py --memories 20000 --users 200
@@ -48,7 +48,8 @@ from protos.memory.v1 import memory_pb2 as pb
 
 TARGET_LOAD_MB = 350
 TARGET_DELTA_MB = 300
-TARGET_UP_MB = 600
+TARGET_UP_MB = 400
+SERVICE_NAMES = ("memory_service", "chat_service", "gateway")
 
 
 @dataclass
@@ -103,7 +104,8 @@ def mb(kib: int) -> float:
 
 
 def tree_rss(root: int) -> dict[str, int]:
-    """VmRSS (kB) of a process and all its descendants, by pid and command."""
+    """VmRSS (kB) of a process and all its descendants, by role (the service a process runs,
+    `up` for the root) and pid."""
     parents = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -121,8 +123,9 @@ def tree_rss(root: int) -> dict[str, int]:
     rss = {}
     for pid in sorted(tree):
         try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            rss[f"{pid} {command.strip()[-60:]}"] = status_lines(pid)["VmRSS"]
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+            role = "up" if pid == root else next((a for a in argv if a in SERVICE_NAMES), argv[0])
+            rss[f"{role} (pid {pid})"] = status_lines(pid)["VmRSS"]
         except (FileNotFoundError, KeyError):
             continue
     return rss
@@ -150,7 +153,10 @@ def up_idle_rss(data_dir: Path, idle_seconds: float) -> dict[str, int]:
 
 def report_up(processes: dict[str, int], idle_seconds: float) -> None:
     print()
-    print(f"`memory-layer up` idle ({idle_seconds:.0f} s after ready), VmRSS per process (MB)")
+    print(
+        f"`memory-layer up` idle ({idle_seconds:.0f} s after ready), embedding precision "
+        f"{service_precision()}, VmRSS per process (MB)"
+    )
     for name, kib in sorted(processes.items(), key=lambda item: -item[1]):
         print(f"  {mb(kib):7.0f}  {name}")
     total = mb(sum(processes.values()))

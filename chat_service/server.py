@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import grpc
-import httpx
 
 from chat_service import metrics
 from chat_service.assistant import Assistant
@@ -25,11 +25,17 @@ from service_kit.llm_apis import OFFLINE
 
 log = logging.getLogger(__name__)
 
+if TYPE_CHECKING:
+    import httpx
+
 SERVICE = chat_pb2.DESCRIPTOR.services_by_name["ChatService"]
 
 
 def http_client(settings: ChatSettings) -> httpx.AsyncClient:
     """The one pooled client every provider call goes through."""
+    # Imported here: a service that only answers offline opens no client and loads no httpx.
+    import httpx
+
     timeout = httpx.Timeout(
         connect=settings.llm_connect_timeout_seconds,
         read=settings.llm_read_timeout_seconds,
@@ -45,13 +51,16 @@ def http_client(settings: ChatSettings) -> httpx.AsyncClient:
 
 
 def build_providers(
-    settings: ChatSettings, client: httpx.AsyncClient
+    settings: ChatSettings, client: httpx.AsyncClient | None
 ) -> dict[ProviderName, LlmProvider]:
+    """The offline provider, and the configured one (which needs `client`) if any."""
     providers: dict[ProviderName, LlmProvider] = {
         OFFLINE: OfflineProvider(model_configured=settings.provider != OFFLINE)
     }
     spec = PROVIDERS.get(settings.provider)
     if spec is not None:
+        if client is None:
+            raise ValueError(f"the {spec.name} provider needs an HTTP client")
         providers[spec.name] = spec.build(client, settings)
     return providers
 
@@ -70,7 +79,8 @@ class ChatServer(ServiceServer):
     async def start_serving(self) -> None:
         """Open the provider client and the memory channel, then report SERVING. A memory
         service that is down does not hold this up: chats then go on without memories."""
-        self.http = http_client(self.settings)
+        if self.settings.provider in PROVIDERS:
+            self.http = http_client(self.settings)
         self.memory = memory_channel(self.settings.memory_addr)
         assistant = Assistant(
             self.settings,

@@ -23,7 +23,6 @@ from gateway.mcp_http import (
     challenge_for,
     mount_mcp,
 )
-from gateway.mcp_tools import create_mcp_server
 from gateway.ratelimit import ConcurrencyLimit, RateLimits, UserRateLimitMiddleware
 from gateway.request_context import RequestContextMiddleware
 from gateway.routes import admin, chat, health, keys, memories, saves, search, well_known
@@ -71,7 +70,6 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     verifier = TokenVerifier(settings, jwks)
     key_resolver = KeyResolver()
     limits = RateLimits(settings)
-    mcp_server = create_mcp_server(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[State]:
@@ -87,7 +85,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 settings.chat_addr, service_token, settings.chat_timeout_seconds
             )
         try:
-            async with mcp_sessions.run():
+            async with mcp_endpoint.running():
                 yield {"memory": memory, "chat": chat_client}
         finally:
             if chat_client is not None:
@@ -110,7 +108,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     install_error_handlers(app, settings.retry_after_seconds)
     for module in (saves, search, chat, memories, admin, health, well_known, keys, stated_limits):
         app.include_router(module.router, dependencies=[Depends(within_key_scope)])
-    mcp_sessions = mount_mcp(app, mcp_server, settings)
+    mcp_endpoint = mount_mcp(app, settings)
     mount_dashboard(app, settings)
 
     # add_middleware wraps what is already there, so the last added runs first: CORS, the

@@ -18,10 +18,9 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import httpx
 from jose import jwk, jws
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
@@ -35,6 +34,9 @@ from gateway.config import GatewaySettings
 from gateway.errors import grpc_error_response
 from gateway.ratelimit import Decision, RateLimits, too_many_requests
 from service_kit.identity import Identity, is_valid_user_id
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,9 @@ class JwksCache:
 
     async def open(self) -> None:
         """Open the HTTP client the fetches use (the app's lifespan calls this)."""
+        # Imported here: only a gateway that fetches a key set (Supabase) needs an HTTP client.
+        import httpx
+
         if self.http is None:
             self.http = httpx.AsyncClient(timeout=self.fetch_timeout, follow_redirects=False)
             self._owns_http = True
@@ -180,6 +185,8 @@ class JwksCache:
         return self._keys.get(kid)
 
     async def _fetch(self) -> None:
+        import httpx
+
         try:
             async with asyncio.timeout(self.fetch_timeout):
                 document = await self._download()

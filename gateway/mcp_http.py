@@ -3,18 +3,23 @@ serve any request, behind the API's own authentication and rate limits.
 
 Also what MCP clients need around it: the 401 challenge that points them at the RFC 9728
 metadata document, and the Origin check the transport requires against DNS rebinding.
+
+The MCP SDK and the tools load with the first request to /mcp, not at startup: a gateway no
+MCP client talks to never holds them (~18 MB resident); the first call waits for them once.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
 from fastapi import FastAPI
-from mcp.server.mcpserver import MCPServer
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
-from mcp.server.transport_security import TransportSecuritySettings
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -22,6 +27,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Challenge
 from gateway.config import GatewaySettings
+
+if TYPE_CHECKING:
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 
 MCP_PATH = "/mcp"
 PROTECTED_RESOURCE_PATH = "/.well-known/oauth-protected-resource"
@@ -101,14 +109,64 @@ class NoEventStream:
         await self.app(scope, receive, send)
 
 
-def mount_mcp(
-    app: FastAPI, server: MCPServer, settings: GatewaySettings
-) -> StreamableHTTPSessionManager:
-    """Serve `server` at /mcp; the returned manager must run inside the app's lifespan."""
+class McpEndpoint:
+    """/mcp: the tools' server and its session manager, built by the first request, whose
+    sessions run in the app's lifespan (`running`) from then until the app stops."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self._app: ASGIApp | None = None
+        self._lock = anyio.Lock()
+        self._sessions: TaskGroup | None = None
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as sessions:
+            self._sessions = sessions
+            try:
+                yield
+            finally:
+                # A session manager runs once: a later lifespan builds its own.
+                self._sessions, self._app = None, None
+                sessions.cancel_scope.cancel()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app or await self._start()
+        await app(scope, receive, send)
+
+    async def _start(self) -> ASGIApp:
+        async with self._lock:
+            if self._app is None:
+                if self._sessions is None:
+                    raise RuntimeError("/mcp serves only while the app runs (its lifespan)")
+                # The import takes a second: off the event loop, other requests go on.
+                manager = await anyio.to_thread.run_sync(session_manager, self.settings)
+                await self._sessions.start(_run_sessions, manager)
+                from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
+
+                self._app = NoEventStream(StreamableHTTPASGIApp(manager))
+            return self._app
+
+
+async def _run_sessions(
+    manager: StreamableHTTPSessionManager, *, task_status: TaskStatus[None]
+) -> None:
+    async with manager.run():
+        task_status.started()
+        await anyio.sleep_forever()
+
+
+def session_manager(settings: GatewaySettings) -> StreamableHTTPSessionManager:
+    """The tools' MCP server behind a stateless transport that answers in JSON."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    from gateway.mcp_tools import create_mcp_server
+
     # Without sessions the transport ends one per request, and says so at INFO each time.
     transport_log = logging.getLogger("mcp.server.streamable_http")
     if transport_log.level == logging.NOTSET:
         transport_log.setLevel(logging.WARNING)
+    server = create_mcp_server(settings)
     server.streamable_http_app(
         streamable_http_path=MCP_PATH,
         stateless_http=True,
@@ -118,7 +176,12 @@ def mount_mcp(
         # would also pin the Host header, which behind an ingress is whatever it forwards.
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    manager = server.session_manager
+    return server.session_manager
+
+
+def mount_mcp(app: FastAPI, settings: GatewaySettings) -> McpEndpoint:
+    """Serve the MCP tools at /mcp; the returned endpoint must run inside the app's lifespan."""
+    endpoint = McpEndpoint(settings)
     # A Route whose endpoint is an ASGI app passes every method through to it unchanged.
-    app.router.routes.append(Route(MCP_PATH, NoEventStream(StreamableHTTPASGIApp(manager))))
-    return manager
+    app.router.routes.append(Route(MCP_PATH, endpoint))
+    return endpoint

@@ -1,18 +1,20 @@
 """The `memory-layer` command: run the whole stack locally, mint development tokens, open the
 dashboard signed in, import exports and export memories (transfer.py), bridge desktop apps'
-MCP over stdio to a gateway."""
+MCP over stdio to a gateway.
+
+`up` checks that its data dir and port are free, then this process becomes the stack's
+supervisor (supervisor.py). What only some commands use (an HTTP client, the MCP SDK) is
+imported by those commands, never here."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import time
+import sys
 import webbrowser
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
-import httpx
 import typer
 from rich.markup import escape
 
@@ -25,8 +27,6 @@ from memory_layer_cli.leftovers import (
     port_obstacle,
     stop_leftovers,
 )
-from memory_layer_cli.local_auth import load_or_create_local_auth
-from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
 from memory_layer_cli.options import (
     GIVE_UP_DATA_DIR,
     RUN_UP_FIRST,
@@ -40,17 +40,12 @@ from memory_layer_cli.options import (
     existing_local_auth,
     local_user,
 )
-from memory_layer_cli.ports import LOOPBACK, free_port
-from memory_layer_cli.stack import (
-    Service,
-    private_dir,
-    sigterm_as_interrupt,
-    stack_environment,
-    start_service,
-    stop_services,
-    wait_until_ready,
-)
+from memory_layer_cli.stack import private_dir
+from memory_layer_cli.supervisor import DEFAULT_DASHBOARD_USER, dashboard_link, supervisor_argv
 from memory_layer_cli.transfer import export_memories, import_export
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(
     help="Memory Layer: a self-hosted memory backend for AI-chat browser extensions.",
@@ -58,10 +53,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-# Whose dashboard `up` links to and `open` opens when no --user is given.
-DEFAULT_DASHBOARD_USER = "me"
 
 
 @app.command()
@@ -81,36 +72,12 @@ def up(
     Chat answers through the LLM set by CHAT_LLM_* variables, or quotes memories without one.
     The services stop when this command stops, however it stops."""
     data_dir = data_dir.resolve()
-    log_dir = private_dir(private_dir(data_dir) / "logs")
-    clear_the_way(private_dir(data_dir / "memory"), port, take_over)
-    supabase = bool(os.environ.get("GATEWAY_SUPABASE_URL"))
-    auth = None if supabase else load_or_create_local_auth(data_dir)
-    env = stack_environment(port, free_port(), free_port(), data_dir, auth)
-    url = f"http://{LOOPBACK}:{port}"
-
-    services: list[Service] = []
-    with sigterm_as_interrupt():
-        try:
-            services.append(start_service("memory_service", "memory_service", env, log_dir))
-            services.append(start_service("chat_service", "chat_service", env, log_dir))
-            services.append(start_service("gateway", "gateway", env, log_dir))
-            with console.status(
-                "Starting memory_service (loading the model), chat_service and the gateway…"
-            ):
-                wait_until_ready(url, services)
-            print_ready(url, data_dir, log_dir, supabase, env.get("CHAT_LLM_PROVIDER", ""))
-            while all(service.process.poll() is None for service in services):
-                time.sleep(0.5)
-            failed = next(s for s in services if s.process.poll() is not None)
-            console.print(f"[red]{failed.name} stopped unexpectedly:[/red]\n{failed.log_tail()}")
-            raise typer.Exit(1)
-        except KeyboardInterrupt:
-            console.print("Stopping…")
-        except RuntimeError as exc:
-            console.print(f"[red]Could not start:[/red] {exc}")
-            raise typer.Exit(1) from None
-        finally:
-            stop_services(services)
+    clear_the_way(private_dir(private_dir(data_dir) / "memory"), port, take_over)
+    # This process supervises the stack for as long as it runs: it goes on as a module that
+    # needs no parser (the same pid), leaving typer and what it loaded behind.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, supervisor_argv(port, data_dir))  # noqa: S606 - this interpreter
 
 
 def clear_the_way(memory_dir: Path, port: int, take_over: bool) -> None:
@@ -139,38 +106,6 @@ def clear_the_way(memory_dir: Path, port: int, take_over: bool) -> None:
     raise typer.Exit(1)
 
 
-def print_ready(url: str, data_dir: Path, log_dir: Path, supabase: bool, llm_provider: str) -> None:
-    console.print(f"[green]Memory Layer is up[/green] at [bold]{url}[/bold]")
-    console.print(f"API docs:     {url}/docs")
-    if llm_provider.strip():
-        console.print(f"Chat:         POST {url}/chat answers with {llm_provider.strip()}.")
-    else:
-        console.print(
-            f"Chat:         POST {url}/chat runs offline (quotes your memories); set "
-            "CHAT_LLM_PROVIDER, CHAT_LLM_MODEL and CHAT_LLM_API_KEY for a language model."
-        )
-    if supabase:
-        console.print(f"Dashboard:    {url}/app/ (sign in with your Supabase account)")
-        console.print("Tokens: Supabase access tokens of your project (GATEWAY_SUPABASE_URL).")
-    else:
-        auth = load_or_create_local_auth(data_dir)
-        link = dashboard_link(
-            url, mint_token(auth.jwt_secret, DEFAULT_DASHBOARD_USER, issuer=auth.issuer)
-        )
-        console.print(f"Dashboard:    {link}")
-        token_command = f"memory-layer token --user alice --data-dir {data_dir}"
-        console.print(f"Get a token:  [bold]export TOKEN=$({token_command})[/bold]")
-        console.print(
-            f"Try it:       curl -s -X POST {url}/save-prompt "
-            '-H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
-            '-d \'{"prompt": "I prefer window seats"}\''
-        )
-        console.print(
-            f"MCP (stdio):  memory-layer mcp --url {url} --user alice --data-dir {data_dir}"
-        )
-    console.print(f"Logs in {log_dir}. Press Ctrl-C to stop.")
-
-
 @app.command()
 def token(
     user: Annotated[str, typer.Option("--user", help="The user id (token subject).")],
@@ -181,11 +116,6 @@ def token(
     """Print a local development token for USER, signed with the secret `up` created."""
     auth = existing_local_auth(data_dir, RUN_UP_FIRST)
     typer.echo(mint_token(auth.jwt_secret, user, issuer=auth.issuer, ttl_seconds=ttl, admin=admin))
-
-
-def dashboard_link(url: str, access_token: str) -> str:
-    """The page reads the token from the fragment, which browsers never send to a server."""
-    return f"{url.rstrip('/')}/app/#access_token={access_token}"
 
 
 @app.command("open")
@@ -233,6 +163,10 @@ def mcp_bridge(
     if not url.startswith(("http://", "https://")):
         console.print(f"--url must be the gateway's http:// or https:// URL, not {url!r}.")
         raise typer.Exit(2)
+    import anyio
+
+    from memory_layer_cli.mcp_bridge import LocalTokens, StaticToken, serve_bridge
+
     auth: httpx.Auth
     credential = api_key(key) or bearer
     if credential:

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import httpx
 import typer
 
 from gateway.tokens import mint_token
@@ -111,6 +110,9 @@ class KeyNotCreated(Exception):
 def create_key(url: str, session_token: str, name: str) -> str:
     """A new API key (both scopes, no expiry) made by the gateway at url for the session
     token's user: the same key store the dashboard's keys live in."""
+    # Imported here: `up` imports this module with the rest of the CLI and sends no request.
+    import httpx
+
     try:
         answer = httpx.post(
             f"{url}/keys",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from memory_layer_cli.ports import port_is_free
 from memory_layer_cli.stack import SERVICE_MODULES, STOP_TIMEOUT_SECONDS, SUPERVISOR_VARIABLE
+from memory_layer_cli.supervisor import SUPERVISOR_MODULE
 from service_kit.holders import (
     DATA_DIR_LOCK,
     Holder,
@@ -74,7 +75,7 @@ def _supervisor(holder: Holder) -> Holder | None:
     """The `memory-layer up` still running that started HOLDER, if any."""
     pid = environment(holder.pid).get(SUPERVISOR_VARIABLE, "")
     supervisor = process(int(pid)) if pid.isdigit() else None
-    if supervisor is None or "up" not in supervisor.argv:
+    if supervisor is None or SUPERVISOR_MODULE not in supervisor.argv:
         return None
     return supervisor
 

@@ -7,13 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from gateway.tokens import mint_token
+from memory_layer_cli.console import console
 from memory_layer_cli.local_auth import LocalAuth, load_or_create_local_auth, local_auth_path
-
-# No wrapping: the printed commands must stay copy-pasteable.
-console = Console(stderr=True, soft_wrap=True)
 
 DataDir = Annotated[
     Path,

@@ -1,13 +1,18 @@
 """The local stack: the three services as child processes on loopback, wired together,
 started in order, watched until ready and stopped in reverse; none outlives this process,
-however it ends (the kernel sends each one SIGTERM when it dies, SIGKILL included)."""
+however it ends (the kernel sends each one SIGTERM when it dies, SIGKILL included).
+
+This process stays up as long as the services do, so it loads the standard library only (no
+HTTP client, no TLS): what `up` idles at is the services' memory, not its own."""
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -18,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
-
-import httpx
 
 from memory_layer_cli.local_auth import LocalAuth
 from memory_layer_cli.ports import LOOPBACK
@@ -109,28 +112,32 @@ def stop_services(services: list[Service]) -> None:
                 service.process.wait()
 
 
-def stack_ready(client: httpx.Client, url: str) -> bool:
-    """The gateway is ready and sees chat_service serving (readiness alone leaves chat out)."""
+def stack_ready(port: int) -> bool:
+    """The gateway on loopback PORT is ready and sees chat_service serving (readiness alone
+    leaves chat out). One HTTP/1.0 request: the gateway answers and closes."""
     try:
-        response = client.get(f"{url}/readyz")
-        return response.status_code == 200 and response.json().get("chat") == "serving"
-    except (httpx.HTTPError, ValueError):
+        with socket.create_connection((LOOPBACK, port), timeout=2.0) as sock:
+            sock.sendall(f"GET /readyz HTTP/1.0\r\nHost: {LOOPBACK}:{port}\r\n\r\n".encode())
+            response = b"".join(iter(lambda: sock.recv(65536), b""))
+        head, _, body = response.partition(b"\r\n\r\n")
+        status = head.split(b" ", 2)
+        return status[1:2] == [b"200"] and json.loads(body).get("chat") == "serving"
+    except (OSError, ValueError, AttributeError):
         return False
 
 
-def wait_until_ready(url: str, services: list[Service]) -> None:
+def wait_until_ready(port: int, services: list[Service]) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            for service in services:
-                if service.process.poll() is not None:
-                    raise RuntimeError(
-                        f"{service.name} exited with code {service.process.returncode}:\n"
-                        f"{service.log_tail()}"
-                    )
-            if stack_ready(client, url):
-                return
-            time.sleep(0.25)
+    while time.monotonic() < deadline:
+        for service in services:
+            if service.process.poll() is not None:
+                raise RuntimeError(
+                    f"{service.name} exited with code {service.process.returncode}:\n"
+                    f"{service.log_tail()}"
+                )
+        if stack_ready(port):
+            return
+        time.sleep(0.25)
     raise RuntimeError(f"the services were not ready within {STARTUP_TIMEOUT_SECONDS:.0f} s")
 
 

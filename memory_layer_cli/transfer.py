@@ -1,6 +1,9 @@
 """`memory-layer import` and `export`: a chat history or an earlier export into one's memories
 through the gateway's batch route, with progress and resumption; every memory one owns out to
-an NDJSON file."""
+an NDJSON file.
+
+httpx is imported by the functions that send requests: `up`, which imports this module with
+the rest of the CLI, then carries no HTTP client for as long as the stack runs."""
 
 from __future__ import annotations
 
@@ -10,9 +13,8 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.progress import (
     BarColumn,
@@ -38,8 +40,13 @@ from memory_layer_cli.importing.uploader import DEFAULT_IN_FLIGHT
 from memory_layer_cli.options import ApiKey, Bearer, DataDir, Url, User, bearer_token, console
 from service_kit.limits import MAX_BATCH_ITEMS
 
+if TYPE_CHECKING:
+    import httpx
+
 
 def check_gateway(client: httpx.Client, url: str) -> None:
+    import httpx
+
     try:
         client.get("/healthz").raise_for_status()
     except httpx.HTTPError as exc:
@@ -139,6 +146,8 @@ def _import(
     if restart:
         state.clear()
         state.units_done = 0
+    import httpx
+
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     limits = httpx.Limits(max_connections=in_flight + 1)
@@ -193,6 +202,8 @@ def export_memories(
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Write every memory you own to an NDJSON file that `import` reads back as it was."""
+    import httpx
+
     token = bearer_token(bearer, user, data_dir, key)
     headers = {"Authorization": f"Bearer {token}"}
     partial = out.with_name(out.name + ".partial")

@@ -25,8 +25,6 @@ from memory_service.store.embedded.files import replace_durably
 from memory_service.store.embedded.maintenance import StoreMaintenance
 from memory_service.store.keys import KeyStore
 from memory_service.store.keys.embedded import EmbeddedKeyStore
-from memory_service.store.keys.server import ServerKeyStore
-from memory_service.store.remote import ServerMemoryStore
 from protos.memory.v1 import memory_pb2, memory_pb2_grpc
 from service_kit.grpc_server import SERVING, BoundServer, ServiceServer, bind_server
 from service_kit.grpc_server import serve as run_service
@@ -42,6 +40,10 @@ HEAP_TRIM_SECONDS = 60.0
 
 def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
     if settings.qdrant_url:
+        # The Qdrant client (with its HTTP stack, ~30 MB resident) loads only for a server:
+        # the embedded store, what `memory-layer up` runs, never needs it.
+        from memory_service.store.remote import ServerMemoryStore
+
         api_key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
         return ServerMemoryStore.connect(
             settings.qdrant_url,
@@ -55,7 +57,11 @@ def build_store(settings: MemorySettings, spec: CollectionSpec) -> MemoryStore:
 
 def build_key_store(settings: MemorySettings, store: MemoryStore) -> KeyStore:
     """Keys live where the memories do: beside the embedded store, or on the same server."""
-    if isinstance(store, ServerMemoryStore):
+    if settings.qdrant_url:
+        from memory_service.store.keys.server import ServerKeyStore
+        from memory_service.store.remote import ServerMemoryStore
+
+        assert isinstance(store, ServerMemoryStore)
         collection = f"{settings.collection_prefix}_api_keys"
         return ServerKeyStore(store.client, collection, timeout=settings.qdrant_timeout_seconds)
     return EmbeddedKeyStore(settings.data_dir)

@@ -10,7 +10,8 @@ import httpx
 
 from chat_service.errors import ProviderRateLimitedError, ProviderUnavailableError
 from chat_service.models import Completion, Prompt, Role, StreamEnd, TextDelta, Turn, Usage
-from chat_service.providers.base import JsonApiProvider, StreamEvent
+from chat_service.providers.base import JsonApiProvider
+from chat_service.providers.interface import StreamEvent
 
 API_VERSION = "2023-06-01"
 

@@ -1,13 +1,14 @@
-"""The interface every LLM provider implements, and the HTTP failure mapping they share."""
+"""What the providers that call an HTTP API share: the JSON and Server-Sent Events exchange,
+and the mapping of HTTP failures to provider errors."""
 
 from __future__ import annotations
 
 import abc
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any
 
 import httpx
 
@@ -18,25 +19,11 @@ from chat_service.errors import (
     ProviderTimeoutError,
     ProviderUnavailableError,
 )
-from chat_service.models import Completion, Prompt, StreamEnd, TextDelta
-
-StreamEvent = TextDelta | StreamEnd
+from chat_service.models import Completion, Prompt
 
 # Provider error bodies are kept short in messages: enough to name the problem.
 MAX_ERROR_DETAIL_CHARS = 200
 MAX_RETRY_AFTER_CHARS = 64
-
-
-class LlmProvider(Protocol):
-    name: str
-
-    async def complete(self, prompt: Prompt, model: str, max_tokens: int) -> Completion: ...
-
-    def stream(
-        self, prompt: Prompt, model: str, max_tokens: int
-    ) -> AsyncGenerator[StreamEvent, None]:
-        """Text deltas as the provider sends them, then one StreamEnd."""
-        ...
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 
 from chat_service.models import Completion, Prompt, StreamEnd, TextDelta
-from chat_service.providers.base import StreamEvent
+from chat_service.providers.interface import StreamEvent
 from service_kit.llm_apis import OFFLINE
 
 MAX_QUOTED = 5

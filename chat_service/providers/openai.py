@@ -12,7 +12,8 @@ import httpx
 
 from chat_service.errors import ProviderUnavailableError
 from chat_service.models import Completion, Prompt, StreamEnd, TextDelta, Usage
-from chat_service.providers.base import JsonApiProvider, StreamEvent
+from chat_service.providers.base import JsonApiProvider
+from chat_service.providers.interface import StreamEvent
 
 
 class OpenAIProvider(JsonApiProvider):

@@ -6,13 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import httpx
-
-from chat_service.providers.anthropic import AnthropicProvider
-from chat_service.providers.base import LlmProvider
-from chat_service.providers.openai import OpenAIProvider
+from chat_service.providers.interface import LlmProvider
 
 if TYPE_CHECKING:
+    import httpx
+
     from chat_service.config import ChatSettings
 
 
@@ -25,6 +23,22 @@ class ProviderSpec:
     build: Callable[[httpx.AsyncClient, ChatSettings], LlmProvider]
 
 
+# Each API's module (and httpx) is imported when its provider is built: the settings read
+# this registry in every service, offline ones included.
+def _openai(client: httpx.AsyncClient, settings: ChatSettings) -> LlmProvider:
+    from chat_service.providers.openai import OpenAIProvider
+
+    return OpenAIProvider(
+        client, settings.base_url, settings.api_key or None, settings.llm_temperature
+    )
+
+
+def _anthropic(client: httpx.AsyncClient, settings: ChatSettings) -> LlmProvider:
+    from chat_service.providers.anthropic import AnthropicProvider
+
+    return AnthropicProvider(client, settings.base_url, settings.api_key, settings.llm_temperature)
+
+
 PROVIDERS: dict[str, ProviderSpec] = {
     spec.name: spec
     for spec in (
@@ -32,17 +46,13 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "openai",
             "https://api.openai.com/v1",
             needs_api_key=False,
-            build=lambda client, s: OpenAIProvider(
-                client, s.base_url, s.api_key or None, s.llm_temperature
-            ),
+            build=_openai,
         ),
         ProviderSpec(
             "anthropic",
             "https://api.anthropic.com",
             needs_api_key=True,
-            build=lambda client, s: AnthropicProvider(
-                client, s.base_url, s.api_key, s.llm_temperature
-            ),
+            build=_anthropic,
         ),
     )
 }

@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from memory_layer_cli.importing.items import Item, Phase, Unit
 from service_kit.limits import MAX_BATCH_ITEMS
+
+if TYPE_CHECKING:
+    import httpx
 
 BATCH_PATH = "/memories/batch"
 # Well under the gateway's default batch body cap (4 MiB).
@@ -196,6 +197,9 @@ class Importer:
 
     def _post(self, items: list[Item]) -> list[dict[str, Any]]:
         """One result per item once the gateway answered for every one of them."""
+        # Imported here, as in transfer.py: `up` imports this package with the CLI.
+        import httpx
+
         for _ in range(MAX_ATTEMPTS):
             try:
                 response = self.client.post(BATCH_PATH, json={"items": items})

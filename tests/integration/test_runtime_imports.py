@@ -1,6 +1,6 @@
 """The services run without torch: starting memory_service (model loaded, store open) and
 importing every runtime package loads none of torch, transformers or sentence-transformers,
-which are development dependencies only."""
+which are development dependencies only, nor, with the embedded store, the Qdrant client."""
 
 from __future__ import annotations
 
@@ -52,3 +52,5 @@ def test_starting_memory_service_imports_no_torch(tmp_path: Path) -> None:
     assert report["dimension"] == 384
     assert "onnxruntime" in report["loaded"]
     assert [name for name in FORBIDDEN if name in report["loaded"]] == []
+    assert "qdrant_edge" in report["loaded"]
+    assert "qdrant_client" not in report["loaded"]

@@ -14,7 +14,7 @@ import pytest
 from jose import jwt
 from typer.testing import CliRunner
 
-from memory_layer_cli import app
+from memory_layer_cli.commands import app
 from memory_layer_cli.local_auth import load_or_create_local_auth
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -102,3 +102,29 @@ def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Pa
     assert result.exit_code == 1
     assert f"Port {port} is in use by pid {os.getpid()}: " in result.output
     assert "pick another with --port" in result.output
+
+
+def loaded_packages(module: str) -> set[str]:
+    script = f"import sys, {module}; print(' '.join(sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return {name.split(".")[0] for name in out.stdout.split()}
+
+
+def test_the_cli_loads_no_http_client_mcp_sdk_or_jose_until_a_command_needs_one() -> None:
+    loaded = loaded_packages("memory_layer_cli.commands")
+    assert "typer" in loaded
+    assert loaded & {"httpx", "ssl", "anyio", "mcp", "mcp_types", "jose", "cryptography"} == set()
+
+
+def test_the_process_up_becomes_loads_no_parser() -> None:
+    # It runs for as long as the stack does.
+    loaded = loaded_packages("memory_layer_cli.supervisor")
+    assert "rich" in loaded
+    assert loaded & {"typer", "click", "pydantic", "httpx", "ssl", "mcp", "jose"} == set()

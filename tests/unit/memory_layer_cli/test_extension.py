@@ -10,7 +10,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from memory_layer_cli import app
+from memory_layer_cli.commands import app
 from memory_layer_cli.extension import extension_source
 from memory_layer_cli.local_auth import load_or_create_local_auth
 from tests.support.ports import free_port
