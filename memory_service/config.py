@@ -92,7 +92,7 @@ class MemorySettings(ServiceSettings):
     is embedded for search: first, from its first window (as a query is); first:N, the mean
     of its first N windows; mean, the mean of all its windows (32 at most, spread over the
     text). BM25 always sees the whole text. first ranked LongMemEval's right turns higher
-    than mean at the same recall and embeds long texts 1.8x as fast
+    than mean, at a recall as high or higher, and embeds long texts 1.8x as fast
     (docs/benchmarks.md). Stored vectors are kept when it changes.
     """
     embed_batch_size: int = Field(default=32, ge=1, le=512)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -12,6 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from memory_service.config import MemorySettings
+from memory_service.embedding.encoder import LongText
+from memory_service.embedding.onnx_encoder import OnnxEncoder
 from memory_service.embedding.scheduler import Embedder
 from memory_service.server import MemoryServer, create_server
 from protos.memory.v1 import memory_pb2 as pb
@@ -303,21 +306,39 @@ async def test_bad_input_is_rejected_and_writes_nothing(start, tmp_path: Path) -
 
 
 @pytest.mark.slow
-async def test_long_text_is_embedded_from_all_of_it(start, tmp_path: Path, embedder) -> None:
-    svc = await start(tmp_path / "data")
-    filler = "We talked about the quarterly budget and the spreadsheet formulas. " * 60
-    tail = "Finally: the wifi password for the cabin is written under the router."
-    long_text = filler + tail
-    assert len(embedder.encoder.windows(long_text)) > 1
-    saved = await save(svc.stub, ALICE, long_text)
-    got = await svc.stub.GetMemory(pb.GetMemoryRequest(id=saved.id), metadata=ALICE)
-    assert got.text == long_text
-    await save(svc.stub, ALICE, "Notes on spreadsheet formulas for the budget")
-    hits = await svc.stub.Search(
-        pb.SearchRequest(query="cabin wifi password router", top_k=1, mode=pb.SEARCH_MODE_SEMANTIC),
-        metadata=ALICE,
-    )
-    assert hits.results[0].memory.id == saved.id
+@pytest.mark.parametrize(
+    ("long_text", "mode"), [("first", pb.SEARCH_MODE_HYBRID), ("mean", pb.SEARCH_MODE_SEMANTIC)]
+)
+async def test_the_last_words_of_a_long_text_are_found(
+    long_text: str, mode: pb.SearchMode, tmp_path: Path, encoder: OnnxEncoder
+) -> None:
+    """By default a long memory's vector is its first window's, and its last words are found
+    by their keywords (hybrid search); with MEMORY_LONG_TEXT=mean its vector is drawn from
+    all of it, and they are found by meaning alone."""
+    chosen = copy.copy(encoder)
+    chosen.long_text = LongText.parse(long_text)
+    embedder = Embedder(chosen, batch_size=32, max_wait_ms=2.0)
+    await embedder.start()
+    server = await create_server(settings(tmp_path / "data"))
+    await server.start_serving(embedder)
+    svc = Running(server)
+    try:
+        filler = "We talked about the quarterly budget and the spreadsheet formulas. " * 60
+        tail = "Finally: the wifi password for the cabin is written under the router."
+        text = filler + tail
+        assert len(chosen.token_ids([text])[0]) > 2 * chosen.window
+        saved = await save(svc.stub, ALICE, text)
+        got = await svc.stub.GetMemory(pb.GetMemoryRequest(id=saved.id), metadata=ALICE)
+        assert got.text == text
+        await save(svc.stub, ALICE, "Notes on spreadsheet formulas for the budget")
+        hits = await svc.stub.Search(
+            pb.SearchRequest(query="cabin wifi password router", top_k=1, mode=mode),
+            metadata=ALICE,
+        )
+        assert hits.results[0].memory.id == saved.id
+    finally:
+        await svc.close()
+        await embedder.stop()
 
 
 async def test_health_serving_then_not_serving_on_stop(embedder: Embedder, tmp_path: Path) -> None:
