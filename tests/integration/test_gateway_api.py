@@ -432,8 +432,6 @@ async def test_an_unknown_time_zone_is_a_422_that_names_it(
     for path, body in (
         ("/search", {"query": "what did I say yesterday"}),
         ("/context", {"prompt": "what did I say yesterday"}),
-        ("/chat", {"message": "what did I say yesterday"}),
-        ("/chat/stream", {"message": "what did I say yesterday"}),
     ):
         for zone in ("Mars/Olympus", "../../etc/passwd", "", "x" * 100):
             response = await api.post(path, json={**body, "time_zone": zone}, headers=headers)
