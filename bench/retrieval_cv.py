@@ -26,16 +26,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from memory_service import ranking
+from memory_service import ranking, timeframes
 from memory_service.config import MemorySettings
 from memory_service.models import SearchFilters, SearchMode, normalised_text
 from memory_service.search import conversation_context, hybrid_candidates
 from memory_service.server import create_server
+from memory_service.store.ownership import UserScope
 from service_kit.identity import Identity
 
 TOP_K = 10
@@ -117,13 +119,15 @@ Hits = tuple[list[ranking.Candidate], list[ranking.Candidate]]
 @dataclass
 class Prepared:
     """What every setting ranks: each question's candidates, the context of each set of
-    conversations a setting reads whole, the memory id → evidence id map, and the in-process
-    default's results for the check."""
+    conversations a setting reads whole, the memory id → evidence id map, the in-process
+    default's results for the check, and the calendar they were asked in (the service's: UTC,
+    today)."""
 
     candidates: list[Hits]
     contexts: dict[tuple[int, tuple[str, ...]], ranking.Context]
     service_default: list[list[str]]
     turn_of: dict[str, str]
+    local: timeframes.LocalCalendar = timeframes.UTC_CALENDAR
 
 
 def context_settings() -> list[ranking.RankingParams]:
@@ -152,12 +156,14 @@ async def prepare(
     memories = server.memories
     assert memories is not None
     readers = context_settings()
+    local = timeframes.LocalCalendar.at(UTC, datetime.now(UTC))
     try:
         candidates: list[Hits] = []
         contexts: dict[tuple[int, tuple[str, ...]], ranking.Context] = {}
         service_default: list[list[str]] = []
         for index, question in enumerate(questions):
             who = Identity(question.user)
+            scope = UserScope.of(who.user_id, SearchFilters())
             results = await memories.search(
                 who, question.text, TOP_K, SearchMode.HYBRID, SearchFilters()
             )
@@ -167,8 +173,7 @@ async def prepare(
             )
             hits = await hybrid_candidates(
                 memories.store,
-                who.user_id,
-                SearchFilters(),
+                scope,
                 dense=dense,
                 sparse=memories._sparse_query(question.text),
                 depth=max(ranking.DEFAULT.candidate_depth, TOP_K + ranking.DUPLICATE_MARGIN),
@@ -180,9 +185,9 @@ async def prepare(
                 read = tuple(ranking.context_conversations(*hits, params))
                 if read and (index, read) not in contexts:
                     contexts[index, read] = await conversation_context(
-                        memories.store, who.user_id, SearchFilters(), read, dense=dense
+                        memories.store, scope, read, dense=dense
                     )
-        return Prepared(candidates, contexts, service_default, turn_of)
+        return Prepared(candidates, contexts, service_default, turn_of, local)
     finally:
         await server.stop(0)
 
@@ -200,7 +205,7 @@ def ranked_evidence(
     seen: set[str] = set()
     kept: list[str] = []
     fused = ranking.fuse(
-        dense_hits, sparse_hits, params, query=question.text, context=context
+        dense_hits, sparse_hits, params, query=question.text, context=context, local=prepared.local
     ).ranked
     for memory_id, _ in fused:
         key = normalised_text(texts[memory_id])

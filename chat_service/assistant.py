@@ -170,6 +170,7 @@ class Assistant:
                 question.message,
                 question.top_k or self.settings.default_top_k,
                 search_timeout,
+                question.time_zone,
             )
         except MemoryUnavailableError:
             unavailable = True

@@ -34,13 +34,18 @@ def chat_question(request: chat_pb2.ChatRequest) -> ChatQuestion:
         history=tuple(history),
         provider=request.provider if request.HasField("provider") else None,
         model=request.model if request.HasField("model") else None,
+        time_zone=request.time_zone,
     )
 
 
-def search_request(query: str, top_k: int) -> memory_pb2.SearchRequest:
+def search_request(query: str, top_k: int, time_zone: str = "") -> memory_pb2.SearchRequest:
     # Only memories at or above the memory service's relevance floor go into a prompt.
     return memory_pb2.SearchRequest(
-        query=query, top_k=top_k, mode=memory_pb2.SEARCH_MODE_HYBRID, relevant_only=True
+        query=query,
+        top_k=top_k,
+        mode=memory_pb2.SEARCH_MODE_HYBRID,
+        relevant_only=True,
+        time_zone=time_zone,
     )
 
 

@@ -27,6 +27,8 @@ class ChatQuestion:
     history: tuple[Turn, ...] = ()
     provider: str | None = None
     model: str | None = None
+    # The asker's IANA time zone for the memory search; "" for UTC.
+    time_zone: str = ""
 
 
 @dataclass(frozen=True, slots=True)

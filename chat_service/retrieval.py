@@ -30,14 +30,21 @@ class MemoryRetriever:
         self.service_token = service_token
 
     async def search(
-        self, identity: Identity, request_id: str, query: str, top_k: int, time_limit: float
+        self,
+        identity: Identity,
+        request_id: str,
+        query: str,
+        top_k: int,
+        time_limit: float,
+        time_zone: str = "",
     ) -> list[ContextMemory]:
-        """The caller's `top_k` memories nearest `query`; MemoryUnavailableError if the
-        memory service cannot answer within `time_limit` seconds."""
+        """The caller's `top_k` memories nearest `query`, days counted in `time_zone` (IANA,
+        "" for UTC); MemoryUnavailableError if the memory service cannot answer within
+        `time_limit` seconds."""
         started = time.perf_counter()
         try:
             response = await self.stub.Search(
-                conversions.search_request(query, top_k),
+                conversions.search_request(query, top_k, time_zone),
                 metadata=outgoing_metadata(identity, self.service_token, request_id),
                 timeout=time_limit,
             )

@@ -113,6 +113,7 @@ def search_to_pb(
     min_score: float = 0.0,
     relevant_only: bool = False,
     explain: bool = False,
+    time_zone: str | None = None,
 ) -> pb.SearchRequest:
     return pb.SearchRequest(
         query=query,
@@ -122,6 +123,7 @@ def search_to_pb(
         min_score=min_score,
         relevant_only=relevant_only,
         explain=explain,
+        time_zone=time_zone or "",
     )
 
 
@@ -140,6 +142,7 @@ def query_to_pb(body: schemas.SearchQuery | schemas.ContextQuery) -> pb.SearchRe
         min_score=body.min_score,
         relevant_only=relevant_only,
         explain=explain,
+        time_zone=body.time_zone,
     )
 
 
@@ -207,6 +210,7 @@ def chat_to_pb(body: schemas.ChatQuery) -> chat_pb2.ChatRequest:
             chat_pb2.Turn(role=_ROLE_TO_PB[turn.role], content=turn.content)
             for turn in body.history
         ],
+        time_zone=body.time_zone or "",
     )
     provider = llm_provider(body.provider)
     if provider is not None:

@@ -32,6 +32,7 @@ from service_kit.limits import (
     MAX_TEXT_CHARS,
     MAX_TOP_K,
 )
+from service_kit.time_zones import time_zone
 
 # NUL and lone UTF-16 surrogates: JSON can carry them (a half-copied emoji in browser
 # JavaScript is a lone surrogate), UTF-8 and protobuf cannot.
@@ -66,6 +67,11 @@ def _not_blank(text: str) -> str:
     return text
 
 
+def _time_zone(name: str) -> str:
+    time_zone(name)
+    return name
+
+
 def _in_store_range(value: datetime) -> datetime:
     """In UTC (a value without offset is taken as UTC), between 1970 and 9999."""
     try:
@@ -96,6 +102,9 @@ UtcDatetime = Annotated[datetime, AfterValidator(_in_store_range)]
 Kind = Literal["prompt", "response"]
 SearchModeName = Literal["hybrid", "semantic", "keyword"]
 Score = Annotated[float, Field(ge=0, le=1)]
+# The person's IANA time zone ("Europe/Berlin"): "yesterday" and the day each memory was saved
+# on are that zone's in the ranking; unset, UTC.
+TimeZoneName = Annotated[str, Field(min_length=1), AfterValidator(_time_zone)]
 
 
 class RequestBody(BaseModel):
@@ -212,6 +221,7 @@ class SearchQuery(RequestBody):
     # Hybrid results carry `contributions`: each ranking feature's part of the score.
     explain: bool = False
     user_id: UserId | None = None
+    time_zone: TimeZoneName | None = None
 
 
 class ContextQuery(RequestBody):
@@ -223,6 +233,7 @@ class ContextQuery(RequestBody):
     # A stricter floor than the service's relevance floor; a laxer one has no effect.
     min_score: Score = 0.0
     user_id: UserId | None = None
+    time_zone: TimeZoneName | None = None
 
 
 class MemoryUpdate(RequestBody):
@@ -252,6 +263,7 @@ class ChatQuery(RequestBody):
     provider: Provider | None = None
     model: Annotated[Identifier, Field(min_length=1, max_length=MAX_MODEL_CHARS)] | None = None
     user_id: UserId | None = None
+    time_zone: TimeZoneName | None = None
 
 
 class Memory(BaseModel):

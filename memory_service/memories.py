@@ -6,14 +6,14 @@ import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import qdrant_edge
 
-from memory_service import metrics
+from memory_service import metrics, timeframes
 from memory_service.embedding.scheduler import Embedder
 from memory_service.group_commit import GroupCommit
 from memory_service.models import (
@@ -41,6 +41,7 @@ from service_kit.limits import (
     MAX_TEXT_CHARS,
     MAX_TOP_K,
 )
+from service_kit.time_zones import time_zone as named_zone
 
 DEFAULT_PAGE_SIZE = 50
 # One user's deletes and edits run this many at a time, however many arrive at once: a
@@ -163,6 +164,7 @@ class Memories:
         *,
         id_key: bytes,
         relevance_floor: float = 0.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.embedder = embedder
         self.store = store
@@ -172,6 +174,8 @@ class Memories:
         self.commits = GroupCommit(store)
         self.user_writes = PerUserLimit(WRITES_PER_USER)
         self.bm25 = qdrant_edge.Bm25()
+        # When a query is asked: its "yesterday" is the day before this one.
+        self.clock = clock
 
     def _sparse_document(self, text: str) -> SparseVector:
         vec = self.bm25.embed_document(text)
@@ -265,11 +269,18 @@ class Memories:
         min_score: float = 0.0,
         relevant_only: bool = False,
         explain: bool = False,
+        time_zone: str = "",
     ) -> list[ScoredMemory]:
         """The caller's best `top_k` memories for `query`, scored in [0, 1]; with
         `relevant_only` (memories about to be injected), none below the relevance floor; with
-        `explain`, hybrid results carry each ranking feature's contribution."""
+        `explain`, hybrid results carry each ranking feature's contribution. Days (the
+        query's "yesterday", the day a memory was saved on) are those of `time_zone`, an IANA
+        name, UTC when empty."""
         _check_text(query, "query")
+        try:
+            local = timeframes.LocalCalendar.at(named_zone(time_zone), self.clock())
+        except ValueError as exc:
+            raise InvalidArgumentError(str(exc)) from None
         if not 1 <= top_k <= MAX_TOP_K:
             raise InvalidArgumentError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k}")
         if not 0.0 <= min_score <= 1.0:
@@ -304,6 +315,7 @@ class Memories:
                 document_terms=self._sparse_document,
                 explain=explain,
                 calibration=self.embedder.calibration,
+                local=local,
             )
         return [r for r in results if r.score >= floor] if floor > 0 else results
 

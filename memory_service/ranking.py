@@ -357,15 +357,28 @@ class Fused:
     contributions: dict[str, dict[str, float]]
 
 
-def _features(
+@dataclass(frozen=True, slots=True)
+class Features:
+    """Every candidate of one query and each feature's value (before its weight) for every
+    memory it is not 0 for, but the conversation and diversity features, which read the fused
+    scores; and the query's best cosine, which the scores are scaled by."""
+
+    values: dict[str, dict[str, float]]
+    candidates: dict[str, Candidate]
+    best_cosine: float
+
+
+def features(
     dense_hits: Sequence[Candidate],
     sparse_hits: Sequence[Candidate],
-    params: RankingParams,
-    query: str,
-    context: Context,
-) -> tuple[dict[str, dict[str, float]], dict[str, Candidate]]:
-    """Each feature's value (before its weight) for every memory it is not 0 for, but the
-    conversation and diversity features, which read the fused scores; and every candidate."""
+    params: RankingParams = DEFAULT,
+    *,
+    query: str = "",
+    context: Context = NO_CONTEXT,
+    local: timeframes.LocalCalendar = timeframes.UTC_CALENDAR,
+) -> Features:
+    """The features of every candidate of `query`: the candidates and the context's memories
+    of the best conversations. Days are counted in `local`'s time zone."""
     dense_bounds, sparse_bounds = _normaliser(dense_hits), _normaliser(sparse_hits)
     cosines = {h.id: h.score for h in (*context.dense, *dense_hits)}
     bm25 = {h.id: h.score for h in sparse_hits}
@@ -383,16 +396,19 @@ def _features(
     floor = min((h.score for h in dense_hits), default=0.0)
     when = (params.time_weight > 0 or params.time_neighbour_weight > 0) and asks_when(query)
     dated = params.date_weight > 0 or params.date_said_weight > 0
-    periods = timeframes.named_periods(query) if dated else ()
+    periods = timeframes.named_periods(query, local.today) if dated else ()
     months = timeframes.named_months(query) if dated else ()
+    zone = local.zone
     for memory_id, hit in candidates.items():
         values["cosine"][memory_id] = cosines.get(memory_id, floor)
         values["length"][memory_id] = math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
         if when and says_when(hit.text):
             values["says_when"][memory_id] = 1.0
-        if (periods or months) and timeframes.is_about(periods, hit.text, hit.created_at, months):
+        if (periods or months) and timeframes.is_about(
+            periods, hit.text, hit.created_at, months, zone
+        ):
             values["date"][memory_id] = 1.0
-            if timeframes.says_about(periods, hit.text, hit.created_at, months):
+            if timeframes.says_about(periods, hit.text, hit.created_at, months, zone):
                 values["date_said"][memory_id] = 1.0
     conversations: dict[str, list[str]] = {}
     for memory_id, hit in candidates.items():
@@ -415,25 +431,23 @@ def _features(
                 values["when_near_words"][memory_id] = max(
                     turns[k], turns[k + 1], turns[k + 3], turns[k + 4]
                 )
-    return values, candidates
+    best_cosine = max((h.score for h in dense_hits), default=0.0)
+    return Features(values, candidates, best_cosine)
 
 
-def fuse(
-    dense_hits: Sequence[Candidate],
-    sparse_hits: Sequence[Candidate],
+def scored(
+    features: Features,
     params: RankingParams = DEFAULT,
     *,
-    query: str = "",
-    context: Context = NO_CONTEXT,
     explain: bool = False,
     calibration: Calibration = REFERENCE_CALIBRATION,
 ) -> Fused:
-    """Every candidate's id and score, best first, in the hybrid ranking of `query`: the sum
-    of its FEATURES' values times their weights, scaled so the top carries the query's
-    calibrated best cosine. Neighbours are the memories known on either side: the candidates
-    and the context's memories of the best conversations. With `explain`, each memory's
-    contribution of every feature that is not 0."""
-    values, candidates = _features(dense_hits, sparse_hits, params, query, context)
+    """Every candidate's id and score, best first: the sum of its FEATURES' values times their
+    weights, scaled so the top carries the query's calibrated best cosine. With `explain`,
+    each memory's contribution of every feature that is not 0."""
+    # The conversation and diversity features are added to a copy: `features` stays as built.
+    values = dict(features.values)
+    candidates = features.candidates
     weights = {name: weight(params, name) for name in FEATURES}
     scores = dict.fromkeys(candidates, 0.0)
     for name, by_memory in values.items():
@@ -459,8 +473,30 @@ def fuse(
                 for name in FEATURES
                 if weights[name] and values[name].get(memory_id)
             }
-    confidence = calibration.score(max((h.score for h in dense_hits), default=0.0))
+    confidence = calibration.score(features.best_cosine)
     return Fused(_scaled(ranked, confidence), contributions)
+
+
+def fuse(
+    dense_hits: Sequence[Candidate],
+    sparse_hits: Sequence[Candidate],
+    params: RankingParams = DEFAULT,
+    *,
+    query: str = "",
+    context: Context = NO_CONTEXT,
+    explain: bool = False,
+    calibration: Calibration = REFERENCE_CALIBRATION,
+    local: timeframes.LocalCalendar = timeframes.UTC_CALENDAR,
+) -> Fused:
+    """The hybrid ranking of `query` in one call: its `features`, `scored`. Neighbours are the
+    memories known on either side: the candidates and the context's memories of the best
+    conversations."""
+    return scored(
+        features(dense_hits, sparse_hits, params, query=query, context=context, local=local),
+        params,
+        explain=explain,
+        calibration=calibration,
+    )
 
 
 def _conversation_shares(

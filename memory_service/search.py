@@ -1,12 +1,17 @@
-"""A search of one user's memories: which queries each mode runs on the store, and how their
-hits are ranked and scored (ranking.py), the same for every backend."""
+"""A search of one user's memories, the same for every backend, read top to bottom as stages.
+
+The user's scope (their conditions and the request's filters) is built once and every store
+call starts from it. The hybrid ranking (`hybrid_search`) then runs: the candidates of both
+signals (dense, BM25 and its feedback pass), the context of their best conversations, the
+features and the fused score (ranking.py), and last the memories fetched, checked and
+returned. The other modes are one store query each through the same scope."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
-from memory_service import ranking
+from memory_service import ranking, timeframes
 from memory_service.embedding.calibration import Calibration
 from memory_service.models import ScoredMemory, SearchFilters, SearchMode, SparseVector
 from memory_service.store.interface import (
@@ -17,12 +22,25 @@ from memory_service.store.interface import (
     MemoryStore,
     NearestQuery,
 )
-from memory_service.store.ownership import fetch, tenant_conditions
+from memory_service.store.ownership import UserScope, fetch
 from memory_service.store.payload import CANDIDATE_FIELDS, candidate, scored
+
+Hits = tuple[list[ranking.Candidate], list[ranking.Candidate]]
 
 
 def prefetch_limit(limit: int) -> int:
     return min(max(limit * 4, 40), 400)
+
+
+@dataclass(frozen=True, slots=True)
+class HybridQuery:
+    """What the hybrid ranking reads of a query: its text, both its vectors, and the calendar
+    of the person asking (their time zone and today there)."""
+
+    text: str
+    dense: list[float]
+    sparse: SparseVector
+    local: timeframes.LocalCalendar = timeframes.UTC_CALENDAR
 
 
 async def search_memories(
@@ -39,108 +57,98 @@ async def search_memories(
     params: ranking.RankingParams = ranking.DEFAULT,
     explain: bool = False,
     calibration: Calibration = ranking.REFERENCE_CALIBRATION,
+    local: timeframes.LocalCalendar = timeframes.UTC_CALENDAR,
 ) -> list[ScoredMemory]:
     """The user's memories that best match, ranked and scored as ranking.py says; the store
     only runs the queries. `query` is the text the vectors are of, and `document_terms` the
-    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules. With
-    `explain`, hybrid results carry each feature's contribution to their score."""
-    wanted = limit + ranking.DUPLICATE_MARGIN
-    if mode is SearchMode.RRF:
-        if dense is None or sparse is None:
-            raise ValueError("rrf search needs both vectors")
-        depth = prefetch_limit(limit)
-        prefetches = [
-            NearestQuery(DENSE_VECTOR, dense, depth),
-            NearestQuery(SPARSE_VECTOR, sparse, depth),
-        ]
-        points = await store.rrf(tenant_conditions(user_id, filters), prefetches, limit)
-        return [scored(p) for p in points]
+    BM25 vector of a memory's text, for the hybrid ranking's time and feedback rules, whose
+    days are `local`'s. With `explain`, hybrid results carry each feature's contribution to
+    their score."""
+    scope = UserScope.of(user_id, filters)
     if mode is SearchMode.HYBRID:
         if dense is None or sparse is None:
             raise ValueError("hybrid search needs both vectors")
-        dense_hits, sparse_hits = await hybrid_candidates(
+        return await hybrid_search(
             store,
-            user_id,
-            filters,
-            dense=dense,
-            sparse=sparse,
-            depth=max(params.candidate_depth, wanted),
+            scope,
+            HybridQuery(query, dense, sparse, local),
+            limit,
+            params=params,
             document_terms=document_terms,
-            feedback_weight=params.feedback_weight,
-        )
-        conversations = ranking.context_conversations(dense_hits, sparse_hits, params)
-        context = await conversation_context(store, user_id, filters, conversations, dense=dense)
-        fused = ranking.fuse(
-            dense_hits,
-            sparse_hits,
-            params,
-            query=query,
-            context=context,
             explain=explain,
             calibration=calibration,
         )
-        ranked = fused.ranked[:wanted]
-        memories = await fetch(store, [memory_id for memory_id, _ in ranked], user_id)
-        # The ids come from a search scoped to the user; checking the owner again keeps
-        # "every read is the caller's" true of this by-id read too.
-        return ranking.collapse_duplicates(
-            (
-                ScoredMemory(memories[i], score, fused.contributions.get(i) if explain else None)
-                for i, score in ranked
-                if i in memories and memories[i].user_id == user_id
-            ),
-            limit,
-        )
+    if mode is SearchMode.RRF:
+        if dense is None or sparse is None:
+            raise ValueError("rrf search needs both vectors")
+        return await rrf_search(store, scope, dense, sparse, limit)
     if mode is SearchMode.SEMANTIC:
         if dense is None:
             raise ValueError("semantic search needs its vector")
-        (nearest,) = await _nearest(
-            store, user_id, filters, [NearestQuery(DENSE_VECTOR, dense, wanted)]
-        )
-        return ranking.semantic(nearest, limit, calibration)
+        return await semantic_search(store, scope, dense, limit, calibration)
     if sparse is None:
         raise ValueError("keyword search needs its vector")
-    queries = [NearestQuery(SPARSE_VECTOR, sparse, wanted)]
-    if dense is not None:
-        # Only the best dense match, to put keyword scores on the same scale.
-        queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
-    hits = await _nearest(store, user_id, filters, queries)
-    best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
-    return ranking.keyword(hits[0], best, limit, calibration)
+    return await keyword_search(store, scope, sparse, dense, limit, calibration)
+
+
+async def hybrid_search(
+    store: MemoryStore,
+    scope: UserScope,
+    query: HybridQuery,
+    limit: int,
+    *,
+    params: ranking.RankingParams = ranking.DEFAULT,
+    document_terms: Callable[[str], SparseVector] | None = None,
+    explain: bool = False,
+    calibration: Calibration = ranking.REFERENCE_CALIBRATION,
+) -> list[ScoredMemory]:
+    """The hybrid ranking, stage by stage: candidates, conversation context, features, fused
+    score, the memories returned."""
+    wanted = limit + ranking.DUPLICATE_MARGIN
+    hits = await hybrid_candidates(
+        store,
+        scope,
+        dense=query.dense,
+        sparse=query.sparse,
+        depth=max(params.candidate_depth, wanted),
+        document_terms=document_terms,
+        feedback_weight=params.feedback_weight,
+    )
+    conversations = ranking.context_conversations(*hits, params)
+    context = await conversation_context(store, scope, conversations, dense=query.dense)
+    features = ranking.features(*hits, params, query=query.text, context=context, local=query.local)
+    fused = ranking.scored(features, params, explain=explain, calibration=calibration)
+    return await returned_memories(store, scope, fused, limit)
 
 
 async def hybrid_candidates(
     store: MemoryStore,
-    user_id: str,
-    filters: SearchFilters,
+    scope: UserScope,
     *,
     dense: list[float],
     sparse: SparseVector,
     depth: int,
     document_terms: Callable[[str], SparseVector] | None,
     feedback_weight: float,
-) -> tuple[list[ranking.Candidate], list[ranking.Candidate]]:
+) -> Hits:
     """The nearest `depth` memories by each signal, with the payload the ranking's rules read.
     With feedback, the keyword side is a second pass: the query plus the heaviest terms of
     its first pass's best matches."""
     queries = [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)]
-    dense_hits, sparse_hits = await _candidates(store, tenant_conditions(user_id, filters), queries)
+    dense_hits, sparse_hits = await _candidates(store, scope.where(), queries)
     if feedback_weight <= 0 or document_terms is None or not sparse_hits:
         return dense_hits, sparse_hits
     best = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
     expanded = ranking.with_feedback(sparse, best, feedback_weight)
     (sparse_hits,) = await _candidates(
-        store,
-        tenant_conditions(user_id, filters),
-        [NearestQuery(SPARSE_VECTOR, expanded, depth)],
+        store, scope.where(), [NearestQuery(SPARSE_VECTOR, expanded, depth)]
     )
     return dense_hits, sparse_hits
 
 
 async def conversation_context(
     store: MemoryStore,
-    user_id: str,
-    filters: SearchFilters,
+    scope: UserScope,
     conversations: Sequence[str],
     *,
     dense: list[float],
@@ -151,21 +159,76 @@ async def conversation_context(
     return scores at most its lowest, which min-max maps to 0."""
     if not conversations:
         return ranking.NO_CONTEXT
-    conditions = [
-        *tenant_conditions(user_id, filters),
-        MatchAny("conversation_id", tuple(conversations)),
-    ]
+    conditions = scope.where(MatchAny("conversation_id", tuple(conversations)))
     query = NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT)
     (nearest,) = await _candidates(store, conditions, [query])
     return ranking.Context(nearest)
 
 
+async def returned_memories(
+    store: MemoryStore, scope: UserScope, fused: ranking.Fused, limit: int
+) -> list[ScoredMemory]:
+    """The best-ranked memories, fetched whole, one copy of each text, at most `limit`."""
+    ranked = fused.ranked[: limit + ranking.DUPLICATE_MARGIN]
+    memories = await fetch(store, [memory_id for memory_id, _ in ranked], scope.user_id)
+    # The ids come from a search scoped to the user; checking the owner again keeps "every
+    # read is the caller's" true of this by-id read too.
+    return ranking.collapse_duplicates(
+        (
+            ScoredMemory(memories[i], score, fused.contributions.get(i))
+            for i, score in ranked
+            if i in memories and scope.owns(memories[i])
+        ),
+        limit,
+    )
+
+
+async def rrf_search(
+    store: MemoryStore, scope: UserScope, dense: list[float], sparse: SparseVector, limit: int
+) -> list[ScoredMemory]:
+    """Plain reciprocal-rank fusion of both signals, by the engine."""
+    depth = prefetch_limit(limit)
+    prefetches = [
+        NearestQuery(DENSE_VECTOR, dense, depth),
+        NearestQuery(SPARSE_VECTOR, sparse, depth),
+    ]
+    points = await store.rrf(scope.where(), prefetches, limit)
+    return [scored(p) for p in points]
+
+
+async def semantic_search(
+    store: MemoryStore, scope: UserScope, dense: list[float], limit: int, calibration: Calibration
+) -> list[ScoredMemory]:
+    """Dense order, each score its calibrated cosine."""
+    wanted = limit + ranking.DUPLICATE_MARGIN
+    (nearest,) = await _nearest(store, scope, [NearestQuery(DENSE_VECTOR, dense, wanted)])
+    return ranking.semantic(nearest, limit, calibration)
+
+
+async def keyword_search(
+    store: MemoryStore,
+    scope: UserScope,
+    sparse: SparseVector,
+    dense: list[float] | None,
+    limit: int,
+    calibration: Calibration,
+) -> list[ScoredMemory]:
+    """BM25 order, scaled by the query's best dense match when there is a dense vector."""
+    queries = [NearestQuery(SPARSE_VECTOR, sparse, limit + ranking.DUPLICATE_MARGIN)]
+    if dense is not None:
+        # Only the best dense match, to put keyword scores on the same scale.
+        queries.append(NearestQuery(DENSE_VECTOR, dense, 1))
+    hits = await _nearest(store, scope, queries)
+    best = max((h.score for h in hits[1]), default=0.0) if dense is not None else None
+    return ranking.keyword(hits[0], best, limit, calibration)
+
+
 async def _nearest(
-    store: MemoryStore, user_id: str, filters: SearchFilters, queries: Sequence[NearestQuery]
+    store: MemoryStore, scope: UserScope, queries: Sequence[NearestQuery]
 ) -> list[list[ScoredMemory]]:
     """For each query, the user's nearest memories with their raw scores (cosine, BM25),
     run together as one batch."""
-    batches = await store.query(tenant_conditions(user_id, filters), queries)
+    batches = await store.query(scope.where(), queries)
     return [[scored(p) for p in points] for points in batches]
 
 

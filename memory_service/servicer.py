@@ -58,6 +58,7 @@ class MemoryServicer(KeyRpcs, memory_pb2_grpc.MemoryServiceServicer):
             min_score=request.min_score,
             relevant_only=request.relevant_only,
             explain=request.explain,
+            time_zone=request.time_zone,
         )
         return conv.scored_to_pb(results)
 

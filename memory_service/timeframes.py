@@ -6,8 +6,10 @@ A period is a first and a last day, as proleptic Gregorian ordinals (`date.toord
 query names days ("on 1 May, 2022", "May 1, 2022", "2022-05-01"), else months ("in March
 2023"), else years ("in 2023"): the most specific kind it has. A month without a year ("in
 May", "the second week of November") names that month of any year. A memory is about the day
-it was saved (its `created_at`, on the UTC day), every date written in it, and the days its
-relative words point to, counted from the day it was saved. What it says of its own
+it was saved (its `created_at`, on the day it was in the person's time zone), every date
+written in it, and the days its relative words point to, counted from the day it was saved.
+A query's own relative words ("what did I say yesterday") point from the day it is asked on,
+in that zone, when the caller knows that day (`LocalCalendar`). What it says of its own
 (`says_about`) leaves out the day it was saved: a turn saved in March that says "last month"
 is about February by what it says, while every turn saved in March is about March. A date
 written in a memory is something it says, never when it was said.
@@ -19,7 +21,8 @@ import calendar
 import functools
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
 
 Period = tuple[int, int]
 
@@ -124,12 +127,40 @@ def _written_days(text: str) -> list[Period]:
     return [period for _, period in sorted(found, key=lambda f: f[0]) if period is not None]
 
 
+@dataclass(frozen=True, slots=True)
+class LocalCalendar:
+    """Whose days the time rules count: the person's time zone, and the day a query is asked
+    on there (an ordinal; None: a query's relative words point nowhere)."""
+
+    zone: tzinfo = UTC
+    today: int | None = None
+
+    @classmethod
+    def at(cls, zone: tzinfo, now: datetime) -> LocalCalendar:
+        """The calendar of someone in `zone` asking at `now`."""
+        return cls(zone, now.astimezone(zone).date().toordinal())
+
+
+# Days in UTC, and no day asked on: what ranking without a person at hand counts in.
+UTC_CALENDAR = LocalCalendar()
+
+
+def relative_periods(text: str, day: int) -> list[Period]:
+    """The periods the text's relative words point to from `day`."""
+    return [period(day) for pattern, period in _RELATIVE if pattern.search(text)]
+
+
 @functools.lru_cache(maxsize=1024)
-def named_periods(query: str) -> tuple[Period, ...]:
-    """The days a query names, else its months, else its years; () when it names none."""
+def named_periods(query: str, today: int | None = None) -> tuple[Period, ...]:
+    """The days a query names, else (asked on `today`) the periods its relative words point
+    to, else its months, else its years; () when it names none."""
     days = _written_days(query)
     if days:
         return tuple(days)
+    if today is not None:
+        relative = relative_periods(query, today)
+        if relative:
+            return tuple(relative)
     months = [_month(int(year), _month_number(month)) for month, year in _MONTH_YEAR.findall(query)]
     if months:
         return tuple(months)
@@ -152,13 +183,13 @@ def named_months(query: str) -> tuple[int, ...]:
 def memory_periods(text: str, saved_day: int) -> tuple[tuple[Period, ...], tuple[Period, ...]]:
     """When a memory was said (the day it was saved) and what it says (the dates written in
     it, and the periods its relative words point to from the day it was saved)."""
-    relative = [period(saved_day) for pattern, period in _RELATIVE if pattern.search(text)]
+    relative = relative_periods(text, saved_day)
     return ((saved_day, saved_day),), (*_written_days(text), *relative)
 
 
-def saved_day(created_at: float) -> int:
-    """The UTC day of a creation time in epoch seconds."""
-    return datetime.fromtimestamp(created_at, tz=UTC).date().toordinal()
+def saved_day(created_at: float, zone: tzinfo = UTC) -> int:
+    """The day in `zone` of a creation time in epoch seconds."""
+    return datetime.fromtimestamp(created_at, tz=zone).date().toordinal()
 
 
 def _overlaps(periods: Sequence[Period], months: Sequence[int], own: Sequence[Period]) -> bool:
@@ -174,21 +205,29 @@ def _overlaps(periods: Sequence[Period], months: Sequence[int], own: Sequence[Pe
 
 
 def is_about(
-    periods: Sequence[Period], text: str, created_at: float, months: Sequence[int] = ()
+    periods: Sequence[Period],
+    text: str,
+    created_at: float,
+    months: Sequence[int] = (),
+    zone: tzinfo = UTC,
 ) -> bool:
     """Whether a memory is about a time in one of the periods or months (of any year): saved
-    then, or said then, or saying so."""
+    then, or said then, or saying so; its days are those of `zone`."""
     if not periods and not months:
         return False
-    said, says = memory_periods(text, saved_day(created_at))
+    said, says = memory_periods(text, saved_day(created_at, zone))
     return _overlaps(periods, months, (*said, *says))
 
 
 def says_about(
-    periods: Sequence[Period], text: str, created_at: float, months: Sequence[int] = ()
+    periods: Sequence[Period],
+    text: str,
+    created_at: float,
+    months: Sequence[int] = (),
+    zone: tzinfo = UTC,
 ) -> bool:
     """Whether a memory says, in its own words, that something was in one of the periods or
     months: a date written after its first, or its relative words ("last month")."""
     if not periods and not months:
         return False
-    return _overlaps(periods, months, memory_periods(text, saved_day(created_at))[1])
+    return _overlaps(periods, months, memory_periods(text, saved_day(created_at, zone))[1])

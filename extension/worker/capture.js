@@ -51,6 +51,8 @@ export const FALLBACK_LIMITS = Object.freeze({
 export const MAX_CAPTURE_CHARS = 2000000;
 const MAX_ID_CHARS = 256;
 const MAX_URL_CHARS = 8192;
+// The server's limit on a time zone name.
+const MAX_TIME_ZONE_CHARS = 64;
 // `{"items":[` and `]}`, and room for what JSON.stringify and the server count differently.
 const BODY_OVERHEAD_BYTES = 64;
 
@@ -99,6 +101,16 @@ export function validCapture(raw, site) {
   }
   if (!isText(item.prompt, MAX_CAPTURE_CHARS)) return null;
   return { prompt: /** @type {string} */ (item.prompt), message_id, conversation_id, provider: site, url };
+}
+
+/** The browser's IANA time zone ("Europe/Berlin"), or "" when it does not say one. */
+export function browserTimeZone() {
+  try {
+    const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    return typeof zone === "string" && zone.length <= MAX_TIME_ZONE_CHARS ? zone : "";
+  } catch {
+    return "";
+  }
 }
 
 /** One key per thing said: a resend of the same capture is the same key. */
@@ -152,23 +164,26 @@ export function splitText(text, maxChars, maxBytes = Infinity) {
  * longer than the server takes. Parts carry `part`, `parts` and `part_of` in their metadata; a
  * prompt's first part keeps the capture's message id (its answer names it) and an answer's
  * parts all name the prompt, the first part last so that the prompt's answer is the first
- * part. The URL is cut to what a field may hold.
+ * part. The time zone the capture was made in goes in the metadata as `time_zone`. The URL is
+ * cut to what a field may hold.
  * @param {QueuedCapture} capture
  * @param {Limits} limits
  * @param {number} maxItemBytes
  * @returns {object[]}
  */
 export function itemsOf(capture, limits, maxItemBytes) {
-  const base = { ...capture, url: (capture.url || "").slice(0, limits.max_field_chars) || null };
+  const { time_zone: timeZone, ...fields } = capture;
+  const zone = timeZone ? { time_zone: timeZone } : {};
+  const base = { ...fields, url: (fields.url || "").slice(0, limits.max_field_chars) || null };
   const isResponse = "response" in capture;
   const field = isResponse ? "response" : "prompt";
   const text = isResponse ? capture.response : capture.prompt;
   const ownId = isResponse ? capture.response_message_id : capture.message_id;
-  const overhead = jsonBytes({ ...base, [field]: "", metadata: { part: "0000", parts: "0000", part_of: ownId } });
+  const overhead = jsonBytes({ ...base, [field]: "", metadata: { ...zone, part: "0000", parts: "0000", part_of: ownId } });
   const parts = splitText(text, limits.max_text_chars, Math.max(1024, maxItemBytes - overhead));
-  if (parts.length === 1) return [{ ...base, [field]: text }];
+  if (parts.length === 1) return [timeZone ? { ...base, [field]: text, metadata: zone } : { ...base, [field]: text }];
   const items = parts.map((part, i) => {
-    const item = { ...base, [field]: part, metadata: { part: String(i + 1), parts: String(parts.length), part_of: ownId } };
+    const item = { ...base, [field]: part, metadata: { ...zone, part: String(i + 1), parts: String(parts.length), part_of: ownId } };
     if (i === 0) return item;
     return isResponse
       ? { ...item, response_message_id: `${ownId}#part${i + 1}` }

@@ -30,9 +30,9 @@
 /** @typedef {PromptCapture | ResponseCapture} Capture */
 
 /**
- * A capture as queued: the content script's fields and the provider the worker read from
- * `sender`.
- * @typedef {Capture & { provider: SiteId }} QueuedCapture
+ * A capture as queued: the content script's fields, the provider the worker read from
+ * `sender`, and the browser's time zone when it was queued.
+ * @typedef {Capture & { provider: SiteId, time_zone?: string }} QueuedCapture
  */
 
 /**

@@ -4,7 +4,7 @@
  * and options pages read status and change settings through it.
  */
 
-import { FALLBACK_LIMITS, siteOf, validCapture } from "./capture.js";
+import { FALLBACK_LIMITS, browserTimeZone, siteOf, validCapture } from "./capture.js";
 import { connectMessage, connectTo, isConnectMessage, welcome } from "./connect.js";
 import { CONTENT_MESSAGES } from "./messages.js";
 import { clearRefused, enqueue, flush, queueStatus, refusedCaptures } from "./queue.js";
@@ -53,7 +53,10 @@ async function context(site, tabId, prompt) {
   try {
     // The server reads a query's start only; a longer prompt would be refused whole.
     const query = prompt.slice(0, FALLBACK_LIMITS.max_text_chars);
-    const answer = await call("POST", "/context", { prompt: query, top_k: 5, max_tokens: 600 }, { timeoutMs: settings.budgetMs + 2000, settings });
+    // The server counts "yesterday" and each memory's day in the person's own time zone.
+    const zone = browserTimeZone();
+    const body = { prompt: query, top_k: 5, max_tokens: 600, ...(zone ? { time_zone: zone } : {}) };
+    const answer = await call("POST", "/context", body, { timeoutMs: settings.budgetMs + 2000, settings });
     const memories = (answer.memories || []).map(({ id, text, score, provider }) => ({ id, text, score, provider }));
     return { context: answer.context || "", memories };
   } catch {
@@ -94,7 +97,8 @@ async function fromContentScript(message, sender) {
       const own = await siteSettings(site);
       const item = validCapture(message.item, site);
       if (!item || !own.capture || own.paused) return false;
-      const queued = await enqueue(item);
+      const zone = browserTimeZone();
+      const queued = await enqueue(zone ? { ...item, time_zone: zone } : item);
       flush();
       return queued;
     }

@@ -4,6 +4,7 @@ id never changes owner."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from memory_service.models import Memory, MemoryPoint, SearchFilters
 from memory_service.store.interface import (
@@ -40,6 +41,26 @@ def tenant_conditions(user_id: str, filters: SearchFilters | None = None) -> lis
             )
         )
     return conditions
+
+
+@dataclass(frozen=True, slots=True)
+class UserScope:
+    """What one request may read: the verified user's memories, narrowed by its filters. Built
+    once per request; every store call of it starts from these conditions."""
+
+    user_id: str
+    conditions: tuple[Condition, ...]
+
+    @classmethod
+    def of(cls, user_id: str, filters: SearchFilters | None = None) -> UserScope:
+        return cls(user_id, tuple(tenant_conditions(user_id, filters)))
+
+    def where(self, *narrower: Condition) -> list[Condition]:
+        """The scope's conditions, and these besides."""
+        return [*self.conditions, *narrower]
+
+    def owns(self, memory: Memory) -> bool:
+        return memory.user_id == self.user_id
 
 
 def memory_conditions(user_id: str, memory_id: str) -> list[Condition]:

@@ -168,3 +168,18 @@ def test_an_answer_longer_than_the_server_takes_arrives_in_linked_parts(
     assert {m["prompt_id"] for m in answers} == {first_prompt["id"]}
     assert first_prompt["response_id"] == first_answer["id"]
     assert answers[1]["metadata"]["part_of"] == first_answer["message_id"]
+
+
+def test_a_capture_keeps_the_browsers_time_zone(
+    stack: Stack, user: str, open_extension: OpenExtension
+) -> None:
+    browser = open_extension(stack.url, user, inject="off")
+    page = browser.open_site("claude")
+    zone = page.evaluate("Intl.DateTimeFormat().resolvedOptions().timeZone")
+
+    send_prompt(page, "Which bus goes to the old town?", how="enter")
+
+    with stack.client(user) as client:
+        found = stored(client, 2)
+    assert zone
+    assert [m["metadata"].get("time_zone") for m in found] == [zone, zone]

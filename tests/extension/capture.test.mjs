@@ -4,6 +4,7 @@ import { test } from "node:test";
 
 import {
   FALLBACK_LIMITS,
+  browserTimeZone,
   captureKey,
   itemsOf,
   jsonBytes,
@@ -104,6 +105,28 @@ test("a prompt over the limit keeps its id on the first part", () => {
   const items = itemsOf(prompt(1, "x ".repeat(40000)), LIMITS, LIMITS.max_batch_body_bytes);
   assert.deepEqual(items.map((item) => item.message_id), ["claude:1", "claude:1#part2"]);
   assert.ok(items.every((item) => item.prompt.length <= LIMITS.max_text_chars));
+});
+
+test("the time zone a capture was made in is sent in its metadata, on every part", () => {
+  const [item] = itemsOf({ ...prompt(1), time_zone: "Europe/Berlin" }, LIMITS, 1e6);
+  assert.deepEqual(item.metadata, { time_zone: "Europe/Berlin" });
+  // Never as a field of its own: the server refuses fields it does not know.
+  assert.equal("time_zone" in item, false);
+  const parts = itemsOf({ ...prompt(2, "x ".repeat(40000)), time_zone: "Asia/Tokyo" }, LIMITS, LIMITS.max_batch_body_bytes);
+  assert.deepEqual(
+    parts.map((part) => part.metadata),
+    [
+      { time_zone: "Asia/Tokyo", part: "1", parts: "2", part_of: "claude:2" },
+      { time_zone: "Asia/Tokyo", part: "2", parts: "2", part_of: "claude:2" },
+    ],
+  );
+  const [plain] = itemsOf(prompt(3), LIMITS, 1e6);
+  assert.equal("metadata" in plain, false);
+});
+
+test("the browser's time zone is its IANA name", () => {
+  assert.equal(browserTimeZone(), Intl.DateTimeFormat().resolvedOptions().timeZone);
+  assert.ok(browserTimeZone().length > 0);
 });
 
 test("a URL longer than a field holds is cut, the capture is not refused for it", () => {

@@ -425,6 +425,31 @@ async def test_bad_input_gets_a_clear_4xx_and_stores_nothing(
 # --- the extension's flows --------------------------------------------------------------
 
 
+async def test_an_unknown_time_zone_is_a_422_that_names_it(
+    api: httpx.AsyncClient, keys: Keys
+) -> None:
+    headers = bearer(keys.es256(new_user()))
+    for path, body in (
+        ("/search", {"query": "what did I say yesterday"}),
+        ("/context", {"prompt": "what did I say yesterday"}),
+    ):
+        for zone in ("Mars/Olympus", "../../etc/passwd", "", "x" * 100):
+            response = await api.post(path, json={**body, "time_zone": zone}, headers=headers)
+            assert response.status_code == 422, (path, zone, response.text[:300])
+        response = await api.post(path, json={**body, "time_zone": "Mars/Olympus"}, headers=headers)
+        (error,) = response.json()["detail"]
+        assert error["loc"] == ["body", "time_zone"]
+        assert "unknown time zone 'Mars/Olympus'" in error["msg"]
+    for path, body in (
+        ("/search", {"query": "what did I say yesterday"}),
+        ("/context", {"prompt": "what did I say yesterday"}),
+    ):
+        response = await api.post(
+            path, json={**body, "time_zone": "Europe/Berlin"}, headers=headers
+        )
+        assert response.status_code == 200, (path, response.text[:300])
+
+
 async def test_list_cursors_are_the_servers_own_and_a_forged_one_is_400(
     api: httpx.AsyncClient, keys: Keys
 ) -> None:

@@ -197,6 +197,22 @@ async def test_chat_gives_the_provider_the_callers_memories_and_none_of_anyone_e
     assert body["timestamp"]
 
 
+async def test_a_chat_asked_in_a_time_zone_searches_the_memories_in_it(
+    start_stack: StartStack, provider: StandInProvider
+) -> None:
+    stack = await start_stack()
+    async with stack.client() as client:
+        _, a, _ = await save_memories(client)
+        answer = await client.post(
+            "/chat", json={**QUESTION, "time_zone": "Europe/Berlin"}, headers=token(a)
+        )
+
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["context_unavailable"] is False
+    assert WINDOW_SEATS in {m["text"] for m in body["context_used"]}
+
+
 async def test_stream_delivers_the_first_delta_before_the_provider_has_finished(
     start_stack: StartStack, provider: StandInProvider
 ) -> None:
@@ -364,6 +380,7 @@ async def test_bad_chat_input_is_refused_before_any_service_is_called(
         {"message": "hi", "history": [{"role": "user", "content": "x"}] * 101},
         {"message": "hi", "temperature": 2},
         {"message": "hi", "model": ""},
+        {"message": "hi", "time_zone": "Mars/Olympus"},
     ]
     async with stack.client() as client:
         for body in cases:

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from memory_service.batch import BatchItem, save_batch
 from memory_service.embedding.scheduler import Embedder
 from memory_service.memories import WRITES_PER_USER, Memories, NewMemory
 from memory_service.models import MemoryKind, SearchFilters, SearchMode
 from memory_service.store import CollectionSpec
 from memory_service.store.embedded import EdgeMemoryStore
+from service_kit.errors import InvalidArgumentError
 from service_kit.identity import Identity
 
 ALICE = Identity("alice")
@@ -105,3 +108,45 @@ async def test_one_users_concurrent_deletes_run_a_few_at_a_time(
     assert most["alice"] == WRITES_PER_USER and most["bob"] == 1
     assert await memories.store.count("alice") == 0
     assert len(memories.user_writes) == 0
+
+
+async def test_yesterday_is_the_persons_own_day_in_their_time_zone(
+    embedder: Embedder, tmp_path: Path
+) -> None:
+    # Asked on day D + 2 at 07:00 in Johannesburg (UTC+2 all year), 05:00 UTC.
+    asked = datetime(2026, 3, 12, 5, 0, tzinfo=UTC)
+    store = EdgeMemoryStore(tmp_path, CollectionSpec(embedder.model_name, embedder.dimension))
+    await store.open()
+    memories = Memories(embedder, store, id_key=b"memories-test-id-key", clock=lambda: asked)
+    try:
+        said = [
+            # 23:30 UTC on D: 01:30 on D + 1 in Johannesburg, the day before D + 2 there.
+            ("I booked a table at the Italian place", datetime(2026, 3, 10, 23, 30, tzinfo=UTC)),
+            # 23:30 UTC on D + 1: the day before D + 2 in UTC, but D + 2 in Johannesburg.
+            ("I booked a table at the Thai place", datetime(2026, 3, 11, 23, 30, tzinfo=UTC)),
+        ]
+        await save_batch(
+            memories,
+            ALICE,
+            [BatchItem(NewMemory(text, message_id=text), created_at=at) for text, at in said],
+        )
+
+        async def dated(time_zone: str) -> set[str]:
+            found = await memories.search(
+                ALICE,
+                "what did I book yesterday",
+                5,
+                SearchMode.HYBRID,
+                SearchFilters(),
+                explain=True,
+                time_zone=time_zone,
+            )
+            assert len(found) == 2
+            return {r.memory.text for r in found if "date" in (r.contributions or {})}
+
+        assert await dated("Africa/Johannesburg") == {said[0][0]}
+        assert await dated("") == {said[1][0]}
+        with pytest.raises(InvalidArgumentError, match="unknown time zone 'Mars/Olympus'"):
+            await dated("Mars/Olympus")
+    finally:
+        await store.close()

@@ -25,29 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/chat/v1/chat.proto\x12\x07\x63hat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x04Turn\x12\x1b\n\x04role\x18\x01 \x01(\x0e\x32\r.chat.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x8f\x01\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x1e\n\x07history\x18\x03 \x03(\x0b\x32\r.chat.v1.Turn\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x42\x0b\n\t_providerB\x08\n\x06_model\"\x8d\x01\n\rContextMemory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08provider\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttruncated\x18\x06 \x01(\x08\"L\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x11\n\testimated\x18\x03 \x01(\x08\"\xd2\x01\n\rAnswerDetails\x12,\n\x0c\x63ontext_used\x18\x01 \x03(\x0b\x32\x16.chat.v1.ContextMemory\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.chat.v1.Usage\x12\x0f\n\x07offline\x18\x03 \x01(\x08\x12\x1b\n\x13\x63ontext_unavailable\x18\x04 \x01(\x08\x12\x0e\n\x06notice\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\"I\n\x0c\x43hatResponse\x12\x10\n\x08response\x18\x01 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x16.chat.v1.AnswerDetails\"S\n\x0f\x43hatStreamEvent\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12&\n\x04\x64one\x18\x02 \x01(\x0b\x32\x16.chat.v1.AnswerDetailsH\x00\x42\x07\n\x05\x65vent*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x32\x82\x01\n\x0b\x43hatService\x12\x33\n\x04\x43hat\x12\x14.chat.v1.ChatRequest\x1a\x15.chat.v1.ChatResponse\x12>\n\nChatStream\x12\x14.chat.v1.ChatRequest\x1a\x18.chat.v1.ChatStreamEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protos/chat/v1/chat.proto\x12\x07\x63hat.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"4\n\x04Turn\x12\x1b\n\x04role\x18\x01 \x01(\x0e\x32\r.chat.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\xa2\x01\n\x0b\x43hatRequest\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05top_k\x18\x02 \x01(\x05\x12\x1e\n\x07history\x18\x03 \x03(\x0b\x32\r.chat.v1.Turn\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05model\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x11\n\ttime_zone\x18\x06 \x01(\tB\x0b\n\t_providerB\x08\n\x06_model\"\x8d\x01\n\rContextMemory\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\x12\x10\n\x08provider\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\ttruncated\x18\x06 \x01(\x08\"L\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x11\n\testimated\x18\x03 \x01(\x08\"\xd2\x01\n\rAnswerDetails\x12,\n\x0c\x63ontext_used\x18\x01 \x03(\x0b\x32\x16.chat.v1.ContextMemory\x12\x1d\n\x05usage\x18\x02 \x01(\x0b\x32\x0e.chat.v1.Usage\x12\x0f\n\x07offline\x18\x03 \x01(\x08\x12\x1b\n\x13\x63ontext_unavailable\x18\x04 \x01(\x08\x12\x0e\n\x06notice\x18\x05 \x01(\t\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\r\n\x05model\x18\x07 \x01(\t\x12\x15\n\rfinish_reason\x18\x08 \x01(\t\"I\n\x0c\x43hatResponse\x12\x10\n\x08response\x18\x01 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x16.chat.v1.AnswerDetails\"S\n\x0f\x43hatStreamEvent\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12&\n\x04\x64one\x18\x02 \x01(\x0b\x32\x16.chat.v1.AnswerDetailsH\x00\x42\x07\n\x05\x65vent*?\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\r\n\tROLE_USER\x10\x01\x12\x12\n\x0eROLE_ASSISTANT\x10\x02\x32\x82\x01\n\x0b\x43hatService\x12\x33\n\x04\x43hat\x12\x14.chat.v1.ChatRequest\x1a\x15.chat.v1.ChatResponse\x12>\n\nChatStream\x12\x14.chat.v1.ChatRequest\x1a\x18.chat.v1.ChatStreamEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.chat.v1.chat_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=866
-  _globals['_ROLE']._serialized_end=929
+  _globals['_ROLE']._serialized_start=885
+  _globals['_ROLE']._serialized_end=948
   _globals['_TURN']._serialized_start=71
   _globals['_TURN']._serialized_end=123
   _globals['_CHATREQUEST']._serialized_start=126
-  _globals['_CHATREQUEST']._serialized_end=269
-  _globals['_CONTEXTMEMORY']._serialized_start=272
-  _globals['_CONTEXTMEMORY']._serialized_end=413
-  _globals['_USAGE']._serialized_start=415
-  _globals['_USAGE']._serialized_end=491
-  _globals['_ANSWERDETAILS']._serialized_start=494
-  _globals['_ANSWERDETAILS']._serialized_end=704
-  _globals['_CHATRESPONSE']._serialized_start=706
-  _globals['_CHATRESPONSE']._serialized_end=779
-  _globals['_CHATSTREAMEVENT']._serialized_start=781
-  _globals['_CHATSTREAMEVENT']._serialized_end=864
-  _globals['_CHATSERVICE']._serialized_start=932
-  _globals['_CHATSERVICE']._serialized_end=1062
+  _globals['_CHATREQUEST']._serialized_end=288
+  _globals['_CONTEXTMEMORY']._serialized_start=291
+  _globals['_CONTEXTMEMORY']._serialized_end=432
+  _globals['_USAGE']._serialized_start=434
+  _globals['_USAGE']._serialized_end=510
+  _globals['_ANSWERDETAILS']._serialized_start=513
+  _globals['_ANSWERDETAILS']._serialized_end=723
+  _globals['_CHATRESPONSE']._serialized_start=725
+  _globals['_CHATRESPONSE']._serialized_end=798
+  _globals['_CHATSTREAMEVENT']._serialized_start=800
+  _globals['_CHATSTREAMEVENT']._serialized_end=883
+  _globals['_CHATSERVICE']._serialized_start=951
+  _globals['_CHATSERVICE']._serialized_end=1081
 # @@protoc_insertion_point(module_scope)

@@ -28,18 +28,20 @@ class Turn(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., content: _Optional[str] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
-    __slots__ = ("message", "top_k", "history", "provider", "model")
+    __slots__ = ("message", "top_k", "history", "provider", "model", "time_zone")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     HISTORY_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     message: str
     top_k: int
     history: _containers.RepeatedCompositeFieldContainer[Turn]
     provider: str
     model: str
-    def __init__(self, message: _Optional[str] = ..., top_k: _Optional[int] = ..., history: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, message: _Optional[str] = ..., top_k: _Optional[int] = ..., history: _Optional[_Iterable[_Union[Turn, _Mapping]]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class ContextMemory(_message.Message):
     __slots__ = ("id", "text", "score", "provider", "created_at", "truncated")

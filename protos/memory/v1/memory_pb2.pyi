@@ -202,7 +202,7 @@ class SaveMemoriesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SaveResult, _Mapping]]] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
-    __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only", "explain")
+    __slots__ = ("query", "top_k", "mode", "filters", "min_score", "relevant_only", "explain", "time_zone")
     QUERY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -210,6 +210,7 @@ class SearchRequest(_message.Message):
     MIN_SCORE_FIELD_NUMBER: _ClassVar[int]
     RELEVANT_ONLY_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
+    TIME_ZONE_FIELD_NUMBER: _ClassVar[int]
     query: str
     top_k: int
     mode: SearchMode
@@ -217,7 +218,8 @@ class SearchRequest(_message.Message):
     min_score: float
     relevant_only: bool
     explain: bool
-    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., min_score: _Optional[float] = ..., relevant_only: _Optional[bool] = ..., explain: _Optional[bool] = ...) -> None: ...
+    time_zone: str
+    def __init__(self, query: _Optional[str] = ..., top_k: _Optional[int] = ..., mode: _Optional[_Union[SearchMode, str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ..., min_score: _Optional[float] = ..., relevant_only: _Optional[bool] = ..., explain: _Optional[bool] = ..., time_zone: _Optional[str] = ...) -> None: ...
 
 class ScoredMemory(_message.Message):
     __slots__ = ("memory", "score", "contributions")

@@ -32,6 +32,15 @@ def test_request_conversion_keeps_order_and_rejects_roleless_turns() -> None:
         conversions.chat_question(request)
 
 
+def test_the_askers_time_zone_goes_on_to_the_memory_search() -> None:
+    request = chat_pb2.ChatRequest(message="q", time_zone="Asia/Tokyo")
+    question = conversions.chat_question(request)
+    assert question.time_zone == "Asia/Tokyo"
+    search = conversions.search_request(question.message, 5, question.time_zone)
+    assert (search.time_zone, search.relevant_only) == ("Asia/Tokyo", True)
+    assert conversions.chat_question(chat_pb2.ChatRequest(message="q")).time_zone == ""
+
+
 def test_response_conversion_carries_memories_usage_and_flags() -> None:
     when = datetime(2025, 5, 4, 12, 30, tzinfo=UTC)
     answer = ChatAnswer(

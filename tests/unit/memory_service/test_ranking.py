@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from memory_service import ranking
+from memory_service import ranking, timeframes
 from memory_service.models import Memory, MemoryKind, ScoredMemory, SparseVector, memory_point_id
 
 START = datetime(2024, 5, 1, tzinfo=UTC)
@@ -494,3 +495,38 @@ def test_with_lean_chars_a_long_answer_takes_a_smaller_share_of_its_question() -
     assert leaning["short"]["answer"] == pytest.approx(whole["short"]["answer"])
     share = 300 / len(long_text)
     assert leaning["long"]["answer"] == pytest.approx(share * whole["long"]["answer"])
+
+
+def test_a_querys_yesterday_is_the_persons_day_before_today_in_their_time_zone() -> None:
+    zone = ZoneInfo("Africa/Johannesburg")  # UTC+2 all year
+    # Day D 23:30 UTC is D + 1 in that zone; D + 1 23:30 UTC is D + 2 there.
+    late_on_d = memory(
+        "late on D", text="booked a table", saved=datetime(2026, 3, 10, 23, 30, tzinfo=UTC)
+    )
+    late_on_next = memory(
+        "late on D + 1", text="booked a room", saved=datetime(2026, 3, 11, 23, 30, tzinfo=UTC)
+    )
+    dense = candidates((late_on_d, 0.5), (late_on_next, 0.5))
+    asked = datetime(2026, 3, 12, 7, 0, tzinfo=zone)  # D + 2, morning there
+    dated = replace(PLAIN, date_weight=0.4)
+
+    def dated_ids(local: timeframes.LocalCalendar) -> set[str]:
+        found = ranking.features(dense, [], dated, query="what did I say yesterday", local=local)
+        return set(found.values["date"])
+
+    assert dated_ids(timeframes.LocalCalendar.at(zone, asked)) == {"late on D"}
+    assert dated_ids(timeframes.LocalCalendar.at(UTC, asked)) == {"late on D + 1"}
+    # Without a day asked on, the query's relative words point nowhere.
+    assert dated_ids(timeframes.UTC_CALENDAR) == set()
+
+
+def test_fuse_is_the_features_scored() -> None:
+    a = memory("a", conversation="c", minute=0, text="we went hiking on Saturday?")
+    b = memory("b", conversation="c", minute=1, text="yes, up the ridge")
+    dense, sparse = candidates((a, 0.6), (b, 0.4)), candidates((b, 3.0))
+    params = replace(ranking.DEFAULT, diversity_weight=0.1)
+    features = ranking.features(dense, sparse, params, query="when did we go hiking")
+    whole = ranking.fuse(dense, sparse, params, query="when did we go hiking", explain=True)
+    assert ranking.scored(features, params, explain=True) == whole
+    # Scoring leaves the features as they were: they can be scored again.
+    assert ranking.scored(features, params, explain=True) == whole

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 from memory_service import timeframes
 
@@ -113,3 +114,43 @@ def test_what_a_memory_says_leaves_out_when_it_was_said() -> None:
     assert timeframes.says_about(march, "the talk was on 9 March, 2023", saved(2026, 1, 1))
     assert timeframes.says_about(march, "(9 March, 2023) the talk", saved(2026, 1, 1))
     assert not timeframes.says_about((), said, saved(2023, 4, 18))
+
+
+# The person is two hours ahead of UTC all year (no daylight saving time).
+JOHANNESBURG = ZoneInfo("Africa/Johannesburg")
+# Day D, 23:30 UTC: 01:30 on D + 1 in Johannesburg.
+LATE_ON_D = datetime(2026, 3, 10, 23, 30, tzinfo=UTC).timestamp()
+# Asked on D + 2, 07:00 in Johannesburg (05:00 UTC, also D + 2).
+ASKED = datetime(2026, 3, 12, 7, 0, tzinfo=JOHANNESBURG)
+
+
+def test_a_memory_is_on_the_day_it_was_saved_in_the_persons_time_zone() -> None:
+    assert timeframes.saved_day(LATE_ON_D) == day(2026, 3, 10)
+    assert timeframes.saved_day(LATE_ON_D, JOHANNESBURG) == day(2026, 3, 11)
+    # Its own relative words count from that day too.
+    friday = timeframes.named_periods("on 10 March, 2026")
+    assert timeframes.says_about(friday, "I slept badly last night", LATE_ON_D, zone=JOHANNESBURG)
+    assert not timeframes.says_about(friday, "I slept badly last night", LATE_ON_D)
+
+
+def test_a_querys_relative_words_count_from_the_day_it_is_asked_on() -> None:
+    local = timeframes.LocalCalendar.at(JOHANNESBURG, ASKED)
+    assert local.today == day(2026, 3, 12)
+    yesterday = timeframes.named_periods("what did I say yesterday", local.today)
+    assert yesterday == ((day(2026, 3, 11), day(2026, 3, 11)),)
+    assert timeframes.named_periods("what did I say last week", local.today) == (
+        (day(2026, 3, 4), day(2026, 3, 11)),
+    )
+    # A date the query writes wins over its relative words; no day asked on, no relative words.
+    assert timeframes.named_periods("yesterday, on 1 May, 2022", local.today) == (
+        (day(2022, 5, 1), day(2022, 5, 1)),
+    )
+    assert timeframes.named_periods("what did I say yesterday") == ()
+
+    # The memory saved at 23:30 UTC on D was said "yesterday" for the person asking on D + 2
+    # in their zone; counted in UTC it was two days before.
+    assert timeframes.is_about(yesterday, "booked the table", LATE_ON_D, zone=JOHANNESBURG)
+    utc = timeframes.LocalCalendar.at(UTC, ASKED)
+    assert utc.today == day(2026, 3, 12)
+    in_utc = timeframes.named_periods("what did I say yesterday", utc.today)
+    assert not timeframes.is_about(in_utc, "booked the table", LATE_ON_D)

@@ -29,6 +29,7 @@ from memory_service.store import (
 )
 from memory_service.store.embedded import EdgeMemoryStore
 from memory_service.store.interface import Range
+from memory_service.store.ownership import UserScope
 from memory_service.store.remote import ServerMemoryStore
 from tests.support.qdrant_stand_in import QdrantStandIn
 from tests.support.store_points import BM25, SPEC, conversation_points, point, sparse_query, vector
@@ -187,8 +188,7 @@ async def test_feedback_finds_what_the_best_keyword_matches_talk_about(store: Me
     async def keyword_side(weight: float) -> list[str]:
         _, sparse_hits = await hybrid_candidates(
             store,
-            "u",
-            SearchFilters(),
+            UserScope.of("u", SearchFilters()),
             dense=vector(0),
             sparse=query,
             depth=10,
@@ -223,8 +223,7 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
     # A first pass two deep returns the best match, not the turn after it.
     dense_hits, sparse_hits = await hybrid_candidates(
         store,
-        "u",
-        SearchFilters(),
+        UserScope.of("u", SearchFilters()),
         dense=dense,
         sparse=sparse,
         depth=2,
@@ -239,7 +238,9 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
     # Only the candidates' conversations are read: not c2, which no candidate comes from.
     read = ranking.context_conversations(dense_hits, sparse_hits)
     assert read == ["c1"]
-    context = await conversation_context(store, "u", SearchFilters(), read, dense=dense)
+    context = await conversation_context(
+        store, UserScope.of("u", SearchFilters()), read, dense=dense
+    )
     assert {h.id for h in context.dense} == {t.memory.id for t in turns}
     assert ranking.context_conversations(dense_hits, sparse_hits, ranking.TODAY) == []
 
