@@ -62,10 +62,10 @@ class RankingParams:
     sets and scores it on others. Every weight is a feature's (`weight`)."""
 
     # Share of the dense signal in a memory's own score; BM25 gets the rest.
-    dense_weight: float = 0.3
+    dense_weight: float = 0.2
     # Share of the better of its two nearest conversation neighbours' own scores a memory
     # gains (the turn before or after it).
-    neighbour_weight: float = 0.5
+    neighbour_weight: float = 0.25
     # The same for the better of the two turns two away: a conversation stays on a topic for
     # a few turns, and an answer is often a turn or two from the words that ask for it.
     second_neighbour_weight: float = 0.6
@@ -85,13 +85,13 @@ class RankingParams:
     conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.75
+    answer_weight: float = 0.4
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
-    length_weight: float = 0.2
+    length_weight: float = 0.1
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
-    cosine_weight: float = 0.75
+    cosine_weight: float = 0.5
     # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
     # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
     # month" counted from either (timeframes.py).
@@ -107,7 +107,7 @@ class RankingParams:
     # Taken from a memory's score for each memory of its conversation ranked above it: an
     # assistant history spreads what one question needs over several conversations, and one
     # strong conversation's lifts would fill the top otherwise.
-    diversity_weight: float = 0.0
+    diversity_weight: float = 0.05
     # A turn this long or shorter takes its whole share of its neighbours' and its question's
     # scores, a longer one that share times this over its length: a short reply ("last
     # week!") leans on the turns around it, a long answer says what it is about in its own
@@ -115,16 +115,16 @@ class RankingParams:
     lean_chars: int = 300
     # Added to a prompt: what the person wrote, not an answer to them. A question about
     # someone asks what they said; an answer (an assistant's most of all) restates it.
-    prompt_weight: float = 0.0
+    prompt_weight: float = 0.1
     # Share of its answer's own score a prompt gains (the response saved for it, the turn
     # after it): a prompt and its answer are one exchange, and the answer's words often name
     # what the prompt only hints at. The answer rule is the other direction.
-    asked_weight: float = 0.0
+    asked_weight: float = 0.25
     # Weight of the share of the query's words (each by its rarity among the candidates) a
     # memory has that no memory ranked above it has: a question naming two things ("which
     # did I buy first, the kettle or the toaster?") needs a memory of each, and the second
     # thing's memory would otherwise sit below every turn about the first.
-    cover_weight: float = 0.0
+    cover_weight: float = 0.2
 
 
 DEFAULT = RankingParams()
@@ -146,6 +146,7 @@ TODAY = RankingParams(
     date_said_weight=0.0,
     context_memories=0,
     lean_chars=0,
+    diversity_weight=0.0,
     prompt_weight=0.0,
     asked_weight=0.0,
     cover_weight=0.0,

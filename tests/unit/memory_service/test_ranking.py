@@ -333,7 +333,7 @@ def test_the_raw_cosine_tells_apart_what_min_max_makes_equal() -> None:
     dense = candidates((close, 0.7), (far, 0.2))
     sparse = candidates((far, 4.0), (words, 4.0), (close, 1.0))
 
-    fused = ranking.fuse(dense, sparse, replace(PLAIN, cosine_weight=1.0)).ranked
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, dense_weight=0.3, cosine_weight=1.0)).ranked
 
     # The keyword-only memory is taken to be no closer than the dense side's last hit.
     assert dict(fused)["far"] == pytest.approx(dict(fused)["words"])
