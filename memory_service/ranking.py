@@ -12,7 +12,10 @@ acknowledgement rarely holds what a question needs), by saying when something ha
 (yesterday, last week, two years ago) when the question asks when, the more so next to the
 turns with the question's words, by being about a date the query names, the more so where
 its own words say so, and by its conversation's weight among the candidates (a conversation
-many candidates come from is about the query). Each of these is a named feature (FEATURES)
+many candidates come from is about the query). A prompt gains a little for being what the
+person wrote and a share of its answer's score (the more, the longer the answer), and a
+greedy pass lifts the memory with the query's words no memory above it has (a question
+naming two things needs a memory of each). Each of these is a named feature (FEATURES)
 and a memory's score is their values times their weights, which live in one frozen
 `RankingParams`; `fuse` also returns each feature's contribution. bench/bench_retrieval.py
 cross-validates the weights on LoCoMo's and LongMemEval's development sets together, in the
