@@ -60,6 +60,9 @@ DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "conversation_weight": (0.0, 0.1, 0.2),
     "diversity_weight": (0.0, 0.05, 0.1, 0.2, 0.4),
     "lean_chars": (0, 300),
+    "prompt_weight": (0.0, 0.05, 0.1),
+    "asked_weight": (0.0, 0.25, 0.5),
+    "cover_weight": (0.0, 0.1, 0.2, 0.4),
 }
 # The rules of the default, each set to 0 in turn to measure it.
 SIGNALS = {
@@ -76,6 +79,9 @@ SIGNALS = {
     "conversation": "conversation_weight",
     "diversity": "diversity_weight",
     "leaning only of short turns": "lean_chars",
+    "prompt": "prompt_weight",
+    "asked": "asked_weight",
+    "cover": "cover_weight",
 }
 # Acceptance on LongMemEval: over the better single signal; on LoCoMo: recall@10 and over BM25.
 TARGET_LME_RECALL_MARGIN = 0.05

@@ -12,7 +12,10 @@ acknowledgement rarely holds what a question needs), by saying when something ha
 (yesterday, last week, two years ago) when the question asks when, the more so next to the
 turns with the question's words, by being about a date the query names, the more so where
 its own words say so, and by its conversation's weight among the candidates (a conversation
-many candidates come from is about the query). Each of these is a named feature (FEATURES)
+many candidates come from is about the query). A prompt gains a little for being what the
+person wrote and a share of its answer's score (the more, the longer the answer), and a
+greedy pass lifts the memory with the query's words no memory above it has (a question
+naming two things needs a memory of each). Each of these is a named feature (FEATURES)
 and a memory's score is their values times their weights, which live in one frozen
 `RankingParams`; `fuse` also returns each feature's contribution. bench/bench_retrieval.py
 cross-validates the weights on LoCoMo's and LongMemEval's development sets together, in the
@@ -37,7 +40,7 @@ from typing import TypeVar
 
 from memory_service import timeframes
 from memory_service.embedding.calibration import Calibration
-from memory_service.models import ScoredMemory, SparseVector, normalised_text
+from memory_service.models import MemoryKind, ScoredMemory, SparseVector, normalised_text
 
 # What cosines mean is the model's (embedding/calibration.py, measured at startup); this one,
 # all-MiniLM-L6-v2's, serves callers that rank without a model at hand.
@@ -62,10 +65,10 @@ class RankingParams:
     sets and scores it on others. Every weight is a feature's (`weight`)."""
 
     # Share of the dense signal in a memory's own score; BM25 gets the rest.
-    dense_weight: float = 0.3
+    dense_weight: float = 0.2
     # Share of the better of its two nearest conversation neighbours' own scores a memory
     # gains (the turn before or after it).
-    neighbour_weight: float = 0.5
+    neighbour_weight: float = 0.25
     # The same for the better of the two turns two away: a conversation stays on a topic for
     # a few turns, and an answer is often a turn or two from the words that ask for it.
     second_neighbour_weight: float = 0.6
@@ -85,13 +88,13 @@ class RankingParams:
     conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.75
+    answer_weight: float = 0.4
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
-    length_weight: float = 0.2
+    length_weight: float = 0.1
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
-    cosine_weight: float = 0.75
+    cosine_weight: float = 0.5
     # Added to a memory that is about a time the query names ("on 1 May, 2022", "in March
     # 2023", "in 2023"): saved then, a date written in it, or its "yesterday" or "last
     # month" counted from either (timeframes.py).
@@ -107,12 +110,24 @@ class RankingParams:
     # Taken from a memory's score for each memory of its conversation ranked above it: an
     # assistant history spreads what one question needs over several conversations, and one
     # strong conversation's lifts would fill the top otherwise.
-    diversity_weight: float = 0.0
+    diversity_weight: float = 0.05
     # A turn this long or shorter takes its whole share of its neighbours' and its question's
     # scores, a longer one that share times this over its length: a short reply ("last
     # week!") leans on the turns around it, a long answer says what it is about in its own
     # words. 0: every turn its whole share.
     lean_chars: int = 300
+    # Added to a prompt: what the person wrote, not an answer to them. A question about
+    # someone asks what they said; an answer (an assistant's most of all) restates it.
+    prompt_weight: float = 0.1
+    # Share of its answer's own score a prompt gains (the response saved for it, the turn
+    # after it): a prompt and its answer are one exchange, and the answer's words often name
+    # what the prompt only hints at. The answer rule is the other direction.
+    asked_weight: float = 0.25
+    # Weight of the share of the query's words (each by its rarity among the candidates) a
+    # memory has that no memory ranked above it has: a question naming two things ("which
+    # did I buy first, the kettle or the toaster?") needs a memory of each, and the second
+    # thing's memory would otherwise sit below every turn about the first.
+    cover_weight: float = 0.2
 
 
 DEFAULT = RankingParams()
@@ -134,6 +149,10 @@ TODAY = RankingParams(
     date_said_weight=0.0,
     context_memories=0,
     lean_chars=0,
+    diversity_weight=0.0,
+    prompt_weight=0.0,
+    asked_weight=0.0,
+    cover_weight=0.0,
 )
 
 T = TypeVar("T")
@@ -170,6 +189,8 @@ class Candidate:
     conversation_id: str
     created_at: float
     text: str = ""
+    # The memory's kind (MemoryKind's value), "" where not known.
+    kind: str = ""
 
 
 # A question about when: "When did…", "How long ago…", "What year…", "…since when…".
@@ -303,12 +324,15 @@ def _scaled(ranked: list[tuple[T, float]], confidence: float) -> list[tuple[T, f
 #   neighbours            the better own score of the turns before and after it
 #   second_neighbours     the better own score of the turns two away
 #   answer                the own score of the turn before it, when that turn asks something
+#   asked                 for a prompt, the own score of its answer (the response after it)
+#   prompt                1 for a prompt
 #   says_when             1 when it says when something happened and the query asks when
 #   when_near_words       for such a memory, the best own score of the turns one and two away
 #   date                  1 when it is about a time the query names
 #   date_said             1 when its own words place it in that time
 #   conversation          its conversation's summed score, relative to the best conversation's
 #   diversity             minus the number of memories of its conversation ranked above it
+#   cover                 the weighted share of the query's words it has that none above has
 FEATURES = (
     "dense",
     "keyword",
@@ -317,12 +341,15 @@ FEATURES = (
     "neighbours",
     "second_neighbours",
     "answer",
+    "asked",
+    "prompt",
     "says_when",
     "when_near_words",
     "date",
     "date_said",
     "conversation",
     "diversity",
+    "cover",
 )
 _WEIGHT_OF = {
     "cosine": "cosine_weight",
@@ -330,12 +357,15 @@ _WEIGHT_OF = {
     "neighbours": "neighbour_weight",
     "second_neighbours": "second_neighbour_weight",
     "answer": "answer_weight",
+    "asked": "asked_weight",
+    "prompt": "prompt_weight",
     "says_when": "time_weight",
     "when_near_words": "time_neighbour_weight",
     "date": "date_weight",
     "date_said": "date_said_weight",
     "conversation": "conversation_weight",
     "diversity": "diversity_weight",
+    "cover": "cover_weight",
 }
 
 
@@ -366,6 +396,8 @@ class Features:
     values: dict[str, dict[str, float]]
     candidates: dict[str, Candidate]
     best_cosine: float
+    # What the query is about (query_words), for the cover feature.
+    words: dict[str, int]
 
 
 def features(
@@ -402,6 +434,8 @@ def features(
     for memory_id, hit in candidates.items():
         values["cosine"][memory_id] = cosines.get(memory_id, floor)
         values["length"][memory_id] = math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
+        if hit.kind == MemoryKind.PROMPT:
+            values["prompt"][memory_id] = 1.0
         if when and says_when(hit.text):
             values["says_when"][memory_id] = 1.0
         if (periods or months) and timeframes.is_about(
@@ -420,6 +454,11 @@ def features(
         # Own scores in conversation order, two zeros either side: turn k is turns[k + 2].
         turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
         asking = [asks_question(candidates[i].text) for i in ids]
+        kinds = [candidates[i].kind for i in ids]
+        answered = [
+            kind == MemoryKind.PROMPT and following == MemoryKind.RESPONSE
+            for kind, following in zip(kinds, [*kinds[1:], ""], strict=True)
+        ]
         for k, memory_id in enumerate(ids):
             length = len(candidates[memory_id].text)
             lean = min(1.0, params.lean_chars / length) if params.lean_chars and length else 1.0
@@ -427,12 +466,17 @@ def features(
             values["second_neighbours"][memory_id] = lean * max(turns[k], turns[k + 4])
             if k > 0 and asking[k - 1]:
                 values["answer"][memory_id] = lean * turns[k + 1]
+            if answered[k]:
+                # A long answer restates what it was asked about; a short reply less so.
+                reply = len(candidates[ids[k + 1]].text)
+                says = min(1.0, reply / params.lean_chars) if params.lean_chars else 1.0
+                values["asked"][memory_id] = says * turns[k + 3]
             if memory_id in telling:
                 values["when_near_words"][memory_id] = max(
                     turns[k], turns[k + 1], turns[k + 3], turns[k + 4]
                 )
     best_cosine = max((h.score for h in dense_hits), default=0.0)
-    return Features(values, candidates, best_cosine)
+    return Features(values, candidates, best_cosine, query_words(query))
 
 
 def scored(
@@ -460,9 +504,12 @@ def scored(
         values["conversation"] = shares
         for memory_id, share in shares.items():
             scores[memory_id] += weights["conversation"] * share
-    if weights["diversity"] > 0:
-        ranked, above = _diversified(scores, candidates, weights["diversity"])
+    if weights["diversity"] > 0 or weights["cover"] > 0:
+        ranked, above, covered = _greedy(
+            scores, candidates, weights["diversity"], weights["cover"], features.words
+        )
         values["diversity"] = {i: -float(n) for i, n in above.items() if n}
+        values["cover"] = {i: c for i, c in covered.items() if c}
     else:
         ranked = [(i, scores[i]) for i in sorted(scores, key=lambda i: (-scores[i], i))]
     contributions: dict[str, dict[str, float]] = {}
@@ -518,27 +565,94 @@ def _conversation_shares(
     }
 
 
-def _diversified(
-    scores: dict[str, float], candidates: dict[str, Candidate], weight: float
-) -> tuple[list[tuple[str, float]], dict[str, int]]:
-    """Greedy order by score less `weight` for each memory of the same conversation already
-    placed, each with that lessened score (never below 0), and how many were above each."""
+# Words too common to say what a query is about.
+_COMMON_WORDS = (
+    "a about after again all also am an and any are as at be been before being but by can "
+    "could did do does doing done for from get got had has have having how i if in into is it "
+    "its just me more most my myself no not now of on or our out over so some such than that "
+    "the their them then there these they this those to too up very was we were what when "
+    "where which while who whom why will with would you your yours"
+)
+_STOPWORDS = frozenset(_COMMON_WORDS.split())
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def _stem(word: str) -> str:
+    """A word without its plural or possessive ending: "devices" and "device's" are "device"."""
+    word = word.removesuffix("'s")
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+def query_words(query: str) -> dict[str, int]:
+    """The query's words that say what it is about (stemmed, stop words left out), each with
+    how often it occurs."""
+    words: dict[str, int] = {}
+    for word in _WORD.findall(query.lower()):
+        if len(word) > 2 and word not in _STOPWORDS:
+            stem = _stem(word)
+            words[stem] = words.get(stem, 0) + 1
+    return words
+
+
+@functools.lru_cache(maxsize=8192)
+def text_words(text: str) -> frozenset[str]:
+    """A memory's words, stemmed as query_words stems them."""
+    return frozenset(_stem(word) for word in _WORD.findall(text.lower()))
+
+
+def _greedy(
+    scores: dict[str, float],
+    candidates: dict[str, Candidate],
+    diversity: float,
+    cover: float,
+    words: dict[str, int],
+) -> tuple[list[tuple[str, float]], dict[str, int], dict[str, float]]:
+    """Greedy order: each place goes to the memory with the best score, less `diversity` for
+    each memory of its conversation already placed, plus `cover` times the weighted share of
+    the query's `words` it has that no memory placed has (a word weighs by its rarity among
+    the candidates). Each comes with that score (never below 0), how many of its conversation
+    were above it and the share it covered. Both terms only fall as memories are placed."""
+    has = {i: text_words(candidates[i].text) for i in scores} if cover and words else {}
+    rarity: dict[str, float] = {}
+    if has:
+        count = len(has)
+        for word in words:
+            present = sum(1 for memory_words in has.values() if word in memory_words)
+            if present:
+                rarity[word] = words[word] * math.log((count + 1) / present)
+    total = sum(rarity.values())
+    uncovered = set(rarity)
+
+    def share(memory_id: str) -> float:
+        if not total:
+            return 0.0
+        return sum(rarity[w] for w in uncovered & has[memory_id]) / total
+
     placed: dict[str, int] = {}
     above: dict[str, int] = {}
-    heap = [(-value, memory_id, 0) for memory_id, value in scores.items()]
+    covered: dict[str, float] = {}
+    heap = []
+    for memory_id, value in scores.items():
+        new = share(memory_id)
+        heap.append((-(value + cover * new), memory_id, 0, new))
     heapq.heapify(heap)
     ranked: list[tuple[str, float]] = []
     while heap:
-        negative, memory_id, seen = heapq.heappop(heap)
+        negative, memory_id, seen, new = heapq.heappop(heap)
         key = candidates[memory_id].conversation_id or f"\x00{memory_id}"
         count = placed.get(key, 0)
-        if count != seen:
-            heapq.heappush(heap, (-(scores[memory_id] - weight * count), memory_id, count))
+        now = share(memory_id) if new else 0.0
+        if count != seen or now < new:
+            value = scores[memory_id] - diversity * count + cover * now
+            heapq.heappush(heap, (-value, memory_id, count, now))
             continue
         placed[key] = count + 1
         above[memory_id] = count
+        covered[memory_id] = new
+        if new:
+            uncovered.difference_update(has[memory_id])
         ranked.append((memory_id, max(-negative, 0.0)))
-    return ranked, above
+    return ranked, above, covered
 
 
 def semantic(

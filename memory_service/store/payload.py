@@ -82,7 +82,7 @@ def with_created_at(point: StoredPoint) -> tuple[float, Memory]:
 
 # The payload fields fusion reads from every candidate (the length, answer and time rules
 # read the text); the rest only for results kept.
-CANDIDATE_FIELDS = ["conversation_id", "created_at", "text"]
+CANDIDATE_FIELDS = ["conversation_id", "created_at", "text", "kind"]
 
 
 def candidate(point: ScoredPoint) -> ranking.Candidate:
@@ -94,4 +94,5 @@ def candidate(point: ScoredPoint) -> ranking.Candidate:
         payload.get("conversation_id") or "",
         payload.get("created_at") or 0.0,
         payload.get("text") or "",
+        payload.get("kind") or "",
     )

@@ -28,11 +28,12 @@ def memory(
     minute: int = 0,
     text: str = "",
     saved: datetime = START,
+    kind: MemoryKind = MemoryKind.PROMPT,
 ) -> Memory:
     return Memory(
         id=name,
         user_id="u",
-        kind=MemoryKind.PROMPT,
+        kind=kind,
         text=text or f"text of {name}",
         created_at=saved + timedelta(minutes=minute),
         conversation_id=conversation,
@@ -49,7 +50,9 @@ def hits(*pairs: tuple[Memory, float]) -> list[ScoredMemory]:
 
 def candidates(*pairs: tuple[Memory, float]) -> list[ranking.Candidate]:
     return [
-        ranking.Candidate(m.id, score, m.conversation_id, m.created_at.timestamp(), m.text)
+        ranking.Candidate(
+            m.id, score, m.conversation_id, m.created_at.timestamp(), m.text, m.kind.value
+        )
         for m, score in pairs
     ]
 
@@ -235,6 +238,9 @@ def test_the_shipped_constants_are_the_default_and_today_has_the_new_signals_off
         today.context_memories,
         today.diversity_weight,
         today.lean_chars,
+        today.prompt_weight,
+        today.asked_weight,
+        today.cover_weight,
     )
     assert not any(newer)
 
@@ -328,7 +334,7 @@ def test_the_raw_cosine_tells_apart_what_min_max_makes_equal() -> None:
     dense = candidates((close, 0.7), (far, 0.2))
     sparse = candidates((far, 4.0), (words, 4.0), (close, 1.0))
 
-    fused = ranking.fuse(dense, sparse, replace(PLAIN, cosine_weight=1.0)).ranked
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, dense_weight=0.3, cosine_weight=1.0)).ranked
 
     # The keyword-only memory is taken to be no closer than the dense side's last hit.
     assert dict(fused)["far"] == pytest.approx(dict(fused)["words"])
@@ -530,3 +536,86 @@ def test_fuse_is_the_features_scored() -> None:
     assert ranking.scored(features, params, explain=True) == whole
     # Scoring leaves the features as they were: they can be scored again.
     assert ranking.scored(features, params, explain=True) == whole
+
+
+def test_a_prompt_gains_from_its_answer_the_more_the_longer_the_answer() -> None:
+    # Each answer holds the query's words; its prompt and a remark elsewhere hold none.
+    reply = MemoryKind.RESPONSE
+    said = "Also, I finally set it up last week."
+    prompt = memory("prompt", conversation="c1", minute=0, text=said)
+    long_text = "Your new mesh network system should cover the whole house. " * 10
+    answer = memory("answer", conversation="c1", minute=1, text=long_text, kind=reply)
+    prompt_2 = memory("prompt-2", conversation="c2", minute=0, text=said)
+    answer_2 = memory("answer-2", conversation="c2", minute=1, text="A mesh network!", kind=reply)
+    remark = memory("remark", conversation="c3", minute=0, text="thanks, it took all day")
+    dense = candidates(
+        (answer, 0.6), (answer_2, 0.6), (prompt, 0.3), (prompt_2, 0.3), (remark, 0.3)
+    )
+    sparse = candidates((answer, 6.0), (answer_2, 6.0))
+    params = replace(PLAIN, neighbour_weight=0.0, lean_chars=300)
+
+    without = ranking.fuse(dense, sparse, params).ranked
+    fused = ranking.fuse(dense, sparse, replace(params, asked_weight=0.5), explain=True)
+
+    assert dict(without)["prompt"] == pytest.approx(dict(without)["remark"])
+    assert order(fused.ranked).index("prompt") < order(fused.ranked).index("remark")
+    # The short reply lends its prompt its share times its length over lean_chars.
+    parts = fused.contributions
+    share = len("A mesh network!") / 300
+    assert parts["prompt-2"]["asked"] == pytest.approx(share * parts["prompt"]["asked"])
+    # An answer gains nothing from its prompt by this rule, nor a remark with no answer.
+    assert "asked" not in parts["answer"] and "asked" not in parts["remark"]
+
+
+def test_a_prompt_weighs_more_than_an_answer_that_matches_as_well() -> None:
+    said = memory("said", conversation="c1", text="I set up the thermostat")
+    answered = memory(
+        "answered", conversation="c2", text="You set up the thermostat", kind=MemoryKind.RESPONSE
+    )
+    dense = candidates((answered, 0.5), (said, 0.5))
+    sparse = candidates((answered, 5.0), (said, 5.0))
+
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, prompt_weight=0.1), explain=True)
+
+    assert order(fused.ranked) == ["said", "answered"]
+    assert fused.contributions["said"]["prompt"] == pytest.approx(0.1)
+
+
+def test_query_words_leave_common_words_out_and_drop_plural_endings() -> None:
+    assert ranking.query_words("Which devices did I set up first, the thermostat?") == {
+        "device": 1,
+        "set": 1,
+        "first": 1,
+        "thermostat": 1,
+    }
+    assert ranking.text_words("My thermostat's schedules") == {"my", "thermostat", "schedule"}
+
+
+def test_a_memory_of_the_second_thing_a_query_names_joins_the_top() -> None:
+    # Three memories about the kettle, nearly as good one about the toaster.
+    query = "which did I buy first, the kettle or the toaster?"
+    kettles = [
+        memory(f"kettle-{i}", conversation=f"k{i}", text=f"the kettle I bought, part {i}")
+        for i in range(3)
+    ]
+    toaster = memory("toaster", conversation="t", text="the toaster I bought")
+    weak = memory("weak", conversation="w", text="a recipe for soup")
+    dense = candidates(
+        (kettles[0], 0.6), (kettles[1], 0.59), (kettles[2], 0.58), (toaster, 0.57), (weak, 0.3)
+    )
+    sparse = candidates(
+        (kettles[0], 5.0), (kettles[1], 4.9), (kettles[2], 4.8), (toaster, 4.7), (weak, 1.0)
+    )
+
+    without = ranking.fuse(dense, sparse, PLAIN, query=query).ranked
+    fused = ranking.fuse(dense, sparse, replace(PLAIN, cover_weight=0.4), query=query, explain=True)
+
+    assert order(without) == ["kettle-0", "kettle-1", "kettle-2", "toaster", "weak"]
+    # The rarer word weighs more: the toaster is first, the best kettle next.
+    assert order(fused.ranked) == ["toaster", "kettle-0", "kettle-1", "kettle-2", "weak"]
+    parts = fused.contributions
+    assert parts["toaster"]["cover"] > parts["kettle-0"]["cover"] > 0
+    # Once a kettle is placed, the other kettles have no word left to cover.
+    assert "cover" not in parts["kettle-1"] and "cover" not in parts["weak"]
+    scores = [score for _, score in fused.ranked]
+    assert scores == sorted(scores, reverse=True)
