@@ -82,10 +82,10 @@ class MemorySettings(ServiceSettings):
     embedding_dim: int | None = Field(default=None, ge=8)
     """Keep only the first N dimensions of each embedding (Matryoshka-style); unset: all."""
     embed_precision: Literal["int8", "float32"] = "int8"
-    """int8: the model's dense layers run on int8 weights quantized at startup (1.6-1.9x the
-    texts/s of float32, vectors at cosine >= 0.97 to float32's, recall within 0.005);
-    float32: the model's own weights, the vectors of sentence-transformers. Stored vectors
-    are kept when it changes.
+    """int8: the model's dense layers run on int8 weights quantized at startup (about 2x the
+    texts/s of float32 on long texts, more on short ones; vectors at cosine >= 0.97 to
+    float32's); float32: the model's own weights, the vectors of sentence-transformers.
+    Stored vectors are kept when it changes.
     """
     long_text: str = "first"
     """How a memory longer than the model's window (256 tokens, ~1,000 characters of English)
