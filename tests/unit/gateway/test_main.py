@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.config import GatewaySettings
+from tests.support.imports import packages_loaded_by
 
 SECRET = "s" * 32
 
@@ -44,24 +41,14 @@ def test_gateway_process_serves_on_uvloop_and_keeps_idle_connections(
 
 # Builds the app as `python -m gateway` does, in local mode, and names the packages loaded.
 STARTUP = """
-import json, sys
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 create_app(GatewaySettings(service_token="t", supabase_jwt_secret="s" * 32, jwt_issuer="i"))
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
 
 def test_the_gateway_starts_without_the_mcp_sdk_or_an_http_client() -> None:
     # Both load when first needed (/mcp, a Supabase key set): idle, the gateway holds neither.
-    out = subprocess.run(
-        [sys.executable, "-c", STARTUP],
-        cwd=Path(__file__).resolve().parents[3],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded = set(json.loads(out.stdout))
+    loaded = packages_loaded_by(STARTUP)
     assert {"fastapi", "jose"} <= loaded
     assert loaded & {"mcp", "mcp_types", "httpx"} == set()

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from memory_layer_cli.commands import app
 from memory_layer_cli.local_auth import load_or_create_local_auth
+from tests.support.imports import packages_loaded_by
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -105,16 +106,7 @@ def test_up_on_a_port_another_process_listens_on_names_that_process(tmp_path: Pa
 
 
 def loaded_packages(module: str) -> set[str]:
-    script = f"import sys, {module}; print(' '.join(sys.modules))"
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return {name.split(".")[0] for name in out.stdout.split()}
+    return packages_loaded_by(f"import {module}")
 
 
 def test_the_cli_loads_no_http_client_mcp_sdk_or_jose_until_a_command_needs_one() -> None:
