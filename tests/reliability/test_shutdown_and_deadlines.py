@@ -41,7 +41,10 @@ def watch_health(address: str, seen: list[tuple[float, int]], ended: threading.E
 def test_sigterm_drains_in_flight_saves_refuses_new_ones_and_reports_not_serving_first(
     tmp_path: Path,
 ) -> None:
-    memory = memory_process(tmp_path / "memory", drain_seconds=20.0).start()
+    # Every window of a long text embedded (not only the first) keeps these saves running
+    # for seconds.
+    memory = memory_process(tmp_path / "memory", drain_seconds=20.0, MEMORY_LONG_TEXT="mean")
+    memory.start()
     loop = LoopThread()
     gateway = GatewayServer(loop, gateway_settings(memory.port, grpc_timeout_seconds=30.0)).start()
     try:
