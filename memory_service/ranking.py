@@ -181,8 +181,8 @@ def collapse_duplicates(results: Iterable[ScoredMemory], limit: int) -> list[Sco
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A hit of one signal before fusion: its raw score (cosine or BM25) and what the
-    neighbour, time and feedback rules need; the rest of the memory is fetched only for the
-    results kept."""
+    neighbour, time and feedback rules need; the whole memory is read only for the results
+    kept."""
 
     id: str
     score: float
@@ -351,6 +351,7 @@ FEATURES = (
     "diversity",
     "cover",
 )
+_PROMPT, _RESPONSE = MemoryKind.PROMPT.value, MemoryKind.RESPONSE.value
 _WEIGHT_OF = {
     "cosine": "cosine_weight",
     "length": "length_weight",
@@ -416,14 +417,12 @@ def features(
     bm25 = {h.id: h.score for h in sparse_hits}
     candidates = {h.id: h for h in (*context.dense, *sparse_hits, *dense_hits)}
     values: dict[str, dict[str, float]] = {name: {} for name in FEATURES}
-    dense, keyword = values["dense"], values["keyword"]
-    for memory_id in candidates:
-        dense[memory_id] = _share(cosines.get(memory_id), dense_bounds)
-        keyword[memory_id] = _share(bm25.get(memory_id), sparse_bounds)
-    own = {
-        i: params.dense_weight * dense[i] + (1 - params.dense_weight) * keyword[i]
-        for i in candidates
-    }
+    # Hundreds of candidates a search: each feature's values are filled in one pass.
+    dense, keyword, cosine, length = (values[n] for n in ("dense", "keyword", "cosine", "length"))
+    prompt, telling, date, date_said = (
+        values[n] for n in ("prompt", "says_when", "date", "date_said")
+    )
+    own: dict[str, float] = {}
     # A memory the dense side did not return is no closer than the last one it did.
     floor = min((h.score for h in dense_hits), default=0.0)
     when = (params.time_weight > 0 or params.time_neighbour_weight > 0) and asks_when(query)
@@ -431,50 +430,50 @@ def features(
     periods = timeframes.named_periods(query, local.today) if dated else ()
     months = timeframes.named_months(query) if dated else ()
     zone = local.zone
-    for memory_id, hit in candidates.items():
-        values["cosine"][memory_id] = cosines.get(memory_id, floor)
-        values["length"][memory_id] = math.log1p(min(len(hit.text), LENGTH_CAP) / LENGTH_UNIT)
-        if hit.kind == MemoryKind.PROMPT:
-            values["prompt"][memory_id] = 1.0
-        if when and says_when(hit.text):
-            values["says_when"][memory_id] = 1.0
-        if (periods or months) and timeframes.is_about(
-            periods, hit.text, hit.created_at, months, zone
-        ):
-            values["date"][memory_id] = 1.0
-            if timeframes.says_about(periods, hit.text, hit.created_at, months, zone):
-                values["date_said"][memory_id] = 1.0
     conversations: dict[str, list[str]] = {}
     for memory_id, hit in candidates.items():
+        dense_share = dense[memory_id] = _share(cosines.get(memory_id), dense_bounds)
+        keyword_share = keyword[memory_id] = _share(bm25.get(memory_id), sparse_bounds)
+        own[memory_id] = params.dense_weight * dense_share + (1 - params.dense_weight) * (
+            keyword_share
+        )
+        text = hit.text
+        cosine[memory_id] = cosines.get(memory_id, floor)
+        length[memory_id] = math.log1p(min(len(text), LENGTH_CAP) / LENGTH_UNIT)
+        if hit.kind == _PROMPT:
+            prompt[memory_id] = 1.0
+        if when and says_when(text):
+            telling[memory_id] = 1.0
+        if (periods or months) and timeframes.is_about(periods, text, hit.created_at, months, zone):
+            date[memory_id] = 1.0
+            if timeframes.says_about(periods, text, hit.created_at, months, zone):
+                date_said[memory_id] = 1.0
         if hit.conversation_id:
             conversations.setdefault(hit.conversation_id, []).append(memory_id)
-    telling = values["says_when"]
+    neighbours, second, answer, asked, near_words = (
+        values[n] for n in ("neighbours", "second_neighbours", "answer", "asked", "when_near_words")
+    )
+    lean_chars = params.lean_chars
     for ids in conversations.values():
         ids.sort(key=lambda i: (candidates[i].created_at, i))
+        turns_of = [candidates[i] for i in ids]
         # Own scores in conversation order, two zeros either side: turn k is turns[k + 2].
         turns = [0.0, 0.0, *(own[i] for i in ids), 0.0, 0.0]
-        asking = [asks_question(candidates[i].text) for i in ids]
-        kinds = [candidates[i].kind for i in ids]
-        answered = [
-            kind == MemoryKind.PROMPT and following == MemoryKind.RESPONSE
-            for kind, following in zip(kinds, [*kinds[1:], ""], strict=True)
-        ]
+        last = len(ids) - 1
         for k, memory_id in enumerate(ids):
-            length = len(candidates[memory_id].text)
-            lean = min(1.0, params.lean_chars / length) if params.lean_chars and length else 1.0
-            values["neighbours"][memory_id] = lean * max(turns[k + 1], turns[k + 3])
-            values["second_neighbours"][memory_id] = lean * max(turns[k], turns[k + 4])
-            if k > 0 and asking[k - 1]:
-                values["answer"][memory_id] = lean * turns[k + 1]
-            if answered[k]:
+            size = len(turns_of[k].text)
+            lean = min(1.0, lean_chars / size) if lean_chars and size else 1.0
+            neighbours[memory_id] = lean * max(turns[k + 1], turns[k + 3])
+            second[memory_id] = lean * max(turns[k], turns[k + 4])
+            if k > 0 and asks_question(turns_of[k - 1].text):
+                answer[memory_id] = lean * turns[k + 1]
+            if k < last and turns_of[k].kind == _PROMPT and turns_of[k + 1].kind == _RESPONSE:
                 # A long answer restates what it was asked about; a short reply less so.
-                reply = len(candidates[ids[k + 1]].text)
-                says = min(1.0, reply / params.lean_chars) if params.lean_chars else 1.0
-                values["asked"][memory_id] = says * turns[k + 3]
+                reply = len(turns_of[k + 1].text)
+                says = min(1.0, reply / lean_chars) if lean_chars else 1.0
+                asked[memory_id] = says * turns[k + 3]
             if memory_id in telling:
-                values["when_near_words"][memory_id] = max(
-                    turns[k], turns[k + 1], turns[k + 3], turns[k + 4]
-                )
+                near_words[memory_id] = max(turns[k], turns[k + 1], turns[k + 3], turns[k + 4])
     best_cosine = max((h.score for h in dense_hits), default=0.0)
     return Features(values, candidates, best_cosine, query_words(query))
 
@@ -485,10 +484,12 @@ def scored(
     *,
     explain: bool = False,
     calibration: Calibration = REFERENCE_CALIBRATION,
+    depth: int | None = None,
 ) -> Fused:
-    """Every candidate's id and score, best first: the sum of its FEATURES' values times their
-    weights, scaled so the top carries the query's calibrated best cosine. With `explain`,
-    each memory's contribution of every feature that is not 0."""
+    """The candidates' ids and scores, best first (the `depth` best, all without one): the
+    sum of each one's FEATURES' values times their weights, scaled so the top carries the
+    query's calibrated best cosine. With `explain`, each memory's contribution of every
+    feature that is not 0."""
     # The conversation and diversity features are added to a copy: `features` stays as built.
     values = dict(features.values)
     candidates = features.candidates
@@ -506,12 +507,12 @@ def scored(
             scores[memory_id] += weights["conversation"] * share
     if weights["diversity"] > 0 or weights["cover"] > 0:
         ranked, above, covered = _greedy(
-            scores, candidates, weights["diversity"], weights["cover"], features.words
+            scores, candidates, weights["diversity"], weights["cover"], features.words, depth
         )
         values["diversity"] = {i: -float(n) for i, n in above.items() if n}
         values["cover"] = {i: c for i, c in covered.items() if c}
     else:
-        ranked = [(i, scores[i]) for i in sorted(scores, key=lambda i: (-scores[i], i))]
+        ranked = [(i, scores[i]) for i in sorted(scores, key=lambda i: (-scores[i], i))][:depth]
     contributions: dict[str, dict[str, float]] = {}
     if explain:
         for memory_id, _ in ranked:
@@ -606,12 +607,14 @@ def _greedy(
     diversity: float,
     cover: float,
     words: dict[str, int],
+    depth: int | None = None,
 ) -> tuple[list[tuple[str, float]], dict[str, int], dict[str, float]]:
-    """Greedy order: each place goes to the memory with the best score, less `diversity` for
-    each memory of its conversation already placed, plus `cover` times the weighted share of
-    the query's `words` it has that no memory placed has (a word weighs by its rarity among
-    the candidates). Each comes with that score (never below 0), how many of its conversation
-    were above it and the share it covered. Both terms only fall as memories are placed."""
+    """Greedy order of the `depth` first places (all without one): each place goes to the
+    memory with the best score, less `diversity` for each memory of its conversation already
+    placed, plus `cover` times the weighted share of the query's `words` it has that no memory
+    placed has (a word weighs by its rarity among the candidates). Each comes with that score
+    (never below 0), how many of its conversation were above it and the share it covered.
+    Both terms only fall as memories are placed."""
     has = {i: text_words(candidates[i].text) for i in scores} if cover and words else {}
     rarity: dict[str, float] = {}
     if has:
@@ -626,7 +629,9 @@ def _greedy(
     def share(memory_id: str) -> float:
         if not total:
             return 0.0
-        return sum(rarity[w] for w in uncovered & has[memory_id]) / total
+        # In the query's word order, so that the sum is the same in every process.
+        words_of = has[memory_id]
+        return sum(r for w, r in rarity.items() if w in uncovered and w in words_of) / total
 
     placed: dict[str, int] = {}
     above: dict[str, int] = {}
@@ -637,7 +642,8 @@ def _greedy(
         heap.append((-(value + cover * new), memory_id, 0, new))
     heapq.heapify(heap)
     ranked: list[tuple[str, float]] = []
-    while heap:
+    places = len(heap) if depth is None else depth
+    while heap and len(ranked) < places:
         negative, memory_id, seen, new = heapq.heappop(heap)
         key = candidates[memory_id].conversation_id or f"\x00{memory_id}"
         count = placed.get(key, 0)

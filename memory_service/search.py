@@ -3,13 +3,15 @@
 The user's scope (their conditions and the request's filters) is built once and every store
 call starts from it. The hybrid ranking (`hybrid_search`) then runs: the candidates of both
 signals (dense, BM25 and its feedback pass), the context of their best conversations, the
-features and the fused score (ranking.py), and last the memories fetched, checked and
-returned. The other modes are one store query each through the same scope."""
+features and the fused score (ranking.py), and last the best memories, checked and returned.
+Every point those reads find comes with its whole payload, so the memories returned are read
+from them, not fetched again. The other modes are one store query each through the same
+scope."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from memory_service import ranking, timeframes
 from memory_service.embedding.calibration import Calibration
@@ -22,10 +24,12 @@ from memory_service.store.interface import (
     MemoryStore,
     NearestQuery,
 )
-from memory_service.store.ownership import UserScope, fetch
-from memory_service.store.payload import CANDIDATE_FIELDS, candidate, scored
+from memory_service.store.ownership import UserScope
+from memory_service.store.payload import StoredPoint, candidate, memory_of, scored
 
 Hits = tuple[list[ranking.Candidate], list[ranking.Candidate]]
+# The points a search's reads found, by id, with their whole payloads.
+Seen = dict[str, StoredPoint]
 
 
 def prefetch_limit(limit: int) -> int:
@@ -105,6 +109,7 @@ async def hybrid_search(
     """The hybrid ranking, stage by stage: candidates, conversation context, features, fused
     score, the memories returned."""
     wanted = limit + ranking.DUPLICATE_MARGIN
+    seen: Seen = {}
     hits = await hybrid_candidates(
         store,
         scope,
@@ -113,12 +118,13 @@ async def hybrid_search(
         depth=max(params.candidate_depth, wanted),
         document_terms=document_terms,
         feedback_weight=params.feedback_weight,
+        seen=seen,
     )
     conversations = ranking.context_conversations(*hits, params)
-    context = await conversation_context(store, scope, conversations, dense=query.dense)
+    context = await conversation_context(store, scope, conversations, dense=query.dense, seen=seen)
     features = ranking.features(*hits, params, query=query.text, context=context, local=query.local)
-    fused = ranking.scored(features, params, explain=explain, calibration=calibration)
-    return await returned_memories(store, scope, fused, limit)
+    fused = ranking.scored(features, params, explain=explain, calibration=calibration, depth=wanted)
+    return returned_memories(scope, fused, limit, seen)
 
 
 async def hybrid_candidates(
@@ -130,18 +136,19 @@ async def hybrid_candidates(
     depth: int,
     document_terms: Callable[[str], SparseVector] | None,
     feedback_weight: float,
+    seen: Seen | None = None,
 ) -> Hits:
-    """The nearest `depth` memories by each signal, with the payload the ranking's rules read.
-    With feedback, the keyword side is a second pass: the query plus the heaviest terms of
-    its first pass's best matches."""
+    """The nearest `depth` memories by each signal, as the ranking's rules read them (the
+    points themselves kept in `seen`, given one). With feedback, the keyword side is a second
+    pass: the query plus the heaviest terms of its first pass's best matches."""
     queries = [NearestQuery(DENSE_VECTOR, dense, depth), NearestQuery(SPARSE_VECTOR, sparse, depth)]
-    dense_hits, sparse_hits = await _candidates(store, scope.where(), queries)
+    dense_hits, sparse_hits = await _candidates(store, scope.where(), queries, seen)
     if feedback_weight <= 0 or document_terms is None or not sparse_hits:
         return dense_hits, sparse_hits
     best = [document_terms(h.text) for h in sparse_hits[: ranking.FEEDBACK_MEMORIES]]
     expanded = ranking.with_feedback(sparse, best, feedback_weight)
     (sparse_hits,) = await _candidates(
-        store, scope.where(), [NearestQuery(SPARSE_VECTOR, expanded, depth)]
+        store, scope.where(), [NearestQuery(SPARSE_VECTOR, expanded, depth)], seen
     )
     return dense_hits, sparse_hits
 
@@ -152,6 +159,7 @@ async def conversation_context(
     conversations: Sequence[str],
     *,
     dense: list[float],
+    seen: Seen | None = None,
 ) -> ranking.Context:
     """The memories of these conversations (CONTEXT_LIMIT at most, nearest first), for the
     neighbour and answer rules: the turns around a strong match that neither signal's first
@@ -161,18 +169,19 @@ async def conversation_context(
         return ranking.NO_CONTEXT
     conditions = scope.where(MatchAny("conversation_id", tuple(conversations)))
     query = NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT)
-    (nearest,) = await _candidates(store, conditions, [query])
+    (nearest,) = await _candidates(store, conditions, [query], seen)
     return ranking.Context(nearest)
 
 
-async def returned_memories(
-    store: MemoryStore, scope: UserScope, fused: ranking.Fused, limit: int
+def returned_memories(
+    scope: UserScope, fused: ranking.Fused, limit: int, seen: Seen
 ) -> list[ScoredMemory]:
-    """The best-ranked memories, fetched whole, one copy of each text, at most `limit`."""
+    """The best-ranked memories, read from the points the search found, one copy of each
+    text, at most `limit`."""
     ranked = fused.ranked[: limit + ranking.DUPLICATE_MARGIN]
-    memories = await fetch(store, [memory_id for memory_id, _ in ranked], scope.user_id)
-    # The ids come from a search scoped to the user; checking the owner again keeps "every
-    # read is the caller's" true of this by-id read too.
+    memories = {i: memory_of(seen[i]) for i, _ in ranked if i in seen}
+    # Every point came from a read scoped to the user; checking the owner again keeps "every
+    # memory returned is the caller's" true whatever the ranking did.
     return ranking.collapse_duplicates(
         (
             ScoredMemory(memories[i], score, fused.contributions.get(i))
@@ -233,9 +242,22 @@ async def _nearest(
 
 
 async def _candidates(
-    store: MemoryStore, conditions: list[Condition], queries: Sequence[NearestQuery]
+    store: MemoryStore,
+    conditions: list[Condition],
+    queries: Sequence[NearestQuery],
+    seen: Seen | None = None,
 ) -> list[list[ranking.Candidate]]:
-    """Like _nearest, with only the payload fields the ranking reads."""
-    slim = [replace(q, fields=CANDIDATE_FIELDS) for q in queries]
-    batches = await store.query(conditions, slim)
-    return [[candidate(p) for p in points] for points in batches]
+    """Like _nearest, as the ranking reads each hit; the points are kept in `seen`, given one.
+    Whole payloads: the engine reads a whole payload faster than a selection of its fields,
+    and the memories returned are read from them."""
+    batches = await store.query(conditions, queries)
+    found: list[list[ranking.Candidate]] = []
+    for points in batches:
+        hits = []
+        for point in points:
+            memory_id = str(point.id)
+            hits.append(candidate(point, memory_id))
+            if seen is not None:
+                seen[memory_id] = point
+        found.append(hits)
+    return found

@@ -78,13 +78,12 @@ Condition = Match | MatchAny | Range | HasId
 
 @dataclass(frozen=True, slots=True)
 class NearestQuery:
-    """One nearest-neighbour query of a search: which vector, the query vector, how many, and
-    which payload fields each hit brings (None: all of them)."""
+    """One nearest-neighbour query of a search: which vector, the query vector and how many.
+    Each hit brings its whole payload."""
 
     using: str
     vector: list[float] | SparseVector
     limit: int
-    fields: list[str] | None = None
 
 
 class MemoryStore(abc.ABC):

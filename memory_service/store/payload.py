@@ -80,16 +80,12 @@ def with_created_at(point: StoredPoint) -> tuple[float, Memory]:
     return float((point.payload or {}).get("created_at", 0.0)), memory_of(point)
 
 
-# The payload fields fusion reads from every candidate (the length, answer and time rules
-# read the text); the rest only for results kept.
-CANDIDATE_FIELDS = ["conversation_id", "created_at", "text", "kind"]
-
-
-def candidate(point: ScoredPoint) -> ranking.Candidate:
+def candidate(point: ScoredPoint, memory_id: str) -> ranking.Candidate:
+    """The hit as the ranking reads it; `memory_id` is str(point.id), which the caller keeps."""
     # Hundreds per search: positional, and no conversions the stored types do not need.
     payload = point.payload or {}
     return ranking.Candidate(
-        str(point.id),
+        memory_id,
         point.score,
         payload.get("conversation_id") or "",
         payload.get("created_at") or 0.0,

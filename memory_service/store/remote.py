@@ -79,10 +79,6 @@ def _vector(vector: list[float] | Sparse) -> Any:
     return vector
 
 
-def _payload(fields: list[str] | None) -> bool | models.PayloadSelectorInclude:
-    return True if fields is None else models.PayloadSelectorInclude(include=fields)
-
-
 def _point(p: MemoryPoint) -> models.PointStruct:
     return models.PointStruct(
         id=p.memory.id,
@@ -218,7 +214,7 @@ class ServerMemoryStore(interface.MemoryStore):
                     using=q.using,
                     filter=flt,
                     limit=q.limit,
-                    with_payload=_payload(q.fields),
+                    with_payload=True,
                 )
                 for q in queries
             ],

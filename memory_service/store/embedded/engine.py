@@ -116,10 +116,6 @@ def _nearest(query: NearestQuery) -> Any:
     return qe.Query.Nearest(vector, using=query.using)
 
 
-def _payload(fields: list[str] | None) -> Any:
-    return True if fields is None else qe.PayloadSelector.Include(fields)
-
-
 def edge_point(p: MemoryPoint) -> qe.Point:
     return qe.Point(
         p.memory.id,
@@ -142,7 +138,7 @@ def query_batch(
                 limit=q.limit,
                 query=_nearest(q),
                 filter=flt,
-                with_payload=_payload(q.fields),
+                with_payload=True,
             )
             for q in queries
         ]

@@ -21,7 +21,6 @@ from memory_service import ranking
 from memory_service.store.embedded.engine import edge_config, ensure_payload_indexes
 from memory_service.store.embedded.files import write_back
 from memory_service.store.interface import DENSE_VECTOR
-from memory_service.store.payload import CANDIDATE_FIELDS
 
 # The child yields the CPU to the serving process, which shares the same cores: where the
 # OS has it, it runs only on a core nothing else wants (SCHED_IDLE), else at nice 19.
@@ -101,7 +100,7 @@ def warm_large_tenants(shard_dir: Path, dimension: int, min_points: int) -> qdra
                 limit=ranking.DEFAULT.candidate_depth,
                 query=qdrant_edge.Query.Nearest(probe, using=DENSE_VECTOR),
                 filter=user,
-                with_payload=qdrant_edge.PayloadSelector.Include(CANDIDATE_FIELDS),
+                with_payload=True,
             )
         )
     return shard
