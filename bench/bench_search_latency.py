@@ -8,6 +8,13 @@ EdgeMemoryStore.search on the same data dir, for the same (user, query) pairs. S
 baseline alternate for --rounds rounds so that noise on a shared machine hits both.
 Target: p50(service) / p50(baseline) <= 1.5.
 
+The store keeps vectors and payloads on disk and pages them in when a search reads them, so
+what a search costs depends on whether its user's data is in the OS page cache. --page-cache
+warm reads the store's files once before each round, as a serving store's active users' data
+is; cold takes them out of the cache before each round, and each search is then of a user no
+search of that round read before (the default and BM25-only get users of their own), so every
+search reads its user's data from disk.
+
 The same service process also answers each query BM25-only (mode keyword), alternating
 with the default so that load hits both: what the hybrid ranking costs over the cheapest
 search there is. Target: p50(default) / p50(BM25-only) <= 1.5.
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import statistics
 import tempfile
@@ -53,8 +61,42 @@ def percentile(samples: list[float], q: float) -> float:
 SERVICE_MODES = {"default": pb.SEARCH_MODE_UNSPECIFIED, "keyword": pb.SEARCH_MODE_KEYWORD}
 
 
+Pairs = list[tuple[str, str]]
+
+
+def page_cache(data_dir: Path, state: str) -> None:
+    """Puts the store's files in the OS page cache (warm) or takes them out of it (cold)."""
+    for path in sorted(data_dir.rglob("*")):
+        if not path.is_file():
+            continue
+        with path.open("rb") as file:
+            if state == "warm":
+                while file.read(1 << 20):
+                    pass
+            else:
+                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+def round_pairs(
+    rng: random.Random, users: list[str], queries: list[str], warmup: int, state: str
+) -> dict[str, Pairs]:
+    """Each mode's (user, query) pairs of one round, warm-up first: the same pairs for both
+    when warm; when cold, users no other search of the round has."""
+    asked = queries[:warmup] + queries
+    if state == "warm":
+        pairs = [(rng.choice(users), q) for q in asked]
+        return {name: pairs for name in SERVICE_MODES}
+    if len(users) < len(SERVICE_MODES) * len(asked):
+        raise SystemExit(f"--page-cache cold needs {len(SERVICE_MODES) * len(asked)} users")
+    fresh = rng.sample(users, len(SERVICE_MODES) * len(asked))
+    return {
+        name: list(zip(fresh[i * len(asked) :], asked, strict=False))
+        for i, name in enumerate(SERVICE_MODES)
+    }
+
+
 async def service_latencies(
-    data_dir: Path, pairs: list[tuple[str, str]], top_k: int, warmup: int
+    data_dir: Path, pairs: dict[str, Pairs], top_k: int, warmup: int
 ) -> dict[str, list[float]]:
     """Each query searched the default way and BM25-only, in alternating order."""
     async with MemoryServiceProcess(data_dir) as service, service.channel() as channel:
@@ -65,20 +107,22 @@ async def service_latencies(
             reply = await stub.Search(request, metadata=call_metadata(user), timeout=30)
             return len(reply.results)
 
-        for user, query in pairs[:warmup]:
-            for mode in SERVICE_MODES.values():
-                await search(user, query, mode)
+        for index in range(warmup):
+            for name, mode in SERVICE_MODES.items():
+                await search(*pairs[name][index], mode)
         latencies: dict[str, list[float]] = {name: [] for name in SERVICE_MODES}
         empty = 0
-        for index, (user, query) in enumerate(pairs):
+        measured = len(pairs["default"]) - warmup
+        for index in range(warmup, warmup + measured):
             names = list(SERVICE_MODES) if index % 2 == 0 else list(reversed(SERVICE_MODES))
             for name in names:
+                user, query = pairs[name][index]
                 started = time.perf_counter()
                 found = await search(user, query, SERVICE_MODES[name])
                 latencies[name].append(time.perf_counter() - started)
                 empty += name == "default" and found == 0
         if empty:
-            print(f"  warning: {empty} of {len(pairs)} service searches found nothing")
+            print(f"  warning: {empty} of {measured} service searches found nothing")
         return latencies
 
 
@@ -111,7 +155,7 @@ async def baseline_latencies(
         for user, query in pairs[:warmup]:
             await search(user, query)
         latencies = []
-        for user, query in pairs:
+        for user, query in pairs[warmup:]:
             started = time.perf_counter()
             await search(user, query)
             latencies.append(time.perf_counter() - started)
@@ -130,6 +174,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--data-dir", type=Path, help="seed here and keep it (default: temp)")
+    parser.add_argument(
+        "--page-cache",
+        choices=("warm", "cold"),
+        default="warm",
+        help="the store's files in the OS page cache before each round, or out of it",
+    )
     args = parser.parse_args()
 
     model = service_encoder()
@@ -148,10 +198,14 @@ def main() -> None:
         baseline: list[float] = []
         round_ratios = []
         for r in range(args.rounds):
-            pairs = [(rng.choice(users), q) for q in queries]
+            pairs = round_pairs(rng, users, queries, args.warmup, args.page_cache)
+            page_cache(data_dir, args.page_cache)
             measured = asyncio.run(service_latencies(data_dir, pairs, args.top_k, args.warmup))
             s, k = measured["default"], measured["keyword"]
-            b = asyncio.run(baseline_latencies(data_dir, model, pairs, args.top_k, args.warmup))
+            page_cache(data_dir, args.page_cache)
+            b = asyncio.run(
+                baseline_latencies(data_dir, model, pairs["default"], args.top_k, args.warmup)
+            )
             service += s
             keyword += k
             baseline += b
@@ -178,7 +232,8 @@ def report(
     print()
     print(
         f"Hybrid search, top_k={args.top_k}, {plan.memories:,} memories / {plan.users:,} users, "
-        f"{len(service)} queries each side ({args.rounds} rounds), sequential single client"
+        f"{len(service)} queries each side ({args.rounds} rounds), sequential single client, "
+        f"page cache {args.page_cache}"
     )
     print(f"{'':44} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}")
     rows = [
