@@ -85,7 +85,7 @@ def test_prompt_and_answer_stored_once_linked(
 
         # The site renders the conversation again after a reload: nothing is stored twice.
         browser.reload(page)
-        wait_for(lambda: browser.answers_finished(page) == 1)
+        browser.wait_for_answers(page, 1)
         time.sleep(3)
         assert len(memories(client)) == 2
 
@@ -105,7 +105,7 @@ def test_auto_puts_related_memories_above_the_prompt(
 
         browser.send_prompt(page, RELATED)
 
-        first = wait_for(lambda: browser.sent(page))[0]
+        first = wait_for(lambda: browser.sent(page), describe=lambda: browser.chat_state(page))[0]
         assert first.count(MEMORY) == 1
         assert first.rstrip().endswith(RELATED)
         found = stored(client, 3)
@@ -124,9 +124,9 @@ def test_captures_wait_for_the_server_and_arrive_once(
 
     # The server is down: the page still sends what was typed, without delay or memories.
     browser.send_prompt(page, "Which trail should we hike on Saturday?")
-    wait_for(lambda: browser.answers_finished(page) == 1)
+    browser.wait_for_answers(page, 1)
     browser.send_prompt(page, "Is the lake trail open in winter?", how="click")
-    wait_for(lambda: browser.answers_finished(page) == 2)
+    browser.wait_for_answers(page, 2)
     assert browser.sent(page) == [
         "Which trail should we hike on Saturday?",
         "Is the lake trail open in winter?",

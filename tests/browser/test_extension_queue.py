@@ -7,13 +7,12 @@ honoured."""
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import expect
 
 from tests.browser.conftest import OpenExtension
 from tests.support.browser import Stack, gateway_process
@@ -26,6 +25,7 @@ from tests.support.extension import (
     sent,
     stored,
     wait_for,
+    wait_for_answers,
 )
 from tests.support.stack import GatewayProcess
 
@@ -44,10 +44,6 @@ def gateway(stack: Stack) -> Iterator[GatewayProcess]:
         own.close()
 
 
-def finished_answers(page: Page, count: int) -> None:
-    expect(page.get_by_text(re.compile("That is all for now"))).to_have_count(count, timeout=20000)
-
-
 def queued(browser: ExtensionBrowser, count: int) -> None:
     wait_for(lambda: len(browser.queue()) == count, 20)
 
@@ -61,9 +57,9 @@ def test_captures_wait_for_the_server_and_arrive_once(
 
     # The server is down: the page still sends what was typed, without delay or memories.
     send_prompt(page, "Which trail should we hike on Saturday?")
-    finished_answers(page, 1)
+    wait_for_answers(page, 1)
     send_prompt(page, "Is the lake trail open in winter?", how="click")
-    finished_answers(page, 2)
+    wait_for_answers(page, 2)
     assert sent(page) == [
         "Which trail should we hike on Saturday?",
         "Is the lake trail open in winter?",
@@ -95,7 +91,7 @@ def test_captures_survive_a_browser_restart(
     page = browser.open_site("gemini")
     gateway.stop()
     send_prompt(page, "Remind me which tyres fit my bicycle")
-    finished_answers(page, 1)
+    wait_for_answers(page, 1)
     queued(browser, 2)
 
     browser.close()
@@ -117,7 +113,7 @@ def test_a_busy_server_is_retried_no_sooner_than_it_asks(
         browser = open_extension(server.url, user, inject="off")
         page = browser.open_site("perplexity")
         send_prompt(page, "Which seeds can I sow in March?")
-        finished_answers(page, 1)
+        wait_for_answers(page, 1)
 
         wait_for(lambda: sum(n for _, n, status in server.batches if status == 200) == 2, 40)
         (refused_at, _, status), *later = server.batches
@@ -134,7 +130,7 @@ def test_captures_outlast_a_server_answering_404_and_arrive_once(
         browser = open_extension(proxy.url, user, inject="off")
         page = browser.open_site("claude")
         send_prompt(page, "Which trail should we hike on Saturday?")
-        finished_answers(page, 1)
+        wait_for_answers(page, 1)
 
         # A whole request's 404 is a connection problem to show, never a reason to drop.
         popup = browser.popup()
@@ -144,7 +140,7 @@ def test_captures_outlast_a_server_answering_404_and_arrive_once(
             timeout=10000,
         )
         send_prompt(page, "Is the lake trail open in winter?", how="click")
-        finished_answers(page, 2)
+        wait_for_answers(page, 2)
         assert ("POST", "/memories/batch", 404) in proxy.seen
 
         with stack.client(user) as client:
@@ -188,7 +184,7 @@ def test_a_backlog_larger_than_the_body_cap_arrives_whole(
         editor.click()
         page.keyboard.insert_text(text)
         editor.press("Enter")
-        finished_answers(page, n + 2)
+        wait_for_answers(page, n + 2)
     queued(browser, 8)
     backlog = sum(
         len(record["item"].get("prompt") or record["item"]["response"])
@@ -218,7 +214,7 @@ def test_items_the_server_refuses_by_name_are_kept_and_exported(
         browser = open_extension(server.url, user, inject="off")
         page = browser.open_site("perplexity")
         send_prompt(page, "Which seeds can I sow in March?")
-        finished_answers(page, 1)
+        wait_for_answers(page, 1)
         wait_for(lambda: len(browser.queue("refused")) == 2, 30)
         assert browser.queue() == []
 

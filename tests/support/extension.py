@@ -26,6 +26,30 @@ from tests.support.processes import REPO_ROOT, service_env
 CHAT_SITES_DIR = Path(__file__).resolve().parent / "chat_sites"
 ENGINE_PATH = "/__standin__/engine.js"
 
+# The stand-ins' send controls, by their labels; each is hidden or relabelled while an answer is
+# being written.
+SEND_CONTROL = (
+    'button[aria-label="Send prompt"], button[aria-label="Send message"], '
+    'button[aria-label="Submit"]'
+)
+# How many of a stand-in's answers are written to the end, once the site has closed the last
+# one's turn (null until then). The last words show a moment before the site brings its send
+# control back and, on ChatGPT, adds the turn's actions above the composer, moving it: a click
+# aimed at the editor in that moment can land beside it, and what is typed next goes nowhere.
+ANSWERS_FINISHED = (
+    "window.standin.answering() ? null"
+    " : document.body.innerText.split('That is all for now').length - 1"
+)
+# What a stand-in shows, for a failure's message.
+CHAT_STATE = """({
+    sent: window.standin.sent,
+    answering: window.standin.answering(),
+    answersWritten: document.body.innerText.split('That is all for now').length - 1,
+    editor: document.querySelector('[role=textbox]')?.innerText ?? null,
+    focus: document.activeElement && [document.activeElement.tagName.toLowerCase(),
+        document.activeElement.getAttribute('aria-label')].filter(Boolean).join(' '),
+})"""
+
 
 @dataclass(frozen=True)
 class Site:
@@ -255,10 +279,7 @@ def send_prompt(page: Page, text: str, *, how: str = "enter") -> None:
     if how == "enter":
         editor.press("Enter")
     else:
-        page.locator(
-            'button[aria-label="Send prompt"], button[aria-label="Send message"], '
-            'button[aria-label="Submit"]'
-        ).click()
+        page.locator(SEND_CONTROL).click()
 
 
 def chip(page: Page) -> tuple[str, float, float] | None:
@@ -291,6 +312,23 @@ def click_chip(page: Page, timeout: float = 15.0) -> str:
 def sent(page: Page) -> list[str]:
     """What the site received from its editor, oldest first."""
     return list(page.evaluate("() => window.standin.sent"))
+
+
+def answers_finished(page: Page) -> int | None:
+    """How many of the site's answers are finished (see ANSWERS_FINISHED); None while it is
+    still answering."""
+    finished = page.evaluate(ANSWERS_FINISHED)
+    return None if finished is None else int(finished)
+
+
+def chat_state(page: Page) -> dict[str, Any]:
+    """What the site has received and shows: for a failure's message."""
+    return dict(page.evaluate(CHAT_STATE))
+
+
+def wait_for_answers(page: Page, count: int, timeout: float = 30.0) -> None:
+    """Until the site has finished count answers and is ready for the next message."""
+    wait_for(lambda: answers_finished(page) == count, timeout, lambda: chat_state(page))
 
 
 def wait_for(

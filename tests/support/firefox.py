@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from memory_layer_cli.extension import GECKO_ID
-from tests.support.extension import CHAT_SITES_DIR, ENGINE_PATH, SITES, site_page
+from tests.support.extension import (
+    ANSWERS_FINISHED,
+    CHAT_SITES_DIR,
+    CHAT_STATE,
+    ENGINE_PATH,
+    SEND_CONTROL,
+    SITES,
+    site_page,
+    wait_for,
+)
 from tests.support.processes import REPO_ROOT, service_env
 
 FIREFOX = "/usr/bin/firefox-esr"
@@ -106,7 +115,9 @@ class FirefoxExtension:
         self.call("click", page=page, selector=selector)
 
     def send_prompt(self, page: int, text: str, *, how: str = "enter") -> None:
-        self.call("send", page=page, text=text, how=how)
+        """Type text as a person does and send it with Enter or the send button; fails if what
+        was typed did not reach the editor."""
+        self.call("send", page=page, text=text, how=how, sendControl=SEND_CONTROL)
 
     def evaluate(self, page: int, expression: str) -> Any:
         return self.call("evaluate", page=page, expression=expression)["value"]
@@ -118,10 +129,21 @@ class FirefoxExtension:
     def reload(self, page: int) -> None:
         self.call("reload", page=page)
 
-    def answers_finished(self, page: int) -> int:
-        """How many of the stand-in's answers have been written to the end."""
-        finished = "document.body.innerText.split('That is all for now').length - 1"
-        return int(self.evaluate(page, finished))
+    def answers_finished(self, page: int) -> int | None:
+        """How many of the site's answers are finished (see ANSWERS_FINISHED); None while it
+        is still answering."""
+        finished = self.evaluate(page, ANSWERS_FINISHED)
+        return None if finished is None else int(finished)
+
+    def chat_state(self, page: int) -> dict[str, Any]:
+        """What the site has received and shows: for a failure's message."""
+        return dict(self.evaluate(page, CHAT_STATE))
+
+    def wait_for_answers(self, page: int, count: int, timeout: float = 30.0) -> None:
+        """Until the site has finished count answers and is ready for the next message."""
+        wait_for(
+            lambda: self.answers_finished(page) == count, timeout, lambda: self.chat_state(page)
+        )
 
 
 def new_firefox_extension(root: Path, server_url: str, key: str, inject: str) -> FirefoxExtension:

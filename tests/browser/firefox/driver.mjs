@@ -5,6 +5,10 @@
 import { createInterface } from "node:readline";
 import puppeteer from "puppeteer-core";
 
+const EDITOR = "[role=textbox]";
+// How long an action waits for its control, or for the typed text to show.
+const ACTION_MS = 15000;
+
 let browser = null;
 let sites = [];
 let engine = { path: "", body: "" };
@@ -33,6 +37,28 @@ function serve(request) {
   }
 }
 
+/* Until the editor shows text; else an error that says where the typing went. */
+async function typed(target, text) {
+  try {
+    await target.waitForFunction(
+      (selector, expected) => (document.querySelector(selector)?.innerText ?? "").trim() === expected,
+      { timeout: ACTION_MS },
+      EDITOR,
+      text,
+    );
+  } catch {
+    const seen = await target.evaluate((selector) => {
+      const focus = document.activeElement;
+      const label = focus && (focus.getAttribute("aria-label") || focus.getAttribute("role"));
+      return {
+        editor: document.querySelector(selector)?.innerText ?? null,
+        focus: focus ? `${focus.tagName.toLowerCase()}${label ? ` "${label}"` : ""}` : "none",
+      };
+    }, EDITOR);
+    throw new Error(`typed ${JSON.stringify(text)} but the editor shows ${JSON.stringify(seen.editor)}; the focus is on ${seen.focus}`);
+  }
+}
+
 function page(id) {
   const found = pages.get(id);
   if (!found) throw new Error(`no page ${id}`);
@@ -56,7 +82,7 @@ const commands = {
     await opened.setRequestInterception(true);
     opened.on("request", serve);
     await opened.goto(url);
-    await opened.waitForSelector("[role=textbox]");
+    await opened.waitForSelector(EDITOR);
     const id = nextPage++;
     pages.set(id, opened);
     return { page: id };
@@ -87,12 +113,15 @@ const commands = {
     await page(id).click(selector);
     return {};
   },
-  async send({ page: id, text, how }) {
+  async send({ page: id, text, how, sendControl }) {
     const target = page(id);
-    await target.click("[role=textbox]");
+    // Like a person, each click waits until its control is shown, enabled and still: a click
+    // aimed where the editor was a moment ago lands beside it, and the typing goes nowhere.
+    await target.locator(EDITOR).setTimeout(ACTION_MS).click();
     await target.keyboard.type(text);
+    await typed(target, text);
     if (how === "enter") await target.keyboard.press("Enter");
-    else await target.click('button[aria-label="Send prompt"], button[aria-label="Send message"], button[aria-label="Submit"]');
+    else await target.locator(sendControl).setTimeout(ACTION_MS).click();
     return {};
   },
   async evaluate({ page: id, expression }) {
@@ -101,7 +130,7 @@ const commands = {
   },
   async reload({ page: id }) {
     await page(id).reload();
-    await page(id).waitForSelector("[role=textbox]");
+    await page(id).waitForSelector(EDITOR);
     return {};
   },
   async close() {

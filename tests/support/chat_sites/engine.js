@@ -142,7 +142,9 @@
   window.addEventListener("keydown", (event) => {
     if (event.key === "Enter" && event.isTrusted) pressed = performance.now();
   }, true);
-  window.standin = { sent, delays, state: () => state };
+  // answering: from a send until the answer's turn is closed and the send control is back. The
+  // last words show a moment before that, and closing the turn can move the composer.
+  window.standin = { sent, delays, state: () => state, answering: () => streaming };
 
   const key = (id) => `standin:conversation:${id}`;
   const load = (id) => JSON.parse(localStorage.getItem(key(id)) || "[]");
