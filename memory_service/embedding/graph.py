@@ -9,13 +9,14 @@ The graph is written in standard operators (opset 17, GELU spelled with Erf) as 
 the transformers model would be; ONNX Runtime's optimizer fuses them into its own kernels
 (layer norm with the residual sum, bias with GELU), which ran a little faster on this model
 than writing its fused operators directly. In int8 the dense layers are ONNX Runtime's
-`DynamicQuantizeMatMul` over int8 weights (quantization.py), but for a few inputs of the
-second feed-forward layer (OUTLIER_INPUTS) and that whole layer in FLOAT32_OUTPUT_LAYERS.
+`DynamicQuantizeMatMul` over int8 weights (quantization.py; uint8 with a zero point on a CPU
+whose int8 products would saturate), but for a few inputs of the second feed-forward layer
+(OUTLIER_INPUTS) and that whole layer in FLOAT32_OUTPUT_LAYERS.
 
 The messages are onnx.proto's (compiled into protos/onnx/). The weights are not in them:
 the graph names them, and the session is handed them as arrays (`BertGraph.weights`), so
 they are held once, not a second time inside the serialized model. The same weights always
-give the same bytes.
+give the same bytes on the same kind of CPU.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from memory_service.embedding.model_dir import ModelDir, ModelError
-from memory_service.embedding.quantization import quantize_columns
+from memory_service.embedding.quantization import int8_products_saturate, quantize_columns
 from protos.onnx import onnx_pb2 as onnx
 
 OPSET = 17
@@ -49,6 +50,7 @@ FLOAT32_OUTPUT_LAYERS = (2,)
 _TENSOR_TYPES = {
     np.dtype(np.float32): onnx.TensorProto.FLOAT,
     np.dtype(np.int8): onnx.TensorProto.INT8,
+    np.dtype(np.uint8): onnx.TensorProto.UINT8,
     np.dtype(np.int64): onnx.TensorProto.INT64,
 }
 Attribute = int | float | str | list[int]
@@ -159,8 +161,13 @@ def bert_graph(
         bias_name = const(f"{name}.bias", np.ascontiguousarray(bias))
         if int8:
             q = quantize_columns(matrix)
-            inputs = [x, const(f"{name}.weight_int8", q.values)]
-            inputs += [const(f"{name}.weight_scale", q.scales), "", bias_name]
+            scale = const(f"{name}.weight_scale", q.scales)
+            if int8_products_saturate():
+                values, zero = q.unsigned()
+                inputs = [x, const(f"{name}.weight_uint8", values), scale]
+                inputs += [const(f"{name}.weight_zero", zero), bias_name]
+            else:
+                inputs = [x, const(f"{name}.weight_int8", q.values), scale, "", bias_name]
             return add("DynamicQuantizeMatMul", inputs, output, domain=MS_DOMAIN)
         product = add("MatMul", [x, const(f"{name}.weight", matrix)], f"{output}.product")
         return add("Add", [product, bias_name], output)
