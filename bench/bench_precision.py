@@ -56,8 +56,12 @@ def recall(encoder: OnnxEncoder, data: dict, questions: int, k: int = 10) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--questions", type=int, default=12)
+    parser.add_argument(
+        "--questions", type=int, default=12, help="LongMemEval questions for the recall rows"
+    )
     args = parser.parse_args()
+    if args.questions < 1:
+        parser.error("--questions must be at least 1")
     data = json.loads((DATA / "longmemeval-dev.json").read_text())
     turns = [t["text"] for c in data["conversations"] for t in c["turns"]]
     random.Random(7).shuffle(turns)

@@ -157,6 +157,8 @@ async def bench(args: argparse.Namespace, base_dir: Path) -> None:
     if args.folds < 2:
         return
     data_dir, turn_of, rankings = runs[args.precisions[0]]
+    # The store in process embeds its queries in the precision its memories were stored in.
+    os.environ["MEMORY_EMBED_PRECISION"] = args.precisions[0]
     questions = [q for dataset in sets for q in dataset.questions]
     print(f"\nopening the {args.precisions[0]} store in process; candidates for {len(questions)}…")
     prepared = await prepare(data_dir / "memory", questions, turn_of, SERVICE_TOKEN)

@@ -10,7 +10,7 @@ what the gateway's default search returned.
 
 Folds are LoCoMo's conversations and LongMemEval's questions (each is one user), fold k of
 both sets held out together. For each fold the constants are chosen on the other folds'
-questions (recall@10, each set weighing the same, ties: MRR@10) and scored on the fold's
+questions (recall@10, each set weighing SET_WEIGHTS, ties: MRR@10) and scored on the fold's
 own: every question is scored once, by constants that never saw it. The default has one
 constant per rule, too many for a whole grid: starting from the middle of every axis (not
 from the shipped values, which saw every question), each constant in turn takes the best
@@ -92,7 +92,7 @@ TARGET_LOCOMO_MARGIN_OVER_BM25 = 0.08
 # What each set weighs when constants are chosen (1 for a set not named). The two sets are
 # told apart by their own shape, not by their size: LongMemEval's 60 questions each hold
 # hundreds of long turns, LoCoMo's 760 a few short ones.
-SET_WEIGHTS: dict[str, float] = {}
+SET_WEIGHTS: dict[str, float] = {"LoCoMo": 3.0}
 # Rounds of coordinate ascent at most.
 ASCENT_ROUNDS = 2
 

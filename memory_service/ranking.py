@@ -65,7 +65,7 @@ class RankingParams:
     sets and scores it on others. Every weight is a feature's (`weight`)."""
 
     # Share of the dense signal in a memory's own score; BM25 gets the rest.
-    dense_weight: float = 0.2
+    dense_weight: float = 0.3
     # Share of the better of its two nearest conversation neighbours' own scores a memory
     # gains (the turn before or after it).
     neighbour_weight: float = 0.25
@@ -79,7 +79,7 @@ class RankingParams:
     time_weight: float = 0.2
     # Share of the best own score of the turns one and two away that such a memory gains as
     # well: the turn that says when is often next to the one with the question's words.
-    time_neighbour_weight: float = 0.4
+    time_neighbour_weight: float = 0.0
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
@@ -88,10 +88,10 @@ class RankingParams:
     conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.4
+    answer_weight: float = 0.8
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
-    length_weight: float = 0.1
+    length_weight: float = 0.2
     # Weight of the raw cosine similarity, beside its min-max share in the own score: how
     # close the memory is to the query, not only to the other candidates.
     cosine_weight: float = 0.5
@@ -127,7 +127,7 @@ class RankingParams:
     # memory has that no memory ranked above it has: a question naming two things ("which
     # did I buy first, the kettle or the toaster?") needs a memory of each, and the second
     # thing's memory would otherwise sit below every turn about the first.
-    cover_weight: float = 0.2
+    cover_weight: float = 0.4
 
 
 DEFAULT = RankingParams()
