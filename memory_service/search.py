@@ -248,8 +248,8 @@ async def _candidates(
     seen: Seen | None = None,
 ) -> list[list[ranking.Candidate]]:
     """Like _nearest, as the ranking reads each hit; the points are kept in `seen`, given one.
-    Whole payloads: the engine reads a whole payload faster than a selection of its fields,
-    and the memories returned are read from them."""
+    Whole payloads: the engine reads one about as fast as a selection of its fields, and the
+    memories returned are read from them, with no read after the ranking."""
     batches = await store.query(conditions, queries)
     found: list[list[ranking.Candidate]] = []
     for points in batches:
