@@ -195,7 +195,7 @@ async def prepare(
                 read = tuple(ranking.context_conversations(*hits, params))
                 if read and (index, read) not in contexts:
                     contexts[index, read] = await conversation_context(
-                        memories.store, scope, read, dense=dense
+                        memories.store, scope, read, dense=dense, nearest=hits[0]
                     )
         return Prepared(candidates, contexts, service_default, turn_of, local)
     finally:

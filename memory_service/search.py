@@ -23,6 +23,7 @@ from memory_service.store.interface import (
     MatchAny,
     MemoryStore,
     NearestQuery,
+    NotIds,
 )
 from memory_service.store.ownership import UserScope
 from memory_service.store.payload import StoredPoint, candidate, memory_of, scored
@@ -121,7 +122,9 @@ async def hybrid_search(
         seen=seen,
     )
     conversations = ranking.context_conversations(*hits, params)
-    context = await conversation_context(store, scope, conversations, dense=query.dense, seen=seen)
+    context = await conversation_context(
+        store, scope, conversations, dense=query.dense, nearest=hits[0], seen=seen
+    )
     features = ranking.features(*hits, params, query=query.text, context=context, local=query.local)
     fused = ranking.scored(features, params, explain=explain, calibration=calibration, depth=wanted)
     return returned_memories(scope, fused, limit, seen)
@@ -159,18 +162,27 @@ async def conversation_context(
     conversations: Sequence[str],
     *,
     dense: list[float],
+    nearest: Sequence[ranking.Candidate] = (),
     seen: Seen | None = None,
 ) -> ranking.Context:
     """The memories of these conversations (CONTEXT_LIMIT at most, nearest first), for the
     neighbour and answer rules: the turns around a strong match that neither signal's first
     pass returned. Their BM25 scores are not asked for: a memory the first pass did not
-    return scores at most its lowest, which min-max maps to 0."""
+    return scores at most its lowest, which min-max maps to 0. `nearest` is the dense side's
+    first pass: its hits in these conversations are their nearest memories already, so they
+    are not read again and the context is the rest of the CONTEXT_LIMIT nearest."""
     if not conversations:
         return ranking.NO_CONTEXT
+    wanted = set(conversations)
+    known = tuple(h.id for h in nearest if h.conversation_id in wanted)
+    if len(known) >= ranking.CONTEXT_LIMIT:
+        return ranking.NO_CONTEXT
     conditions = scope.where(MatchAny("conversation_id", tuple(conversations)))
-    query = NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT)
-    (nearest,) = await _candidates(store, conditions, [query], seen)
-    return ranking.Context(nearest)
+    if known:
+        conditions.append(NotIds(known))
+    query = NearestQuery(DENSE_VECTOR, dense, ranking.CONTEXT_LIMIT - len(known))
+    (rest,) = await _candidates(store, conditions, [query], seen)
+    return ranking.Context(rest)
 
 
 def returned_memories(
@@ -179,14 +191,15 @@ def returned_memories(
     """The best-ranked memories, read from the points the search found, one copy of each
     text, at most `limit`."""
     ranked = fused.ranked[: limit + ranking.DUPLICATE_MARGIN]
-    memories = {i: memory_of(seen[i]) for i, _ in ranked if i in seen}
+    # Built as they are kept: the duplicates' margin is rarely read.
+    memories = ((memory_of(seen[i]), score, i) for i, score in ranked if i in seen)
     # Every point came from a read scoped to the user; checking the owner again keeps "every
     # memory returned is the caller's" true whatever the ranking did.
     return ranking.collapse_duplicates(
         (
-            ScoredMemory(memories[i], score, fused.contributions.get(i))
-            for i, score in ranked
-            if i in memories and scope.owns(memories[i])
+            ScoredMemory(memory, score, fused.contributions.get(i))
+            for memory, score, i in memories
+            if scope.owns(memory)
         ),
         limit,
     )

@@ -72,8 +72,16 @@ class HasId:
     point_id: str
 
 
-# What a store filter is made of; each adapter translates these into its backend's types.
-Condition = Match | MatchAny | Range | HasId
+@dataclass(frozen=True, slots=True)
+class NotIds:
+    """None of these points."""
+
+    point_ids: tuple[str, ...]
+
+
+# What a store filter is made of (all of them hold); each adapter translates these into its
+# backend's types.
+Condition = Match | MatchAny | Range | HasId | NotIds
 
 
 @dataclass(frozen=True, slots=True)

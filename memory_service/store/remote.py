@@ -32,7 +32,11 @@ def _condition(cond: interface.Condition) -> Any:
 
 
 def _filter(conditions: list[interface.Condition]) -> models.Filter:
-    return models.Filter(must=[_condition(c) for c in conditions])
+    excluded = [i for c in conditions if isinstance(c, interface.NotIds) for i in c.point_ids]
+    must = [_condition(c) for c in conditions if not isinstance(c, interface.NotIds)]
+    if not excluded:
+        return models.Filter(must=must)
+    return models.Filter(must=must, must_not=[models.HasIdCondition(has_id=excluded)])
 
 
 DEFAULT_TIMEOUT_SECONDS = 3.0

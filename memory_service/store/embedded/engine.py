@@ -18,6 +18,7 @@ from memory_service.store.interface import (
     Match,
     MatchAny,
     NearestQuery,
+    NotIds,
     Range,
 )
 from memory_service.store.payload import to_payload
@@ -106,7 +107,11 @@ def _condition(cond: Condition) -> Any:
 
 
 def edge_filter(conditions: list[Condition]) -> qe.Filter:
-    return qe.Filter(must=[_condition(c) for c in conditions])
+    excluded = {i for c in conditions if isinstance(c, NotIds) for i in c.point_ids}
+    must = [_condition(c) for c in conditions if not isinstance(c, NotIds)]
+    if not excluded:
+        return qe.Filter(must=must)
+    return qe.Filter(must=must, must_not=[qe.HasIdCondition(excluded)])
 
 
 def _nearest(query: NearestQuery) -> Any:

@@ -243,8 +243,16 @@ async def test_the_best_candidates_conversations_are_read_whole_for_the_neighbou
     )
     assert {h.id for h in context.dense} == {t.memory.id for t in turns}
     assert ranking.context_conversations(dense_hits, sparse_hits, ranking.TODAY) == []
+    # The dense side's hits there are those conversations' nearest already: not read again.
+    rest = await conversation_context(
+        store, UserScope.of("u", SearchFilters()), read, dense=dense, nearest=dense_hits
+    )
+    assert {h.id for h in dense_hits} <= {t.memory.id for t in turns}
+    assert {h.id for h in rest.dense} == {t.memory.id for t in turns} - {h.id for h in dense_hits}
 
     fused = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=context).ranked
+    same = ranking.fuse(dense_hits, sparse_hits, query="staging deploy", context=rest).ranked
+    assert same == fused
     ranked = [memory_id for memory_id, _ in fused]
     # The turn after the best match (its answer) is ranked, above the conversation's
     # unrelated turn.
