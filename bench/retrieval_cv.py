@@ -63,6 +63,8 @@ DEFAULT_AXES: dict[str, tuple[float, ...]] = {
     "prompt_weight": (0.0, 0.05, 0.1),
     "asked_weight": (0.0, 0.25, 0.5),
     "cover_weight": (0.0, 0.1, 0.2, 0.4),
+    # Fewer candidates are cheaper, and more give every rule more to lift that does not belong.
+    "candidate_depth": (30, 40, 50),
 }
 # The rules of the default, each set to 0 in turn to measure it.
 SIGNALS = {
@@ -128,12 +130,12 @@ Hits = tuple[list[ranking.Candidate], list[ranking.Candidate]]
 
 @dataclass
 class Prepared:
-    """What every setting ranks: each question's candidates, the context of each set of
-    conversations a setting reads whole, the memory id → evidence id map, the in-process
-    default's results for the check, and the calendar they were asked in (the service's: UTC,
-    today)."""
+    """What every setting ranks: each question's candidates at each candidate depth, the
+    context of each set of conversations a setting reads whole, the memory id → evidence id
+    map, the in-process default's results for the check, and the calendar they were asked in
+    (the service's: UTC, today)."""
 
-    candidates: list[Hits]
+    candidates: list[dict[int, Hits]]
     contexts: dict[tuple[int, tuple[str, ...]], ranking.Context]
     service_default: list[list[str]]
     turn_of: dict[str, str]
@@ -142,9 +144,22 @@ class Prepared:
 
 def context_settings() -> list[ranking.RankingParams]:
     """Settings that between them pick every set of conversations a chosen setting can read
-    whole: which ones depends only on the own score, so on the dense weight."""
+    whole: which ones depends only on the candidates and their own scores, so on the
+    candidate depth and the dense weight."""
     weights = {*DEFAULT_AXES["dense_weight"], ranking.DEFAULT.dense_weight}
-    return [replace(ranking.DEFAULT, dense_weight=w) for w in sorted(weights)]
+    depths = {*DEFAULT_AXES["candidate_depth"], ranking.DEFAULT.candidate_depth}
+    return [
+        replace(ranking.DEFAULT, dense_weight=w, candidate_depth=d)
+        for w in sorted(weights)
+        for d in sorted(depths)
+    ]
+
+
+def fetch_depth(params: ranking.RankingParams) -> int:
+    """How deep a search with `params` fetches each signal's candidates, as the service does.
+    Each depth is fetched on its own, not cut from a deeper fetch: where BM25 scores tie at
+    the cut, the engine's choice among them is the one the service gets."""
+    return max(params.candidate_depth, TOP_K + ranking.DUPLICATE_MARGIN)
 
 
 async def prepare(
@@ -168,7 +183,7 @@ async def prepare(
     readers = context_settings()
     local = timeframes.LocalCalendar.at(UTC, datetime.now(UTC))
     try:
-        candidates: list[Hits] = []
+        candidates: list[dict[int, Hits]] = []
         contexts: dict[tuple[int, tuple[str, ...]], ranking.Context] = {}
         service_default: list[list[str]] = []
         for index, question in enumerate(questions):
@@ -181,21 +196,24 @@ async def prepare(
             dense = await memories.embedder.embed(
                 question.text, who.user_id, first_window_only=True
             )
-            hits = await hybrid_candidates(
-                memories.store,
-                scope,
-                dense=dense,
-                sparse=memories._sparse_query(question.text),
-                depth=max(ranking.DEFAULT.candidate_depth, TOP_K + ranking.DUPLICATE_MARGIN),
-                document_terms=memories._sparse_document,
-                feedback_weight=0.0,
-            )
-            candidates.append(hits)
+            by_depth: dict[int, Hits] = {}
+            for depth in sorted({fetch_depth(params) for params in readers}):
+                by_depth[depth] = await hybrid_candidates(
+                    memories.store,
+                    scope,
+                    dense=dense,
+                    sparse=memories._sparse_query(question.text),
+                    depth=depth,
+                    document_terms=memories._sparse_document,
+                    feedback_weight=0.0,
+                )
+            candidates.append(by_depth)
             for params in readers:
-                read = tuple(ranking.context_conversations(*hits, params))
+                own = by_depth[fetch_depth(params)]
+                read = tuple(ranking.context_conversations(*own, params))
                 if read and (index, read) not in contexts:
                     contexts[index, read] = await conversation_context(
-                        memories.store, scope, read, dense=dense, nearest=hits[0]
+                        memories.store, scope, read, dense=dense
                     )
         return Prepared(candidates, contexts, service_default, turn_of, local)
     finally:
@@ -207,7 +225,7 @@ def ranked_evidence(
 ) -> list[str]:
     """The evidence ids of the top TOP_K under `params`, duplicates collapsed as the
     service collapses them."""
-    dense_hits, sparse_hits = prepared.candidates[index]
+    dense_hits, sparse_hits = prepared.candidates[index][fetch_depth(params)]
     read = tuple(ranking.context_conversations(dense_hits, sparse_hits, params))
     context = prepared.contexts[index, read] if read else ranking.NO_CONTEXT
     every = (*dense_hits, *sparse_hits, *context.dense)

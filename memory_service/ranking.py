@@ -68,18 +68,18 @@ class RankingParams:
     dense_weight: float = 0.3
     # Share of the better of its two nearest conversation neighbours' own scores a memory
     # gains (the turn before or after it).
-    neighbour_weight: float = 0.25
+    neighbour_weight: float = 0.5
     # The same for the better of the two turns two away: a conversation stays on a topic for
     # a few turns, and an answer is often a turn or two from the words that ask for it.
     second_neighbour_weight: float = 0.6
     # Candidates fetched from each signal before fusing.
-    candidate_depth: int = 50
+    candidate_depth: int = 40
     # Added to a memory that says when something happened (yesterday, last week, two years
     # ago, on Friday), for a question that asks when; not shared with its neighbours.
     time_weight: float = 0.2
     # Share of the best own score of the turns one and two away that such a memory gains as
     # well: the turn that says when is often next to the one with the question's words.
-    time_neighbour_weight: float = 0.0
+    time_neighbour_weight: float = 0.4
     # Weight of the feedback terms (FEEDBACK_TERMS of the FEEDBACK_MEMORIES best keyword
     # matches) added to the query for the keyword side's second pass; 0: one pass.
     feedback_weight: float = 0.0
@@ -88,7 +88,7 @@ class RankingParams:
     conversation_weight: float = 0.2
     # Share of the previous turn's own score a memory gains when that turn asks a question:
     # the memory is its answer, and a question's words are often only in the question.
-    answer_weight: float = 0.8
+    answer_weight: float = 0.4
     # Weight of how much a memory says: log(1 + length / LENGTH_UNIT), length capped at
     # LENGTH_CAP characters. A one-line acknowledgement rarely holds what a question needs.
     length_weight: float = 0.2
@@ -110,7 +110,7 @@ class RankingParams:
     # Taken from a memory's score for each memory of its conversation ranked above it: an
     # assistant history spreads what one question needs over several conversations, and one
     # strong conversation's lifts would fill the top otherwise.
-    diversity_weight: float = 0.05
+    diversity_weight: float = 0.0
     # A turn this long or shorter takes its whole share of its neighbours' and its question's
     # scores, a longer one that share times this over its length: a short reply ("last
     # week!") leans on the turns around it, a long answer says what it is about in its own
@@ -118,7 +118,7 @@ class RankingParams:
     lean_chars: int = 300
     # Added to a prompt: what the person wrote, not an answer to them. A question about
     # someone asks what they said; an answer (an assistant's most of all) restates it.
-    prompt_weight: float = 0.1
+    prompt_weight: float = 0.0
     # Share of its answer's own score a prompt gains (the response saved for it, the turn
     # after it): a prompt and its answer are one exchange, and the answer's words often name
     # what the prompt only hints at. The answer rule is the other direction.

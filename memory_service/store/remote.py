@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -32,7 +33,9 @@ def _condition(cond: interface.Condition) -> Any:
 
 
 def _filter(conditions: list[interface.Condition]) -> models.Filter:
-    excluded = [i for c in conditions if isinstance(c, interface.NotIds) for i in c.point_ids]
+    excluded: list[int | str | uuid.UUID] = [
+        i for c in conditions if isinstance(c, interface.NotIds) for i in c.point_ids
+    ]
     must = [_condition(c) for c in conditions if not isinstance(c, interface.NotIds)]
     if not excluded:
         return models.Filter(must=must)

@@ -3,6 +3,7 @@ the store's points, filters and queries in the engine's types."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -107,7 +108,9 @@ def _condition(cond: Condition) -> Any:
 
 
 def edge_filter(conditions: list[Condition]) -> qe.Filter:
-    excluded = {i for c in conditions if isinstance(c, NotIds) for i in c.point_ids}
+    excluded: set[int | uuid.UUID | str] = {
+        i for c in conditions if isinstance(c, NotIds) for i in c.point_ids
+    }
     must = [_condition(c) for c in conditions if not isinstance(c, NotIds)]
     if not excluded:
         return qe.Filter(must=must)
